@@ -1,0 +1,5 @@
+"""Errors seqkit raises for bad input: the message names the problem and the fix."""
+
+
+class SeqkitError(Exception):
+    """A user-facing error; the CLI prints it as one line and exits non-zero."""

@@ -1,0 +1,343 @@
+"""Shared machinery of seqkit's recurrent cells and layers.
+
+A seqkit cell splits one time step into two parts:
+
+* ``project_inputs(x)``: the input projection ``x W + b`` for every gate at
+  once. It does not depend on the previous state, so a layer computes it for
+  all time steps in one matmul before the recurrence starts;
+* ``step(xw_t, states)``: the recurrent part, one line per gate equation.
+
+``call(inputs, states, training)`` chains the two, which keeps the Keras cell
+contract: a seqkit cell also runs inside ``keras.layers.RNN``.
+
+``RecurrentLayer`` is a ``keras.layers.RNN`` whose inner loop hoists the input
+projection out of the time loop; masking, ``go_backwards``, ``stateful``,
+``return_state`` and ``initial_state`` keep Keras' own semantics.
+"""
+
+import keras
+from keras import ops
+from keras.src import backend as keras_backend
+from keras.src import tree
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+
+def check_units(units):
+    """Validate the `units` argument: a positive integer."""
+    if isinstance(units, bool) or not isinstance(units, int) or units <= 0:
+        raise ValueError(
+            f"Argument `units` must be a positive integer; received units={units!r}."
+        )
+    return units
+
+
+def get_activation(identifier, argument):
+    """Resolve a Keras activation, naming the argument when it is unknown."""
+    try:
+        return keras.activations.get(identifier)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"Unknown activation for argument `{argument}`: received {identifier!r}. "
+            "Use a Keras activation name such as 'tanh', 'relu' or 'sigmoid'."
+        ) from e
+
+
+def get_initializer(identifier, argument):
+    """Resolve a Keras initializer, naming the argument when it is unknown."""
+    try:
+        return keras.initializers.get(identifier)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"Unknown initializer for argument `{argument}`: received {identifier!r}. "
+            "Use a Keras initializer name such as 'glorot_uniform', 'orthogonal', "
+            "'identity' or 'zeros'."
+        ) from e
+
+
+def check_rate(rate, argument):
+    """Validate a dropout rate in [0, 1)."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise ValueError(
+            f"Argument `{argument}` must be a float in [0, 1); received {argument}={rate!r}."
+        )
+    return float(rate)
+
+
+class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
+    """Base of the seqkit cells: weights, dropout and the cell contract.
+
+    Subclasses set ``gates`` (number of weight blocks: 1 for SimpleRNN, 4 for
+    LSTM, 3 for GRU) and implement ``step``. ``kernel`` has shape
+    ``(input_dim, gates * units)``, ``recurrent_kernel``
+    ``(units, gates * units)``: the names, shapes and block order of Keras'
+    built-in cells, so weights copy across with ``set_weights``.
+    """
+
+    gates = 1
+    ARGS = (
+        "units",
+        "activation",
+        "use_bias",
+        "kernel_initializer",
+        "recurrent_initializer",
+        "bias_initializer",
+        "kernel_regularizer",
+        "recurrent_regularizer",
+        "bias_regularizer",
+        "kernel_constraint",
+        "recurrent_constraint",
+        "bias_constraint",
+        "dropout",
+        "recurrent_dropout",
+        "seed",
+    )
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = check_units(units)
+        self.activation = get_activation(activation, "activation")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = get_initializer(kernel_initializer, "kernel_initializer")
+        self.recurrent_initializer = get_initializer(
+            recurrent_initializer, "recurrent_initializer"
+        )
+        self.bias_initializer = get_initializer(bias_initializer, "bias_initializer")
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.recurrent_constraint = keras.constraints.get(recurrent_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.dropout = check_rate(dropout, "dropout")
+        self.recurrent_dropout = check_rate(recurrent_dropout, "recurrent_dropout")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.state_size = self.units
+        self.output_size = self.units
+
+    # -- weights -----------------------------------------------------------
+    def bias_shape(self):
+        return (self.gates * self.units,)
+
+    def make_bias_initializer(self):
+        return self.bias_initializer
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        width = self.gates * self.units
+        self.kernel = self.add_weight(
+            shape=(input_dim, width),
+            name="kernel",
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(self.units, width),
+            name="recurrent_kernel",
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=self.bias_shape(),
+                name="bias",
+                initializer=self.make_bias_initializer(),
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+
+    # -- the two halves of a step ------------------------------------------
+    def input_bias(self):
+        """The part of the bias added to ``x W`` (all of it, for most cells)."""
+        return self.bias
+
+    def project_inputs(self, x):
+        """``x W + b`` for all gates: ``(..., D) -> (..., gates * units)``.
+
+        Called once per sequence by ``RecurrentLayer`` with ``x`` of shape
+        ``(B, T, D)``, or once per step by ``call`` with ``x`` of shape ``(B, D)``.
+        """
+        xw = ops.matmul(x, self.kernel)
+        b = self.input_bias()
+        return xw if b is None else xw + b
+
+    def step(self, xw_t, states, recurrent_mask=None):
+        """The recurrent part of one step; ``xw_t = x_t W + b``, ``(B, gates * units)``."""
+        raise NotImplementedError
+
+    # -- the Keras cell contract -------------------------------------------
+    def call(self, inputs, states, training=False):
+        if training and self.dropout > 0:
+            inputs = inputs * self.get_dropout_mask(inputs)
+        recurrent_mask = None
+        if training and self.recurrent_dropout > 0:
+            recurrent_mask = self.get_recurrent_dropout_mask(tree.flatten(states)[0])
+        return self.step(self.project_inputs(inputs), states, recurrent_mask)
+
+    def get_initial_state(self, batch_size=None):
+        sizes = self.state_size if isinstance(self.state_size, (list, tuple)) else [self.state_size]
+        return [ops.zeros((batch_size, d), dtype=self.compute_dtype) for d in sizes]
+
+    def cell_config(self):
+        """The constructor arguments in ``ARGS``, serialized: shared by cell and layer."""
+        config = {}
+        for name in self.ARGS:
+            value = getattr(self, name)
+            if name.endswith("activation"):
+                value = keras.activations.serialize(value)
+            elif name.endswith(("initializer", "regularizer", "constraint")):
+                value = keras.saving.serialize_keras_object(value)
+            config[name] = value
+        return config
+
+    def get_config(self):
+        return {**super().get_config(), **self.cell_config()}
+
+
+class RecurrentLayer(keras.layers.RNN):
+    """A ``keras.layers.RNN`` over a seqkit cell, with the input projection hoisted.
+
+    The inner loop computes ``x W + b`` for every time step in one matmul of
+    shape ``(B, T, D) @ (D, gates * units)``, then runs only ``cell.step``
+    (the recurrent matmul and the gate equations) per step. Everything else
+    (masks, ``go_backwards``, ``stateful``, ``initial_state``,
+    ``return_state``, ``zero_output_for_mask``) is Keras' ``RNN``.
+    """
+
+    cell_class = RecurrentCell
+
+    def __init__(
+        self,
+        units,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        zero_output_for_mask=False,
+        **kwargs,
+    ):
+        cell_kwargs = {k: kwargs.pop(k) for k in self.cell_class.ARGS[1:] if k in kwargs}
+        cell = self.cell_class(
+            units,
+            dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
+            name=f"{type(self).__name__.lower()}_cell",
+            **cell_kwargs,
+        )
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            zero_output_for_mask=zero_output_for_mask,
+            **kwargs,
+        )
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        self.check_input_shape(sequences_shape)
+        super().build(sequences_shape, initial_state_shape)
+
+    def check_input_shape(self, shape):
+        if len(shape) != 3:
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of rank 3 (batch, timesteps, "
+                f"features); received inputs with shape {tuple(shape)}. "
+                "Add the missing axis, e.g. x[:, :, None] for scalar features."
+            )
+
+    def check_initial_state(self, sequences, initial_state):
+        states = tree.flatten(initial_state)
+        sizes = self.state_size
+        if len(states) != len(sizes):
+            raise ValueError(
+                f"Argument `initial_state` of {type(self).__name__} must hold "
+                f"{len(sizes)} tensor(s) of shape (batch, units) = (batch, {self.cell.units}); "
+                f"received {len(states)}."
+            )
+        batch = sequences.shape[0]
+        for i, (s, size) in enumerate(zip(states, sizes)):
+            shape = tuple(s.shape)
+            ok = len(shape) == 2 and shape[1] in (None, size)
+            ok = ok and (batch is None or shape[0] is None or shape[0] == batch)
+            if not ok:
+                raise ValueError(
+                    f"Argument `initial_state[{i}]` of {type(self).__name__} must have "
+                    f"shape (batch, {size}) with batch={batch}; received shape {shape}."
+                )
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        self.check_input_shape(sequences.shape)
+        if initial_state is not None:
+            self.check_initial_state(sequences, initial_state)
+        return super().call(
+            sequences, initial_state=initial_state, mask=mask, training=training
+        )
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if tree.is_nested(mask):
+            mask = mask[0]
+        cell = self.cell
+        # Dropout masks are drawn once per call and fixed across time steps
+        # (Gal & Ghahramani 2016), as Keras does; RNN.call drew them already.
+        if training and cell.dropout > 0:
+            sequences = sequences * ops.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), 1)
+        recurrent_mask = None
+        if training and cell.recurrent_dropout > 0:
+            recurrent_mask = cell.get_recurrent_dropout_mask(initial_state[0])
+
+        xw = cell.project_inputs(sequences)  # (B, T, gates * units), one matmul for all t
+
+        def step(xw_t, states):
+            return cell.step(xw_t, states, recurrent_mask)
+
+        return keras_backend.rnn(
+            step,
+            xw,
+            list(initial_state),
+            go_backwards=self.go_backwards,
+            mask=mask,
+            unroll=self.unroll,
+            input_length=sequences.shape[1],
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_all_outputs=self.return_sequences,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        del config["cell"]
+        config["activity_regularizer"] = keras.saving.serialize_keras_object(
+            self.activity_regularizer
+        )
+        return {**config, **self.cell.cell_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @property
+    def units(self):
+        return self.cell.units
