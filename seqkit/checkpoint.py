@@ -1,0 +1,103 @@
+"""Checkpoints of a training run: model, optimizer state and position, saved atomically.
+
+A checkpoint is one ``.keras`` file (weights, optimizer variables, config)
+plus its entry in ``latest.json`` (epoch, step within the epoch, global
+step, val loss, and the states of the model's random seed generators, which
+the ``.keras`` format leaves out, so that dropout masks resume exactly). The ``.keras`` file is written under a temporary name and
+renamed; ``latest.json`` is replaced only after that, and older files are
+deleted only after ``latest.json`` names the new one. A process killed at any
+moment therefore leaves the previous checkpoint loadable.
+"""
+
+import json
+import math
+from pathlib import Path
+
+from seqkit.errors import SeqkitError
+from seqkit.io import atomic_path, write_text
+
+LATEST = "latest.json"
+
+
+class CheckpointManager:
+    """Save and find checkpoints in ``directory``, keeping the newest ``keep``.
+
+    File names carry the epoch, step and val loss, as char-rnn's do:
+    ``ckpt-e0003-s000000-val1.2345.keras``.
+    """
+
+    def __init__(self, directory, keep=3):
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def save(self, model, epoch, step_in_epoch, global_step, val_loss=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"ckpt-e{epoch:04d}-s{step_in_epoch:06d}"
+        if val_loss is not None and math.isfinite(val_loss):
+            name += f"-val{val_loss:.4f}"
+        path = self.directory / f"{name}.keras"
+        with atomic_path(path, suffix=".keras") as tmp:
+            model.save(tmp)
+        state = {
+            "file": path.name,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": global_step,
+            "val_loss": val_loss,
+            "seed_states": [v.numpy().tolist() for v in seed_state_variables(model)],
+        }
+        history = self._history() + [state]
+        kept = history[-self.keep :]
+        write_text(self.directory / LATEST, json.dumps({"latest": state, "history": kept}, indent=2))
+        for name in {s["file"] for s in history} - {s["file"] for s in kept}:
+            (self.directory / name).unlink(missing_ok=True)
+        return path
+
+    def latest(self):
+        """The newest checkpoint's state dict (with ``path``), or None if there is none."""
+        index = self.directory / LATEST
+        if not index.exists():
+            return None
+        try:
+            state = json.loads(index.read_text(encoding="utf-8"))["latest"]
+        except (ValueError, KeyError) as e:
+            raise SeqkitError(
+                f"checkpoint index {index} is damaged ({e}); delete it to start over, "
+                "or restore it from a backup"
+            ) from e
+        path = self.directory / state["file"]
+        if not path.exists():
+            raise SeqkitError(
+                f"checkpoint {path} named by {index} is missing; delete {index} to start over"
+            )
+        return {**state, "path": path}
+
+    def restore(self, model, state):
+        """Load a checkpoint (from ``latest()``) into ``model``: weights, optimizer, seeds."""
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        try:
+            model.load_weights(state["path"])
+        except (ValueError, OSError, KeyError) as e:
+            raise SeqkitError(
+                f"cannot load checkpoint {state['path']}: {e}; it does not match this model "
+                "or is damaged: delete it (and its entry in latest.json) or start a new run"
+            ) from e
+        variables = seed_state_variables(model)
+        if len(variables) == len(state.get("seed_states", [])):
+            for v, value in zip(variables, state["seed_states"]):
+                v.assign(value)
+
+    def _history(self):
+        index = self.directory / LATEST
+        if not index.exists():
+            return []
+        try:
+            return json.loads(index.read_text(encoding="utf-8")).get("history", [])
+        except ValueError:
+            return []
+
+
+def seed_state_variables(model):
+    """The state variables of the model's ``keras.random.SeedGenerator``s, in a fixed order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]

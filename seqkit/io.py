@@ -1,0 +1,50 @@
+"""Atomic file writes: a reader (or a crash) never sees a half-written file.
+
+Everything seqkit writes goes to a temporary name in the target's folder,
+is flushed to disk, then renamed over the target (``os.replace`` is atomic
+on POSIX and Windows).
+"""
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(path):
+    """Make a rename inside ``path`` durable (no-op where unsupported)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(target, suffix=""):
+    """Yield a temporary path beside ``target``; on success rename it to ``target``.
+
+    The temporary name ends with ``suffix`` (e.g. ``.keras``, which Keras
+    insists on). On an exception the temporary file is removed and ``target``
+    is untouched.
+    """
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(target, text):
+    """Atomically write ``text`` (UTF-8) to ``target``."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")

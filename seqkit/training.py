@@ -1,0 +1,389 @@
+"""A training step you can read: GradientTape, clip_by_global_norm, apply.
+
+``SeqModel`` is a Keras ``Model`` whose ``train_step`` is written out:
+
+1. unpack the batch ``(x, y, sample_weight)``;
+2. forward pass and loss under ``tf.GradientTape``;
+3. ``tape.gradient``, then sum over replicas (the global-batch gradient);
+4. ``grad_norm = global_norm(grads)``; skip the step if it is not finite;
+5. ``tf.clip_by_global_norm(grads, clip_norm)``, once, after aggregation;
+6. ``optimizer.apply``; update the metrics; return the logs.
+
+It works with ``model.fit`` (progress bar, validation, callbacks,
+``class_weight`` / ``sample_weight``) and under ``tf.distribute`` strategies.
+
+Keras' own optimizer ``clipnorm`` / ``global_clipnorm`` clip inside
+``optimizer.apply``, which the TensorFlow backend calls in each replica
+*before* the cross-replica all-reduce: each replica's gradient is clipped on
+its own. seqkit all-reduces first and clips the global-batch gradient, so a
+run on N devices clips exactly as one device would on the same global batch.
+"""
+
+import contextlib
+import signal
+import threading
+
+import keras
+import tensorflow as tf
+
+from seqkit.checkpoint import CheckpointManager
+from seqkit.errors import SeqkitError
+
+DEFAULT_CLIP_NORM = 5.0  # char-rnn's grad_clip
+DEFAULT_MAX_NONFINITE = 10
+STEP_METRICS = ("grad_norm", "clip_rate", "skipped")
+
+
+class NonFiniteError(SeqkitError):
+    """Training stopped after too many consecutive non-finite gradients."""
+
+
+class TrainingInterrupted(SeqkitError):
+    """SIGINT/SIGTERM stopped training; a resumable checkpoint was saved."""
+
+
+@keras.saving.register_keras_serializable(package="seqkit")
+class SeqModel(keras.Model):
+    """A functional Keras model trained by seqkit's readable ``train_step``.
+
+    Build it like ``keras.Model``: ``SeqModel(inputs, outputs, clip_norm=5.0)``.
+
+    Args:
+        clip_norm: Clip the global gradient norm to this value (after the
+            all-reduce); 0 or None disables clipping. Default 5.0, as char-rnn.
+        max_nonfinite: Stop training after this many consecutive steps whose
+            gradients were not finite (each such step is skipped).
+        *args, **kwargs: As ``keras.Model`` (``inputs``, ``outputs``, ``name``).
+
+    Logs, besides the loss and compiled metrics: ``grad_norm`` (global norm
+    before clipping, mean over the epoch so far), ``clip_rate`` (fraction of
+    steps that were clipped), ``skipped`` (steps skipped for non-finite
+    gradients). The last step's raw values are in ``last_grad_norm`` and
+    ``nonfinite_streak`` (variables; see ``StepLogger``).
+    """
+
+    def __init__(self, *args, clip_norm=DEFAULT_CLIP_NORM, max_nonfinite=DEFAULT_MAX_NONFINITE, **kwargs):
+        super().__init__(*args, **kwargs)
+        if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and clip_norm >= 0):
+            raise ValueError(
+                f"clip_norm must be a number >= 0 (0 or None disables clipping); received {clip_norm!r}."
+            )
+        if not (isinstance(max_nonfinite, int) and max_nonfinite > 0):
+            raise ValueError(f"max_nonfinite must be a positive integer; received {max_nonfinite!r}.")
+        self.clip_norm = float(clip_norm or 0.0)
+        self.max_nonfinite = max_nonfinite
+        self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
+        self.clip_rate_tracker = keras.metrics.Mean(name="clip_rate")
+        self.skipped_tracker = keras.metrics.Sum(name="skipped")
+        agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.last_grad_norm = tf.Variable(0.0, trainable=False, aggregation=agg, name="last_grad_norm")
+        self.nonfinite_streak = tf.Variable(0, trainable=False, aggregation=agg, name="nonfinite_streak")
+
+    def train_step(self, data):
+        # 1. Unpack the batch.
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_variables
+        if not self.optimizer.built:
+            self.optimizer.build(variables)
+
+        # 2. Forward pass and loss, recorded by the tape. Under a strategy
+        # Keras' losses are already divided by the number of replicas.
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
+
+        # 3. Gradients of this replica, summed over replicas: the gradient of
+        # the mean loss over the global batch (one device: unchanged).
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+        replica = tf.distribute.get_replica_context()
+        grads = replica.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+
+        # 4. Global norm before clipping; a non-finite norm skips the step.
+        grad_norm = tf.linalg.global_norm(grads)
+        finite = tf.math.is_finite(grad_norm)
+
+        # 5. Clip once, after aggregation (Pascanu et al. 2013: g <- θ g / ||g||).
+        clipped = tf.constant(False)
+        if self.clip_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=grad_norm)
+            clipped = grad_norm > self.clip_norm
+
+        # 6. Apply. The TF optimizer all-reduces (sums) again, so each replica
+        # passes its share of the already-reduced gradient.
+        shares = [g / replica.num_replicas_in_sync for g in grads]
+        apply_if_finite(self.optimizer, shares, variables, finite)
+
+        self.last_grad_norm.assign(grad_norm)
+        self.nonfinite_streak.assign(tf.where(finite, 0, self.nonfinite_streak + 1))
+        self.update_step_metrics(loss * replica.num_replicas_in_sync, grad_norm, clipped, finite, x)
+        return logs_for_strategy(self.compute_metrics(x, y, y_pred, sample_weight))
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=False)
+        loss = self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        self.loss_tracker().update_state(loss * replicas, sample_weight=batch_size(x))
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        return logs_for_strategy({k: v for k, v in logs.items() if k not in STEP_METRICS})
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """``keras.Model.fit``, plus a guard that stops on repeated non-finite steps.
+
+        Raises:
+            NonFiniteError: ``max_nonfinite`` consecutive steps had non-finite
+                gradients (all of them were skipped). ``error.history`` holds
+                the ``History`` of the run so far.
+        """
+        guard = NonFiniteGuard()
+        history = super().fit(*args, callbacks=[*(callbacks or []), guard], **kwargs)
+        if guard.message:
+            error = NonFiniteError(guard.message)
+            error.history = history
+            raise error
+        return history
+
+    def loss_tracker(self):
+        """Keras' ``loss`` metric (created by ``compile``)."""
+        return self._loss_tracker
+
+    def update_step_metrics(self, loss, grad_norm, clipped, finite, x):
+        self.loss_tracker().update_state(
+            tf.where(finite, loss, tf.zeros_like(loss)), sample_weight=tf.where(finite, batch_size(x), 0)
+        )
+        self.grad_norm_tracker.update_state(tf.where(finite, grad_norm, 0.0), sample_weight=tf.cast(finite, "float32"))
+        self.clip_rate_tracker.update_state(tf.cast(clipped, "float32"))
+        self.skipped_tracker.update_state(1.0 - tf.cast(finite, "float32"))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 reduces the first distributed batch across replicas only to
+        # read its shapes, which fails under MultiWorkerMirroredStrategy
+        # ("Attempt to convert a value (PerReplica...)"). The first replica's
+        # local batch has the same structure; pass that instead.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, batches in iterator:
+                first = next(batches)
+                break
+            local = self.distribute_strategy.experimental_local_results
+            data_batch = tf.nest.map_structure(
+                lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v, first
+            )
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def get_config(self):
+        return {**super().get_config(), "clip_norm": self.clip_norm, "max_nonfinite": self.max_nonfinite}
+
+
+def seed_everything(seed):
+    """Make training on the CPU reproducible: Python, NumPy, TF and Keras seeds,
+    and TF's deterministic op implementations."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def logs_for_strategy(logs):
+    """Work around Keras 3 under MultiWorkerMirroredStrategy (tensorflow#72388):
+    it averages each worker's logs with ``strategy.reduce("MEAN", v, axis=0)``,
+    which fails on scalars; give it vectors of length 1 to average."""
+    strategy = tf.distribute.get_strategy()
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and getattr(
+        strategy.extended, "_in_multi_worker_mode", lambda: False
+    )()
+    if not multi_worker:
+        return logs
+    return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+
+
+def batch_size(x):
+    return tf.shape(tf.nest.flatten(x)[0])[0]
+
+
+def apply_if_finite(optimizer, grads, variables, finite):
+    """``optimizer.apply(grads)`` only where ``finite``; otherwise touch nothing.
+
+    A skipped step leaves weights and optimizer state (moments, iterations)
+    as they were. Under strategies that need ``merge_call`` the condition must
+    be taken in cross-replica context, as Keras' LossScaleOptimizer does.
+    """
+
+    def apply():
+        optimizer.apply(grads, variables)
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, apply, lambda: None)
+        return
+
+    def cross_replica(distribution, grads, finite):
+        first = distribution.experimental_local_results(finite)[0]
+
+        def apply_each():
+            distribution.extended.call_for_each_replica(optimizer.apply, args=(grads, variables))
+
+        tf.cond(first, apply_each, lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads, finite))
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stop training once ``model.max_nonfinite`` consecutive steps were skipped."""
+
+    def __init__(self):
+        super().__init__()
+        self.message = ""
+
+    def on_train_batch_end(self, batch, logs=None):
+        streak = int(self.model.nonfinite_streak.numpy())
+        if streak >= self.model.max_nonfinite:
+            self.model.stop_training = True
+            self.message = (
+                f"training stopped: {streak} consecutive steps had non-finite gradients "
+                "(NaN or Inf) and were skipped; lower the learning rate, lower clip_norm, "
+                "or check the data for NaN/Inf values"
+            )
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Turn SIGINT/SIGTERM into ``stop_training`` at the end of the current step."""
+
+    def __init__(self):
+        super().__init__()
+        self.signal = None
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            self.signal = signal.Signals(signum).name
+            if self.model is not None:
+                self.model.stop_training = True
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield self
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.signal:
+            self.model.stop_training = True
+
+
+class Position(keras.callbacks.Callback):
+    """Where training is: epoch and step within it; saves at each epoch's end."""
+
+    def __init__(self, manager, steps_per_epoch, epoch, step_in_epoch):
+        super().__init__()
+        self.manager, self.steps_per_epoch = manager, steps_per_epoch
+        self.epoch, self.step_in_epoch = epoch, step_in_epoch
+        self.offset = step_in_epoch  # steps of this epoch done before this fit() call
+
+    @property
+    def global_step(self):
+        return self.epoch * self.steps_per_epoch + self.step_in_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self.epoch:
+            self.epoch, self.offset = epoch, 0
+        self.step_in_epoch = self.offset
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step_in_epoch = self.offset + batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.step_in_epoch < self.steps_per_epoch:
+            return  # stopped early (signal, non-finite): the caller saves
+        self.epoch, self.step_in_epoch, self.offset = epoch + 1, 0, 0
+        if self.manager is not None:
+            val_loss = (logs or {}).get("val_loss")
+            self.manager.save(self.model, self.epoch, 0, self.global_step, val_loss)
+
+
+def fit(
+    model,
+    dataset,
+    *,
+    epochs,
+    steps_per_epoch,
+    checkpoint_dir=None,
+    resume=False,
+    keep_checkpoints=3,
+    callbacks=(),
+    **fit_kwargs,
+):
+    """Train ``model`` with ``model.fit``, checkpointing and resuming at the exact step.
+
+    Args:
+        model: A compiled ``SeqModel``.
+        dataset: A function returning a ``tf.data.Dataset`` of batches that
+            repeats forever in a fixed order, so that batch ``k`` of the run
+            is element ``k`` of every dataset it returns; resuming skips the
+            batches already trained on. Pass a function, not a dataset: a
+            ``shuffle`` with ``reshuffle_each_iteration`` gives each new
+            iterator of the *same* dataset object a new order. (A dataset
+            object is accepted where its order does not depend on that.)
+        epochs, steps_per_epoch: Length of the run.
+        checkpoint_dir: Where checkpoints go (end of every epoch, and on
+            SIGINT/SIGTERM); None disables them.
+        resume: Continue from the newest checkpoint in ``checkpoint_dir``:
+            weights, optimizer state, epoch and step.
+        keep_checkpoints: How many checkpoint files to keep.
+        callbacks, **fit_kwargs: Passed to ``model.fit`` (``validation_data``,
+            ``verbose``, ...).
+
+    Returns:
+        A dict ``metric -> list of per-epoch values`` for the epochs run.
+
+    Raises:
+        TrainingInterrupted: SIGINT/SIGTERM arrived; a checkpoint was saved.
+        NonFiniteError: too many consecutive non-finite steps.
+    """
+    make_dataset = dataset if callable(dataset) else (lambda: dataset)
+    manager = CheckpointManager(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
+    epoch = step = 0
+    if resume:
+        state = manager.latest() if manager else None
+        if state is None:
+            raise SeqkitError(
+                f"nothing to resume: no checkpoint in {checkpoint_dir}; run without --resume to start"
+            )
+        manager.restore(model, state)
+        epoch, step = state["epoch"], state["step_in_epoch"]
+    position = Position(manager, steps_per_epoch, epoch, step)
+    stop = StopOnSignal()
+    history = {}
+    # A partial first epoch when resuming mid-epoch, then whole epochs.
+    ends = ([position.epoch + 1] if position.step_in_epoch > 0 else []) + [epochs]
+    with stop.installed():
+        for end in ends:
+            if position.epoch >= end:
+                break
+            run = model.fit(
+                make_dataset().skip(position.global_step),
+                epochs=end,
+                initial_epoch=position.epoch,
+                steps_per_epoch=steps_per_epoch - position.step_in_epoch,
+                callbacks=[*callbacks, position, stop],
+                shuffle=False,  # the dataset fixes the order
+                **fit_kwargs,
+            )
+            for key, values in run.history.items():
+                history.setdefault(key, []).extend(values)
+            if model.stop_training:  # a signal, or a callback such as EarlyStopping
+                break
+    if stop.signal:
+        where = None
+        if manager is not None:
+            where = manager.save(model, position.epoch, position.step_in_epoch, position.global_step)
+        raise TrainingInterrupted(
+            f"training interrupted by {stop.signal} at epoch {position.epoch}, step "
+            f"{position.step_in_epoch}"
+            + (f"; checkpoint saved to {where}, continue with resume" if where else "")
+        )
+    return history
