@@ -5,14 +5,75 @@ library raises for bad input (``ValueError``, ``OSError``, ``SeqkitError``)
 become one line on stderr and exit status 2; ``--debug`` shows the traceback.
 """
 
+import dataclasses
+import os
+import re
 import sys
+import tomllib
 
 import click
 
 from seqkit import __version__
+from seqkit.config import CELL_NAMES, OPTIMIZER_NAMES, STRATEGIES, CharLMConfig
 from seqkit.errors import SeqkitError
 
 USER_ERRORS = (SeqkitError, ValueError, OSError)
+
+
+def quiet_tensorflow():
+    """Import TensorFlow with its C++ start-up notices (oneDNN, no CUDA driver,
+    CPU features) kept off the terminal: they are written to file descriptor 2
+    before logging can be configured, so stderr is pointed at /dev/null while
+    TensorFlow loads and probes its devices. Errors after that show as usual."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def progress_verbosity():
+    """Keras' live progress bar on a terminal; one line per epoch in logs and pipes."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def toml_defaults(config_class):
+    """A ``--config FILE.toml`` callback: the file's keys become the command's
+    defaults (``ctx.default_map``), so flags given on the command line win."""
+
+    fields = {f.name for f in dataclasses.fields(config_class)} - {"task"}
+
+    def load(ctx, param, path):
+        if path is None:
+            return
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except tomllib.TOMLDecodeError as e:
+            raise click.BadParameter(f"{path} is not valid TOML: {e}") from e
+        values = {k.replace("-", "_"): v for k, v in values.items()}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise click.BadParameter(
+                f"{path} has unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
+            )
+        if isinstance(values.get("data"), str):
+            values["data"] = [values["data"]]
+        ctx.default_map = {**(ctx.default_map or {}), **values}
+
+    return click.option(
+        "--config", type=click.Path(exists=True, dir_okay=False), callback=load, is_eager=True,
+        expose_value=False, help="TOML file of options (keys as below, e.g. units = 256); flags override it.",
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +83,122 @@ USER_ERRORS = (SeqkitError, ValueError, OSError)
 def cli(ctx, debug):
     """seqkit: recurrent sequence models for Keras 3 / TensorFlow."""
     ctx.obj = {"debug": debug}
+
+
+@cli.group()
+def train():
+    """Train a model; writes a run directory."""
+
+
+def char_lm_options(f):
+
+    d = CharLMConfig()
+    options = [
+        toml_defaults(CharLMConfig),
+        click.option("--data", multiple=True, help="UTF-8 text file or directory (repeatable). "
+                     "Default: the Python standard library's sources."),
+        click.option("--glob", default=d.glob, show_default=True, help="Files to read inside a --data directory."),
+        click.option("--errors", type=click.Choice(["strict", "replace"]), default=d.errors, show_default=True,
+                     help="Non-UTF-8 bytes: fail, or replace them with U+FFFD."),
+        click.option("--max-chars", type=int, default=d.max_chars, show_default=True,
+                     help="Size cap of the default corpus."),
+        click.option("--cell", type=click.Choice(CELL_NAMES), default=d.cell, show_default=True),
+        click.option("--units", type=int, default=d.units, show_default=True, help="Hidden size per layer."),
+        click.option("--layers", type=int, default=d.layers, show_default=True),
+        click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=True),
+        click.option("--dropout", type=float, default=d.dropout, show_default=True),
+        click.option("--seq-len", type=int, default=d.seq_len, show_default=True, help="Characters per window."),
+        click.option("--batch-size", type=int, default=d.batch_size, show_default=True),
+        click.option("--epochs", type=int, default=d.epochs, show_default=True),
+        click.option("--steps", type=int, default=d.steps, show_default=True,
+                     help="Total training steps (overrides --epochs; 0: off)."),
+        click.option("--steps-per-epoch", type=int, default=d.steps_per_epoch, show_default=True,
+                     help="Steps between evaluations (0: one pass over the text)."),
+        click.option("--lr", type=float, default=d.lr, show_default=True),
+        click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
+        click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True,
+                     help="Global gradient-norm clip (0 disables)."),
+        click.option("--val-fraction", type=float, default=d.val_fraction, show_default=True),
+        click.option("--stateful/--no-stateful", default=d.stateful, show_default=True,
+                     help="Carry the state across consecutive batches (char-rnn's truncated BPTT)."),
+        click.option("--seed", type=int, default=d.seed, show_default=True, help="Random seed (-1: pick one)."),
+        click.option("--strategy", type=click.Choice(STRATEGIES), default=d.strategy, show_default=True,
+                     help="tf.distribute strategy (multiworker reads TF_CONFIG)."),
+        click.option("--out", default=d.out, show_default=True, help="Run directory."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@train.command("char-lm")
+@char_lm_options
+def train_char_lm(resume, **options):
+    """Next-character language model (char-rnn)."""
+    quiet_tensorflow()
+    from seqkit.tasks import char_lm
+
+    options["data"] = list(options["data"])
+    summary = char_lm.train(char_lm.CharLMConfig(**options), resume=resume, verbose=progress_verbosity())
+    click.echo(
+        f"trained {summary['steps']} steps: loss {summary['loss']:.4f}"
+        + (f", val loss {summary['val_loss']:.4f}, val bpc {summary['val_bpc']:.3f}, "
+           f"val perplexity {summary['val_perplexity']:.2f}" if "val_loss" in summary else "")
+        + f"; run directory {summary['run_dir']}"
+    )
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--prime", default="\n", show_default=True, help="Text that warms the state.")
+@click.option("--length", type=int, default=500, show_default=True, help="Characters to generate.")
+@click.option("--temperature", type=float, default=0.8, show_default=True, help="0 means argmax.")
+@click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k most likely (0: off).")
+@click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling mass (1: off).")
+@click.option("--seed", type=int, default=None, help="Seed for reproducible samples.")
+@click.option("--num-samples", type=int, default=1, show_default=True)
+def generate(path, prime, length, temperature, top_k, top_p, seed, num_samples):
+    """Generate text from a char-LM run directory or .keras file (streams to stdout)."""
+    quiet_tensorflow()
+    from seqkit.tasks import char_lm
+
+    prime = unescape(prime)
+    stream = None
+    if num_samples == 1:  # stream: the prime, then each chunk as it is sampled
+        pending = [prime]
+
+        def stream(text):
+            click.echo(pending.pop() + text if pending else text, nl=False)
+
+    texts = char_lm.generate(path, prime=prime, length=length, temperature=temperature, top_k=top_k,
+                             top_p=top_p, seed=seed, num_samples=num_samples, on_text=stream)
+    if num_samples == 1:
+        click.echo()
+        return
+    for i, text in enumerate(texts):
+        click.echo(f"--- sample {i + 1} ---\n{prime}{text}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", multiple=True, required=True, help="Held-out UTF-8 text file(s).")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
+def evaluate(run_dir, data, errors):
+    """Score a trained model on held-out data (char-LM: loss, bits/char, perplexity)."""
+    quiet_tensorflow()
+    from seqkit.tasks import char_lm
+
+    scores = char_lm.evaluate(run_dir, list(data), errors=errors)
+    click.echo(
+        f"loss {scores['loss']:.4f} nats/char  bpc {scores['bpc']:.4f}  perplexity {scores['perplexity']:.3f}  "
+        f"over {scores['chars']:,} characters ({scores['unknown_chars']} unknown)"
+    )
+
+
+def unescape(text):
+    """Turn the escapes a shell user types (backslash-n, backslash-t, double backslash) into characters."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def main(argv=None):

@@ -7,9 +7,8 @@ import os
 
 import tensorflow as tf
 
+from seqkit.config import STRATEGIES
 from seqkit.errors import SeqkitError
-
-STRATEGIES = ("auto", "mirrored", "multiworker")
 
 
 def tf_config_workers():

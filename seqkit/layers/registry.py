@@ -1,5 +1,6 @@
 """Recurrent layers chosen by a validated name, as the tasks and the CLI do."""
 
+from seqkit.config import CELL_NAMES
 from seqkit.layers.gru import GRU
 from seqkit.layers.lstm import LSTM
 from seqkit.layers.simple_rnn import SimpleRNN
@@ -11,7 +12,6 @@ _CELLS = {
     "lstm": (LSTM, {}),
     "gru": (GRU, {}),
 }
-CELL_NAMES = tuple(_CELLS)
 
 
 def recurrent_layer(cell, units, **kwargs):

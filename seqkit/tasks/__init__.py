@@ -1,0 +1,1 @@
+"""Task heads: the next-character language model (``char_lm``)."""

@@ -1,0 +1,511 @@
+"""Next-character language model: the char-rnn experience in Keras.
+
+Python API (the CLI only calls these):
+
+    config = CharLMConfig(data=["input.txt"], units=256, layers=2, seed=0, out="runs/shakespeare")
+    summary = train(config)                        # writes the run directory
+    texts = generate("runs/shakespeare", prime="ROMEO:", length=500, temperature=0.8)
+    scores = evaluate("runs/shakespeare", ["held_out.txt"])   # loss, bpc, perplexity
+"""
+
+import csv
+import dataclasses
+import math
+import random
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from seqkit import run as runs
+from seqkit import training
+from seqkit.checkpoint import CheckpointManager
+from seqkit.config import TASK_CHAR_LM as TASK
+from seqkit.config import CharLMConfig, OPTIMIZER_NAMES
+from seqkit.distribute import get_strategy
+from seqkit.errors import SeqkitError
+from seqkit.io import atomic_path
+from seqkit.layers import recurrent_layer
+from seqkit.losses import SequenceCrossentropy
+from seqkit.plots import plot_curves
+from seqkit.text import Vocabulary, default_corpus, read_corpus
+
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
+LN2 = math.log(2.0)
+
+
+# -- data ---------------------------------------------------------------------
+
+
+def load_text(config):
+    if config.data:
+        return read_corpus(config.data, config.glob, config.errors)
+    return default_corpus(config.max_chars)
+
+
+def split_ids(ids, config):
+    """Train / val ids: the last ``val_fraction`` of the text is held out (char-rnn's split)."""
+    n_val = int(len(ids) * config.val_fraction)
+    train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+    window = config.seq_len + 1
+    if len(train) < window * config.batch_size:
+        raise SeqkitError(
+            f"the training text has {len(train):,} characters, fewer than one batch of "
+            f"{config.batch_size} windows of {window} (--seq-len + 1); add text, or lower "
+            "--batch-size or --seq-len"
+        )
+    if config.val_fraction > 0 and len(val) < window:
+        raise SeqkitError(
+            f"the validation text has {len(val):,} characters, fewer than one window of {window}; "
+            "raise --val-fraction, lower --seq-len, or set --val-fraction 0"
+        )
+    return train, val
+
+
+def as_tensor(ids, vocab_size):
+    """One copy of the corpus in memory: uint8 ids when they fit, else int32."""
+    dtype = np.uint8 if vocab_size <= 256 else np.int32
+    return tf.constant(np.asarray(ids, dtype=dtype))
+
+
+def window_batches(ids, seq_len, batch_size, seed, shuffle=True):
+    """Endless batches ``(x, y)`` of shape ``(B, T)``: non-overlapping windows of
+    ``T + 1`` characters (``y`` is ``x`` shifted by one), streamed from one copy
+    of the text.
+
+    With ``shuffle`` the windows of data epoch ``e`` are permuted by a
+    stateless shuffle seeded with ``(seed, e)``, so batch ``k`` of the stream
+    is the same in every run with that seed: resuming skips exactly the
+    batches already seen. Without ``shuffle`` the windows come in text order.
+    """
+    n_windows = (int(ids.shape[0]) - 1) // seq_len
+    n_batches = n_windows // batch_size
+    offsets = tf.range(seq_len + 1, dtype=tf.int64)
+
+    def epoch_starts(epoch):
+        starts = tf.range(n_windows, dtype=tf.int64) * seq_len
+        if shuffle:
+            starts = tf.random.experimental.stateless_shuffle(starts, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(starts[: n_batches * batch_size]).batch(batch_size)
+
+    def to_windows(starts):  # (B,) -> x, y of (B, T)
+        windows = tf.cast(tf.gather(ids, starts[:, None] + offsets), tf.int32)  # (B, T + 1)
+        return windows[:, :-1], windows[:, 1:]
+
+    return (
+        tf.data.Dataset.range(2**62)
+        .flat_map(epoch_starts)
+        .map(to_windows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    ), n_batches
+
+
+def stripe_batches(ids, seq_len, batch_size):
+    """Endless batches for stateful truncated BPTT (char-rnn): the text is cut
+    into ``B`` contiguous stripes and batch ``k`` holds window ``k`` of every
+    stripe, so row ``b`` of consecutive batches continues the same text."""
+    stripe = int(ids.shape[0]) // batch_size
+    n_batches = (stripe - 1) // seq_len
+    stripes = tf.reshape(ids[: stripe * batch_size], (batch_size, stripe))  # (B, L)
+
+    def to_windows(step):
+        start = (step % n_batches) * seq_len
+        windows = tf.cast(stripes[:, start : start + seq_len + 1], tf.int32)  # (B, T + 1)
+        return windows[:, :-1], windows[:, 1:]
+
+    return tf.data.Dataset.range(2**62).map(to_windows).prefetch(tf.data.AUTOTUNE), n_batches
+
+
+def eval_batches(ids, seq_len, batch_size):
+    """All windows of ``ids`` once, in order (validation and evaluate)."""
+    n_windows = (int(ids.shape[0]) - 1) // seq_len
+    offsets = tf.range(seq_len + 1, dtype=tf.int64)
+    starts = tf.range(n_windows, dtype=tf.int64) * seq_len
+
+    def to_windows(s):
+        windows = tf.cast(tf.gather(ids, s[:, None] + offsets), tf.int32)
+        return windows[:, :-1], windows[:, 1:]
+
+    return tf.data.Dataset.from_tensor_slices(starts).batch(batch_size).map(to_windows)
+
+
+# -- model --------------------------------------------------------------------
+
+
+def build_model(config, vocab_size, stateful=False):
+    """Embedding -> ``layers`` x recurrent layer -> Dense logits, as a SeqModel."""
+    batch = config.batch_size if stateful else None
+    inputs = keras.Input(batch_shape=(batch, None), dtype="int32", name="chars")
+    h = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embedding")(inputs)  # (B, T, E)
+    for i in range(config.layers):
+        if config.dropout:
+            h = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(h)
+        h = recurrent_layer(config.cell, config.units, return_sequences=True, stateful=stateful, name=f"rnn_{i}")(h)
+    if config.dropout:
+        h = keras.layers.Dropout(config.dropout, name=f"dropout_{config.layers}")(h)
+    logits = keras.layers.Dense(vocab_size, name="logits")(h)  # (B, T, V)
+    return training.SeqModel(inputs, logits, clip_norm=config.clip_norm, name="char_lm")
+
+
+def compile_model(model, config):
+    model.compile(optimizer=OPTIMIZERS[config.optimizer](config.lr), loss=SequenceCrossentropy())
+    return model
+
+
+# -- training -----------------------------------------------------------------
+
+
+class LMMetrics(keras.callbacks.Callback):
+    """Adds bits per character and perplexity to each epoch's logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if "loss" in logs:
+            logs["bpc"] = logs["loss"] / LN2
+        if "val_loss" in logs:
+            logs["val_bpc"] = logs["val_loss"] / LN2
+            logs["val_perplexity"] = math.exp(min(logs["val_loss"], 700.0))
+
+
+class StatefulValidation(keras.callbacks.Callback):
+    """Validation for a stateful model: a stateless twin with the same weights
+    scores the validation text, so the training state is left alone."""
+
+    def __init__(self, twin, batches):
+        super().__init__()
+        self.twin, self.batches = twin, batches
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.twin.set_weights(self.model.get_weights())
+        logs["val_loss"] = self.twin.evaluate(self.batches, verbose=0)
+
+
+class ResetStates(keras.callbacks.Callback):
+    """Zero the recurrent state at the start of every pass over the text."""
+
+    def __init__(self, batches_per_pass, global_step):
+        super().__init__()
+        self.batches_per_pass, self.step = batches_per_pass, global_step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.step % self.batches_per_pass == 0:
+            for layer in self.model.layers:
+                if getattr(layer, "stateful", False):
+                    layer.reset_state()
+        self.step += 1
+
+
+class StepLogger(keras.callbacks.Callback):
+    """steps.csv: one row per step with the raw grad norm and whether it was clipped."""
+
+    def __init__(self, path, global_step):
+        super().__init__()
+        self.path, self.step = Path(path), global_step
+
+    def on_train_begin(self, logs=None):
+        new = not self.path.exists()
+        self.file = open(self.path, "a", newline="", encoding="utf-8")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(["step", "epoch_mean_loss", "grad_norm", "clipped", "skipped"])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.skipped = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        norm = float(self.model.last_grad_norm.numpy())
+        skipped = logs.get("skipped", 0.0)
+        clip = self.model.clip_norm
+        self.writer.writerow([self.step, f"{logs.get('loss', float('nan')):.6f}", f"{norm:.6g}",
+                              int(bool(clip) and norm > clip), int(skipped > self.skipped)])
+        self.skipped = skipped
+
+    def on_train_end(self, logs=None):
+        self.file.close()
+
+
+def plan_steps(config, batches_per_pass):
+    """(epochs, steps_per_epoch) from --epochs / --steps / --steps-per-epoch."""
+    spe = config.steps_per_epoch or batches_per_pass
+    if not config.steps:
+        return config.epochs, spe
+    spe = min(spe, config.steps)
+    epochs = math.ceil(config.steps / spe)
+    return epochs, math.ceil(config.steps / epochs)
+
+
+def resolve(config, resume):
+    """The config a run uses: the saved one when resuming (longer --epochs or
+    --steps may extend it), else the given one with a seed picked if unset."""
+    if resume:
+        saved = runs.load_config(config.out, TASK)
+        saved = CharLMConfig(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(CharLMConfig)}})
+        saved.epochs, saved.steps = max(saved.epochs, config.epochs), max(saved.steps, config.steps)
+        return saved.validate()
+    config = dataclasses.replace(config).validate()
+    if config.seed < 0:
+        config.seed = random.SystemRandom().randrange(2**31)
+    return config
+
+
+def train(config, resume=False, verbose="auto"):
+    """Train a char-LM and write its run directory (see ``seqkit.run``).
+
+    Returns a dict with the run directory, the number of steps, and the
+    last epoch's train/val loss, val bits per character and perplexity.
+    """
+    config = resolve(config, resume)
+    out = runs.prepare_run_dir(config.out, resume)
+    text = load_text(config)
+    if resume:
+        vocab = Vocabulary.load(out / runs.VOCAB)
+        ids = vocab.encode(text, unknown="map")
+    else:
+        vocab = Vocabulary.from_text(text)
+        ids = vocab.encode(text)
+    train_ids, val_ids = split_ids(ids, config)
+    train_ids, val_ids = as_tensor(train_ids, len(vocab)), as_tensor(val_ids, len(vocab))
+    if not resume:
+        vocab.save(out / runs.VOCAB)
+        runs.save_config(out, config)
+
+    training.seed_everything(config.seed)
+    strategy = get_strategy(config.strategy)
+    with strategy.scope():
+        model = compile_model(build_model(config, len(vocab), stateful=config.stateful), config)
+    if config.stateful:
+        batches, per_pass = stripe_batches(train_ids, config.seq_len, config.batch_size)
+    else:
+        batches, per_pass = window_batches(train_ids, config.seq_len, config.batch_size, config.seed)
+    epochs, steps_per_epoch = plan_steps(config, per_pass)
+
+    start = CheckpointManager(out / runs.CHECKPOINTS).latest() if resume else None
+    global_step = start["global_step"] if start else 0
+    callbacks, fit_kwargs = [], {}
+    if config.val_fraction > 0:
+        val = eval_batches(val_ids, config.seq_len, config.batch_size)
+        if config.stateful:
+            twin = compile_model(build_model(config, len(vocab)), config)
+            callbacks.append(StatefulValidation(twin, val))
+        else:
+            fit_kwargs["validation_data"] = val
+    if config.stateful:
+        callbacks.append(ResetStates(per_pass, global_step))
+    callbacks += [
+        LMMetrics(),
+        keras.callbacks.CSVLogger(out / "metrics.csv", append=resume),
+        keras.callbacks.TensorBoard(out / "tensorboard"),
+        StepLogger(out / "steps.csv", global_step),
+    ]
+    history = training.fit(
+        model,
+        lambda: batches,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        checkpoint_dir=out / runs.CHECKPOINTS,
+        resume=resume,
+        callbacks=callbacks,
+        verbose=verbose,
+        **fit_kwargs,
+    )
+    save_model(model, out / runs.MODEL)
+    plot_history(out)
+    last = {k: v[-1] for k, v in history.items() if v}
+    return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last}
+
+
+def save_model(model, path):
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def plot_history(out):
+    """loss.png from metrics.csv (so a resumed run plots its whole history)."""
+    with open(Path(out) / "metrics.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    curves = {name: [float(r[name]) for r in rows] for name in ("loss", "val_loss") if name in rows[0]}
+    plot_curves(Path(out) / "loss.png", curves, xlabel="epoch", ylabel="cross-entropy (nats/char)",
+                title="char-LM loss")
+
+
+# -- loading a trained model --------------------------------------------------
+
+
+def load(path):
+    """(config, vocab, model) of a trained char-LM: a run directory, or a
+    ``.keras`` file inside one (e.g. a checkpoint)."""
+    path = Path(path)
+    if path.suffix == ".keras":
+        weights = path
+        run_dir = path.parent.parent if path.parent.name == runs.CHECKPOINTS else path.parent
+    else:
+        run_dir, weights = path, path / runs.MODEL
+    config = runs.load_config(run_dir, TASK)
+    config = CharLMConfig(**{k: v for k, v in config.items() if k in {f.name for f in dataclasses.fields(CharLMConfig)}})
+    vocab = Vocabulary.load(run_dir / runs.VOCAB)
+    if not weights.exists():
+        raise SeqkitError(f"model file {weights} is missing; train the run to the end or pass a checkpoint file")
+    model = build_model(config, len(vocab))
+    try:
+        model.load_weights(weights)
+    except Exception as e:  # a truncated or foreign file: Keras raises several types
+        raise SeqkitError(f"cannot load model weights from {weights} ({type(e).__name__}); the file is damaged "
+                          "or from another model: retrain, or pass an intact checkpoint") from e
+    return config, vocab, model
+
+
+def evaluate(path, data, errors="strict", batch_size=None):
+    """Loss (nats/char), bits per character and perplexity of a trained model on held-out text.
+
+    Characters the vocabulary lacks are scored as the unknown symbol; their
+    count is reported.
+    """
+    config, vocab, model = load(path)
+    text = read_corpus(data, errors=errors)
+    unknown = sum(1 for c in text if c not in vocab.index)
+    ids = vocab.encode(text, unknown="map")
+    if len(ids) < config.seq_len + 1:
+        raise SeqkitError(
+            f"the evaluation text has {len(ids)} characters, fewer than one window of {config.seq_len + 1}; "
+            "pass more text"
+        )
+    compile_model(model, config)
+    loss = model.evaluate(eval_batches(as_tensor(ids, len(vocab)), config.seq_len, batch_size or config.batch_size),
+                          verbose=0)
+    n_windows = (len(ids) - 1) // config.seq_len
+    return {"loss": loss, "bpc": loss / LN2, "perplexity": math.exp(loss), "chars": n_windows * config.seq_len,
+            "unknown_chars": unknown}
+
+
+# -- generation ---------------------------------------------------------------
+
+
+def filter_logits(logits, top_k, top_p):
+    """Keep the ``top_k`` largest logits (0: all) and the smallest set whose
+    probability reaches ``top_p`` (nucleus sampling, Holtzman et al. 2020;
+    1: all); the rest become -inf. ``logits``: ``(B, V)``."""
+    vocab = tf.shape(logits)[-1]
+    k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
+    kth = tf.math.top_k(logits, k=k).values[:, -1:]  # (B, 1)
+    logits = tf.where(logits < kth, -np.inf, logits)
+    sorted_logits = tf.sort(logits, direction="DESCENDING", axis=-1)  # (B, V)
+    before = tf.math.cumsum(tf.nn.softmax(sorted_logits), axis=-1, exclusive=True)  # mass of the larger ones
+    kept = tf.where(before < top_p, sorted_logits, np.inf)  # the first is always kept
+    cutoff = tf.reduce_min(kept, axis=-1, keepdims=True)  # smallest kept logit
+    return tf.where(logits < cutoff, -np.inf, logits)
+
+
+def choose(logits, temperature, top_k, top_p, seed):
+    """Next ids ``(B,)``: argmax when ``temperature == 0``, else a sample from
+    ``softmax(filter(logits) / temperature)`` with a stateless seed."""
+    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    scaled = filter_logits(logits / tf.maximum(temperature, 1e-6), top_k, top_p)
+    sampled = tf.cast(tf.random.stateless_categorical(scaled, 1, seed=seed)[:, 0], tf.int32)
+    return tf.where(temperature > 0, sampled, greedy)
+
+
+class Sampler(tf.Module):
+    """Autoregressive sampling with the recurrent state carried step to step.
+
+    The prime warms the state in one pass of each layer; then each step runs
+    every cell once on the previous character (never re-running the prefix),
+    inside one ``tf.function`` ``while`` loop per chunk of characters.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.embedding = model.get_layer("embedding")
+        self.rnns = [layer for layer in model.layers if layer.name.startswith("rnn_")]
+        self.logits = model.get_layer("logits")
+
+    def initial_states(self, batch):
+        return [layer.cell.get_initial_state(batch_size=batch) for layer in self.rnns]
+
+    @tf.function(reduce_retracing=True)
+    def warm(self, ids, states):
+        """Run the prime ``ids`` ``(B, P)``: logits for the next character ``(B, V)`` and the states."""
+        h = self.embedding(ids)  # (B, P, E)
+        new_states = []
+        for layer, s in zip(self.rnns, states):
+            _, h, s = layer.inner_loop(h, list(s), mask=None, training=False)  # h: (B, P, H)
+            new_states.append(list(s))
+        return self.logits(h[:, -1]), new_states
+
+    def step(self, token, states):
+        """One character ``(B,)`` in: next logits ``(B, V)`` and the new states."""
+        h = self.embedding(token)  # (B, E)
+        new_states = []
+        for layer, s in zip(self.rnns, states):
+            h, s = layer.cell(h, s, training=False)  # h_t from x_t and the state: one step of the cell
+            new_states.append(list(s))
+        return self.logits(h), new_states
+
+    @tf.function(reduce_retracing=True)
+    def sample(self, logits, states, n, temperature, top_k, top_p, seed, step0):
+        """``n`` characters ``(B, n)``, sampling step ``i`` with seed ``(seed, step0 + i)``."""
+        out = tf.TensorArray(tf.int32, size=n)
+        for i in tf.range(n):
+            token = choose(logits, temperature, top_k, top_p, tf.stack([seed, step0 + tf.cast(i, tf.int64)]))
+            out = out.write(i, token)
+            logits, states = self.step(token, states)
+        return tf.transpose(out.stack()), logits, states  # (B, n)
+
+
+def check_sampling(length, temperature, top_k, top_p, num_samples):
+    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+        raise SeqkitError(f"--length must be a positive integer; received {length!r}")
+    if not temperature >= 0:
+        raise SeqkitError(f"--temperature must be >= 0 (0 means argmax); received {temperature}")
+    if top_k < 0:
+        raise SeqkitError(f"--top-k must be >= 0 (0 disables it); received {top_k}")
+    if not 0 < top_p <= 1:
+        raise SeqkitError(f"--top-p must be in (0, 1] (1 disables it); received {top_p}")
+    if num_samples <= 0:
+        raise SeqkitError(f"--num-samples must be a positive integer; received {num_samples}")
+
+
+def generate(path, prime="\n", length=500, temperature=0.8, top_k=0, top_p=1.0, seed=None, num_samples=1,
+             on_text=None, chunk=64):
+    """Sample ``num_samples`` continuations of ``prime``, each ``length`` characters.
+
+    Args:
+        path: Run directory or ``.keras`` file (see ``load``).
+        prime: Text that warms the state; every character must be in the vocabulary.
+        temperature: Softmax temperature; 0 picks the argmax (deterministic).
+        top_k, top_p: Restrict sampling to the k most likely characters / the
+            smallest set with probability >= top_p (0 and 1 disable them).
+        seed: Makes sampling reproducible; None draws a random seed.
+        on_text: Called with each chunk of text of sample 0 as it is produced
+            (streaming), e.g. ``print(end="")``.
+        chunk: Characters per call of the in-graph sampling loop.
+
+    Returns:
+        The generated texts (without the prime).
+    """
+    check_sampling(length, temperature, top_k, top_p, num_samples)
+    if not prime:
+        raise SeqkitError("--prime must not be empty; give at least one character to start from")
+    _, vocab, model = load(path)
+    prime_ids = vocab.encode(prime, what="--prime")
+    sampler = Sampler(model)
+    seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
+    ids = tf.constant([prime_ids] * num_samples, tf.int32)  # (B, P)
+    logits, states = sampler.warm(ids, sampler.initial_states(num_samples))
+    pieces, done = [], 0
+    while done < length:
+        n = min(chunk, length - done)
+        out, logits, states = sampler.sample(
+            logits, states, tf.constant(n), tf.constant(float(temperature)), tf.constant(int(top_k)),
+            tf.constant(float(top_p)), tf.constant(seed, tf.int64), tf.constant(done, tf.int64),
+        )
+        pieces.append(out.numpy())
+        if on_text is not None:
+            on_text(vocab.decode(pieces[-1][0]))
+        done += n
+    ids = np.concatenate(pieces, axis=1)
+    return [vocab.decode(row) for row in ids]
