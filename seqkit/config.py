@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from seqkit.errors import SeqkitError
 
-CELL_NAMES = ("lstm", "gru", "rnn", "irnn")
+CELL_NAMES = ("rnn", "irnn", "lstm", "gru")
 OPTIMIZER_NAMES = ("adam", "rmsprop", "sgd")
 STRATEGIES = ("auto", "mirrored", "multiworker")
 TASK_CHAR_LM = "char-lm"

@@ -207,3 +207,57 @@ def test_mismatched_initial_state_shapes(rng):
         GRU(H)(x, initial_state=[np.zeros((B, 4), "float32")])
     with pytest.raises(ValueError, match=r"`initial_state\[1\]` of LSTM must have shape \(batch, 5\) with batch=3; received shape \(2, 5\)"):
         LSTM(H)(x, initial_state=[np.zeros((B, H), "float32"), np.zeros((2, H), "float32")])
+
+
+def test_registry_names_equal_the_config_choices():
+    from seqkit.config import CELL_NAMES
+    from seqkit.layers.registry import _CELLS
+
+    assert tuple(_CELLS) == CELL_NAMES
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_fused_fast_path_equals_the_readable_step(variant, go_backwards, rng):
+    """Oracle: the readable cell under autodiff (fused=False). The fused path's
+    hand-written BPTT must give the same outputs, final states and gradients
+    w.r.t. inputs, initial states and weights. (In float64 it also equals the
+    NumPy reference to 1e-8: test_reference.py.)"""
+    name, cell_args = CELL_VARIANTS[variant]
+    options = dict(return_sequences=True, return_state=True, go_backwards=go_backwards)
+    fast = getattr(seqkit.layers, name)(H, **cell_args, **options)
+    readable = getattr(seqkit.layers, name)(H, **cell_args, fused=False, **options)
+    x = tf.constant(inputs(rng))
+    n_states = 2 if name == "LSTM" else 1
+    states = [tf.constant(rng.standard_normal((B, H)).astype("float32")) for _ in range(n_states)]
+    fast(x)
+    readable(x)
+    weights = [w + 0.3 * rng.standard_normal(w.shape).astype("float32") for w in fast.get_weights()]
+    fast.set_weights(weights)
+    readable.set_weights(weights)
+    results = []
+    for layer in (fast, readable):
+        with tf.GradientTape() as tape:
+            tape.watch([x, *states])
+            outs = layer(x, initial_state=states)
+            loss = sum(tf.reduce_sum(o * np.cos(np.arange(o.shape[-1]))) for o in outs)
+        results.append((outs, tape.gradient(loss, [x, *states, *layer.trainable_weights])))
+    (out_a, grad_a), (out_b, grad_b) = results
+    for a, b in zip(out_a, out_b):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(grad_a, grad_b):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_fused_path_is_the_one_taken(monkeypatch, rng):
+    """Unmasked sequences with standard activations go through seqkit.layers.fused."""
+    from seqkit.layers import fused
+
+    calls = []
+    original = fused.lstm
+    monkeypatch.setattr(fused, "lstm", lambda *a: calls.append(1) or original(*a))
+    LSTM(H)(inputs(rng))
+    assert calls == [1]
+    LSTM(H)(inputs(rng), mask=np.ones((B, T), bool))  # masks take the readable path
+    LSTM(H, recurrent_activation="hard_sigmoid")(inputs(rng))  # no fused form
+    assert calls == [1]

@@ -63,6 +63,11 @@ def check_rate(rate, argument):
     return float(rate)
 
 
+def standard_gates(cell):
+    """Whether a gated cell uses sigmoid gates and tanh, the form ``fused`` implements."""
+    return cell.activation is keras.activations.tanh and cell.recurrent_activation is keras.activations.sigmoid
+
+
 class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
     """Base of the seqkit cells: weights, dropout and the cell contract.
 
@@ -186,6 +191,12 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         """The recurrent part of one step; ``xw_t = x_t W + b``, ``(B, gates * units)``."""
         raise NotImplementedError
 
+    def fused_recurrence(self, xw, states):
+        """The whole recurrence over time-major ``xw`` ``(T, B, gates * units)``
+        with a hand-written backward (``seqkit.layers.fused``): ``(hs, states)``,
+        or None when this cell's configuration has no fused form."""
+        return None
+
     # -- the Keras cell contract -------------------------------------------
     def call(self, inputs, states, training=False):
         if training and self.dropout > 0:
@@ -236,8 +247,10 @@ class RecurrentLayer(keras.layers.RNN):
         stateful=False,
         unroll=False,
         zero_output_for_mask=False,
+        fused=True,
         **kwargs,
     ):
+        self.fused = bool(fused)
         cell_kwargs = {k: kwargs.pop(k) for k in self.cell_class.ARGS[1:] if k in kwargs}
         cell = self.cell_class(
             units,
@@ -309,12 +322,21 @@ class RecurrentLayer(keras.layers.RNN):
         if training and cell.recurrent_dropout > 0:
             recurrent_mask = cell.get_recurrent_dropout_mask(initial_state[0])
 
-        xw = cell.project_inputs(sequences)  # (B, T, gates * units), one matmul for all t
+        # Time-major from here on: transposing x (B, T, D) is cheaper than
+        # letting the loop transpose xw (B, T, gates * units) and its gradient.
+        xw = cell.project_inputs(ops.transpose(sequences, (1, 0, 2)))  # (T, B, gates * units), one matmul
+        if mask is not None:
+            mask = ops.transpose(mask, (1, 0))  # (T, B)
+        elif self.fused and recurrent_mask is None and not self.unroll:
+            result = cell.fused_recurrence(xw[::-1] if self.go_backwards else xw, list(initial_state))
+            if result is not None:
+                hs, states = result  # hs: (T, B, H), in the order processed (as Keras)
+                return hs[-1], ops.transpose(hs, (1, 0, 2)), states
 
         def step(xw_t, states):
             return cell.step(xw_t, states, recurrent_mask)
 
-        return keras_backend.rnn(
+        last_output, outputs, states = keras_backend.rnn(
             step,
             xw,
             list(initial_state),
@@ -322,13 +344,16 @@ class RecurrentLayer(keras.layers.RNN):
             mask=mask,
             unroll=self.unroll,
             input_length=sequences.shape[1],
+            time_major=True,
             zero_output_for_mask=self.zero_output_for_mask,
             return_all_outputs=self.return_sequences,
         )
+        return last_output, ops.transpose(outputs, (1, 0, 2)), states  # outputs: (B, T, H)
 
     def get_config(self):
         config = super().get_config()
         del config["cell"]
+        config["fused"] = self.fused
         config["activity_regularizer"] = keras.saving.serialize_keras_object(
             self.activity_regularizer
         )

@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from seqkit.layers.base import RecurrentCell, RecurrentLayer, get_activation
+from seqkit.layers import fused
+from seqkit.layers.base import RecurrentCell, RecurrentLayer, get_activation, standard_gates
 
 
 @keras.saving.register_keras_serializable(package="seqkit")
@@ -82,6 +83,17 @@ class GRUCell(RecurrentCell):
         h = z * h_tm1 + (1 - z) * hh  # h_t = z_t ⊙ h_{t-1} + (1 - z_t) ⊙ ĥ_t
         return h, [h]
 
+    def fused_recurrence(self, xw, states):
+        if not standard_gates(self):
+            return None
+        U = self.recurrent_kernel.value
+        if not self.reset_after:
+            hs, h_T = fused.gru_reset_before(xw, U, states[0])
+        else:
+            b_h = self.bias[1] if self.bias is not None else ops.zeros((3 * self.units,), dtype=xw.dtype)
+            hs, h_T = fused.gru_reset_after(xw, U, b_h, states[0])
+        return hs, [h_T]
+
 
 @keras.saving.register_keras_serializable(package="seqkit")
 class GRU(RecurrentLayer):
@@ -90,7 +102,7 @@ class GRU(RecurrentLayer):
     Args:
         units: Positive integer, size of ``h``.
         return_sequences, return_state, go_backwards, stateful, unroll,
-        zero_output_for_mask: As ``seqkit.layers.SimpleRNN``.
+        zero_output_for_mask, fused: As ``seqkit.layers.SimpleRNN``.
         **kwargs: The cell's arguments (see ``GRUCell``, including
             ``reset_after``) and the base layer's.
 

@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from seqkit.layers.base import RecurrentCell, RecurrentLayer, get_activation
+from seqkit.layers import fused
+from seqkit.layers.base import RecurrentCell, RecurrentLayer, get_activation, standard_gates
 
 
 @keras.saving.register_keras_serializable(package="seqkit")
@@ -67,15 +68,21 @@ class LSTMCell(RecurrentCell):
         h_tm1, c_tm1 = states  # (B, H) each
         if recurrent_mask is not None:
             h_tm1 = h_tm1 * recurrent_mask
-        xw_i, xw_f, xw_c, xw_o = ops.split(xw_t, 4, axis=-1)  # x_t W_* + b_*, (B, H) each
-        hu_i, hu_f, hu_c, hu_o = ops.split(ops.matmul(h_tm1, self.recurrent_kernel), 4, axis=-1)
-        i = self.recurrent_activation(xw_i + hu_i)  # i_t = σ(x_t W_i + h_{t-1} U_i + b_i)
-        f = self.recurrent_activation(xw_f + hu_f)  # f_t = σ(x_t W_f + h_{t-1} U_f + b_f)
-        g = self.activation(xw_c + hu_c)  # g_t = tanh(x_t W_c + h_{t-1} U_c + b_c)
-        o = self.recurrent_activation(xw_o + hu_o)  # o_t = σ(x_t W_o + h_{t-1} U_o + b_o)
+        z = xw_t + ops.matmul(h_tm1, self.recurrent_kernel)  # x_t W + b + h_{t-1} U, all gates: (B, 4H)
+        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)  # (B, H) each
+        i = self.recurrent_activation(z_i)  # i_t = σ(x_t W_i + h_{t-1} U_i + b_i)
+        f = self.recurrent_activation(z_f)  # f_t = σ(x_t W_f + h_{t-1} U_f + b_f)
+        g = self.activation(z_c)  # g_t = tanh(x_t W_c + h_{t-1} U_c + b_c)
+        o = self.recurrent_activation(z_o)  # o_t = σ(x_t W_o + h_{t-1} U_o + b_o)
         c = f * c_tm1 + i * g  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
         h = o * self.activation(c)  # h_t = o_t ⊙ tanh(c_t)
         return h, [h, c]
+
+    def fused_recurrence(self, xw, states):
+        if not standard_gates(self):
+            return None
+        hs, h_T, c_T = fused.lstm(xw, self.recurrent_kernel.value, states[0], states[1])
+        return hs, [h_T, c_T]
 
 
 @keras.saving.register_keras_serializable(package="seqkit")
@@ -85,7 +92,7 @@ class LSTM(RecurrentLayer):
     Args:
         units: Positive integer, size of ``h`` and ``c``.
         return_sequences, return_state, go_backwards, stateful, unroll,
-        zero_output_for_mask: As ``seqkit.layers.SimpleRNN``.
+        zero_output_for_mask, fused: As ``seqkit.layers.SimpleRNN``.
         **kwargs: The cell's arguments (see ``LSTMCell``) and the base layer's.
 
     Call arguments:

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from seqkit.layers import fused
 from seqkit.layers.base import RecurrentCell, RecurrentLayer
 
 
@@ -46,6 +47,13 @@ class SimpleRNNCell(RecurrentCell):
         h = self.activation(xw_t + ops.matmul(h_tm1, self.recurrent_kernel))  # h_t = φ(x_t W + h_{t-1} U + b)
         return h, [h]
 
+    def fused_recurrence(self, xw, states):
+        name = keras.activations.serialize(self.activation)
+        if name not in fused.ACTIVATION_DERIVATIVES:
+            return None
+        hs, h_T = fused.simple_rnn(xw, self.recurrent_kernel.value, states[0], name)
+        return hs, [h_T]
+
 
 @keras.saving.register_keras_serializable(package="seqkit")
 class SimpleRNN(RecurrentLayer):
@@ -60,6 +68,10 @@ class SimpleRNN(RecurrentLayer):
         stateful: Carry the final state of batch ``i`` into batch ``i + 1``.
         unroll: Unroll the time loop (short, fixed-length sequences only).
         zero_output_for_mask: Emit zeros at masked steps instead of the last output.
+        fused: Run the recurrence through ``seqkit.layers.fused`` (hand-written
+            BPTT backward, XLA-compiled loops) when the call allows it: no
+            mask, no recurrent dropout, ``unroll=False`` and activations it
+            implements. False always runs the readable ``step`` under autodiff.
         **kwargs: The cell's arguments (see ``SimpleRNNCell``) and the base
             layer's (``name``, ``dtype``, ``activity_regularizer``, ...).
 
