@@ -31,27 +31,28 @@ def check_units(units):
     return units
 
 
-def get_activation(identifier, argument):
-    """Resolve a Keras activation, naming the argument when it is unknown."""
+def _resolve(getter, kind, examples, identifier, argument):
+    """``getter(identifier)``, or a ValueError naming the argument and its value."""
     try:
-        return keras.activations.get(identifier)
+        return getter(identifier)
     except (ValueError, TypeError) as e:
         raise ValueError(
-            f"Unknown activation for argument `{argument}`: received {identifier!r}. "
-            "Use a Keras activation name such as 'tanh', 'relu' or 'sigmoid'."
+            f"Unknown {kind} for argument `{argument}`: received {identifier!r}. "
+            f"Use a Keras {kind} name such as {examples}."
         ) from e
+
+
+def get_activation(identifier, argument):
+    """Resolve a Keras activation, naming the argument when it is unknown."""
+    return _resolve(keras.activations.get, "activation", "'tanh', 'relu' or 'sigmoid'", identifier, argument)
 
 
 def get_initializer(identifier, argument):
     """Resolve a Keras initializer, naming the argument when it is unknown."""
-    try:
-        return keras.initializers.get(identifier)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"Unknown initializer for argument `{argument}`: received {identifier!r}. "
-            "Use a Keras initializer name such as 'glorot_uniform', 'orthogonal', "
-            "'identity' or 'zeros'."
-        ) from e
+    return _resolve(
+        keras.initializers.get, "initializer", "'glorot_uniform', 'orthogonal', 'identity' or 'zeros'",
+        identifier, argument,
+    )
 
 
 def check_rate(rate, argument):
