@@ -69,6 +69,12 @@ def as_tensor(ids, vocab_size):
     return tf.constant(np.asarray(ids, dtype=dtype))
 
 
+def windows_at(ids, starts, seq_len):
+    """Windows of ``T + 1`` characters from ``starts`` ``(B,)``: ``x, y`` of ``(B, T)``, ``y`` shifted by one."""
+    windows = tf.cast(tf.gather(ids, starts[:, None] + tf.range(seq_len + 1, dtype=tf.int64)), tf.int32)
+    return windows[:, :-1], windows[:, 1:]
+
+
 def window_batches(ids, seq_len, batch_size, seed, shuffle=True):
     """Endless batches ``(x, y)`` of shape ``(B, T)``: non-overlapping windows of
     ``T + 1`` characters (``y`` is ``x`` shifted by one), streamed from one copy
@@ -81,7 +87,6 @@ def window_batches(ids, seq_len, batch_size, seed, shuffle=True):
     """
     n_windows = (int(ids.shape[0]) - 1) // seq_len
     n_batches = n_windows // batch_size
-    offsets = tf.range(seq_len + 1, dtype=tf.int64)
 
     def epoch_starts(epoch):
         starts = tf.range(n_windows, dtype=tf.int64) * seq_len
@@ -89,14 +94,10 @@ def window_batches(ids, seq_len, batch_size, seed, shuffle=True):
             starts = tf.random.experimental.stateless_shuffle(starts, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
         return tf.data.Dataset.from_tensor_slices(starts[: n_batches * batch_size]).batch(batch_size)
 
-    def to_windows(starts):  # (B,) -> x, y of (B, T)
-        windows = tf.cast(tf.gather(ids, starts[:, None] + offsets), tf.int32)  # (B, T + 1)
-        return windows[:, :-1], windows[:, 1:]
-
     return (
         tf.data.Dataset.range(2**62)
         .flat_map(epoch_starts)
-        .map(to_windows, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .map(lambda starts: windows_at(ids, starts, seq_len), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     ), n_batches
 
@@ -119,15 +120,8 @@ def stripe_batches(ids, seq_len, batch_size):
 
 def eval_batches(ids, seq_len, batch_size):
     """All windows of ``ids`` once, in order (validation and evaluate)."""
-    n_windows = (int(ids.shape[0]) - 1) // seq_len
-    offsets = tf.range(seq_len + 1, dtype=tf.int64)
-    starts = tf.range(n_windows, dtype=tf.int64) * seq_len
-
-    def to_windows(s):
-        windows = tf.cast(tf.gather(ids, s[:, None] + offsets), tf.int32)
-        return windows[:, :-1], windows[:, 1:]
-
-    return tf.data.Dataset.from_tensor_slices(starts).batch(batch_size).map(to_windows)
+    starts = tf.range((int(ids.shape[0]) - 1) // seq_len, dtype=tf.int64) * seq_len
+    return tf.data.Dataset.from_tensor_slices(starts).batch(batch_size).map(lambda s: windows_at(ids, s, seq_len))
 
 
 # -- model --------------------------------------------------------------------
@@ -237,12 +231,17 @@ def plan_steps(config, batches_per_pass):
     return epochs, math.ceil(config.steps / epochs)
 
 
+def config_from_dict(values):
+    """A CharLMConfig from a saved config.json (keys it does not know are ignored)."""
+    names = {f.name for f in dataclasses.fields(CharLMConfig)}
+    return CharLMConfig(**{k: v for k, v in values.items() if k in names})
+
+
 def resolve(config, resume):
     """The config a run uses: the saved one when resuming (longer --epochs or
     --steps may extend it), else the given one with a seed picked if unset."""
     if resume:
-        saved = runs.load_config(config.out, TASK)
-        saved = CharLMConfig(**{k: v for k, v in saved.items() if k in {f.name for f in dataclasses.fields(CharLMConfig)}})
+        saved = config_from_dict(runs.load_config(config.out, TASK))
         saved.epochs, saved.steps = max(saved.epochs, config.epochs), max(saved.steps, config.steps)
         return saved.validate()
     config = dataclasses.replace(config).validate()
@@ -345,8 +344,7 @@ def load(path):
         run_dir = path.parent.parent if path.parent.name == runs.CHECKPOINTS else path.parent
     else:
         run_dir, weights = path, path / runs.MODEL
-    config = runs.load_config(run_dir, TASK)
-    config = CharLMConfig(**{k: v for k, v in config.items() if k in {f.name for f in dataclasses.fields(CharLMConfig)}})
+    config = config_from_dict(runs.load_config(run_dir, TASK))
     vocab = Vocabulary.load(run_dir / runs.VOCAB)
     if not weights.exists():
         raise SeqkitError(f"model file {weights} is missing; train the run to the end or pass a checkpoint file")
