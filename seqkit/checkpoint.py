@@ -35,9 +35,7 @@ class CheckpointManager:
         name = f"ckpt-e{epoch:04d}-s{step_in_epoch:06d}"
         if val_loss is not None and math.isfinite(val_loss):
             name += f"-val{val_loss:.4f}"
-        path = self.directory / f"{name}.keras"
-        with atomic_path(path, suffix=".keras") as tmp:
-            model.save(tmp)
+        path = save_model(model, self.directory / f"{name}.keras")
         state = {
             "file": path.name,
             "epoch": epoch,
@@ -46,7 +44,11 @@ class CheckpointManager:
             "val_loss": val_loss,
             "seed_states": [v.numpy().tolist() for v in seed_state_variables(model)],
         }
-        history = self._history() + [state]
+        try:
+            history = self._index().get("history", [])
+        except SeqkitError:  # a damaged index is replaced by this checkpoint's
+            history = []
+        history = history + [state]
         kept = history[-self.keep :]
         write_text(self.directory / LATEST, json.dumps({"latest": state, "history": kept}, indent=2))
         for name in {s["file"] for s in history} - {s["file"] for s in kept}:
@@ -59,8 +61,8 @@ class CheckpointManager:
         if not index.exists():
             return None
         try:
-            state = json.loads(index.read_text(encoding="utf-8"))["latest"]
-        except (ValueError, KeyError) as e:
+            state = self._index()["latest"]
+        except KeyError as e:
             raise SeqkitError(
                 f"checkpoint index {index} is damaged ({e}); delete it to start over, "
                 "or restore it from a backup"
@@ -88,14 +90,25 @@ class CheckpointManager:
             for v, value in zip(variables, state["seed_states"]):
                 v.assign(value)
 
-    def _history(self):
+    def _index(self):
+        """The parsed ``latest.json`` ({} when there is none); damage is a clear error."""
         index = self.directory / LATEST
         if not index.exists():
-            return []
+            return {}
         try:
-            return json.loads(index.read_text(encoding="utf-8")).get("history", [])
-        except ValueError:
-            return []
+            return json.loads(index.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise SeqkitError(
+                f"checkpoint index {index} is damaged ({e}); delete it to start over, "
+                "or restore it from a backup"
+            ) from e
+
+
+def save_model(model, path):
+    """``model.save(path)`` atomically: a temporary ``.keras`` file, then a rename."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+    return path
 
 
 def seed_state_variables(model):

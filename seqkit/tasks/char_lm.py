@@ -20,12 +20,11 @@ import tensorflow as tf
 
 from seqkit import run as runs
 from seqkit import training
-from seqkit.checkpoint import CheckpointManager
+from seqkit.checkpoint import CheckpointManager, save_model
 from seqkit.config import TASK_CHAR_LM as TASK
 from seqkit.config import CharLMConfig, OPTIMIZER_NAMES
 from seqkit.distribute import get_strategy
 from seqkit.errors import SeqkitError
-from seqkit.io import atomic_path
 from seqkit.layers import recurrent_layer
 from seqkit.losses import SequenceCrossentropy
 from seqkit.plots import plot_curves
@@ -314,11 +313,6 @@ def train(config, resume=False, verbose="auto"):
     plot_history(out)
     last = {k: v[-1] for k, v in history.items() if v}
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last}
-
-
-def save_model(model, path):
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
 
 
 def plot_history(out):
