@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: creates/uses .venv, installs seqkit, trains a small char-LM on the
-# built-in corpus (the Python standard library's sources), then generates from it.
+# built-in corpus (the Python standard library's sources), generates from it, evaluates it,
+# and exports it to saved_models/NAME/VERSION (serve it with: .venv/bin/seqkit serve).
 # Usage: bash scripts/main.sh            (RUN_DIR=runs/NAME to choose the run directory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +19,6 @@ echo "== generate: 600 characters, prime 'def ', temperature 0.7"
 
 echo "== evaluate on seqkit's own source (held-out Python)"
 "$seqkit" evaluate "$run_dir" --data seqkit/training.py
+
+echo "== export: SavedModel in TF Serving's layout"
+"$seqkit" export "$run_dir" --name "${MODEL_NAME:-char_lm}" --out saved_models

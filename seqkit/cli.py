@@ -196,6 +196,98 @@ def evaluate(run_dir, data, errors):
     )
 
 
+@cli.command("export")
+@click.argument("run_dir", type=click.Path())
+@click.option("--name", help="Model name in the URL [default: the run directory's name].")
+@click.option("--version", type=int, help="Version folder [default: the next free one]; never overwritten.")
+@click.option("--out", default="saved_models", show_default=True, help="Model base folder (TF Serving's).")
+def export_command(run_dir, name, version, out):
+    """Export a run as a SavedModel: OUT/NAME/VERSION, string-in signatures."""
+    quiet_tensorflow()
+    from seqkit import export
+
+    path = export.export(run_dir, name=name, version=version, out=out)
+    click.echo(f"exported {run_dir} to {path}")
+
+
+@cli.command()
+@click.argument("base", default="saved_models", type=click.Path())
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: every one).")
+@click.option("--port", type=int, default=8501, show_default=True, help="REST port (TF Serving's default).")
+@click.option("--grpc-port", type=int, default=8500, show_default=True, help="gRPC port (0: no gRPC).")
+@click.option("--max-body-bytes", type=int, default=10 << 20, show_default=True, help="Largest request body.")
+@click.option("--max-length", type=int, default=2000, show_default=True, help="Largest generate length.")
+def serve(base, host, port, grpc_port, max_body_bytes, max_length):
+    """Serve every model under BASE with TensorFlow Serving's REST and gRPC APIs."""
+    quiet_tensorflow()
+    from seqkit import serve as serving
+
+    serving.serve(base, host=host, port=port, grpc_port=grpc_port, max_body_bytes=max_body_bytes,
+                  max_length=max_length, log=click.echo)
+
+
+@cli.command()
+@click.argument("run_dir", required=False, type=click.Path())
+@click.option("--cell", type=click.Choice(CELL_NAMES), help="Diagnose a freshly initialised cell (no RUN_DIR).")
+@click.option("--compare", help="Comma-separated cells to measure on one input, e.g. rnn,irnn,lstm,gru.")
+@click.option("--units", type=int, help="Hidden size of --cell/--compare cells [default: 128; --exploding: 64].")
+@click.option("--length", type=int, help="Sequence length T [default: 200; --exploding: 50].")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Examples the norms are averaged over.")
+@click.option("--input-dim", type=int, default=32, show_default=True, help="Features of the random N(0, 1) input.")
+@click.option("--data", type=click.Path(), help="UTF-8 text to use as input instead of random input "
+              "(RUN_DIR default: the run's training text).")
+@click.option("--history", is_flag=True, help="Plot grad norm, clip rate and loss over training from RUN_DIR/steps.csv.")
+@click.option("--exploding", is_flag=True, help="Train a SimpleRNN with spectral radius --radius with and without "
+              "--clip-norm and compare the loss curves.")
+@click.option("--radius", type=float, default=1.5, show_default=True, help="--exploding: recurrent spectral radius.")
+@click.option("--clip-norm", type=float, default=1.0, show_default=True, help="--exploding: the clipped run's norm.")
+@click.option("--steps", type=int, default=300, show_default=True, help="--exploding: SGD steps per run.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(), help="Output folder. Default: RUN_DIR/diagnose, or ./diagnose.")
+def diagnose(run_dir, cell, compare, units, length, batch_size, input_dim, data, history, exploding, radius,
+             clip_norm, steps, seed, out):
+    """Measure vanishing and exploding gradients: ‖∂L_T/∂h_k‖ and ‖∂h_T/∂h_k‖ against T - k.
+
+    \b
+    seqkit diagnose --compare rnn,irnn,lstm,gru --length 200
+    seqkit diagnose RUN_DIR                 # a trained char-LM's top layer, on real text
+    seqkit diagnose RUN_DIR --history       # grad norm and clip rate over training
+    seqkit diagnose --exploding             # spectral radius > 1: diverges unclipped, trains clipped
+    """
+    modes = [name for name, on in (("RUN_DIR", run_dir), ("--cell", cell), ("--compare", compare),
+                                   ("--exploding", exploding)) if on]
+    if len(modes) > 1:
+        raise click.UsageError(f"{' and '.join(modes)} cannot be combined; pass one of them")
+    if not modes:
+        raise click.UsageError("nothing to diagnose; pass a RUN_DIR, --cell NAME, --compare rnn,lstm,... "
+                               "or --exploding")
+    if history and not run_dir:
+        raise click.UsageError("--history reads a run's steps.csv; pass the RUN_DIR")
+    quiet_tensorflow()
+    from seqkit import diagnose as diag
+    from seqkit.text import read_corpus
+
+    out = out or (os.path.join(run_dir, "diagnose") if run_dir else "diagnose")
+    text = read_corpus([data]) if data else None
+    defaults = (64, 50) if exploding else (128, 200)
+    units, length = (defaults[0] if units is None else units), (defaults[1] if length is None else length)
+    if history:
+        report = diag.history(run_dir, out)
+    elif exploding:
+        x, y = diag.exploding_data(length, steps, seed)
+        runs = diag.exploding_demo(x, y, radius=radius, clip_norm=clip_norm, units=units, seed=seed)
+        report = diag.exploding_report(runs, out)
+    elif run_dir:
+        report = diag.write_report([diag.profile_char_lm(run_dir, length, batch_size, seed, text)], out,
+                                   title=f"gradient flow in {run_dir}")
+    else:
+        cells = [c.strip() for c in compare.split(",") if c.strip()] if compare else [cell]
+        profiles = diag.compare_cells(cells, units, length, batch_size, input_dim, seed, text)
+        report = diag.write_report(profiles, out, title=f"gradient flow at initialisation, H={units}, T={length}")
+    click.echo(report["summary"], nl=False)
+    click.echo("wrote " + ", ".join(str(p) for p in report["files"]))
+
+
 def unescape(text):
     """Turn the escapes a shell user types (backslash-n, backslash-t, double backslash) into characters."""
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)

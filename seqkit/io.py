@@ -21,6 +21,12 @@ def fsync_dir(path):
             os.close(fd)
 
 
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target, suffix=""):
     """Yield a temporary path beside ``target``; on success rename it to ``target``.
@@ -31,6 +37,7 @@ def atomic_path(target, suffix=""):
     """
     target = Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 files; give the usual mode
     os.close(fd)
     tmp = Path(tmp)
     try:

@@ -8,24 +8,35 @@ import matplotlib.pyplot as plt  # noqa: E402
 from seqkit.io import atomic_path  # noqa: E402
 
 
-def plot_curves(path, curves, xlabel, ylabel, title, x=None, logy=False):
-    """One line per entry of ``curves`` (name -> values), saved as a PNG at ``path``.
+def plot_panels(path, panels, xlabel, title=None):
+    """Side-by-side panels saved as one PNG at ``path``.
 
-    Returns the figure's data, ``{name: (xs, ys)}``, as plotted.
+    Each panel is a dict: ``curves`` (name -> y values), ``ylabel``, and
+    optionally ``title``, ``x`` (shared x values; default 1..n), ``logy``.
+    Values that a log axis cannot show (zero, negative, NaN) are left as gaps.
+
+    Returns the figure's data, one ``{name: (xs, ys)}`` per panel, as plotted.
     """
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    data = {}
-    for name, ys in curves.items():
-        xs = list(x) if x is not None else list(range(1, len(ys) + 1))
-        ax.plot(xs, ys, marker="o" if len(ys) < 30 else None, label=name)
-        data[name] = (xs, list(ys))
-    if logy:
-        ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), dpi=100, squeeze=False)
+    data = []
+    for ax, panel in zip(axes[0], panels):
+        curves = {}
+        for name, ys in panel["curves"].items():
+            xs = list(panel["x"]) if panel.get("x") is not None else list(range(1, len(ys) + 1))
+            ys = [float(y) for y in ys]
+            shown = [y if (y > 0 or not panel.get("logy")) else float("nan") for y in ys]
+            ax.plot(xs, shown, marker="o" if len(ys) < 30 else None, label=name)
+            curves[name] = (xs, ys)
+        if panel.get("logy"):
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(panel["ylabel"])
+        ax.set_title(panel.get("title", ""))
+        ax.grid(alpha=0.3)
+        ax.legend()
+        data.append(curves)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     try:
         with atomic_path(path, suffix=".png") as tmp:
@@ -33,3 +44,13 @@ def plot_curves(path, curves, xlabel, ylabel, title, x=None, logy=False):
     finally:
         plt.close(fig)
     return data
+
+
+def plot_curves(path, curves, xlabel, ylabel, title, x=None, logy=False):
+    """One line per entry of ``curves`` (name -> values) in a single panel.
+
+    Returns the figure's data, ``{name: (xs, ys)}``, as plotted.
+    """
+    panel = {"curves": curves, "ylabel": ylabel, "title": title, "x": x, "logy": logy}
+    return plot_panels(path, [panel], xlabel)[0]
+

@@ -58,8 +58,8 @@ class SeqModel(keras.Model):
     Logs, besides the loss and compiled metrics: ``grad_norm`` (global norm
     before clipping, mean over the epoch so far), ``clip_rate`` (fraction of
     steps that were clipped), ``skipped`` (steps skipped for non-finite
-    gradients). The last step's raw values are in ``last_grad_norm`` and
-    ``nonfinite_streak`` (variables; see ``StepLogger``).
+    gradients). The last step's raw values are in ``last_loss``, ``last_grad_norm``
+    and ``nonfinite_streak`` (variables; see ``StepLogger``).
     """
 
     def __init__(self, *args, clip_norm=DEFAULT_CLIP_NORM, max_nonfinite=DEFAULT_MAX_NONFINITE, **kwargs):
@@ -77,6 +77,7 @@ class SeqModel(keras.Model):
         self.skipped_tracker = keras.metrics.Sum(name="skipped")
         agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
         self.last_grad_norm = tf.Variable(0.0, trainable=False, aggregation=agg, name="last_grad_norm")
+        self.last_loss = tf.Variable(0.0, trainable=False, aggregation=agg, name="last_loss")
         self.nonfinite_streak = tf.Variable(0, trainable=False, aggregation=agg, name="nonfinite_streak")
 
     def train_step(self, data):
@@ -114,6 +115,7 @@ class SeqModel(keras.Model):
         apply_if_finite(self.optimizer, shares, variables, finite)
 
         self.last_grad_norm.assign(grad_norm)
+        self.last_loss.assign(loss * replica.num_replicas_in_sync)
         self.nonfinite_streak.assign(tf.where(finite, 0, self.nonfinite_streak + 1))
         self.update_step_metrics(loss * replica.num_replicas_in_sync, grad_norm, clipped, finite, x)
         return logs_for_strategy(self.compute_metrics(x, y, y_pred, sample_weight))

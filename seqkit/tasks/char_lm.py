@@ -419,14 +419,18 @@ class Sampler(tf.Module):
         return [layer.cell.get_initial_state(batch_size=batch) for layer in self.rnns]
 
     @tf.function(reduce_retracing=True)
-    def warm(self, ids, states):
-        """Run the prime ``ids`` ``(B, P)``: logits for the next character ``(B, V)`` and the states."""
+    def warm(self, ids, states, mask=None):
+        """Run the prime ``ids`` ``(B, P)``: logits for the next character ``(B, V)`` and the states.
+
+        ``mask`` ``(B, P)`` marks the characters of right-padded primes of
+        different lengths: the state stops at each row's last character.
+        """
         h = self.embedding(ids)  # (B, P, E)
         new_states = []
         for layer, s in zip(self.rnns, states):
-            _, h, s = layer.inner_loop(h, list(s), mask=None, training=False)  # h: (B, P, H)
+            last, h, s = layer.inner_loop(h, list(s), mask=mask, training=False)  # h: (B, P, H)
             new_states.append(list(s))
-        return self.logits(h[:, -1]), new_states
+        return self.logits(last), new_states
 
     def step(self, token, states):
         """One character ``(B,)`` in: next logits ``(B, V)`` and the new states."""

@@ -1,0 +1,155 @@
+"""Requests/s and latency of `seqkit serve` on loopback, for predict and generate.
+
+    python scripts/bench_serve.py                       # trains a throwaway 1 x 256 LSTM char-LM
+    python scripts/bench_serve.py --run runs/NAME --seconds 10 --clients 1,8,32 --markdown docs/benchmarks.md
+
+Starts `seqkit serve` as a subprocess on free ports, then for each endpoint
+and each number of concurrent clients runs that many threads for a fixed
+time, each with its own keep-alive HTTP connection sending one request after
+another. Reports requests/s, p50/p99 latency, errors and the server's RSS.
+Only 127.0.0.1 is ever contacted.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def make_run(tmp):
+    from seqkit.config import CharLMConfig
+    from seqkit.tasks import char_lm
+
+    config = CharLMConfig(units=256, layers=1, seq_len=100, batch_size=32, steps=20, steps_per_epoch=20,
+                          max_chars=200_000, seed=0, out=str(Path(tmp) / "bench"))
+    return char_lm.train(config, verbose=0)["run_dir"]
+
+
+def bodies(prime_length=40, generate_length=100):
+    prime = "def main(argv):\n    return " [:prime_length]
+    predict = {"instances": [prime]}
+    generate = {"signature_name": "generate", "instances": [
+        {"prime": prime, "length": generate_length, "temperature": 0.8, "top_k": 0, "top_p": 1.0, "seed": 1}]}
+    return {"predict": json.dumps(predict).encode(), f"generate {generate_length}": json.dumps(generate).encode()}
+
+
+def load(port, path, body, clients, seconds):
+    """Latencies (s) of successful requests and the error count over ``seconds``."""
+    latencies, errors, lock = [], [0], threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        mine, bad = [], 0
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            if ok:
+                mine.append(time.perf_counter() - t0)
+            else:
+                bad += 1
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", help="A char-LM run directory (default: train a throwaway one).")
+    parser.add_argument("--seconds", type=float, default=8.0, help="Time per (endpoint, clients) cell.")
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--markdown", help="Append the table to this file under '## Serving'.")
+    args = parser.parse_args()
+
+    from seqkit import export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = args.run or make_run(tmp)
+        base = Path(tmp) / "saved_models"
+        export.export(run_dir, name="bench", out=base)
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(port),
+                                   "--grpc-port", "0"], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 180
+            while True:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", "/v1/models/bench")
+                    if conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                if server.poll() is not None or time.time() > deadline:
+                    sys.exit("seqkit serve did not start")
+                time.sleep(0.5)
+            rss_start = rss_mib(server.pid)
+            rows = []
+            for name, body in bodies().items():
+                load(port, "/v1/models/bench:predict", body, 1, 1.0)  # warm-up: traces, thread pool
+                for clients in [int(c) for c in args.clients.split(",")]:
+                    latencies, errors = load(port, "/v1/models/bench:predict", body, clients, args.seconds)
+                    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+                    rows.append((name, clients, len(latencies) / args.seconds, 1000 * q[49], 1000 * q[98], errors))
+                    print(f"{name:14s} clients {clients:3d}: {rows[-1][2]:8.1f} req/s  p50 {rows[-1][3]:7.1f} ms  "
+                          f"p99 {rows[-1][4]:7.1f} ms  errors {errors}", flush=True)
+            rss_end = rss_mib(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    table = ["| request | clients | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
+    table += [f"| {n} | {c} | {r:.1f} | {p50:.1f} | {p99:.1f} | {e} |" for n, c, r, p50, p99, e in rows]
+    text = "\n".join(table) + f"\n\nServer RSS: {rss_start:.0f} MiB after start-up, {rss_end:.0f} MiB at the end.\n"
+    print("\n" + text)
+    if args.markdown:
+        command = "python scripts/bench_serve.py " + " ".join(sys.argv[1:])
+        section = (f"\n## Serving\n\n`{command}` ({args.seconds:g} s per cell, 1 x 256 LSTM char-LM, "
+                   f"{os.cpu_count()} cores, REST on loopback, server and clients on the same machine):\n\n{text}")
+        with open(args.markdown, "a", encoding="utf-8") as f:
+            f.write(section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,424 @@
+"""``seqkit serve``: TensorFlow Serving's REST and gRPC APIs over exported models.
+
+REST (Starlette on Uvicorn), the paths and bodies of TF Serving's API:
+
+    GET  /v1/models/NAME[/versions/N]              version status
+    GET  /v1/models/NAME[/versions/N]/metadata     signature defs
+    POST /v1/models/NAME[/versions/N]:predict      {"signature_name": ..., "instances": [...]}
+                                                   or {"signature_name": ..., "inputs": {...}}
+
+gRPC: ``tensorflow.serving.PredictionService`` (``Predict``,
+``GetModelMetadata``) and ``ModelService.GetModelStatus``, from the protos of
+the ``tensorflow-serving-api`` package, so TF Serving's own clients work
+unchanged.
+
+Every ``NAME/VERSION`` folder under the base folder is loaded at start;
+requests without a version get the highest. Model calls run in worker
+threads (TensorFlow releases the GIL), so the event loop keeps accepting
+requests while a long generation runs.
+"""
+
+import asyncio
+import base64
+import json
+from concurrent import futures
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
+
+from seqkit.errors import SeqkitError
+
+STRING_INPUT_LIMIT_NAMES = ("length", "max_length")  # inputs capped by --max-length
+
+
+class NotFound(Exception):
+    """A model, version or signature that is not served: HTTP 404 / gRPC NOT_FOUND."""
+
+
+class BadRequest(Exception):
+    """A request the server cannot run: HTTP 400 / gRPC INVALID_ARGUMENT."""
+
+
+class TooLarge(BadRequest):
+    """A request body over the limit: HTTP 413."""
+
+
+def read_signature_defs(path):
+    """The SignatureDefs of the SavedModel at ``path`` (the 'serve' meta graph), internal ones left out."""
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return {k: v for k, v in meta_graph.signature_def.items() if not k.startswith("__")}
+    raise SeqkitError(f"{path} has no 'serve' meta graph; export it with seqkit export")
+
+
+class Servable:
+    """One loaded version of a model."""
+
+    def __init__(self, name, version, path, max_length):
+        self.name, self.version, self.path, self.max_length = name, version, Path(path), max_length
+        self.signature_defs = read_signature_defs(path)
+        self.model = tf.saved_model.load(str(path))
+
+    def metadata_proto(self):
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        return get_model_metadata_pb2.SignatureDefMap(signature_def=self.signature_defs)
+
+    def metadata_json(self):
+        signature_def = json_format.MessageToDict(self.metadata_proto(), preserving_proto_field_name=True)
+        return {"model_spec": {"name": self.name, "signature_name": "", "version": str(self.version)},
+                "metadata": {"signature_def": signature_def}}
+
+    def signature(self, name):
+        name = name or "serving_default"
+        if name not in self.signature_defs:
+            raise BadRequest(f"Serving signature name: \"{name}\" not found in signature def; "
+                             f"this model has {', '.join(sorted(self.signature_defs))}")
+        return name, self.signature_defs[name]
+
+    def predict(self, signature_name, inputs):
+        """Run a signature on ``inputs`` (name -> nested lists or arrays); returns name -> ndarray."""
+        name, signature = self.signature(signature_name)
+        expected = signature.inputs
+        missing = sorted(set(expected) - set(inputs))
+        unknown = sorted(set(inputs) - set(expected))
+        if missing or unknown:
+            raise BadRequest(
+                f"signature {name} takes inputs {', '.join(sorted(expected))}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(unknown)}" if unknown else "")
+            )
+        tensors = {key: to_tensor(key, value, expected[key]) for key, value in inputs.items()}
+        for key in STRING_INPUT_LIMIT_NAMES:
+            if key in tensors and tensors[key].dtype.is_integer and np.any(tensors[key].numpy() > self.max_length):
+                raise BadRequest(f"{key} exceeds this server's limit of {self.max_length}; ask for less, or "
+                                 "restart seqkit serve with a larger --max-length")
+        try:
+            outputs = self.model.signatures[name](**tensors)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+            raise BadRequest(first_message(e)) from e
+        return {key: value.numpy() for key, value in outputs.items()}
+
+
+def first_message(error):
+    """The useful line of a TensorFlow error: an assertion's own message when there is one."""
+    text = str(getattr(error, "message", None) or error)
+    if "assertion failed: [" in text:
+        return text.split("assertion failed: [", 1)[1].split("]", 1)[0].strip()
+    return " ".join(text.split())[:500]
+
+
+def to_tensor(name, value, info):
+    """``value`` as a tensor of the input's dtype, rank checked against the signature."""
+    dtype = tf.dtypes.as_dtype(info.dtype)
+    try:
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if dtype == tf.string:
+            value = strings(value)
+        array = np.asarray(value, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
+        tensor = tf.constant(array, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise BadRequest(f"input {name} must hold {dtype.name} values of one shape: {e}") from e
+    if not info.tensor_shape.unknown_rank:
+        rank = len(info.tensor_shape.dim)
+        if tensor.shape.rank != rank:
+            raise BadRequest(f"input {name} must have rank {rank} (shape {shape_text(info)}); got shape "
+                             f"{list(tensor.shape)}")
+    return tensor
+
+
+def strings(value):
+    """JSON strings (or TF Serving's ``{"b64": ...}`` objects) to bytes, at any nesting."""
+    if isinstance(value, list):
+        return [strings(v) for v in value]
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes):
+        return value
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
+def shape_text(info):
+    return "[" + ", ".join("None" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim) + "]"
+
+
+def to_json(array):
+    """An output array as JSON values (UTF-8 text for strings; ``{"b64": ...}`` if not UTF-8)."""
+    if array.dtype == object:
+        def text(b):
+            try:
+                return b.decode("utf-8")
+            except UnicodeDecodeError:
+                return {"b64": base64.b64encode(b).decode("ascii")}
+
+        return np.vectorize(text, otypes=[object])(array).tolist() if array.ndim else text(array.item())
+    return array.tolist()
+
+
+class ModelRegistry:
+    """Every ``NAME/VERSION`` SavedModel under ``base``."""
+
+    def __init__(self, base, max_length=2000):
+        base = Path(base)
+        if not base.is_dir():
+            raise SeqkitError(f"model folder {base} does not exist; export a model with seqkit export RUN_DIR "
+                              "or pass the folder that holds NAME/VERSION/")
+        self.models = {}
+        for model_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for version_dir in sorted(model_dir.iterdir(), key=lambda p: p.name):
+                if version_dir.name.isdigit() and (version_dir / "saved_model.pb").exists():
+                    servable = Servable(model_dir.name, int(version_dir.name), version_dir, max_length)
+                    self.models.setdefault(model_dir.name, {})[servable.version] = servable
+        if not self.models:
+            raise SeqkitError(f"no models under {base} (expected NAME/VERSION/saved_model.pb); export one with "
+                              "seqkit export RUN_DIR")
+
+    def get(self, name, version=None):
+        if name not in self.models:
+            raise NotFound(f"Servable not found for request: Latest({name}); served models: "
+                           f"{', '.join(sorted(self.models))}")
+        versions = self.models[name]
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            raise NotFound(f"Servable not found for request: Specific({name}, {version}); versions: "
+                           f"{', '.join(map(str, sorted(versions)))}")
+        return versions[version]
+
+    def status(self, name, version=None):
+        if version is not None:
+            servables = [self.get(name, version)]
+        else:
+            servables = [self.models[name][v] for v in sorted(self.models[self.get(name).name])]
+        return {"model_version_status": [
+            {"version": str(s.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            for s in servables]}
+
+
+# -- REST ------------------------------------------------------------------------------
+
+
+def parse_predict_body(body, servable):
+    """``(signature_name, inputs, row_format)`` from a TF Serving predict request body."""
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"the body is not valid JSON ({e}); send {{\"instances\": [...]}} or {{\"inputs\": ...}}")
+    if not isinstance(request, dict):
+        raise BadRequest("the body must be a JSON object with \"instances\" or \"inputs\"")
+    if ("instances" in request) == ("inputs" in request):
+        raise BadRequest("the body needs exactly one of \"instances\" (row format) or \"inputs\" (columnar format)")
+    signature_name = request.get("signature_name")
+    if signature_name is not None and not isinstance(signature_name, str):
+        raise BadRequest("signature_name must be a string")
+    name, signature = servable.signature(signature_name)
+    input_names = list(signature.inputs)
+    if "instances" in request:
+        instances = request["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise BadRequest("\"instances\" must be a non-empty list")
+        if all(isinstance(i, dict) and "b64" not in i for i in instances):
+            keys = {frozenset(i) for i in instances}
+            if len(keys) != 1:
+                raise BadRequest("every instance must have the same input names")
+            inputs = {k: [i[k] for i in instances] for k in instances[0]}
+        elif len(input_names) == 1:
+            inputs = {input_names[0]: instances}
+        else:
+            raise BadRequest(f"signature {name} has inputs {', '.join(sorted(input_names))}: each instance must "
+                             "be an object naming them")
+        return name, inputs, True
+    inputs = request["inputs"]
+    if not (isinstance(inputs, dict) and inputs and "b64" not in inputs):
+        if len(input_names) != 1:
+            raise BadRequest(f"signature {name} has inputs {', '.join(sorted(input_names))}: \"inputs\" must be "
+                             "an object naming them")
+        inputs = {input_names[0]: inputs}
+    return name, inputs, False
+
+
+def predict_response(outputs, row_format):
+    if row_format:
+        names = sorted(outputs)
+        columns = {k: to_json(v) for k, v in outputs.items()}
+        rows = len(next(iter(outputs.values())))
+        if len(names) == 1:
+            return {"predictions": columns[names[0]]}
+        return {"predictions": [{k: columns[k][i] for k in names} for i in range(rows)]}
+    if len(outputs) == 1:
+        return {"outputs": to_json(next(iter(outputs.values())))}
+    return {"outputs": {k: to_json(v) for k, v in outputs.items()}}
+
+
+def make_app(registry, max_body_bytes=10 << 20):
+    """The Starlette application of the REST API."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    def error(status, message):
+        return JSONResponse({"error": message}, status_code=status)
+
+    def version_of(request):
+        v = request.path_params.get("version")
+        return None if v is None else int(v)
+
+    async def read_body(request):
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            raise TooLarge(f"request body of {declared} bytes exceeds the limit of {max_body_bytes}; send "
+                             "smaller batches, or restart seqkit serve with a larger --max-body-bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise TooLarge(f"request body exceeds the limit of {max_body_bytes} bytes; send smaller batches")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def handle(endpoint):
+        async def wrapped(request):
+            try:
+                return await endpoint(request)
+            except NotFound as e:
+                return error(404, str(e))
+            except BadRequest as e:
+                return error(413 if isinstance(e, TooLarge) else 400, str(e))
+            except Exception as e:  # a bug of ours: still an answer in the API's shape, and the server lives on
+                return error(500, f"internal error: {type(e).__name__}: {e}")
+
+        return wrapped
+
+    async def status(request):
+        return JSONResponse(registry.status(request.path_params["name"], version_of(request)))
+
+    async def metadata(request):
+        return JSONResponse(registry.get(request.path_params["name"], version_of(request)).metadata_json())
+
+    async def predict(request):
+        servable = registry.get(request.path_params["name"], version_of(request))
+        body = await read_body(request)
+        signature_name, inputs, row_format = parse_predict_body(body, servable)
+        outputs = await run_in_threadpool(servable.predict, signature_name, inputs)
+        return JSONResponse(predict_response(outputs, row_format))
+
+    async def unknown(request):
+        return error(404, f"no such endpoint: {request.method} {request.url.path}; see TF Serving's REST API "
+                          "(/v1/models/NAME[/versions/N][/metadata|:predict])")
+
+    routes = [
+        Route("/v1/models/{name}/versions/{version:int}:predict", handle(predict), methods=["POST"]),
+        Route("/v1/models/{name}:predict", handle(predict), methods=["POST"]),
+        Route("/v1/models/{name}/versions/{version:int}/metadata", handle(metadata), methods=["GET"]),
+        Route("/v1/models/{name}/metadata", handle(metadata), methods=["GET"]),
+        Route("/v1/models/{name}/versions/{version:int}", handle(status), methods=["GET"]),
+        Route("/v1/models/{name}", handle(status), methods=["GET"]),
+        Route("/{path:path}", unknown, methods=["GET", "POST", "PUT", "DELETE"]),
+    ]
+    return Starlette(routes=routes)
+
+
+# -- gRPC ------------------------------------------------------------------------------
+
+
+def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20):
+    """A grpc.Server with TF Serving's PredictionService and ModelService on ``address``."""
+    import grpc
+    from tensorflow_serving.apis import (
+        get_model_metadata_pb2,
+        get_model_status_pb2,
+        model_service_pb2_grpc,
+        predict_pb2,
+        prediction_service_pb2_grpc,
+    )
+
+    def servable_for(spec, context):
+        try:
+            return registry.get(spec.name, spec.version.value if spec.HasField("version") else None)
+        except NotFound as e:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+
+    class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            servable = servable_for(request.model_spec, context)
+            try:
+                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+                name, _ = servable.signature(request.model_spec.signature_name)
+                outputs = servable.predict(name, inputs)
+            except BadRequest as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = name
+            for key, value in outputs.items():
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+        def GetModelMetadata(self, request, context):
+            servable = servable_for(request.model_spec, context)
+            if list(request.metadata_field) != ["signature_def"]:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "metadata_field must be [\"signature_def\"]")
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            response.metadata["signature_def"].Pack(servable.metadata_proto())
+            return response
+
+    class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+        def GetModelStatus(self, request, context):
+            spec = request.model_spec
+            try:
+                status = registry.status(spec.name, spec.version.value if spec.HasField("version") else None)
+            except NotFound as e:
+                context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for entry in status["model_version_status"]:
+                item = response.model_version_status.add()
+                item.version = int(entry["version"])
+                item.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                         options=[("grpc.max_receive_message_length", max_body_bytes)])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)
+    if server.add_insecure_port(address) == 0:
+        raise SeqkitError(f"cannot bind gRPC to {address}; pass another --grpc-port (0 turns gRPC off)")
+    return server
+
+
+def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_body_bytes=10 << 20,
+          max_length=2000, log=print):
+    """Load every model under ``base`` and serve it until interrupted."""
+    import uvicorn
+
+    registry = ModelRegistry(base, max_length=max_length)
+    grpc_server = None
+    if grpc_port:
+        grpc_server = make_grpc_server(registry, f"{host}:{grpc_port}", max_body_bytes=max_body_bytes)
+        grpc_server.start()
+    for name, versions in sorted(registry.models.items()):
+        latest = versions[max(versions)]
+        log(f"serving {name} versions {', '.join(map(str, sorted(versions)))} "
+            f"(signatures: {', '.join(sorted(latest.signature_defs))})")
+    log(f"REST on http://{host}:{port}/v1/models/NAME" + (f", gRPC on {host}:{grpc_port}" if grpc_port else ""))
+    config = uvicorn.Config(make_app(registry, max_body_bytes), host=host, port=port, log_level="warning",
+                            access_log=False)
+    server = uvicorn.Server(config)
+    try:
+        asyncio.run(server.serve())
+    finally:
+        if grpc_server is not None:
+            grpc_server.stop(grace=1)
+    if not server.started:
+        raise SeqkitError(f"cannot serve REST on {host}:{port} (in use?); pass another --port")

@@ -1,0 +1,201 @@
+"""seqkit diagnose: gradient norms against distance, history, the exploding demo.
+
+Oracles: the linear RNN with U = a I, whose Jacobian product is exactly
+a^(T-k) I; the NumPy float64 reference cells (hand-derived BPTT, explicit
+Jacobian products, exact SVD) with the layer's weights copied in; the run's
+own steps.csv for the history plot.
+"""
+
+import csv
+import struct
+
+import numpy as np
+import pytest
+
+from seqkit import diagnose as diag
+from seqkit import reference as ref
+from seqkit.cli import main
+from seqkit.config import CharLMConfig
+from seqkit.layers import GRU, LSTM, SimpleRNN
+from seqkit.tasks import char_lm
+
+
+def run_cli(args, capsys):
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def png_size(path):
+    """(width, height) from a PNG's signature and IHDR chunk; fails on anything else."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+# -- the measurement -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("a", [0.9, 1.1])
+def test_linear_rnn_gradient_is_exactly_a_to_the_distance(a):
+    layer = SimpleRNN(8, activation="linear")
+    layer.build((None, None, 3))
+    layer.cell.recurrent_kernel.assign(a * np.eye(8, dtype=np.float32))
+    profile = diag.gradient_profile(layer.cell, diag.random_inputs(4, 80, 3, 0), diag.random_readout(8, 0), "linear")
+    expected = float(np.float32(a)) ** np.arange(80)  # the readout is a unit vector: ‖∂L_T/∂h_k‖ = a^(T-k)
+    np.testing.assert_allclose(profile.grad_norm, expected, rtol=1e-5)
+    np.testing.assert_allclose(profile.jacobian_norm, expected, rtol=1e-6)
+    assert profile.rate() == pytest.approx(a, rel=1e-5)
+    assert profile.vanishing_distance() == (66 if a < 1 else None)  # 0.9^66 < 1e-3 < 0.9^65
+
+
+def reference_cell(layer):
+    cell = layer.cell
+    weights = [w.numpy().astype(np.float64) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
+    if isinstance(layer, SimpleRNN):
+        return ref.SimpleRNNRef(*weights, activation="tanh")
+    if isinstance(layer, LSTM):
+        return ref.LSTMRef(*weights)
+    return ref.GRURef(*weights, reset_after=cell.reset_after)
+
+
+@pytest.mark.parametrize("make", [lambda: SimpleRNN(6), lambda: LSTM(6), lambda: GRU(6, reset_after=True),
+                                  lambda: GRU(6, reset_after=False)], ids=["rnn", "lstm", "gru", "gru-before"])
+def test_profile_matches_numpy_bptt_and_exact_spectral_norms(make):
+    batch, length, dim = 3, 12, 4
+    layer = make()
+    layer.build((None, None, dim))
+    rng = np.random.default_rng(0)
+    for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias):  # non-trivial biases too
+        w.assign(rng.normal(scale=0.6, size=w.shape).astype(np.float32))
+    x = diag.random_inputs(batch, length, dim, 1)
+    profile = diag.gradient_profile(layer.cell, x, diag.random_readout(6, 2), "cell", iterations=50)
+
+    cell = reference_cell(layer)
+    _, _, caches = ref.forward(cell, x.astype(np.float64))
+    r = diag.random_readout(6, 2)(np.eye(6, dtype=np.float32)).numpy().astype(np.float64)  # the readout vector
+    g = [np.tile(r, (batch, 1))] + [np.zeros((batch, 6))] * (len(cell.state_size) - 1)  # ∂L_T/∂s_T
+    for t in range(length - 1, -1, -1):
+        d = length - 1 - t
+        np.testing.assert_allclose(profile.grad_norm[d], np.linalg.norm(np.concatenate(g, 1), axis=1).mean(),
+                                   rtol=2e-5)
+        P = ref.jacobian_product(cell, caches, length - 1, t)  # ∂s_T/∂s_k, k = t + 1 in 1-based steps
+        np.testing.assert_allclose(profile.jacobian_norm[d], np.mean([np.linalg.norm(p, 2) for p in P]), rtol=1e-4)
+        _, d_params, g = cell.step_vjp(caches[t], tuple(g))
+        for name, grad in d_params.items():  # the step's share of ∂(mean_b L_T)/∂W
+            np.testing.assert_allclose(profile.weight_grads[name][d], np.linalg.norm(grad) / batch,
+                                       rtol=2e-4, atol=1e-9)
+
+
+def test_tanh_rnn_gradient_vanishes_faster_than_lstm_with_forget_bias_one():
+    rnn, lstm = diag.compare_cells(["rnn", "lstm"], units=32, length=80, batch_size=8, input_dim=16, seed=3,
+                                   jacobian=False)
+    assert rnn.rate() < lstm.rate() < 1
+    assert rnn.vanishing_distance() < lstm.vanishing_distance()
+    assert rnn.grad_norm[-1] < 1e-3 * lstm.grad_norm[-1]
+
+
+def test_irnn_keeps_the_jacobian_norm_at_one():
+    (irnn,) = diag.compare_cells(["irnn"], units=16, length=50, batch_size=4, input_dim=8)
+    np.testing.assert_allclose(irnn.jacobian_norm, 1.0, rtol=1e-6)  # ReLU masks times the identity
+
+
+def test_report_files_hold_one_curve_per_cell(tmp_path):
+    cells = ["rnn", "irnn", "lstm", "gru"]
+    profiles = diag.compare_cells(cells, units=8, length=15, batch_size=2, input_dim=4)
+    report = diag.write_report(profiles, tmp_path)
+    assert len(report["plot"]) == 3
+    for panel in report["plot"]:
+        assert list(panel) == cells
+        assert all(xs == list(range(15)) for xs, _ in panel.values())
+    np.testing.assert_allclose(report["plot"][0]["lstm"][1], profiles[2].grad_norm)
+    width, height = png_size(tmp_path / "gradients.png")
+    assert width > height > 100
+    with open(tmp_path / "gradients.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 15
+    assert float(rows[15]["grad_norm"]) == pytest.approx(profiles[1].grad_norm[0], rel=1e-6)  # irnn, distance 0
+    assert (tmp_path / "summary.txt").read_text().count("\n") == 4
+
+
+# -- runs, history, the exploding demo -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("diagnose")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("abcabdabeabf. " * 200, encoding="utf-8")
+    config = CharLMConfig(data=[str(corpus)], units=16, embedding_dim=8, seq_len=20, batch_size=8, epochs=2,
+                          steps_per_epoch=15, clip_norm=0.5, lr=1e-2, seed=0, out=str(tmp / "run"))
+    return char_lm.train(config, verbose=0)["run_dir"]
+
+
+def test_char_lm_run_profile_uses_the_trained_layer(run_dir):
+    profile = diag.profile_char_lm(run_dir, length=30, batch_size=4)
+    assert profile.length == 30 and profile.name.startswith("lstm")
+    assert np.all(profile.grad_norm > 0) and np.isfinite(profile.jacobian_norm).all()
+
+
+def test_history_plots_the_runs_steps_csv(run_dir, tmp_path):
+    report = diag.history(run_dir, tmp_path)
+    with open(f"{run_dir}/steps.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 30
+    norms = report["plot"][0]["grad norm"][1]
+    np.testing.assert_allclose(norms, [float(r["grad_norm"]) for r in rows], rtol=1e-6)
+    clipped = np.mean([int(r["clipped"]) for r in rows])
+    assert f"{clipped:.1%} of steps clipped at 0.5" in report["summary"]
+    assert png_size(tmp_path / "history.png")[0] > 0
+
+
+def test_exploding_rnn_diverges_without_clipping_and_trains_with_it(tmp_path):
+    x, y = diag.exploding_data(length=30, steps=80, seed=0)
+    runs = diag.exploding_demo(x, y, radius=1.5, clip_norm=1.0, units=32)
+    unclipped, clipped = runs.values()
+    assert diag.diverged(unclipped["loss"])
+    assert not diag.diverged(clipped["loss"])
+    assert np.mean(clipped["loss"][-10:]) < np.mean(clipped["loss"][:10])
+    assert np.nanmax(unclipped["grad_norm"]) > 1e3
+    report = diag.exploding_report(runs, tmp_path)
+    assert [len(panel) for panel in report["plot"]] == [2, 2]
+    assert "no clipping: diverged" in report["summary"] and "clip-norm 1: trained" in report["summary"]
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def test_cli_compare_writes_plot_csv_and_summary(tmp_path, capsys):
+    code, out, err = run_cli(["diagnose", "--compare", "rnn,gru", "--units", 8, "--length", 12, "--batch-size", 2,
+                              "--out", tmp_path / "d"], capsys)
+    assert code == 0, err
+    assert out.startswith("rnn: |dL_T/dh_k|") and "\ngru: " in out
+    assert {p.name for p in (tmp_path / "d").iterdir()} == {"gradients.png", "gradients.csv", "summary.txt"}
+
+
+def test_cli_run_dir_and_history(run_dir, tmp_path, capsys):
+    code, out, err = run_cli(["diagnose", run_dir, "--length", 25, "--batch-size", 3, "--out", tmp_path / "g"], capsys)
+    assert code == 0, err
+    assert out.startswith("lstm (rnn_1): ")  # the top of the default two layers
+    code, out, err = run_cli(["diagnose", run_dir, "--history", "--out", tmp_path / "h"], capsys)
+    assert code == 0, err
+    assert out.startswith("30 steps: grad norm median")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cell", "rnn", "--compare", "rnn,lstm"], "--cell and --compare cannot be combined"),
+    ([], "nothing to diagnose"),
+    (["--compare", "rnn,tanh"], "unknown cell 'tanh' in --compare"),
+    (["--cell", "gru", "--length", 0], "--length must be a positive integer"),
+    (["--cell", "gru", "--history"], "--history reads a run's steps.csv; pass the RUN_DIR"),
+    (["/nonexistent/run", "--history"], "is not a directory"),
+])
+def test_cli_bad_input_is_one_line(args, message, capsys):
+    code, out, err = run_cli(["diagnose", *args], capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err

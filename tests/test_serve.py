@@ -1,0 +1,222 @@
+"""seqkit serve as a real subprocess, spoken to over HTTP and with TF Serving's own gRPC client.
+
+Oracle: the exported SavedModel loaded in this process.
+"""
+
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from seqkit import export
+from seqkit.config import CharLMConfig
+from seqkit.tasks import char_lm
+
+MAX_BODY = 4096
+MAX_LENGTH = 300
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("abc abd abe. " * 100, encoding="utf-8")
+    config = CharLMConfig(data=[str(corpus)], units=12, layers=1, embedding_dim=8, seq_len=16, batch_size=8,
+                          epochs=1, steps_per_epoch=10, seed=0, out=str(tmp / "run"))
+    run_dir = char_lm.train(config, verbose=0)["run_dir"]
+    base = tmp / "saved_models"
+    export.export(run_dir, name="abc", out=base)
+    export.export(run_dir, name="abc", out=base)  # version 2
+    rest, grpc_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(rest), "--grpc-port",
+         str(grpc_port), "--max-body-bytes", str(MAX_BODY), "--max-length", str(MAX_LENGTH)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    url = f"http://127.0.0.1:{rest}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/v1/models/abc", timeout=5):
+                break
+        except (urllib.error.URLError, ConnectionError):
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail(f"seqkit serve did not start: {process.stdout.read()}")
+            time.sleep(0.5)
+    yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "model": tf.saved_model.load(str(base / "abc" / "2"))}
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def request(url, body=None, method=None):
+    """(status, JSON) of an HTTP request; ``body`` may be raw bytes or a JSON-able object."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"))
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_status_of_all_versions_and_one(server):
+    status, body = request(f"{server['url']}/v1/models/abc")
+    assert status == 200
+    assert [v["version"] for v in body["model_version_status"]] == ["1", "2"]
+    assert all(v["state"] == "AVAILABLE" for v in body["model_version_status"])
+    status, body = request(f"{server['url']}/v1/models/abc/versions/1")
+    assert status == 200 and [v["version"] for v in body["model_version_status"]] == ["1"]
+
+
+def test_metadata_lists_signatures(server):
+    status, body = request(f"{server['url']}/v1/models/abc/versions/2/metadata")
+    assert status == 200
+    assert body["model_spec"] == {"name": "abc", "signature_name": "", "version": "2"}
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) == {"serving_default", "generate", "step"}
+    assert signatures["generate"]["inputs"]["length"]["dtype"] == "DT_INT32"
+
+
+def test_predict_row_and_columnar_formats_equal_the_model(server):
+    texts = ["abc ab", "a"]
+    expected = server["model"].signatures["serving_default"](text=tf.constant(texts))
+    status, body = request(f"{server['url']}/v1/models/abc:predict", {"instances": texts})
+    assert status == 200
+    np.testing.assert_allclose([row["probabilities"] for row in body["predictions"]],
+                               expected["probabilities"].numpy(), atol=1e-6)
+    assert [row["next_char"] for row in body["predictions"]] == [c.decode() for c in expected["next_char"].numpy()]
+    status, body = request(f"{server['url']}/v1/models/abc/versions/1:predict",
+                           {"signature_name": "serving_default", "inputs": {"text": texts}})
+    assert status == 200
+    np.testing.assert_allclose(body["outputs"]["probabilities"], expected["probabilities"].numpy(), atol=1e-6)
+
+
+def test_generate_over_rest(server):
+    instance = {"prime": "ab", "length": 25, "temperature": 0.7, "top_k": 0, "top_p": 0.9, "seed": 5}
+    status, body = request(f"{server['url']}/v1/models/abc:predict",
+                           {"signature_name": "generate", "instances": [instance]})
+    assert status == 200
+    expected = server["model"].signatures["generate"](**{
+        k: tf.constant([v], dtype={"prime": tf.string, "length": tf.int32, "top_k": tf.int32,
+                                   "seed": tf.int64}.get(k, tf.float32)) for k, v in instance.items()})
+    assert body["predictions"] == [expected["text"].numpy()[0].decode()]
+    assert len(body["predictions"][0]) == 25
+
+
+@pytest.mark.parametrize("path, body, code, message", [
+    ("/v1/models/nope:predict", {"instances": ["a"]}, 404, "Servable not found for request: Latest(nope)"),
+    ("/v1/models/abc/versions/9:predict", {"instances": ["a"]}, 404, "Specific(abc, 9)"),
+    ("/v1/models/abc:predict", b"{not json", 400, "not valid JSON"),
+    ("/v1/models/abc:predict", {"signature_name": "classify", "instances": ["a"]}, 400, "\"classify\" not found"),
+    ("/v1/models/abc:predict", {"instances": [1.5]}, 400, "input text must hold string values"),
+    ("/v1/models/abc:predict", {"instances": [["a", "b"]]}, 400, "input text must have rank 1"),
+    ("/v1/models/abc:predict", {"inputs": {"prompt": ["a"]}}, 400, "missing text; unknown prompt"),
+    ("/v1/models/abc:predict", {"instances": ["a"], "inputs": ["a"]}, 400, "exactly one of"),
+    ("/v1/models/abc:predict", {"instances": [""]}, 400, "at least one character"),
+    ("/v1/models/abc:predict", {"signature_name": "generate", "instances": [
+        {"prime": "a", "length": MAX_LENGTH + 1, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 0}]},
+     400, f"length exceeds this server's limit of {MAX_LENGTH}"),
+    ("/v1/models/abc:predict", {"signature_name": "generate", "instances": [
+        {"prime": "a", "length": 5, "temperature": -1.0, "top_k": 0, "top_p": 1.0, "seed": 0}]},
+     400, "temperature must be >= 0"),
+    ("/v1/models/abc:predict", {"instances": ["a" * MAX_BODY]}, 413, "exceeds the limit of 4096"),
+    ("/v2/anything", None, 404, "no such endpoint"),
+])
+def test_bad_requests_get_an_error_and_the_server_keeps_serving(server, path, body, code, message):
+    status, reply = request(server["url"] + path, body)
+    assert status == code
+    assert message in reply["error"]
+    status, reply = request(f"{server['url']}/v1/models/abc:predict", {"instances": ["abc"]})
+    assert status == 200 and len(reply["predictions"]) == 1
+
+
+def test_concurrent_requests_are_all_answered(server):
+    def one(i):
+        body = {"signature_name": "generate", "instances": [
+            {"prime": "ab", "length": 40, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": i}]}
+        return request(f"{server['url']}/v1/models/abc:predict", body)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(16)))
+    assert all(status == 200 and len(body["predictions"][0]) == 40 for status, body in results)
+    assert len({body["predictions"][0] for _, body in results}) > 1  # different seeds, different samples
+
+
+# -- gRPC with TF Serving's client --------------------------------------------------------
+
+
+def test_grpc_predict_and_metadata(server):
+    channel = grpc.insecure_channel(server["grpc"])
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "abc"
+    req.model_spec.signature_name = "serving_default"
+    req.inputs["text"].CopyFrom(tf.make_tensor_proto(["abc ab", "a"]))
+    reply = stub.Predict(req, timeout=60)
+    expected = server["model"].signatures["serving_default"](text=tf.constant(["abc ab", "a"]))
+    np.testing.assert_allclose(tf.make_ndarray(reply.outputs["probabilities"]), expected["probabilities"].numpy(),
+                               atol=1e-6)
+    assert reply.model_spec.version.value == 2
+
+    meta = get_model_metadata_pb2.GetModelMetadataRequest()
+    meta.model_spec.name = "abc"
+    meta.model_spec.version.value = 1
+    meta.metadata_field.append("signature_def")
+    reply = stub.GetModelMetadata(meta, timeout=60)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    reply.metadata["signature_def"].Unpack(signatures)
+    assert set(signatures.signature_def) == {"serving_default", "generate", "step"}
+
+    status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "abc"}), timeout=60)
+    assert [s.version for s in status.model_version_status] == [1, 2]
+
+
+def test_grpc_errors_have_status_codes(server):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server["grpc"]))
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "nope"
+    req.inputs["text"].CopyFrom(tf.make_tensor_proto(["a"]))
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Predict(req, timeout=60)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    req.model_spec.name = "abc"
+    req.inputs["text"].CopyFrom(tf.make_tensor_proto([1.0, 2.0]))
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Predict(req, timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input text must hold string values" in error.value.details()
+
+
+def test_serve_refuses_a_folder_without_models(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "seqkit.cli", "serve", str(tmp_path)], capture_output=True,
+                            text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: no models under {tmp_path}")
+    assert not list(Path(tmp_path).iterdir())
