@@ -11,6 +11,7 @@ moment therefore leaves the previous checkpoint loadable.
 
 import json
 import math
+import zipfile
 from pathlib import Path
 
 from seqkit.errors import SeqkitError
@@ -58,6 +59,8 @@ class CheckpointManager:
     def latest(self):
         """The newest checkpoint's state dict (with ``path``), or None if there is none."""
         index = self.directory / LATEST
+        for stale in self.directory.glob(".*.tmp*"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
         if not index.exists():
             return None
         try:
@@ -102,6 +105,47 @@ class CheckpointManager:
                 f"checkpoint index {index} is damaged ({e}); delete it to start over, "
                 "or restore it from a backup"
             ) from e
+
+
+def python_code_in(config):
+    """Names of the places in a Keras config that carry Python code: Lambda
+    layers and serialized Python lambdas (what Keras' safe mode refuses)."""
+    found = []
+    if isinstance(config, dict):
+        if config.get("class_name") in ("Lambda", "__lambda__"):
+            found.append(config.get("config", {}).get("name", config["class_name"])
+                         if isinstance(config.get("config"), dict) else config["class_name"])
+        for value in config.values():
+            found += python_code_in(value)
+    elif isinstance(config, list):
+        for value in config:
+            found += python_code_in(value)
+    return found
+
+
+def load_weights(model, path):
+    """Load the weights of the ``.keras`` file at ``path`` into ``model`` (built
+    from the run's config), with the checks of Keras' safe mode: a file that
+    carries Python code (a Lambda layer) is refused before anything is read."""
+    path = Path(path)
+    if not path.exists():
+        raise SeqkitError(f"model file {path} is missing; train the run to the end or pass a checkpoint file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        raise SeqkitError(f"cannot load model weights from {path} ({type(e).__name__}); the file is damaged "
+                          "or not a .keras model: retrain, or pass an intact checkpoint") from e
+    code = python_code_in(config)
+    if code:
+        raise SeqkitError(f"{path} carries Python code ({', '.join(code)}: a Lambda layer); seqkit loads model "
+                          "files in Keras' safe mode and refuses it: use a model file written by seqkit")
+    try:
+        model.load_weights(path)
+    except Exception as e:  # a truncated or foreign file: Keras raises several types
+        raise SeqkitError(f"cannot load model weights from {path} ({type(e).__name__}); the file is damaged "
+                          "or from another model: retrain, or pass an intact checkpoint") from e
+    return model
 
 
 def save_model(model, path):

@@ -6,6 +6,7 @@ become one line on stderr and exit status 2; ``--debug`` shows the traceback.
 """
 
 import dataclasses
+import json
 import os
 import re
 import sys
@@ -14,7 +15,10 @@ import tomllib
 import click
 
 from seqkit import __version__
-from seqkit.config import CELL_NAMES, OPTIMIZER_NAMES, STRATEGIES, CharLMConfig
+from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_KINDS, OPTIMIZER_NAMES, POOLINGS,
+                           STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY, TOKENIZERS, CharLMConfig, ClassifyConfig)
+from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZERS, TARGET_TOKENIZERS, TASK_SEQ2SEQ,
+                           Seq2SeqConfig)
 from seqkit.errors import SeqkitError
 
 USER_ERRORS = (SeqkitError, ValueError, OSError)
@@ -66,7 +70,7 @@ def toml_defaults(config_class):
             raise click.BadParameter(
                 f"{path} has unknown keys {', '.join(unknown)}; valid keys: {', '.join(sorted(fields))}"
             )
-        if isinstance(values.get("data"), str):
+        if isinstance(values.get("data"), str) and isinstance(config_class().data, list):  # repeatable --data
             values["data"] = [values["data"]]
         ctx.default_map = {**(ctx.default_map or {}), **values}
 
@@ -149,17 +153,229 @@ def train_char_lm(resume, **options):
     )
 
 
+def classify_options(f):
+    d = ClassifyConfig()
+    options = [
+        toml_defaults(ClassifyConfig),
+        click.option("--data", default=d.data, help="Labelled training file: .csv, .tsv, .jsonl or .npz "
+                     "(see README). Or pass --task."),
+        click.option("--task", "synthetic", type=click.Choice(SYNTHETIC_TASKS), default=None,
+                     help="A built-in synthetic task instead of --data (TOML key: synthetic)."),
+        click.option("--format", type=click.Choice(DATA_FORMATS[:5]), default=d.format, show_default=True,
+                     help="Format of --data (auto: from its extension)."),
+        click.option("--text-column", default=d.text_column, show_default=True,
+                     help="Column (jsonl: key) of the text or numbers."),
+        click.option("--label-column", default=d.label_column, show_default=True),
+        click.option("--inputs", type=click.Choice(INPUT_KINDS), default=d.inputs, show_default=True,
+                     help="Whether the sequences are text or numbers (auto: from the data)."),
+        click.option("--tokens", type=click.Choice(TOKENIZERS), default=d.tokens, show_default=True,
+                     help="Text: characters, or lowercased words and punctuation."),
+        click.option("--max-vocab", type=int, default=d.max_vocab, show_default=True,
+                     help="Text: most frequent tokens kept."),
+        click.option("--max-length", type=int, default=d.max_length, show_default=True,
+                     help="Keep the first N steps of longer sequences (0: all)."),
+        click.option("--length", type=int, default=d.length, show_default=True, help="--task: sequence length T."),
+        click.option("--size", type=int, default=d.size, show_default=True,
+                     help="--task: examples generated for training + validation."),
+        click.option("--copy-length", type=int, default=d.copy_length, show_default=True,
+                     help="--task copy: symbols to recall."),
+        click.option("--cell", type=click.Choice(CELL_NAMES), default=d.cell, show_default=True),
+        click.option("--units", type=int, default=d.units, show_default=True, help="Hidden size per layer and direction."),
+        click.option("--layers", type=int, default=d.layers, show_default=True),
+        click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=True),
+        click.option("--pooling", type=click.Choice(POOLINGS), default=d.pooling, show_default=True,
+                     help="Sequence to vector: last valid step, or mean / max / attention over valid steps."),
+        click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=True),
+        click.option("--dropout", type=float, default=d.dropout, show_default=True),
+        click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=d.class_weight, show_default=True,
+                     help="balanced: weight classes by N / (classes x count)."),
+        click.option("--batch-size", type=int, default=d.batch_size, show_default=True),
+        click.option("--epochs", type=int, default=d.epochs, show_default=True),
+        click.option("--steps", type=int, default=d.steps, show_default=True,
+                     help="Total training steps (overrides --epochs; 0: off)."),
+        click.option("--steps-per-epoch", type=int, default=d.steps_per_epoch, show_default=True,
+                     help="Steps between evaluations (0: one pass over the examples)."),
+        click.option("--lr", type=float, default=d.lr, show_default=True),
+        click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
+        click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True,
+                     help="Global gradient-norm clip (0 disables)."),
+        click.option("--val-fraction", type=float, default=d.val_fraction, show_default=True),
+        click.option("--seed", type=int, default=d.seed, show_default=True, help="Random seed (-1: pick one)."),
+        click.option("--out", default=d.out, show_default=True, help="Run directory."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@train.command("classify")
+@classify_options
+def train_classify(resume, **options):
+    """Sequence classifier (text or numbers -> label), or a synthetic task (adding, copy, parity).
+
+    \b
+    seqkit train classify --data reviews.csv --tokens word --pooling mean --out runs/reviews
+    seqkit train classify --task adding --length 150 --cell irnn --out runs/adding
+    """
+    quiet_tensorflow()
+    from seqkit.tasks import classify
+
+    options["synthetic"] = options["synthetic"] or ""
+    summary = classify.train(ClassifyConfig(**options), resume=resume, verbose=progress_verbosity())
+    line = f"trained {summary['steps']} steps: loss {summary['loss']:.4f}"
+    if "val_loss" in summary:
+        line += f", val loss {summary['val_loss']:.4f}"
+    scores = summary["val_scores"]
+    if scores and "mse" in scores:
+        line += f", val mse {scores['mse']:.4f} (baseline {scores['baseline_mse']:.4f})"
+    elif scores:
+        line += f", val accuracy {scores['accuracy']:.4f}, val macro-F1 {scores['macro_f1']:.4f}"
+    click.echo(line + f"; run directory {summary['run_dir']}")
+
+
+def seq2seq_options(f):
+    d = Seq2SeqConfig()
+    options = [
+        toml_defaults(Seq2SeqConfig),
+        click.option("--data", default=d.data, help="Pairs file: one SOURCE<TAB>TARGET per line (UTF-8). "
+                     "Or pass --task."),
+        click.option("--task", "synthetic", type=click.Choice(SEQ2SEQ_TASKS), default=None,
+                     help="A built-in synthetic task instead of --data (TOML key: synthetic)."),
+        click.option("--size", type=int, default=d.size, show_default=True,
+                     help="--task: pairs generated for training + validation."),
+        click.option("--digits", type=int, default=d.digits, show_default=True,
+                     help="--task addition: most digits per operand."),
+        click.option("--length", type=int, default=d.length, show_default=True,
+                     help="--task reverse: longest string."),
+        click.option("--source-tokens", type=click.Choice(SOURCE_TOKENIZERS), default=d.source_tokens,
+                     show_default=True, help="Source tokens: characters, or words and punctuation marks."),
+        click.option("--target-tokens", type=click.Choice(TARGET_TOKENIZERS), default=d.target_tokens,
+                     show_default=True, help="Target tokens: characters, words and punctuation marks, or "
+                     "whitespace-separated symbols (space)."),
+        click.option("--max-vocab", type=int, default=d.max_vocab, show_default=True,
+                     help="Most frequent tokens kept per side (the rest read as <unk>)."),
+        click.option("--reverse-source/--no-reverse-source", default=d.reverse_source, show_default=True,
+                     help="Feed each source reversed (Sutskever et al. 2014, Keras addition_rnn)."),
+        click.option("--cell", type=click.Choice(CELL_NAMES), default=d.cell, show_default=True),
+        click.option("--units", type=int, default=d.units, show_default=True,
+                     help="Hidden size per layer (encoder: per direction)."),
+        click.option("--layers", type=int, default=d.layers, show_default=True,
+                     help="Recurrent layers in the encoder and in the decoder."),
+        click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=True,
+                     help="Bidirectional encoder."),
+        click.option("--attention", type=click.Choice(ATTENTIONS), default=d.attention, show_default=True,
+                     help="none: final-state bridge only; dot / general: Luong; additive: Bahdanau."),
+        click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=True),
+        click.option("--dropout", type=float, default=d.dropout, show_default=True),
+        click.option("--batch-size", type=int, default=d.batch_size, show_default=True),
+        click.option("--epochs", type=int, default=d.epochs, show_default=True),
+        click.option("--steps", type=int, default=d.steps, show_default=True,
+                     help="Total training steps (overrides --epochs; 0: off)."),
+        click.option("--steps-per-epoch", type=int, default=d.steps_per_epoch, show_default=True,
+                     help="Steps between evaluations (0: one pass over the pairs)."),
+        click.option("--lr", type=float, default=d.lr, show_default=True),
+        click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
+        click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True,
+                     help="Global gradient-norm clip (0 disables)."),
+        click.option("--val-fraction", type=float, default=d.val_fraction, show_default=True),
+        click.option("--val-decode", type=int, default=d.val_decode, show_default=True,
+                     help="Validation pairs decoded each epoch for val_exact_match (0: off)."),
+        click.option("--seed", type=int, default=d.seed, show_default=True, help="Random seed (-1: pick one)."),
+        click.option("--out", default=d.out, show_default=True, help="Run directory."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@train.command("seq2seq")
+@seq2seq_options
+def train_seq2seq(resume, **options):
+    """Encoder-decoder (pairs file, or a synthetic task: addition, reverse, dates).
+
+    \b
+    seqkit train seq2seq --data pairs.tsv --target-tokens space --attention general --out runs/g2p
+    seqkit train seq2seq --task addition --attention dot --reverse-source --out runs/addition
+    """
+    quiet_tensorflow()
+    from seqkit.tasks import seq2seq
+
+    options["synthetic"] = options["synthetic"] or ""
+    summary = seq2seq.train(Seq2SeqConfig(**options), resume=resume, verbose=progress_verbosity())
+    line = f"trained {summary['steps']} steps: loss {summary['loss']:.4f}"
+    if "val_loss" in summary:
+        line += f", val loss {summary['val_loss']:.4f}"
+    scores = summary["val_scores"]
+    if scores:
+        line += (f", val exact match {scores['exact_match']:.4f}, val token error rate "
+                 f"{scores['token_error_rate']:.4f}")
+    click.echo(line + f"; run directory {summary['run_dir']}")
+
+
+CHAR_LM_GENERATE = ("prime", "length", "num_samples")
+SEQ2SEQ_GENERATE = ("inputs", "decode", "beam_width", "length_penalty", "max_length", "n_best", "unknown")
+
+
 @cli.command()
 @click.argument("path", type=click.Path())
-@click.option("--prime", default="\n", show_default=True, help="Text that warms the state.")
-@click.option("--length", type=int, default=500, show_default=True, help="Characters to generate.")
+@click.option("--prime", default="\n", show_default=True, help="char-lm: text that warms the state.")
+@click.option("--length", type=int, default=500, show_default=True, help="char-lm: characters to generate.")
 @click.option("--temperature", type=float, default=0.8, show_default=True, help="0 means argmax.")
 @click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k most likely (0: off).")
 @click.option("--top-p", type=float, default=1.0, show_default=True, help="Nucleus sampling mass (1: off).")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible samples.")
-@click.option("--num-samples", type=int, default=1, show_default=True)
-def generate(path, prime, length, temperature, top_k, top_p, seed, num_samples):
-    """Generate text from a char-LM run directory or .keras file (streams to stdout)."""
+@click.option("--num-samples", type=int, default=1, show_default=True, help="char-lm: samples to draw.")
+@click.option("--input", "inputs", multiple=True, help="seq2seq: a source text to decode (repeatable); "
+              "default: one per line of standard input.")
+@click.option("--decode", type=click.Choice(DECODERS), default="greedy", show_default=True,
+              help="seq2seq: greedy, beam search, or sampling (--temperature, --top-k, --top-p, --seed).")
+@click.option("--beam-width", type=int, default=5, show_default=True, help="seq2seq --decode beam: hypotheses kept.")
+@click.option("--length-penalty", type=float, default=1.0, show_default=True,
+              help="seq2seq --decode beam: α in log p / steps^α (0: raw log-probability).")
+@click.option("--max-length", type=int, default=None,
+              help="seq2seq: most output steps, </s> included [default: 2 x the longest training target + 2].")
+@click.option("--n-best", type=int, default=1, show_default=True,
+              help="seq2seq --decode beam: print the N best hypotheses with their scores.")
+@click.option("--unknown", type=click.Choice(["error", "map"]), default="error", show_default=True,
+              help="seq2seq: source tokens not in the vocabulary are an error, or read as <unk>.")
+@click.pass_context
+def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samples, inputs, decode, beam_width,
+             length_penalty, max_length, n_best, unknown):
+    """Generate from a run: char-LM text (streams to stdout), or seq2seq outputs, one line per input.
+
+    \b
+    seqkit generate runs/shakespeare --prime "ROMEO:" --length 500
+    seqkit generate runs/addition --input "535+61" --decode beam --beam-width 5
+    cat sources.txt | seqkit generate runs/g2p
+    """
+    from seqkit.run import load_config, run_dir_of
+
+    task = load_config(run_dir_of(path))["task"]
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    misplaced = sorted(given & set(SEQ2SEQ_GENERATE if task != TASK_SEQ2SEQ else CHAR_LM_GENERATE))
+    if misplaced:
+        names = ", ".join("--" + ("input" if n == "inputs" else n.replace("_", "-")) for n in misplaced)
+        verb = "does" if len(misplaced) == 1 else "do"
+        raise SeqkitError(f"{names} {verb} not apply to a {task} run; drop {'it' if verb == 'does' else 'them'}")
+    if task == TASK_SEQ2SEQ:
+        quiet_tensorflow()
+        from seqkit.tasks import seq2seq
+
+        def show(result):
+            if n_best == 1:
+                click.echo(result)
+                return
+            for text, score in result:
+                click.echo(f"{text}\t{score:.4f}")
+            click.echo()
+
+        lines = (line.rstrip("\r\n") for line in sys.stdin) if not inputs else inputs
+        seq2seq.generate(path, lines, decode=decode, beam_width=beam_width, length_penalty=length_penalty,
+                         max_length=max_length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                         n_best=n_best, unknown=unknown, on_output=show)
+        return
     quiet_tensorflow()
     from seqkit.tasks import char_lm
 
@@ -182,10 +398,61 @@ def generate(path, prime, length, temperature, top_k, top_p, seed, num_samples):
 
 @cli.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--data", multiple=True, required=True, help="Held-out UTF-8 text file(s).")
-@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True)
-def evaluate(run_dir, data, errors):
-    """Score a trained model on held-out data (char-LM: loss, bits/char, perplexity)."""
+@click.option("--data", multiple=True, help="Held-out data: UTF-8 text file(s) for a char-lm run; one labelled "
+              "file for a classify run (a synthetic task without --data: a fresh test set).")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="char-lm: non-UTF-8 bytes fail, or become U+FFFD.")
+@click.option("--format", "fmt", type=click.Choice(DATA_FORMATS[:5]), default="auto", show_default=True,
+              help="classify: format of --data (auto: from its extension).")
+@click.option("--decode", type=click.Choice(DECODERS[:2]), default="greedy", show_default=True,
+              help="seq2seq: greedy or beam search.")
+@click.option("--beam-width", type=int, default=5, show_default=True, help="seq2seq --decode beam: hypotheses kept.")
+@click.option("--length-penalty", type=float, default=1.0, show_default=True,
+              help="seq2seq --decode beam: α in log p / steps^α.")
+@click.option("--max-length", type=int, default=None,
+              help="seq2seq: most output steps, </s> included [default: 2 x the longest training target + 2].")
+def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max_length):
+    """Score a trained model on held-out data.
+
+    char-lm: loss, bits/char, perplexity. classify: accuracy, macro-F1,
+    per-class precision/recall and the confusion matrix (also written to
+    RUN_DIR/eval/ as JSON and PNG); the adding problem: MSE and its baseline.
+    seq2seq: exact match, token error rate, BLEU (word and space targets) of
+    the decoded --data pairs (a synthetic task without --data: a fresh test
+    set); scores and predictions are written to RUN_DIR/eval/.
+    """
+    from seqkit.run import load_config, run_dir_of
+
+    if load_config(run_dir_of(run_dir))["task"] == TASK_SEQ2SEQ:
+        if len(data) > 1:
+            raise click.UsageError("a seq2seq run is scored on one --data pairs file; pass one")
+        quiet_tensorflow()
+        from seqkit.tasks import seq2seq
+
+        scores = seq2seq.evaluate(run_dir, data[0] if data else None, decode=decode, beam_width=beam_width,
+                                  length_penalty=length_penalty, max_length=max_length)
+        click.echo(f"exact match {scores['exact_match']:.4f}  token error rate {scores['token_error_rate']:.4f}"
+                   + (f"  BLEU {100 * scores['bleu']:.2f}" if "bleu" in scores else "")
+                   + f"  over {scores['examples']:,} pairs ({decode} decoding)")
+        if scores["unknown_tokens"]:
+            click.echo(f"{scores['unknown_tokens']} source tokens were not in the vocabulary (read as <unk>)")
+        click.echo("wrote " + ", ".join(scores["files"]))
+        return
+    if load_config(run_dir_of(run_dir))["task"] == TASK_CLASSIFY:
+        if len(data) > 1:
+            raise click.UsageError("a classify run is scored on one --data file; pass one")
+        quiet_tensorflow()
+        from seqkit.metrics import format_scores
+        from seqkit.tasks import classify
+
+        scores = classify.evaluate(run_dir, data[0] if data else None, fmt=fmt)
+        click.echo(format_scores(scores), nl=False)
+        if scores.get("unknown_tokens"):
+            click.echo(f"{scores['unknown_tokens']} tokens were not in the vocabulary (scored as unknown)")
+        click.echo("wrote " + ", ".join(scores["files"]))
+        return
+    if not data:
+        raise click.UsageError("Missing option '--data': held-out text file(s) to score the char-lm run on")
     quiet_tensorflow()
     from seqkit.tasks import char_lm
 
@@ -194,6 +461,28 @@ def evaluate(run_dir, data, errors):
         f"loss {scores['loss']:.4f} nats/char  bpc {scores['bpc']:.4f}  perplexity {scores['perplexity']:.3f}  "
         f"over {scores['chars']:,} characters ({scores['unknown_chars']} unknown)"
     )
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--input", "source", default="-", show_default=True,
+              help="Examples to classify: .csv, .tsv, .jsonl, .npz, .npy, or .txt (one per line); "
+              "- reads standard input, one example per line.")
+@click.option("--format", "fmt", type=click.Choice(DATA_FORMATS), default="auto", show_default=True,
+              help="Format of --input (auto: from its extension; lines for standard input).")
+@click.option("--batch-size", type=int, default=None, help="Examples per batch [default: the run's].")
+def predict(run_dir, source, fmt, batch_size):
+    """Classify sequences with a classify run: one JSON line per example, in order.
+
+    \b
+    {"label": "pos", "probabilities": {"neg": 0.03, "pos": 0.97}}
+    (copy task: a list of labels and of probabilities; adding problem: {"value": 1.23})
+    """
+    quiet_tensorflow()
+    from seqkit.tasks import classify
+
+    for row in classify.predict(run_dir, source=source, fmt=fmt, batch_size=batch_size):
+        click.echo(json.dumps(row, ensure_ascii=False))
 
 
 @cli.command("export")
@@ -301,8 +590,11 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
+    except click.ClickException as e:  # bad flags: one line too, with where to look
+        message = " ".join(e.format_message().split()).rstrip(".")
+        ctx = getattr(e, "ctx", None)
+        hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+        click.echo(f"error: {message}{hint}", err=True)
         sys.exit(e.exit_code)
     except USER_ERRORS as e:
         if debug:

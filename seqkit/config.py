@@ -11,6 +11,19 @@ CELL_NAMES = ("rnn", "irnn", "lstm", "gru")
 OPTIMIZER_NAMES = ("adam", "rmsprop", "sgd")
 STRATEGIES = ("auto", "mirrored", "multiworker")
 TASK_CHAR_LM = "char-lm"
+TASK_CLASSIFY = "classify"
+SYNTHETIC_TASKS = ("adding", "copy", "parity")
+POOLINGS = ("last", "mean", "max", "attention")
+DATA_FORMATS = ("auto", "csv", "tsv", "jsonl", "npz", "npy", "lines")
+INPUT_KINDS = ("auto", "text", "numbers")
+TOKENIZERS = ("char", "word")
+CLASS_WEIGHTS = ("none", "balanced")
+TASK_SEQ2SEQ = "seq2seq"
+SEQ2SEQ_TASKS = ("addition", "reverse", "dates")
+SOURCE_TOKENIZERS = ("char", "word")
+TARGET_TOKENIZERS = ("char", "word", "space")
+ATTENTIONS = ("none", "dot", "general", "additive")
+DECODERS = ("greedy", "beam", "sample")
 
 
 @dataclass
@@ -55,6 +68,154 @@ class CharLMConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SeqkitError(f"unknown --{name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        if not 0 <= self.dropout < 1:
+            raise SeqkitError(f"--dropout must be in [0, 1); received {self.dropout}")
+        if not 0 <= self.val_fraction < 1:
+            raise SeqkitError(f"--val-fraction must be in [0, 1); received {self.val_fraction}")
+        if not self.lr > 0:
+            raise SeqkitError(f"--lr must be > 0; received {self.lr}")
+        if self.clip_norm < 0:
+            raise SeqkitError(f"--clip-norm must be >= 0 (0 disables clipping); received {self.clip_norm}")
+        return self
+
+
+@dataclass
+class ClassifyConfig:
+    """Everything that defines a sequence-classification run; saved as config.json."""
+
+    task: str = TASK_CLASSIFY
+    data: str = ""  # labelled training file: .csv, .tsv, .jsonl or .npz (empty: a synthetic task)
+    format: str = "auto"  # csv, tsv, jsonl or npz; auto: from the file's extension
+    text_column: str = "text"  # column (jsonl: key) holding each example's text or numbers
+    label_column: str = "label"  # column (jsonl: key) holding each example's label
+    inputs: str = "auto"  # text or numbers; auto: detected from the data (saved resolved)
+    tokens: str = "char"  # text: char or word tokens (words lowercased, punctuation split off)
+    max_vocab: int = 20_000  # text: most frequent tokens kept, the rest map to the unknown symbol
+    max_length: int = 0  # keep the first N steps of longer sequences (0: keep all)
+    features: int = 0  # numbers: values per time step (set from the data)
+    synthetic: str = ""  # built-in task instead of data (CLI --task): adding, copy or parity
+    length: int = 100  # synthetic: sequence length T
+    size: int = 10_000  # synthetic: examples generated for training + validation
+    copy_length: int = 5  # copy: symbols to remember and recall
+    cell: str = "lstm"  # lstm, gru, rnn (tanh) or irnn (ReLU + identity init)
+    units: int = 128  # hidden size of each recurrent layer (per direction)
+    layers: int = 1  # stacked recurrent layers
+    bidirectional: bool = False  # read each sequence forwards and backwards, concatenated
+    pooling: str = "last"  # sequence -> vector: last valid step, mean, max, or attention
+    embedding_dim: int = 64  # text: size of the token embedding
+    dropout: float = 0.0  # dropout between layers and before the output layer
+    class_weight: str = "none"  # none, or balanced: weight each class by N / (classes x its count)
+    batch_size: int = 32  # examples per batch
+    epochs: int = 10  # evaluation rounds; one round is steps_per_epoch steps
+    steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
+    steps_per_epoch: int = 0  # steps per round (0: one pass over the training examples)
+    lr: float = 1e-3  # learning rate
+    optimizer: str = "adam"  # adam, rmsprop or sgd
+    clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
+    val_fraction: float = 0.1  # share of the examples held out for validation
+    seed: int = -1  # random seed (-1: pick one and record it)
+    out: str = "runs/classify"  # run directory
+
+    def validate(self):
+        positive = ("max_vocab", "length", "size", "copy_length", "units", "layers", "embedding_dim",
+                    "batch_size", "epochs")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise SeqkitError(f"--{name.replace('_', '-')} must be a positive integer; received {value!r}")
+        for name in ("steps", "steps_per_epoch", "max_length", "features"):
+            if getattr(self, name) < 0:
+                raise SeqkitError(f"--{name.replace('_', '-')} must be >= 0; received {getattr(self, name)}")
+        choices = {"format": DATA_FORMATS[:5], "inputs": INPUT_KINDS, "tokens": TOKENIZERS, "pooling": POOLINGS,
+                   "cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES, "class_weight": CLASS_WEIGHTS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SeqkitError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; "
+                                  f"choose one of {', '.join(allowed)}")
+        if self.synthetic and self.synthetic not in SYNTHETIC_TASKS:
+            raise SeqkitError(f"unknown --task {self.synthetic!r}; choose one of {', '.join(SYNTHETIC_TASKS)}")
+        if bool(self.data) == bool(self.synthetic):
+            raise SeqkitError("pass either --data FILE (labelled examples) or --task "
+                              f"{'|'.join(SYNTHETIC_TASKS)} (a built-in synthetic task), "
+                              + ("not both" if self.data else "not neither"))
+        if self.synthetic == "adding" and self.length < 2:
+            raise SeqkitError(f"--length must be >= 2 for the adding problem; received {self.length}")
+        if self.synthetic == "copy" and self.length <= self.copy_length:
+            raise SeqkitError(f"--length ({self.length}) must exceed --copy-length ({self.copy_length}) "
+                              "for the copy task: the symbols come first, then the blanks")
+        if self.synthetic in ("adding", "copy") and self.class_weight != "none":
+            raise SeqkitError(f"--class-weight applies to single-label classification, not --task "
+                              f"{self.synthetic}; drop it")
+        if not 0 <= self.dropout < 1:
+            raise SeqkitError(f"--dropout must be in [0, 1); received {self.dropout}")
+        if not 0 <= self.val_fraction < 1:
+            raise SeqkitError(f"--val-fraction must be in [0, 1); received {self.val_fraction}")
+        if not self.lr > 0:
+            raise SeqkitError(f"--lr must be > 0; received {self.lr}")
+        if self.clip_norm < 0:
+            raise SeqkitError(f"--clip-norm must be >= 0 (0 disables clipping); received {self.clip_norm}")
+        return self
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Everything that defines a sequence-to-sequence run; saved as config.json."""
+
+    task: str = TASK_SEQ2SEQ
+    data: str = ""  # pairs file, one SOURCE<TAB>TARGET per line (empty: a synthetic task)
+    synthetic: str = ""  # built-in task instead of data (CLI --task): addition, reverse or dates
+    size: int = 50_000  # synthetic: examples generated for training + validation
+    digits: int = 3  # addition: most digits per operand
+    length: int = 10  # reverse: longest string
+    source_tokens: str = "char"  # char or word (words and punctuation marks)
+    target_tokens: str = "char"  # char, word, or space (whitespace-separated symbols)
+    max_vocab: int = 20_000  # per side: most frequent tokens kept, the rest read as <unk>
+    reverse_source: bool = False  # feed each source reversed (Sutskever et al. 2014; Keras addition_rnn)
+    cell: str = "lstm"  # lstm, gru, rnn (tanh) or irnn (ReLU + identity init), encoder and decoder
+    units: int = 128  # hidden size of each recurrent layer (encoder: per direction)
+    layers: int = 1  # stacked recurrent layers, in the encoder and in the decoder
+    bidirectional: bool = False  # encoder reads the source both ways; a tanh layer bridges its states
+    attention: str = "none"  # none (final-state bridge only), dot, general (Luong) or additive (Bahdanau)
+    embedding_dim: int = 64  # size of the source and target token embeddings
+    dropout: float = 0.0  # dropout before each recurrent layer and before the output layer
+    batch_size: int = 64  # pairs per batch
+    epochs: int = 10  # evaluation rounds; one round is steps_per_epoch steps
+    steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
+    steps_per_epoch: int = 0  # steps per round (0: one pass over the training pairs)
+    lr: float = 1e-3  # learning rate
+    optimizer: str = "adam"  # adam, rmsprop or sgd
+    clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
+    val_fraction: float = 0.1  # share of the pairs held out for validation
+    val_decode: int = 1000  # validation pairs decoded (greedy) each epoch for val_exact_match (0: off)
+    max_target_length: int = 0  # longest training target in tokens (set from the data)
+    seed: int = -1  # random seed (-1: pick one and record it)
+    out: str = "runs/seq2seq"  # run directory
+
+    def validate(self):
+        positive = ("size", "digits", "length", "max_vocab", "units", "layers", "embedding_dim", "batch_size",
+                    "epochs")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise SeqkitError(f"--{name.replace('_', '-')} must be a positive integer; received {value!r}")
+        for name in ("steps", "steps_per_epoch", "val_decode", "max_target_length"):
+            if getattr(self, name) < 0:
+                raise SeqkitError(f"--{name.replace('_', '-')} must be >= 0; received {getattr(self, name)}")
+        choices = {"source_tokens": SOURCE_TOKENIZERS, "target_tokens": TARGET_TOKENIZERS, "attention": ATTENTIONS,
+                   "cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SeqkitError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; "
+                                  f"choose one of {', '.join(allowed)}")
+        if self.synthetic and self.synthetic not in SEQ2SEQ_TASKS:
+            raise SeqkitError(f"unknown --task {self.synthetic!r}; choose one of {', '.join(SEQ2SEQ_TASKS)}")
+        if bool(self.data) == bool(self.synthetic):
+            raise SeqkitError("pass either --data FILE (SOURCE<TAB>TARGET lines) or --task "
+                              f"{'|'.join(SEQ2SEQ_TASKS)} (a built-in synthetic task), "
+                              + ("not both" if self.data else "not neither"))
+        if self.attention == "dot" and self.bidirectional:
+            raise SeqkitError("--attention dot needs encoder outputs as wide as the decoder's, but a "
+                              "--bidirectional encoder's are twice as wide; use --attention general or additive")
         if not 0 <= self.dropout < 1:
             raise SeqkitError(f"--dropout must be in [0, 1); received {self.dropout}")
         if not 0 <= self.val_fraction < 1:

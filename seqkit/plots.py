@@ -54,3 +54,29 @@ def plot_curves(path, curves, xlabel, ylabel, title, x=None, logy=False):
     panel = {"curves": curves, "ylabel": ylabel, "title": title, "x": x, "logy": logy}
     return plot_panels(path, [panel], xlabel)[0]
 
+
+def plot_confusion(path, matrix, labels, title):
+    """A confusion matrix (rows: true class, columns: predicted class) as a PNG heat map with counts."""
+    n = len(labels)
+    size = min(4 + 0.5 * n, 16)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=100)
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(n), labels, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    if n <= 30:
+        peak = max((max(row) for row in matrix), default=0)
+        for i in range(n):
+            for j in range(n):
+                dark = peak and matrix[i][j] > peak / 2
+                ax.text(j, i, str(matrix[i][j]), ha="center", va="center", color="white" if dark else "black")
+    fig.tight_layout()
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return path

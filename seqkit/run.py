@@ -3,16 +3,21 @@
     RUN_DIR/
       config.json      the fully resolved config, with "task" (repeat a run from it)
       vocab.json       the vocabulary (text tasks)
+      labels.json      the class names (classify)
+      source_vocab.json, target_vocab.json   the two vocabularies (seq2seq)
       model.keras      the final model
       checkpoints/     ckpt-eEEEE-sSSSSSS[-valL.LLLL].keras + latest.json
       metrics.csv      one row per epoch (Keras CSVLogger)
       steps.csv        one row per step: loss, grad_norm, clipped
       tensorboard/     TensorBoard logs
       loss.png         the loss curves
+      eval/            classify: NAME.json scores and NAME-confusion.png per evaluation
+                       seq2seq: NAME.json scores and NAME-predictions.tsv per evaluation
 """
 
 import dataclasses
 import json
+import random
 from pathlib import Path
 
 from seqkit.errors import SeqkitError
@@ -21,6 +26,7 @@ from seqkit.io import write_text
 CONFIG = "config.json"
 MODEL = "model.keras"
 VOCAB = "vocab.json"
+LABELS = "labels.json"
 CHECKPOINTS = "checkpoints"
 
 
@@ -48,6 +54,14 @@ def prepare_run_dir(out, resume):
     return out
 
 
+def run_dir_of(path):
+    """The run directory of ``path``: a run directory, or a ``.keras`` file inside one (e.g. a checkpoint)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        return path
+    return path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
+
+
 def save_config(out, config):
     write_json(Path(out) / CONFIG, dataclasses.asdict(config))
 
@@ -67,4 +81,27 @@ def load_config(run_dir, task=None):
         raise SeqkitError(f"{path} is damaged ({e}); retrain, or restore it from the run's backup") from e
     if task is not None and found != task:
         raise SeqkitError(f"{run_dir} is a {found} run, not a {task} run; pass a {task} run directory")
+    return config
+
+
+def config_from_dict(config_class, values):
+    """A ``config_class`` from a saved config.json (keys it does not know are ignored)."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return config_class(**{k: v for k, v in values.items() if k in names})
+
+
+def resolve_config(config, resume):
+    """The config a run uses: the saved one in ``config.out`` when resuming (a
+    larger ``epochs`` or ``steps`` extends it), else ``config`` validated, with
+    a seed picked if unset."""
+    if resume:
+        if not (Path(config.out) / CONFIG).exists():
+            raise SeqkitError(f"cannot resume: {config.out} is not a seqkit run directory (no {CONFIG}); "
+                              "drop --resume to start a new run")
+        saved = config_from_dict(type(config), load_config(config.out, config.task))
+        saved.epochs, saved.steps = max(saved.epochs, config.epochs), max(saved.steps, config.steps)
+        return saved.validate()
+    config = dataclasses.replace(config).validate()
+    if config.seed < 0:
+        config.seed = random.SystemRandom().randrange(2**31)
     return config

@@ -4,9 +4,11 @@
 names, shapes and gate order of Keras' built-ins.
 """
 
+from seqkit.layers.attention import SequenceAttention
 from seqkit.layers.base import RecurrentCell, RecurrentLayer
 from seqkit.layers.gru import GRU, GRUCell
 from seqkit.layers.lstm import LSTM, LSTMCell
+from seqkit.layers.pooling import PaddingMask, SequencePooling
 from seqkit.layers.registry import CELL_NAMES, recurrent_layer
 from seqkit.layers.simple_rnn import SimpleRNN, SimpleRNNCell
 
@@ -16,8 +18,11 @@ __all__ = [
     "GRUCell",
     "LSTM",
     "LSTMCell",
+    "PaddingMask",
     "RecurrentCell",
     "RecurrentLayer",
+    "SequenceAttention",
+    "SequencePooling",
     "SimpleRNN",
     "SimpleRNNCell",
     "recurrent_layer",

@@ -337,6 +337,11 @@ class RecurrentLayer(keras.layers.RNN):
         def step(xw_t, states):
             return cell.step(xw_t, states, recurrent_mask)
 
+        # Keras' rnn() takes a missing input_length to be inputs.shape[1], which
+        # for time-major xw is the batch size: a graph traced with T unknown
+        # (variable-length batches) would stop after B steps. [T] bounds the
+        # loop by T instead (a list: a tensor would be read as per-row lengths).
+        steps = sequences.shape[1] if sequences.shape[1] is not None else [ops.shape(sequences)[1]]
         last_output, outputs, states = keras_backend.rnn(
             step,
             xw,
@@ -344,7 +349,7 @@ class RecurrentLayer(keras.layers.RNN):
             go_backwards=self.go_backwards,
             mask=mask,
             unroll=self.unroll,
-            input_length=sequences.shape[1],
+            input_length=steps,
             time_major=True,
             zero_output_for_mask=self.zero_output_for_mask,
             return_all_outputs=self.return_sequences,

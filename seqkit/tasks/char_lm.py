@@ -9,7 +9,6 @@ Python API (the CLI only calls these):
 """
 
 import csv
-import dataclasses
 import math
 import random
 from pathlib import Path
@@ -20,7 +19,7 @@ import tensorflow as tf
 
 from seqkit import run as runs
 from seqkit import training
-from seqkit.checkpoint import CheckpointManager, save_model
+from seqkit.checkpoint import CheckpointManager, load_weights, save_model
 from seqkit.config import TASK_CHAR_LM as TASK
 from seqkit.config import CharLMConfig, OPTIMIZER_NAMES
 from seqkit.distribute import get_strategy
@@ -230,32 +229,14 @@ def plan_steps(config, batches_per_pass):
     return epochs, math.ceil(config.steps / epochs)
 
 
-def config_from_dict(values):
-    """A CharLMConfig from a saved config.json (keys it does not know are ignored)."""
-    names = {f.name for f in dataclasses.fields(CharLMConfig)}
-    return CharLMConfig(**{k: v for k, v in values.items() if k in names})
-
-
-def resolve(config, resume):
-    """The config a run uses: the saved one when resuming (longer --epochs or
-    --steps may extend it), else the given one with a seed picked if unset."""
-    if resume:
-        saved = config_from_dict(runs.load_config(config.out, TASK))
-        saved.epochs, saved.steps = max(saved.epochs, config.epochs), max(saved.steps, config.steps)
-        return saved.validate()
-    config = dataclasses.replace(config).validate()
-    if config.seed < 0:
-        config.seed = random.SystemRandom().randrange(2**31)
-    return config
-
-
 def train(config, resume=False, verbose="auto"):
     """Train a char-LM and write its run directory (see ``seqkit.run``).
 
     Returns a dict with the run directory, the number of steps, and the
     last epoch's train/val loss, val bits per character and perplexity.
     """
-    config = resolve(config, resume)
+    config = runs.resolve_config(config, resume)
+    strategy = get_strategy(config.strategy)  # before anything is written: TF_CONFIG errors leave no files
     out = runs.prepare_run_dir(config.out, resume)
     text = load_text(config)
     if resume:
@@ -271,7 +252,6 @@ def train(config, resume=False, verbose="auto"):
         runs.save_config(out, config)
 
     training.seed_everything(config.seed)
-    strategy = get_strategy(config.strategy)
     with strategy.scope():
         model = compile_model(build_model(config, len(vocab), stateful=config.stateful), config)
     if config.stateful:
@@ -315,15 +295,14 @@ def train(config, resume=False, verbose="auto"):
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last}
 
 
-def plot_history(out):
+def plot_history(out, ylabel="cross-entropy (nats/char)", title="char-LM loss"):
     """loss.png from metrics.csv (so a resumed run plots its whole history)."""
     with open(Path(out) / "metrics.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return
     curves = {name: [float(r[name]) for r in rows] for name in ("loss", "val_loss") if name in rows[0]}
-    plot_curves(Path(out) / "loss.png", curves, xlabel="epoch", ylabel="cross-entropy (nats/char)",
-                title="char-LM loss")
+    plot_curves(Path(out) / "loss.png", curves, xlabel="epoch", ylabel=ylabel, title=title)
 
 
 # -- loading a trained model --------------------------------------------------
@@ -338,17 +317,9 @@ def load(path):
         run_dir = path.parent.parent if path.parent.name == runs.CHECKPOINTS else path.parent
     else:
         run_dir, weights = path, path / runs.MODEL
-    config = config_from_dict(runs.load_config(run_dir, TASK))
+    config = runs.config_from_dict(CharLMConfig, runs.load_config(run_dir, TASK))
     vocab = Vocabulary.load(run_dir / runs.VOCAB)
-    if not weights.exists():
-        raise SeqkitError(f"model file {weights} is missing; train the run to the end or pass a checkpoint file")
-    model = build_model(config, len(vocab))
-    try:
-        model.load_weights(weights)
-    except Exception as e:  # a truncated or foreign file: Keras raises several types
-        raise SeqkitError(f"cannot load model weights from {weights} ({type(e).__name__}); the file is damaged "
-                          "or from another model: retrain, or pass an intact checkpoint") from e
-    return config, vocab, model
+    return config, vocab, load_weights(build_model(config, len(vocab)), weights)
 
 
 def evaluate(path, data, errors="strict", batch_size=None):

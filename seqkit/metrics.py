@@ -1,0 +1,82 @@
+"""Classification and regression scores in NumPy, and their text form.
+
+Conventions (as scikit-learn's with ``zero_division=0``): a class never
+predicted has precision 0, a class absent from the true labels has recall 0,
+and F1 is 0 where precision + recall is 0. Macro-F1 is the unweighted mean of
+F1 over the classes that occur in the true or the predicted labels.
+"""
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, n_classes):
+    """``(C, C)`` counts: row = true class, column = predicted class."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return matrix
+
+
+def ratio(numerator, denominator):
+    """``numerator / denominator`` elementwise, 0 where the denominator is 0."""
+    return np.divide(numerator, denominator, out=np.zeros(len(numerator)), where=denominator > 0)
+
+
+def classification_scores(y_true, y_pred, labels):
+    """Accuracy, macro-F1, per-class precision / recall / F1 / support and the confusion matrix.
+
+    ``y_true``, ``y_pred``: class ids (any shape; several outputs per
+    example, as in the copy task, are scored one symbol at a time).
+    """
+    y_true, y_pred = np.ravel(y_true), np.ravel(y_pred)
+    matrix = confusion_matrix(y_true, y_pred, len(labels))
+    hits = np.diag(matrix).astype(np.float64)  # true positives per class
+    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+    precision, recall = ratio(hits, predicted), ratio(hits, actual)
+    f1 = ratio(2 * precision * recall, precision + recall)
+    occurring = (predicted + actual) > 0
+    return {
+        "examples": int(matrix.sum()),
+        "accuracy": float(hits.sum() / max(matrix.sum(), 1)),
+        "macro_f1": float(f1[occurring].mean()) if occurring.any() else 0.0,
+        "classes": [
+            {"label": label, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, actual)
+        ],
+        "labels": list(labels),
+        "confusion": matrix.tolist(),
+    }
+
+
+def regression_scores(y_true, y_pred):
+    """MSE, and the MSE of the best constant prediction (the targets' mean) as the baseline."""
+    y_true, y_pred = np.ravel(y_true).astype(np.float64), np.ravel(y_pred).astype(np.float64)
+    return {
+        "examples": int(y_true.size),
+        "mse": float(np.mean((y_pred - y_true) ** 2)),
+        "baseline_mse": float(np.var(y_true)),
+    }
+
+
+def format_scores(scores):
+    """The scores as text: a summary line, then per-class table and confusion matrix."""
+    if "mse" in scores:
+        return (f"mse {scores['mse']:.4f}  baseline mse {scores['baseline_mse']:.4f} (predicting the mean)  "
+                f"over {scores['examples']:,} examples\n")
+    lines = [f"accuracy {scores['accuracy']:.4f}  macro-F1 {scores['macro_f1']:.4f}  "
+             f"over {scores['examples']:,} {'symbols' if 'sequence_accuracy' in scores else 'examples'}"]
+    if "sequence_accuracy" in scores:
+        lines[0] += f"  (whole sequences right: {scores['sequence_accuracy']:.4f})"
+    labels = scores["labels"]
+    width = max(8, *(len(label) for label in labels)) + 2
+    lines.append("")
+    lines.append("class".ljust(width) + "precision  recall     f1  support")
+    for c in scores["classes"]:
+        lines.append(f"{c['label']:<{width}}{c['precision']:9.4f} {c['recall']:7.4f} {c['f1']:6.4f} "
+                     f"{c['support']:8d}")
+    lines.append("")
+    lines.append("confusion matrix (rows: true class, columns: predicted class)")
+    cell = max(width, max(len(str(v)) for row in scores["confusion"] for v in row) + 2)
+    lines.append(" " * width + "".join(label.rjust(cell) for label in labels))
+    for label, row in zip(labels, scores["confusion"]):
+        lines.append(label.ljust(width) + "".join(str(v).rjust(cell) for v in row))
+    return "\n".join(lines) + "\n"
