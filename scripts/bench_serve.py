@@ -41,6 +41,22 @@ def rss_mib(pid):
     return float("nan")
 
 
+def wait_ready(server, port, name, timeout=180):
+    """Poll GET /v1/models/NAME until the server answers 200 (exit if it dies or times out)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", f"/v1/models/{name}")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        if server.poll() is not None or time.time() > deadline:
+            sys.exit("seqkit serve did not start")
+        time.sleep(0.5)
+
+
 def make_run(tmp):
     from seqkit.config import CharLMConfig
     from seqkit.tasks import char_lm
@@ -112,18 +128,7 @@ def main():
                                    "--grpc-port", "0"], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.time() + 180
-            while True:
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                    conn.request("GET", "/v1/models/bench")
-                    if conn.getresponse().status == 200:
-                        break
-                except OSError:
-                    pass
-                if server.poll() is not None or time.time() > deadline:
-                    sys.exit("seqkit serve did not start")
-                time.sleep(0.5)
+            wait_ready(server, port, "bench")
             rss_start = rss_mib(server.pid)
             rows = []
             for name, body in bodies().items():

@@ -122,6 +122,138 @@ class CharLMExport(tf.Module):
         return {"serving_default": self.next_char, "generate": self.generate, "step": self.step}
 
 
+# Python's ``\w+|[^\w\s]`` (classify's word tokens) in RE2, whose \w and \s are ASCII-only.
+WORD_RE2 = r"[\p{L}\p{N}_]+|[^\p{L}\p{N}_\s]"
+SPACE_RE2 = r"[\p{Z}\s\x1c-\x1f\x85]+"  # what Python's str.split() and \s call whitespace
+
+
+class ClassifyExport(tf.Module):
+    """A classifier's signatures: ``serving_default`` and ``classify`` (text: ``text`` [B]
+    strings; numbers: ``values`` [B, T, D] floats, NaN-padded) -> ``label``,
+    ``probabilities``, ``classes``; the adding problem (regression): ``value``."""
+
+    def __init__(self, model, config, vocab, labels):
+        super().__init__()
+        self.model, self.config = model, config
+        self.labels = tf.Variable(labels or [""], trainable=False, dtype=tf.string, name="labels")
+        if config.inputs == "text":
+            initializer = tf.lookup.KeyValueTensorInitializer(  # id 0 is padding: token ids are shifted by one
+                tf.constant(vocab.chars), tf.range(1, len(vocab) + 1, dtype=tf.int32),
+                key_dtype=tf.string, value_dtype=tf.int32)
+            self.table = tf.lookup.StaticHashTable(initializer, default_value=1)  # 1: the unknown symbol
+            spec = tf.TensorSpec([None], tf.string, name="text")
+        else:
+            spec = tf.TensorSpec([None, None, config.features], tf.float32, name="values")
+        self.classify = tf.function(self._classify, input_signature=[spec])
+
+    def tokens(self, text):
+        """Ragged tokens of each string, as classify.tokenize splits them."""
+        if self.config.tokens == "char":
+            return tf.strings.unicode_split(text, "UTF-8")
+        text = tf.strings.regex_replace(tf.strings.lower(text, encoding="utf-8"), SPACE_RE2, " ")
+        return tf.strings.split(tf.strings.strip(tf.strings.regex_replace(text, WORD_RE2, r" \0 ")))
+
+    def inputs(self, x):
+        if self.config.inputs != "text":
+            real = tf.reduce_any(tf.logical_not(tf.reduce_all(tf.math.is_nan(x), axis=-1)), axis=1)
+            check = tf.debugging.assert_equal(real, True, message="every input needs at least one step that is "
+                                                                  "not all NaN (NaN marks padding)")
+            with tf.control_dependencies([check]):
+                return x[:, : self.config.max_length] if self.config.max_length else tf.identity(x)
+        tokens = self.tokens(x)
+        if self.config.max_length:
+            tokens = tokens[:, : self.config.max_length]
+        check = tf.debugging.assert_positive(tokens.row_lengths(), message="every input needs at least one token")
+        with tf.control_dependencies([check]):
+            return tokens.with_flat_values(self.table.lookup(tokens.flat_values)).to_tensor(0)
+
+    def _classify(self, x):
+        outputs = self.model(self.inputs(x), training=False)
+        if self.config.synthetic == "adding":
+            return {"value": outputs[:, 0]}
+        probabilities = tf.nn.softmax(outputs)  # (B, C) or, copy, (B, K, C)
+        classes = tf.broadcast_to(self.labels, tf.shape(probabilities))
+        return {"label": tf.gather(self.labels, tf.argmax(probabilities, axis=-1)), "probabilities": probabilities,
+                "classes": classes}
+
+    def signatures(self):
+        if self.config.synthetic == "adding":
+            return {"serving_default": self.classify}
+        return {"serving_default": self.classify, "classify": self.classify}
+
+
+class Seq2SeqExport(tf.Module):
+    """An encoder-decoder's signatures: ``serving_default`` (``text`` [B] -> greedy
+    ``output`` [B], ``score`` [B]) and ``translate`` (``text``, ``beam_width``,
+    ``max_length`` [B] -> ``output``, ``score``; beam width 1 is greedy, max
+    length 0 the run's default). Source tokens the vocabulary lacks read as ``<unk>``."""
+
+    def __init__(self, model, config, source_vocab, target_vocab):
+        super().__init__()
+        from seqkit.pairs import SPECIALS
+        from seqkit.tasks.seq2seq import Seq2SeqDecoder, default_max_length
+
+        self.decoder = Seq2SeqDecoder(model, config)
+        self.source_kind, self.target_kind = config.source_tokens, config.target_tokens
+        initializer = tf.lookup.KeyValueTensorInitializer(
+            tf.constant(source_vocab.tokens, tf.string),
+            tf.range(len(SPECIALS), len(source_vocab), dtype=tf.int32), key_dtype=tf.string, value_dtype=tf.int32)
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=SPECIALS.index("<unk>"))
+        self.targets = tf.Variable(list(SPECIALS) + target_vocab.tokens, trainable=False, dtype=tf.string,
+                                   name="target_tokens")
+        self.default_max_length = default_max_length(config)
+
+    def tokens(self, text):
+        """Ragged tokens as ``seqkit.pairs.tokenize`` splits them (no lowercasing)."""
+        if self.source_kind == "char":
+            return tf.strings.unicode_split(text, "UTF-8")
+        text = tf.strings.regex_replace(text, SPACE_RE2, " ")
+        if self.source_kind == "word":
+            text = tf.strings.regex_replace(text, WORD_RE2, r" \0 ")
+        return tf.strings.split(tf.strings.strip(text))
+
+    def encode(self, text):
+        tokens = self.tokens(text)
+        check = tf.debugging.assert_positive(tokens.row_lengths(), message="every input needs at least one token")
+        with tf.control_dependencies([check]):
+            return tokens.with_flat_values(self.table.lookup(tokens.flat_values)).to_tensor(0)
+
+    def detokenize(self, ids, lengths):
+        tokens = tf.RaggedTensor.from_tensor(tf.gather(self.targets, ids), lengths=lengths)
+        return tf.strings.reduce_join(tokens, axis=1, separator="" if self.target_kind == "char" else " ")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def greedy(self, text):
+        out = self.decoder.greedy(self.encode(text), tf.constant(self.default_max_length))
+        return {"output": self.detokenize(out["ids"], out["lengths"]), "score": out["log_probs"]}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                  tf.TensorSpec([None], tf.int32, name="beam_width"),
+                                  tf.TensorSpec([None], tf.int32, name="max_length")])
+    def translate(self, text, beam_width, max_length):
+        checks = [tf.debugging.assert_equal(v, v[0], message=f"{n} must be the same for every row of a request")
+                  for n, v in (("beam_width", beam_width), ("max_length", max_length))]
+        checks += [tf.debugging.assert_positive(beam_width, message="beam_width must be > 0 (1: greedy)"),
+                   tf.debugging.assert_non_negative(max_length, message="max_length must be >= 0 (0: the default)")]
+        with tf.control_dependencies(checks):
+            source = self.encode(text)
+            steps = tf.where(max_length[0] > 0, max_length[0], self.default_max_length)
+
+        def greedy():
+            out = self.decoder.greedy(source, steps)
+            return out["ids"], out["lengths"], out["log_probs"]
+
+        def beam():
+            out = self.decoder.beam_search(source, steps, beam_width[0], tf.constant(1.0))
+            return out["ids"][:, 0], out["lengths"][:, 0], out["scores"][:, 0]
+
+        ids, lengths, scores = tf.cond(beam_width[0] > 1, beam, greedy)
+        return {"output": self.detokenize(ids, lengths), "score": scores}
+
+    def signatures(self):
+        return {"serving_default": self.greedy, "translate": self.translate}
+
+
 # -- the folder layout ---------------------------------------------------------------
 
 
@@ -141,7 +273,18 @@ def build_export(run_dir):
 
         _, vocab, model = char_lm.load(run_dir)
         return task, CharLMExport(model, vocab)
-    raise SeqkitError(f"export of {task} runs is not supported yet; export a char-lm run")
+    if task == "classify":
+        from seqkit.tasks import classify
+
+        config, vocab, labels, model = classify.load(run_dir)
+        return task, ClassifyExport(model, config, vocab, labels)
+    if task == "seq2seq":
+        from seqkit.tasks import seq2seq
+
+        config, source_vocab, target_vocab, model = seq2seq.load(run_dir)
+        return task, Seq2SeqExport(model, config, source_vocab, target_vocab)
+    raise SeqkitError(f"{run_dir} is a {task} run, which seqkit cannot export; pass a char-lm, classify or "
+                      "seq2seq run")
 
 
 def export(run_dir, name=None, version=None, out=DEFAULT_OUT):

@@ -150,3 +150,92 @@ def test_saved_model_cli_lists_the_signatures(exported):
     for name in ("serving_default", "generate", "step"):
         assert f"signature_def['{name}']" in result.stdout
     assert "inputs['temperature'] tensor_info" in result.stdout
+
+
+# -- classification ----------------------------------------------------------------------
+
+from seqkit.config import ClassifyConfig  # noqa: E402
+from seqkit.tasks import classify  # noqa: E402
+
+
+def train_classifier(tmp, name, **options):
+    return classify.train(ClassifyConfig(units=8, embedding_dim=8, batch_size=16, epochs=1, steps_per_epoch=4,
+                                         seed=0, out=str(tmp / name), **options), verbose=0)["run_dir"]
+
+
+@pytest.mark.parametrize("tokens", ["word", "char"])
+def test_classify_signature_equals_predict_on_raw_strings(tmp_path, tokens):
+    rows = [("Great film, really GOOD!", "pos"), ("bad, dull plot", "neg"), ("nice acting", "pos"),
+            ("awful and sad", "neg")] * 10
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "\n".join(f'"{t}",{l}' for t, l in rows) + "\n", encoding="utf-8")
+    run_dir = train_classifier(tmp_path, "run", data=str(data), tokens=tokens, pooling="mean", max_length=12)
+    path = export.export(run_dir, out=tmp_path / "models")
+    loaded = tf.saved_model.load(str(path))
+    texts = ["GREAT film!", "dull... ÜBER-bad plot, with words it never saw", "good"]
+    out = loaded.signatures["classify"](text=tf.constant(texts))
+    expected = classify.predict(run_dir, inputs=texts)
+    assert [l.decode() for l in out["label"].numpy()] == [row["label"] for row in expected]
+    names = [c.decode() for c in out["classes"].numpy()[0]]
+    for row, probabilities in zip(expected, out["probabilities"].numpy()):
+        np.testing.assert_allclose(probabilities, [row["probabilities"][n] for n in names], atol=1e-6)
+    assert set(loaded.signatures) == {"serving_default", "classify"}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least one token"):
+        loaded.signatures["classify"](text=tf.constant(["ok", ""]))
+
+
+def test_numeric_classifier_takes_nan_padded_values(tmp_path):
+    run_dir = train_classifier(tmp_path, "parity", synthetic="parity", length=12, size=200, cell="gru")
+    path = export.export(run_dir, out=tmp_path / "models")
+    loaded = tf.saved_model.load(str(path))
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, 2, (n, 1)).astype(np.float32) for n in (12, 7, 3)]
+    padded = np.full((3, 12, 1), np.nan, dtype=np.float32)
+    for i, s in enumerate(sequences):
+        padded[i, : len(s)] = s
+    out = loaded.signatures["serving_default"](values=tf.constant(padded))
+    expected = classify.predict(run_dir, inputs=sequences)
+    np.testing.assert_allclose(out["probabilities"].numpy(),
+                               [[row["probabilities"][c] for c in ("even", "odd")] for row in expected], atol=1e-6)
+
+
+def test_adding_regression_exports_its_value(tmp_path):
+    run_dir = train_classifier(tmp_path, "adding", synthetic="adding", length=10, size=200)
+    loaded = tf.saved_model.load(str(export.export(run_dir, out=tmp_path / "models")))
+    x, _ = __import__("seqkit.synthetic", fromlist=["examples"]).examples("adding", 4, 10, 1)
+    out = loaded.signatures["serving_default"](values=tf.constant(x))
+    np.testing.assert_allclose(out["value"].numpy(), [r["value"] for r in classify.predict(run_dir, inputs=list(x))],
+                               atol=1e-5)
+
+
+# -- sequence to sequence ------------------------------------------------------------------
+
+from seqkit.config import Seq2SeqConfig  # noqa: E402
+from seqkit.tasks import seq2seq  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def reverse_export(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("seq2seq")
+    config = Seq2SeqConfig(synthetic="reverse", length=5, size=1500, attention="dot", units=32, embedding_dim=16,
+                           epochs=2, lr=3e-3, seed=0, out=str(tmp / "reverse"))
+    run_dir = seq2seq.train(config, verbose=0)["run_dir"]
+    return run_dir, tf.saved_model.load(str(export.export(run_dir, out=tmp / "models")))
+
+
+def test_translate_equals_seqkit_generate_greedy_and_beam(reverse_export):
+    run_dir, loaded = reverse_export
+    texts = ["abc", "hello", "zz"]
+    greedy = loaded.signatures["serving_default"](text=tf.constant(texts))
+    assert [t.decode() for t in greedy["output"].numpy()] == seq2seq.generate(run_dir, texts, unknown="map")
+    out = loaded.signatures["translate"](text=tf.constant(texts), beam_width=tf.constant([3] * 3),
+                                         max_length=tf.constant([0] * 3))
+    assert [t.decode() for t in out["output"].numpy()] == seq2seq.generate(run_dir, texts, decode="beam",
+                                                                           beam_width=3, unknown="map")
+    one = loaded.signatures["translate"](text=tf.constant(texts), beam_width=tf.constant([1] * 3),
+                                         max_length=tf.constant([2] * 3))
+    assert [t.decode() for t in one["output"].numpy()] == seq2seq.generate(run_dir, texts, max_length=2,
+                                                                           unknown="map")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="beam_width must be the same for every row"):
+        loaded.signatures["translate"](text=tf.constant(["ab", "cd"]), beam_width=tf.constant([1, 2]),
+                                       max_length=tf.constant([0, 0]))

@@ -27,8 +27,8 @@ from tensorflow_serving.apis import (
 )
 
 from seqkit import export
-from seqkit.config import CharLMConfig
-from seqkit.tasks import char_lm
+from seqkit.config import CharLMConfig, ClassifyConfig, Seq2SeqConfig
+from seqkit.tasks import char_lm, classify, seq2seq
 
 MAX_BODY = 4096
 MAX_LENGTH = 300
@@ -51,6 +51,14 @@ def server(tmp_path_factory):
     base = tmp / "saved_models"
     export.export(run_dir, name="abc", out=base)
     export.export(run_dir, name="abc", out=base)  # version 2
+    reviews = tmp / "reviews.csv"
+    reviews.write_text("text,label\n" + "great fine film,pos\nbad dull film,neg\n" * 20, encoding="utf-8")
+    export.export(classify.train(ClassifyConfig(data=str(reviews), tokens="word", units=8, embedding_dim=8,
+                                                epochs=1, steps_per_epoch=3, seed=0, out=str(tmp / "reviews")),
+                                 verbose=0)["run_dir"], name="reviews", out=base)
+    export.export(seq2seq.train(Seq2SeqConfig(synthetic="reverse", length=4, size=300, units=8, embedding_dim=8,
+                                              epochs=1, seed=0, out=str(tmp / "reverse")), verbose=0)["run_dir"],
+                  name="reverse", out=base)
     rest, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(rest), "--grpc-port",
@@ -69,7 +77,9 @@ def server(tmp_path_factory):
                 process.kill()
                 pytest.fail(f"seqkit serve did not start: {process.stdout.read()}")
             time.sleep(0.5)
-    yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "model": tf.saved_model.load(str(base / "abc" / "2"))}
+    yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "model": tf.saved_model.load(str(base / "abc" / "2")),
+           "reviews": tf.saved_model.load(str(base / "reviews" / "1")),
+           "reverse": tf.saved_model.load(str(base / "reverse" / "1"))}
     process.terminate()
     process.wait(timeout=30)
 
@@ -127,6 +137,25 @@ def test_generate_over_rest(server):
                                    "seed": tf.int64}.get(k, tf.float32)) for k, v in instance.items()})
     assert body["predictions"] == [expected["text"].numpy()[0].decode()]
     assert len(body["predictions"][0]) == 25
+
+
+def test_classify_and_translate_over_rest(server):
+    texts = ["great film", "dull film"]
+    status, body = request(f"{server['url']}/v1/models/reviews:predict",
+                           {"signature_name": "classify", "instances": texts})
+    assert status == 200
+    expected = server["reviews"].signatures["classify"](text=tf.constant(texts))
+    assert [row["label"] for row in body["predictions"]] == [x.decode() for x in expected["label"].numpy()]
+    assert body["predictions"][0]["classes"] == [c.decode() for c in expected["classes"].numpy()[0]]
+    rows = [{"text": "abc", "beam_width": 2, "max_length": 0}, {"text": "ba", "beam_width": 2, "max_length": 0}]
+    status, body = request(f"{server['url']}/v1/models/reverse:predict",
+                           {"signature_name": "translate", "instances": rows})
+    assert status == 200
+    expected = server["reverse"].signatures["translate"](
+        text=tf.constant(["abc", "ba"]), beam_width=tf.constant([2, 2]), max_length=tf.constant([0, 0]))
+    assert [row["output"] for row in body["predictions"]] == [x.decode() for x in expected["output"].numpy()]
+    status, body = request(f"{server['url']}/v1/models/reverse:predict", {"inputs": ["abc"]})
+    assert status == 200 and set(body["outputs"]) == {"output", "score"}
 
 
 @pytest.mark.parametrize("path, body, code, message", [
