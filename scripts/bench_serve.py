@@ -57,6 +57,15 @@ def wait_ready(server, port, name, timeout=180):
         time.sleep(0.5)
 
 
+def start_server(base, port, name, *options):
+    """`seqkit serve BASE` on 127.0.0.1:PORT (REST only) as a subprocess, once it answers for NAME."""
+    server = subprocess.Popen([sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(port),
+                               "--grpc-port", "0", *options], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_ready(server, port, name)
+    return server
+
+
 def make_run(tmp):
     from seqkit.config import CharLMConfig
     from seqkit.tasks import char_lm
@@ -124,11 +133,8 @@ def main():
         base = Path(tmp) / "saved_models"
         export.export(run_dir, name="bench", out=base)
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(port),
-                                   "--grpc-port", "0"], env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = start_server(base, port, "bench")
         try:
-            wait_ready(server, port, "bench")
             rss_start = rss_mib(server.pid)
             rows = []
             for name, body in bodies().items():

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import ROOT, free_port, make_run, rss_mib, wait_ready  # noqa: E402
+from bench_serve import ROOT, free_port, make_run, rss_mib, start_server  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -101,12 +100,8 @@ def main():
         base = Path(tmp) / "saved_models"
         export.export(run_dir, name="soak", out=base)
         port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(port), "--grpc-port", "0",
-             "--max-body-bytes", str(MAX_BODY), "--max-length", str(MAX_LENGTH)],
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = start_server(base, port, "soak", "--max-body-bytes", str(MAX_BODY), "--max-length", str(MAX_LENGTH))
         try:
-            wait_ready(server, port, "soak")
             warm = {}
             client(port, time.perf_counter() + 3, 0, warm, threading.Lock())  # traces, thread pool
             rss = [(0.0, rss_mib(server.pid))]

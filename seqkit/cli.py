@@ -94,8 +94,39 @@ def train():
     """Train a model; writes a run directory."""
 
 
-def char_lm_options(f):
+def training_options(d, unit):
+    """The optimisation options every ``train`` command shares, defaults from the config ``d``."""
+    return [
+        click.option("--batch-size", type=int, default=d.batch_size, show_default=True),
+        click.option("--epochs", type=int, default=d.epochs, show_default=True),
+        click.option("--steps", type=int, default=d.steps, show_default=True,
+                     help="Total training steps (overrides --epochs; 0: off)."),
+        click.option("--steps-per-epoch", type=int, default=d.steps_per_epoch, show_default=True,
+                     help=f"Steps between evaluations (0: one pass over the {unit})."),
+        click.option("--lr", type=float, default=d.lr, show_default=True),
+        click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
+        click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True,
+                     help="Global gradient-norm clip (0 disables)."),
+        click.option("--val-fraction", type=float, default=d.val_fraction, show_default=True),
+    ]
 
+
+def run_options(d):
+    """--seed, --out and --resume, as every ``train`` command has them."""
+    return [
+        click.option("--seed", type=int, default=d.seed, show_default=True, help="Random seed (-1: pick one)."),
+        click.option("--out", default=d.out, show_default=True, help="Run directory."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+    ]
+
+
+def apply_options(f, options):
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def char_lm_options(f):
     d = CharLMConfig()
     options = [
         toml_defaults(CharLMConfig),
@@ -112,28 +143,14 @@ def char_lm_options(f):
         click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=True),
         click.option("--dropout", type=float, default=d.dropout, show_default=True),
         click.option("--seq-len", type=int, default=d.seq_len, show_default=True, help="Characters per window."),
-        click.option("--batch-size", type=int, default=d.batch_size, show_default=True),
-        click.option("--epochs", type=int, default=d.epochs, show_default=True),
-        click.option("--steps", type=int, default=d.steps, show_default=True,
-                     help="Total training steps (overrides --epochs; 0: off)."),
-        click.option("--steps-per-epoch", type=int, default=d.steps_per_epoch, show_default=True,
-                     help="Steps between evaluations (0: one pass over the text)."),
-        click.option("--lr", type=float, default=d.lr, show_default=True),
-        click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
-        click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True,
-                     help="Global gradient-norm clip (0 disables)."),
-        click.option("--val-fraction", type=float, default=d.val_fraction, show_default=True),
+        *training_options(d, "text"),
         click.option("--stateful/--no-stateful", default=d.stateful, show_default=True,
                      help="Carry the state across consecutive batches (char-rnn's truncated BPTT)."),
-        click.option("--seed", type=int, default=d.seed, show_default=True, help="Random seed (-1: pick one)."),
         click.option("--strategy", type=click.Choice(STRATEGIES), default=d.strategy, show_default=True,
                      help="tf.distribute strategy (multiworker reads TF_CONFIG)."),
-        click.option("--out", default=d.out, show_default=True, help="Run directory."),
-        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+        *run_options(d),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return apply_options(f, options)
 
 
 @train.command("char-lm")
@@ -189,24 +206,10 @@ def classify_options(f):
         click.option("--dropout", type=float, default=d.dropout, show_default=True),
         click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=d.class_weight, show_default=True,
                      help="balanced: weight classes by N / (classes x count)."),
-        click.option("--batch-size", type=int, default=d.batch_size, show_default=True),
-        click.option("--epochs", type=int, default=d.epochs, show_default=True),
-        click.option("--steps", type=int, default=d.steps, show_default=True,
-                     help="Total training steps (overrides --epochs; 0: off)."),
-        click.option("--steps-per-epoch", type=int, default=d.steps_per_epoch, show_default=True,
-                     help="Steps between evaluations (0: one pass over the examples)."),
-        click.option("--lr", type=float, default=d.lr, show_default=True),
-        click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
-        click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True,
-                     help="Global gradient-norm clip (0 disables)."),
-        click.option("--val-fraction", type=float, default=d.val_fraction, show_default=True),
-        click.option("--seed", type=int, default=d.seed, show_default=True, help="Random seed (-1: pick one)."),
-        click.option("--out", default=d.out, show_default=True, help="Run directory."),
-        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+        *training_options(d, "examples"),
+        *run_options(d),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return apply_options(f, options)
 
 
 @train.command("classify")
@@ -268,26 +271,12 @@ def seq2seq_options(f):
                      help="none: final-state bridge only; dot / general: Luong; additive: Bahdanau."),
         click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=True),
         click.option("--dropout", type=float, default=d.dropout, show_default=True),
-        click.option("--batch-size", type=int, default=d.batch_size, show_default=True),
-        click.option("--epochs", type=int, default=d.epochs, show_default=True),
-        click.option("--steps", type=int, default=d.steps, show_default=True,
-                     help="Total training steps (overrides --epochs; 0: off)."),
-        click.option("--steps-per-epoch", type=int, default=d.steps_per_epoch, show_default=True,
-                     help="Steps between evaluations (0: one pass over the pairs)."),
-        click.option("--lr", type=float, default=d.lr, show_default=True),
-        click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
-        click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True,
-                     help="Global gradient-norm clip (0 disables)."),
-        click.option("--val-fraction", type=float, default=d.val_fraction, show_default=True),
+        *training_options(d, "pairs"),
         click.option("--val-decode", type=int, default=d.val_decode, show_default=True,
                      help="Validation pairs decoded each epoch for val_exact_match (0: off)."),
-        click.option("--seed", type=int, default=d.seed, show_default=True, help="Random seed (-1: pick one)."),
-        click.option("--out", default=d.out, show_default=True, help="Run directory."),
-        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+        *run_options(d),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return apply_options(f, options)
 
 
 @train.command("seq2seq")

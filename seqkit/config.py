@@ -26,6 +26,34 @@ ATTENTIONS = ("none", "dot", "general", "additive")
 DECODERS = ("greedy", "beam", "sample")
 
 
+def check_options(config, positive, non_negative, choices):
+    """The checks every task's config shares: ``positive`` integers, ``non_negative``
+    numbers, ``choices`` (name -> allowed values), and the training options
+    (dropout, validation share, learning rate, clip norm). Errors name the flag."""
+
+    def flag(name):
+        return "--" + name.replace("_", "-")
+
+    for name in positive:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise SeqkitError(f"{flag(name)} must be a positive integer; received {value!r}")
+    for name in non_negative:
+        if getattr(config, name) < 0:
+            raise SeqkitError(f"{flag(name)} must be >= 0; received {getattr(config, name)}")
+    for name, allowed in choices.items():
+        if getattr(config, name) not in allowed:
+            raise SeqkitError(f"unknown {flag(name)} {getattr(config, name)!r}; choose one of {', '.join(allowed)}")
+    if not 0 <= config.dropout < 1:
+        raise SeqkitError(f"--dropout must be in [0, 1); received {config.dropout}")
+    if not 0 <= config.val_fraction < 1:
+        raise SeqkitError(f"--val-fraction must be in [0, 1); received {config.val_fraction}")
+    if not config.lr > 0:
+        raise SeqkitError(f"--lr must be > 0; received {config.lr}")
+    if config.clip_norm < 0:
+        raise SeqkitError(f"--clip-norm must be >= 0 (0 disables clipping); received {config.clip_norm}")
+
+
 @dataclass
 class CharLMConfig:
     """Everything that defines a char-LM run; saved as the run's config.json."""
@@ -55,27 +83,13 @@ class CharLMConfig:
     out: str = "runs/char-lm"  # run directory
 
     def validate(self):
-        positive = ("units", "layers", "embedding_dim", "seq_len", "batch_size", "epochs", "max_chars")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise SeqkitError(f"--{name.replace('_', '-')} must be a positive integer; received {value!r}")
-        for name in ("steps", "steps_per_epoch"):
-            if getattr(self, name) < 0:
-                raise SeqkitError(f"--{name.replace('_', '-')} must be >= 0; received {getattr(self, name)}")
-        choices = {"cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES, "errors": ("strict", "replace"),
-                   "strategy": STRATEGIES}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise SeqkitError(f"unknown --{name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}")
-        if not 0 <= self.dropout < 1:
-            raise SeqkitError(f"--dropout must be in [0, 1); received {self.dropout}")
-        if not 0 <= self.val_fraction < 1:
-            raise SeqkitError(f"--val-fraction must be in [0, 1); received {self.val_fraction}")
-        if not self.lr > 0:
-            raise SeqkitError(f"--lr must be > 0; received {self.lr}")
-        if self.clip_norm < 0:
-            raise SeqkitError(f"--clip-norm must be >= 0 (0 disables clipping); received {self.clip_norm}")
+        check_options(
+            self,
+            positive=("units", "layers", "embedding_dim", "seq_len", "batch_size", "epochs", "max_chars"),
+            non_negative=("steps", "steps_per_epoch"),
+            choices={"cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES, "errors": ("strict", "replace"),
+                     "strategy": STRATEGIES},
+        )
         return self
 
 
@@ -117,21 +131,14 @@ class ClassifyConfig:
     out: str = "runs/classify"  # run directory
 
     def validate(self):
-        positive = ("max_vocab", "length", "size", "copy_length", "units", "layers", "embedding_dim",
-                    "batch_size", "epochs")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise SeqkitError(f"--{name.replace('_', '-')} must be a positive integer; received {value!r}")
-        for name in ("steps", "steps_per_epoch", "max_length", "features"):
-            if getattr(self, name) < 0:
-                raise SeqkitError(f"--{name.replace('_', '-')} must be >= 0; received {getattr(self, name)}")
-        choices = {"format": DATA_FORMATS[:5], "inputs": INPUT_KINDS, "tokens": TOKENIZERS, "pooling": POOLINGS,
-                   "cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES, "class_weight": CLASS_WEIGHTS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise SeqkitError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; "
-                                  f"choose one of {', '.join(allowed)}")
+        check_options(
+            self,
+            positive=("max_vocab", "length", "size", "copy_length", "units", "layers", "embedding_dim", "batch_size",
+                      "epochs"),
+            non_negative=("steps", "steps_per_epoch", "max_length", "features"),
+            choices={"format": DATA_FORMATS[:5], "inputs": INPUT_KINDS, "tokens": TOKENIZERS, "pooling": POOLINGS,
+                     "cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES, "class_weight": CLASS_WEIGHTS},
+        )
         if self.synthetic and self.synthetic not in SYNTHETIC_TASKS:
             raise SeqkitError(f"unknown --task {self.synthetic!r}; choose one of {', '.join(SYNTHETIC_TASKS)}")
         if bool(self.data) == bool(self.synthetic):
@@ -146,14 +153,6 @@ class ClassifyConfig:
         if self.synthetic in ("adding", "copy") and self.class_weight != "none":
             raise SeqkitError(f"--class-weight applies to single-label classification, not --task "
                               f"{self.synthetic}; drop it")
-        if not 0 <= self.dropout < 1:
-            raise SeqkitError(f"--dropout must be in [0, 1); received {self.dropout}")
-        if not 0 <= self.val_fraction < 1:
-            raise SeqkitError(f"--val-fraction must be in [0, 1); received {self.val_fraction}")
-        if not self.lr > 0:
-            raise SeqkitError(f"--lr must be > 0; received {self.lr}")
-        if self.clip_norm < 0:
-            raise SeqkitError(f"--clip-norm must be >= 0 (0 disables clipping); received {self.clip_norm}")
         return self
 
 
@@ -192,21 +191,14 @@ class Seq2SeqConfig:
     out: str = "runs/seq2seq"  # run directory
 
     def validate(self):
-        positive = ("size", "digits", "length", "max_vocab", "units", "layers", "embedding_dim", "batch_size",
-                    "epochs")
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise SeqkitError(f"--{name.replace('_', '-')} must be a positive integer; received {value!r}")
-        for name in ("steps", "steps_per_epoch", "val_decode", "max_target_length"):
-            if getattr(self, name) < 0:
-                raise SeqkitError(f"--{name.replace('_', '-')} must be >= 0; received {getattr(self, name)}")
-        choices = {"source_tokens": SOURCE_TOKENIZERS, "target_tokens": TARGET_TOKENIZERS, "attention": ATTENTIONS,
-                   "cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise SeqkitError(f"unknown --{name.replace('_', '-')} {getattr(self, name)!r}; "
-                                  f"choose one of {', '.join(allowed)}")
+        check_options(
+            self,
+            positive=("size", "digits", "length", "max_vocab", "units", "layers", "embedding_dim", "batch_size",
+                      "epochs"),
+            non_negative=("steps", "steps_per_epoch", "val_decode", "max_target_length"),
+            choices={"source_tokens": SOURCE_TOKENIZERS, "target_tokens": TARGET_TOKENIZERS, "attention": ATTENTIONS,
+                     "cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES},
+        )
         if self.synthetic and self.synthetic not in SEQ2SEQ_TASKS:
             raise SeqkitError(f"unknown --task {self.synthetic!r}; choose one of {', '.join(SEQ2SEQ_TASKS)}")
         if bool(self.data) == bool(self.synthetic):
@@ -216,12 +208,4 @@ class Seq2SeqConfig:
         if self.attention == "dot" and self.bidirectional:
             raise SeqkitError("--attention dot needs encoder outputs as wide as the decoder's, but a "
                               "--bidirectional encoder's are twice as wide; use --attention general or additive")
-        if not 0 <= self.dropout < 1:
-            raise SeqkitError(f"--dropout must be in [0, 1); received {self.dropout}")
-        if not 0 <= self.val_fraction < 1:
-            raise SeqkitError(f"--val-fraction must be in [0, 1); received {self.val_fraction}")
-        if not self.lr > 0:
-            raise SeqkitError(f"--lr must be > 0; received {self.lr}")
-        if self.clip_norm < 0:
-            raise SeqkitError(f"--clip-norm must be >= 0 (0 disables clipping); received {self.clip_norm}")
         return self

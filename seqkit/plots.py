@@ -8,6 +8,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from seqkit.io import atomic_path  # noqa: E402
 
 
+def save(fig, path):
+    """Write ``fig`` as a PNG at ``path`` atomically, then free it."""
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
+
 def plot_panels(path, panels, xlabel, title=None):
     """Side-by-side panels saved as one PNG at ``path``.
 
@@ -38,11 +47,7 @@ def plot_panels(path, panels, xlabel, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+    save(fig, path)
     return data
 
 
@@ -74,9 +79,5 @@ def plot_confusion(path, matrix, labels, title):
                 dark = peak and matrix[i][j] > peak / 2
                 ax.text(j, i, str(matrix[i][j]), ha="center", va="center", color="white" if dark else "black")
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+    save(fig, path)
     return path

@@ -392,9 +392,25 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20):
                          options=[("grpc.max_receive_message_length", max_body_bytes)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(), server)
-    if server.add_insecure_port(address) == 0:
-        raise SeqkitError(f"cannot bind gRPC to {address}; pass another --grpc-port (0 turns gRPC off)")
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
+        bound = 0
+    if bound == 0:
+        raise SeqkitError(f"cannot bind gRPC to {address} (in use?); pass another --grpc-port (0 turns gRPC off)")
     return server
+
+
+def check_port(host, port, flag):
+    """Fail early, in one line, when ``host:port`` cannot be bound (in use, or not an address here)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as e:
+        raise SeqkitError(f"cannot serve on {host}:{port} ({e.strerror}); pass another {flag}") from e
 
 
 def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_body_bytes=10 << 20,
@@ -402,6 +418,9 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     """Load every model under ``base`` and serve it until interrupted."""
     import uvicorn
 
+    check_port(host, port, "--port")
+    if grpc_port:
+        check_port(host, grpc_port, "--grpc-port")
     registry = ModelRegistry(base, max_length=max_length)
     grpc_server = None
     if grpc_port:
@@ -417,8 +436,8 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     server = uvicorn.Server(config)
     try:
         asyncio.run(server.serve())
+    except SystemExit as e:  # uvicorn exits when it cannot start (e.g. the port was taken meanwhile)
+        raise SeqkitError(f"cannot serve REST on {host}:{port} (in use?); pass another --port") from e
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=1)
-    if not server.started:
-        raise SeqkitError(f"cannot serve REST on {host}:{port} (in use?); pass another --port")

@@ -20,13 +20,17 @@ run on N devices clips exactly as one device would on the same global batch.
 """
 
 import contextlib
+import csv
+import math
 import signal
 import threading
+from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from seqkit.checkpoint import CheckpointManager
+from seqkit import run as runs
+from seqkit.checkpoint import CheckpointManager, save_model
 from seqkit.errors import SeqkitError
 
 DEFAULT_CLIP_NORM = 5.0  # char-rnn's grad_clip
@@ -389,3 +393,66 @@ def fit(
             + (f"; checkpoint saved to {where}, continue with resume" if where else "")
         )
     return history
+
+
+# -- a task's training run ----------------------------------------------------------------
+
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
+
+
+class StepLogger(keras.callbacks.Callback):
+    """steps.csv: one row per step with the raw grad norm and whether it was clipped."""
+
+    def __init__(self, path, global_step):
+        super().__init__()
+        self.path, self.step = Path(path), global_step
+
+    def on_train_begin(self, logs=None):
+        new = not self.path.exists()
+        self.file = open(self.path, "a", newline="", encoding="utf-8")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(["step", "epoch_mean_loss", "grad_norm", "clipped", "skipped"])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.skipped = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        norm = float(self.model.last_grad_norm.numpy())
+        skipped = logs.get("skipped", 0.0)
+        clip = self.model.clip_norm
+        self.writer.writerow([self.step, f"{logs.get('loss', float('nan')):.6f}", f"{norm:.6g}",
+                              int(bool(clip) and norm > clip), int(skipped > self.skipped)])
+        self.skipped = skipped
+
+    def on_train_end(self, logs=None):
+        self.file.close()
+
+
+def plan_steps(config, batches_per_pass):
+    """(epochs, steps_per_epoch) from --epochs / --steps / --steps-per-epoch."""
+    spe = config.steps_per_epoch or batches_per_pass
+    if not config.steps:
+        return config.epochs, spe
+    spe = min(spe, config.steps)
+    epochs = math.ceil(config.steps / spe)
+    return epochs, math.ceil(config.steps / epochs)
+
+
+def train_run(model, batches, out, epochs, steps_per_epoch, resume, global_step, callbacks=(), verbose="auto",
+              **fit_kwargs):
+    """``fit`` into the run directory ``out``: checkpoints, metrics.csv, steps.csv and
+    TensorBoard logs as it goes, model.keras at the end. Returns the last epoch's logs."""
+    out = Path(out)
+    callbacks = [
+        *callbacks,
+        keras.callbacks.CSVLogger(out / "metrics.csv", append=resume),
+        keras.callbacks.TensorBoard(out / "tensorboard"),
+        StepLogger(out / "steps.csv", global_step),
+    ]
+    history = fit(model, lambda: batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                  checkpoint_dir=out / runs.CHECKPOINTS, resume=resume, callbacks=callbacks, verbose=verbose,
+                  **fit_kwargs)
+    save_model(model, out / runs.MODEL)
+    return {k: v[-1] for k, v in history.items() if v}

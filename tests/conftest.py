@@ -27,3 +27,21 @@ def _seed():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def run_cli(args, capsys, stdin=None, monkeypatch=None):
+    """Run ``seqkit ARGS`` in this process as the console script does:
+    ``(exit code, stdout, stderr)``. ``stdin`` (text) needs ``monkeypatch``."""
+    from seqkit.cli import main
+
+    if stdin is not None:
+        import io
+
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -170,3 +170,22 @@ def test_there_are_at_least_25_cases():
 def test_debug_shows_the_traceback(ws):
     with pytest.raises(Exception, match="not in the model's vocabulary"):
         main(["--debug", "generate", str(ws / "run"), "--prime", "ZEBRA"])
+
+
+@pytest.mark.parametrize("flag", ["--port", "--grpc-port"])
+def test_serve_on_a_port_in_use_is_one_line(ws, flag, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = "--grpc-port" if flag == "--port" else "--port"
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            free_port = free.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", str(ws / "saved_models"), flag, str(port), other, str(free_port)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2
+    assert err == [f"error: cannot serve on 127.0.0.1:{port} (Address already in use); pass another {flag}"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seqkit.cli import main
+from conftest import run_cli
 from seqkit.config import CharLMConfig
 from seqkit.errors import SeqkitError
 from seqkit.tasks import char_lm
@@ -39,16 +39,6 @@ def pattern_run(tmp_path_factory):
     config = tiny_config(tmp, data=[str(corpus)])
     summary = char_lm.train(config, verbose=0)
     return Path(summary["run_dir"]), summary, corpus
-
-
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- data ---------------------------------------------------------------------

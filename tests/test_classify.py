@@ -7,7 +7,6 @@ layer run alone on the unpadded sequence (last pooling); the model's own
 outputs (evaluate and predict); the generators' definitions (synthetic tasks).
 """
 
-import io
 import json
 import re
 from pathlib import Path
@@ -17,8 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import run_cli
 from seqkit import metrics, synthetic
-from seqkit.cli import main
 from seqkit.config import ClassifyConfig
 from seqkit.errors import SeqkitError
 from seqkit.layers import SequencePooling, recurrent_layer
@@ -62,18 +61,6 @@ def text_run(tmp_path_factory):
     held_out = write_csv(tmp / "held_out.csv", reviews(200, seed=1))
     summary = classify.train(text_config(tmp, data), verbose=0)
     return Path(summary["run_dir"]), summary, held_out
-
-
-def run_cli(args, capsys, stdin=None, monkeypatch=None):
-    if stdin is not None:
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- metrics --------------------------------------------------------------------

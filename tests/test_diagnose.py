@@ -12,22 +12,12 @@ import struct
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from seqkit import diagnose as diag
 from seqkit import reference as ref
-from seqkit.cli import main
 from seqkit.config import CharLMConfig
 from seqkit.layers import GRU, LSTM, SimpleRNN
 from seqkit.tasks import char_lm
-
-
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def png_size(path):

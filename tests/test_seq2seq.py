@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import run_cli
 from seqkit import decoding
 from seqkit.cli import main
 from seqkit.config import Seq2SeqConfig
@@ -34,16 +35,6 @@ from seqkit.sequence_scores import corpus_bleu, edit_distance, sequence_scores
 from seqkit.tasks import seq2seq
 
 BLOCKED = [PAD, START]
-
-
-def run_cli(args, capsys):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ import tensorflow as tf
 
 from seqkit import run as runs
 from seqkit import training
-from seqkit.checkpoint import CheckpointManager, load_weights, save_model
+from seqkit.checkpoint import CheckpointManager, load_weights
 from seqkit.config import TASK_CHAR_LM as TASK
-from seqkit.config import CharLMConfig, OPTIMIZER_NAMES
+from seqkit.config import CharLMConfig
 from seqkit.distribute import get_strategy
 from seqkit.errors import SeqkitError
 from seqkit.layers import recurrent_layer
@@ -29,7 +29,6 @@ from seqkit.losses import SequenceCrossentropy
 from seqkit.plots import plot_curves
 from seqkit.text import Vocabulary, default_corpus, read_corpus
 
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
 LN2 = math.log(2.0)
 
 
@@ -141,7 +140,7 @@ def build_model(config, vocab_size, stateful=False):
 
 
 def compile_model(model, config):
-    model.compile(optimizer=OPTIMIZERS[config.optimizer](config.lr), loss=SequenceCrossentropy())
+    model.compile(optimizer=training.OPTIMIZERS[config.optimizer](config.lr), loss=SequenceCrossentropy())
     return model
 
 
@@ -189,46 +188,6 @@ class ResetStates(keras.callbacks.Callback):
         self.step += 1
 
 
-class StepLogger(keras.callbacks.Callback):
-    """steps.csv: one row per step with the raw grad norm and whether it was clipped."""
-
-    def __init__(self, path, global_step):
-        super().__init__()
-        self.path, self.step = Path(path), global_step
-
-    def on_train_begin(self, logs=None):
-        new = not self.path.exists()
-        self.file = open(self.path, "a", newline="", encoding="utf-8")
-        self.writer = csv.writer(self.file)
-        if new:
-            self.writer.writerow(["step", "epoch_mean_loss", "grad_norm", "clipped", "skipped"])
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.skipped = 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        norm = float(self.model.last_grad_norm.numpy())
-        skipped = logs.get("skipped", 0.0)
-        clip = self.model.clip_norm
-        self.writer.writerow([self.step, f"{logs.get('loss', float('nan')):.6f}", f"{norm:.6g}",
-                              int(bool(clip) and norm > clip), int(skipped > self.skipped)])
-        self.skipped = skipped
-
-    def on_train_end(self, logs=None):
-        self.file.close()
-
-
-def plan_steps(config, batches_per_pass):
-    """(epochs, steps_per_epoch) from --epochs / --steps / --steps-per-epoch."""
-    spe = config.steps_per_epoch or batches_per_pass
-    if not config.steps:
-        return config.epochs, spe
-    spe = min(spe, config.steps)
-    epochs = math.ceil(config.steps / spe)
-    return epochs, math.ceil(config.steps / epochs)
-
-
 def train(config, resume=False, verbose="auto"):
     """Train a char-LM and write its run directory (see ``seqkit.run``).
 
@@ -258,7 +217,7 @@ def train(config, resume=False, verbose="auto"):
         batches, per_pass = stripe_batches(train_ids, config.seq_len, config.batch_size)
     else:
         batches, per_pass = window_batches(train_ids, config.seq_len, config.batch_size, config.seed)
-    epochs, steps_per_epoch = plan_steps(config, per_pass)
+    epochs, steps_per_epoch = training.plan_steps(config, per_pass)
 
     start = CheckpointManager(out / runs.CHECKPOINTS).latest() if resume else None
     global_step = start["global_step"] if start else 0
@@ -272,26 +231,10 @@ def train(config, resume=False, verbose="auto"):
             fit_kwargs["validation_data"] = val
     if config.stateful:
         callbacks.append(ResetStates(per_pass, global_step))
-    callbacks += [
-        LMMetrics(),
-        keras.callbacks.CSVLogger(out / "metrics.csv", append=resume),
-        keras.callbacks.TensorBoard(out / "tensorboard"),
-        StepLogger(out / "steps.csv", global_step),
-    ]
-    history = training.fit(
-        model,
-        lambda: batches,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        checkpoint_dir=out / runs.CHECKPOINTS,
-        resume=resume,
-        callbacks=callbacks,
-        verbose=verbose,
-        **fit_kwargs,
-    )
-    save_model(model, out / runs.MODEL)
+    callbacks.append(LMMetrics())
+    last = training.train_run(model, batches, out, epochs, steps_per_epoch, resume, global_step, callbacks,
+                              verbose, **fit_kwargs)
     plot_history(out)
-    last = {k: v[-1] for k, v in history.items() if v}
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last}
 
 

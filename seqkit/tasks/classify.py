@@ -35,14 +35,14 @@ import tensorflow as tf
 from seqkit import metrics
 from seqkit import run as runs
 from seqkit import synthetic, training
-from seqkit.checkpoint import CheckpointManager, load_weights, save_model
+from seqkit.checkpoint import CheckpointManager, load_weights
 from seqkit.config import TASK_CLASSIFY as TASK
 from seqkit.config import ClassifyConfig
 from seqkit.errors import SeqkitError
 from seqkit.layers import PaddingMask, SequencePooling, recurrent_layer
 from seqkit.plots import plot_confusion
 from seqkit.sequences import Examples, read_examples, steps_array
-from seqkit.tasks.char_lm import OPTIMIZERS, StepLogger, plan_steps, plot_history
+from seqkit.tasks.char_lm import plot_history
 from seqkit.text import Vocabulary
 
 PAD = 0  # token id of padding; vocabulary ids are shifted up by one
@@ -256,7 +256,7 @@ def compile_model(model, config):
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         scores = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    model.compile(optimizer=OPTIMIZERS[config.optimizer](config.lr), loss=loss, metrics=scores)
+    model.compile(optimizer=training.OPTIMIZERS[config.optimizer](config.lr), loss=loss, metrics=scores)
     return model
 
 
@@ -325,36 +325,20 @@ def train(config, resume=False, verbose="auto"):
     vocab_size = len(vocab) if vocab is not None else 0
     model = compile_model(build_model(config, vocab_size, len(labels), masked=not config.synthetic), config)
     batches, per_pass = train_batches(x_train, targets, config.batch_size, config.seed)
-    epochs, steps_per_epoch = plan_steps(config, per_pass)
+    epochs, steps_per_epoch = training.plan_steps(config, per_pass)
 
     start = CheckpointManager(out / runs.CHECKPOINTS).latest() if resume else None
     fit_kwargs = {}
     if len(val_idx):
         fit_kwargs["validation_data"] = eval_batches(x_val, [y_val], config.batch_size)
-    callbacks = [
-        keras.callbacks.CSVLogger(out / "metrics.csv", append=resume),
-        keras.callbacks.TensorBoard(out / "tensorboard"),
-        StepLogger(out / "steps.csv", start["global_step"] if start else 0),
-    ]
-    history = training.fit(
-        model,
-        lambda: batches,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        checkpoint_dir=out / runs.CHECKPOINTS,
-        resume=resume,
-        callbacks=callbacks,
-        verbose=verbose,
-        **fit_kwargs,
-    )
-    save_model(model, out / runs.MODEL)
+    last = training.train_run(model, batches, out, epochs, steps_per_epoch, resume,
+                              start["global_step"] if start else 0, verbose=verbose, **fit_kwargs)
     plot_history(out, ylabel="mean squared error" if is_regression(config) else "cross-entropy (nats)",
                  title=f"{config.synthetic or Path(config.data).name} loss")
     val_scores = None
     if len(val_idx):
         val_scores = score(model, config, x_val, y_val, labels, config.batch_size)
         write_scores(out, "val", val_scores)
-    last = {k: v[-1] for k, v in history.items() if v}
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last, "val_scores": val_scores}
 
 

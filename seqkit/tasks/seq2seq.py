@@ -58,7 +58,7 @@ from keras import ops
 from seqkit import decoding
 from seqkit import run as runs
 from seqkit import training
-from seqkit.checkpoint import CheckpointManager, save_model
+from seqkit.checkpoint import CheckpointManager, load_weights
 from seqkit.config import DECODERS
 from seqkit.config import TASK_SEQ2SEQ as TASK
 from seqkit.config import Seq2SeqConfig
@@ -69,7 +69,7 @@ from seqkit.losses import SequenceCrossentropy
 from seqkit.pairs import END, PAD, START, TokenVocabulary, detokenize, read_pairs, synthetic_pairs, tokenize
 from seqkit.plots import plot_panels
 from seqkit.sequence_scores import sequence_scores
-from seqkit.tasks.char_lm import OPTIMIZERS, StepLogger, choose, plan_steps
+from seqkit.tasks.char_lm import choose
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqDecoder", "evaluate", "generate", "load", "train"]
 
@@ -299,7 +299,7 @@ def build_model(config, source_size, target_size):
 
 
 def compile_model(model, config):
-    model.compile(optimizer=OPTIMIZERS[config.optimizer](config.lr), loss=SequenceCrossentropy(pad_id=PAD))
+    model.compile(optimizer=training.OPTIMIZERS[config.optimizer](config.lr), loss=SequenceCrossentropy(pad_id=PAD))
     return model
 
 
@@ -534,7 +534,7 @@ def train(config, resume=False, verbose="auto", callbacks=()):
     training.seed_everything(config.seed)
     model = compile_model(build_model(config, len(source_vocab), len(target_vocab)), config)
     batches, per_pass = train_batches(take(data, train_idx), config.batch_size, config.seed)
-    epochs, steps_per_epoch = plan_steps(config, per_pass)
+    epochs, steps_per_epoch = training.plan_steps(config, per_pass)
 
     start = CheckpointManager(out / runs.CHECKPOINTS).latest() if resume else None
     extra, callbacks, fit_kwargs = list(callbacks), [], {}
@@ -546,24 +546,8 @@ def train(config, resume=False, verbose="auto", callbacks=()):
             callbacks.append(DecodeScores(config, val_sources[: config.val_decode],
                                           [target_ids[i] for i in val_idx[: config.val_decode]],
                                           default_max_length(config)))
-    callbacks += [
-        *extra,
-        keras.callbacks.CSVLogger(out / "metrics.csv", append=resume),
-        keras.callbacks.TensorBoard(out / "tensorboard"),
-        StepLogger(out / "steps.csv", start["global_step"] if start else 0),
-    ]
-    history = training.fit(
-        model,
-        lambda: batches,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        checkpoint_dir=out / runs.CHECKPOINTS,
-        resume=resume,
-        callbacks=callbacks,
-        verbose=verbose,
-        **fit_kwargs,
-    )
-    save_model(model, out / runs.MODEL)
+    last = training.train_run(model, batches, out, epochs, steps_per_epoch, resume,
+                              start["global_step"] if start else 0, [*callbacks, *extra], verbose, **fit_kwargs)
     plot_run(out, f"{config.synthetic or Path(config.data).name} loss")
     val_scores = None
     if len(val_idx):
@@ -574,7 +558,6 @@ def train(config, resume=False, verbose="auto", callbacks=()):
         rows = [(pairs.sources[i], pairs.targets[i], detokenize(p, config.target_tokens))
                 for i, p in zip(val_idx, predictions)]
         write_scores(out, "val", {**val_scores, "decode": "greedy"}, rows)
-    last = {k: v[-1] for k, v in history.items() if v}
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last, "val_scores": val_scores}
 
 
@@ -594,15 +577,8 @@ def load(path):
     config = runs.config_from_dict(Seq2SeqConfig, runs.load_config(run_dir, TASK))
     source_vocab = TokenVocabulary.load(run_dir / SOURCE_VOCAB)
     target_vocab = TokenVocabulary.load(run_dir / TARGET_VOCAB)
-    if not weights.exists():
-        raise SeqkitError(f"model file {weights} is missing; train the run to the end or pass a checkpoint file")
     model = build_model(config, len(source_vocab), len(target_vocab))
-    try:
-        model.load_weights(weights)
-    except Exception as e:  # a truncated or foreign file: Keras raises several types
-        raise SeqkitError(f"cannot load model weights from {weights} ({type(e).__name__}); the file is damaged "
-                          "or from another model: retrain, or pass an intact checkpoint") from e
-    return config, source_vocab, target_vocab, model
+    return config, source_vocab, target_vocab, load_weights(model, weights)
 
 
 def generate(path, inputs, decode="greedy", beam_width=5, length_penalty=1.0, max_length=None, temperature=1.0,
