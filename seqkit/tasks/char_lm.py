@@ -294,12 +294,14 @@ def evaluate(path, data, errors="strict", batch_size=None):
 def filter_logits(logits, top_k, top_p):
     """Keep the ``top_k`` largest logits (0: all) and the smallest set whose
     probability reaches ``top_p`` (nucleus sampling, Holtzman et al. 2020;
-    1: all); the rest become -inf. ``logits``: ``(B, V)``."""
+    1: all); the rest become -inf. ``logits``: ``(B, V)``. One sort serves
+    both (``tf.math.top_k`` would need a constant k to compile with XLA)."""
     vocab = tf.shape(logits)[-1]
     k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
-    kth = tf.math.top_k(logits, k=k).values[:, -1:]  # (B, 1)
-    logits = tf.where(logits < kth, -np.inf, logits)
     sorted_logits = tf.sort(logits, direction="DESCENDING", axis=-1)  # (B, V)
+    kth = tf.gather(sorted_logits, [k - 1], axis=1)  # (B, 1): the k-th largest
+    logits = tf.where(logits < kth, -np.inf, logits)
+    sorted_logits = tf.where(sorted_logits < kth, -np.inf, sorted_logits)  # still sorted
     before = tf.math.cumsum(tf.nn.softmax(sorted_logits), axis=-1, exclusive=True)  # mass of the larger ones
     kept = tf.where(before < top_p, sorted_logits, np.inf)  # the first is always kept
     cutoff = tf.reduce_min(kept, axis=-1, keepdims=True)  # smallest kept logit
@@ -308,10 +310,14 @@ def filter_logits(logits, top_k, top_p):
 
 def choose(logits, temperature, top_k, top_p, seed):
     """Next ids ``(B,)``: argmax when ``temperature == 0``, else a sample from
-    ``softmax(filter(logits) / temperature)`` with a stateless seed."""
+    ``softmax(filter(logits) / temperature)`` with a stateless seed, by the
+    Gumbel-max trick: ``argmax(z - log(-log(u)))``, ``u ~ U(0, 1)``, is
+    distributed as ``softmax(z)`` (and, unlike ``stateless_categorical``,
+    compiles with XLA)."""
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     scaled = filter_logits(logits / tf.maximum(temperature, 1e-6), top_k, top_p)
-    sampled = tf.cast(tf.random.stateless_categorical(scaled, 1, seed=seed)[:, 0], tf.int32)
+    u = tf.random.stateless_uniform(tf.shape(scaled), seed=seed, minval=np.finfo(np.float32).tiny, maxval=1.0)
+    sampled = tf.argmax(scaled - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
     return tf.where(temperature > 0, sampled, greedy)
 
 
@@ -323,11 +329,14 @@ class Sampler(tf.Module):
     inside one ``tf.function`` ``while`` loop per chunk of characters.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, xla=False):
         super().__init__()
         self.embedding = model.get_layer("embedding")
         self.rnns = [layer for layer in model.layers if layer.name.startswith("rnn_")]
         self.logits = model.get_layer("logits")
+        # XLA compiles the loop once per (batch, n): about 1 s, then about twice the
+        # speed on CPU (docs/benchmarks.md). Same distribution; a seed's text may differ.
+        self.sample = tf.function(self.sample_loop, jit_compile=xla, reduce_retracing=True)
 
     def initial_states(self, batch):
         return [layer.cell.get_initial_state(batch_size=batch) for layer in self.rnns]
@@ -355,9 +364,9 @@ class Sampler(tf.Module):
             new_states.append(list(s))
         return self.logits(h), new_states
 
-    @tf.function(reduce_retracing=True)
-    def sample(self, logits, states, n, temperature, top_k, top_p, seed, step0):
-        """``n`` characters ``(B, n)``, sampling step ``i`` with seed ``(seed, step0 + i)``."""
+    def sample_loop(self, logits, states, n, temperature, top_k, top_p, seed, step0):
+        """``n`` characters ``(B, n)``, sampling step ``i`` with seed ``(seed, step0 + i)``
+        (``self.sample`` is this loop as a ``tf.function``)."""
         out = tf.TensorArray(tf.int32, size=n)
         for i in tf.range(n):
             token = choose(logits, temperature, top_k, top_p, tf.stack([seed, step0 + tf.cast(i, tf.int64)]))
@@ -380,7 +389,7 @@ def check_sampling(length, temperature, top_k, top_p, num_samples):
 
 
 def generate(path, prime="\n", length=500, temperature=0.8, top_k=0, top_p=1.0, seed=None, num_samples=1,
-             on_text=None, chunk=64):
+             on_text=None, chunk=64, xla=False):
     """Sample ``num_samples`` continuations of ``prime``, each ``length`` characters.
 
     Args:
@@ -393,6 +402,8 @@ def generate(path, prime="\n", length=500, temperature=0.8, top_k=0, top_p=1.0, 
         on_text: Called with each chunk of text of sample 0 as it is produced
             (streaming), e.g. ``print(end="")``.
         chunk: Characters per call of the in-graph sampling loop.
+        xla: Compile the loop with XLA (about 1 s once, then about twice as
+            fast): for long texts. Every call then samples a whole chunk.
 
     Returns:
         The generated texts (without the prime).
@@ -402,18 +413,19 @@ def generate(path, prime="\n", length=500, temperature=0.8, top_k=0, top_p=1.0, 
         raise SeqkitError("--prime must not be empty; give at least one character to start from")
     _, vocab, model = load(path)
     prime_ids = vocab.encode(prime, what="--prime")
-    sampler = Sampler(model)
+    sampler = Sampler(model, xla=xla)
     seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
     ids = tf.constant([prime_ids] * num_samples, tf.int32)  # (B, P)
     logits, states = sampler.warm(ids, sampler.initial_states(num_samples))
     pieces, done = [], 0
     while done < length:
         n = min(chunk, length - done)
-        out, logits, states = sampler.sample(
-            logits, states, tf.constant(n), tf.constant(float(temperature)), tf.constant(int(top_k)),
-            tf.constant(float(top_p)), tf.constant(seed, tf.int64), tf.constant(done, tf.int64),
+        out, logits, states = sampler.sample(  # under XLA always a whole chunk: one compilation
+            logits, states, tf.constant(chunk if xla else n), tf.constant(float(temperature)),
+            tf.constant(int(top_k)), tf.constant(float(top_p)), tf.constant(seed, tf.int64),
+            tf.constant(done, tf.int64),
         )
-        pieces.append(out.numpy())
+        pieces.append(out.numpy()[:, :n])
         if on_text is not None:
             on_text(vocab.decode(pieces[-1][0]))
         done += n
