@@ -65,7 +65,9 @@ class CheckpointManager:
             return None
         try:
             state = self._index()["latest"]
-        except KeyError as e:
+            if not isinstance(state.get("file"), str) or Path(state["file"]).name != state["file"]:
+                raise KeyError("file")
+        except (KeyError, TypeError, AttributeError) as e:
             raise SeqkitError(
                 f"checkpoint index {index} is damaged ({e}); delete it to start over, "
                 "or restore it from a backup"

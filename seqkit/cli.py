@@ -493,10 +493,14 @@ def export_command(run_dir, name, version, out):
 @cli.command()
 @click.argument("base", default="saved_models", type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: every one).")
-@click.option("--port", type=int, default=8501, show_default=True, help="REST port (TF Serving's default).")
-@click.option("--grpc-port", type=int, default=8500, show_default=True, help="gRPC port (0: no gRPC).")
-@click.option("--max-body-bytes", type=int, default=10 << 20, show_default=True, help="Largest request body.")
-@click.option("--max-length", type=int, default=2000, show_default=True, help="Largest generate length.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True,
+              help="REST port (TF Serving's default).")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=8500, show_default=True,
+              help="gRPC port (0: no gRPC).")
+@click.option("--max-body-bytes", type=click.IntRange(1), default=10 << 20, show_default=True,
+              help="Largest request body.")
+@click.option("--max-length", type=click.IntRange(1), default=2000, show_default=True,
+              help="Largest generate length.")
 def serve(base, host, port, grpc_port, max_body_bytes, max_length):
     """Serve every model under BASE with TensorFlow Serving's REST and gRPC APIs."""
     quiet_tensorflow()
@@ -562,6 +566,8 @@ def diagnose(run_dir, cell, compare, units, length, batch_size, input_dim, data,
                                    title=f"gradient flow in {run_dir}")
     else:
         cells = [c.strip() for c in compare.split(",") if c.strip()] if compare else [cell]
+        if not cells or len(set(cells)) != len(cells):
+            raise click.UsageError(f"--compare {compare!r} must name distinct cells, e.g. rnn,irnn,lstm,gru")
         profiles = diag.compare_cells(cells, units, length, batch_size, input_dim, seed, text)
         report = diag.write_report(profiles, out, title=f"gradient flow at initialisation, H={units}, T={length}")
     click.echo(report["summary"], nl=False)

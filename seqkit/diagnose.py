@@ -14,9 +14,10 @@ so its norm shrinks or grows roughly geometrically with the distance T - k.
 * ``jacobian_norm``: ‖∂s_T/∂s_k‖₂, the spectral norm of the Jacobian product,
   estimated by power iteration on the explicit product (warm-started from the
   previous k, so it is a lower bound that converges to the spectral norm);
-* the contribution of step k to ∂L_T/∂W for each weight (kernel W,
-  recurrent kernel U, bias), as a Frobenius norm: the "split by time step"
-  form of BPTT, ∂L_T/∂W = Σ_k ∂L_T/∂s_k · ∂s_k/∂W|immediate.
+* the contribution of step k to ∂L̄_T/∂W for each weight (kernel W,
+  recurrent kernel U, bias), as a Frobenius norm, where L̄_T is the batch
+  mean of the per-example losses: the "split by time step" form of BPTT,
+  ∂L̄_T/∂W = Σ_k ∂L̄_T/∂s_k · ∂s_k/∂W|immediate.
 
 ``s`` is the cell's whole state: ``h`` for SimpleRNN and GRU, ``[h, c]`` for
 LSTM (the product of LSTM Jacobians runs through the cell state, which is

@@ -69,7 +69,8 @@ class CharLMExport(tf.Module):
         self.sampler = Sampler(model)
         self.table = char_table(vocab.chars)
         self.chars = tf.Variable(vocab.chars, trainable=False, dtype=tf.string, name="chars")
-        self.state_sizes = [list(layer.cell.state_size) for layer in self.sampler.rnns]
+        self.state_sizes = [list(size) if isinstance(size, (list, tuple)) else [size]  # LSTM [h, c]; others h
+                            for size in (layer.cell.state_size for layer in self.sampler.rnns)]
 
     def split_state(self, state):
         flat = tf.split(state, [n for sizes in self.state_sizes for n in sizes], axis=1)

@@ -22,6 +22,13 @@ def fsync_dir(path):
 
 
 def current_umask():
+    """The process' umask, read without changing it where Linux allows (other
+    threads creating files meanwhile would otherwise get mode 0o666)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -248,8 +248,12 @@ def parse_predict_body(body, servable):
 def predict_response(outputs, row_format):
     if row_format:
         names = sorted(outputs)
+        firsts = {k: (v.shape[0] if v.ndim else None) for k, v in outputs.items()}
+        if None in firsts.values() or len(set(firsts.values())) != 1:
+            raise BadRequest(f"the outputs do not share a batch dimension ({firsts}), so they have no row format; "
+                             "send \"inputs\" (columnar) instead of \"instances\"")
         columns = {k: to_json(v) for k, v in outputs.items()}
-        rows = len(next(iter(outputs.values())))
+        rows = next(iter(firsts.values()))
         if len(names) == 1:
             return {"predictions": columns[names[0]]}
         return {"predictions": [{k: columns[k][i] for k in names} for i in range(rows)]}
@@ -265,8 +269,12 @@ def make_app(registry, max_body_bytes=10 << 20):
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    class Response(JSONResponse):
+        def render(self, content):  # NaN and Infinity as TF Serving writes them, not a 500
+            return json.dumps(content, ensure_ascii=False, allow_nan=True, separators=(",", ":")).encode("utf-8")
+
     def error(status, message):
-        return JSONResponse({"error": message}, status_code=status)
+        return Response({"error": message}, status_code=status)
 
     def version_of(request):
         v = request.path_params.get("version")
@@ -299,17 +307,17 @@ def make_app(registry, max_body_bytes=10 << 20):
         return wrapped
 
     async def status(request):
-        return JSONResponse(registry.status(request.path_params["name"], version_of(request)))
+        return Response(registry.status(request.path_params["name"], version_of(request)))
 
     async def metadata(request):
-        return JSONResponse(registry.get(request.path_params["name"], version_of(request)).metadata_json())
+        return Response(registry.get(request.path_params["name"], version_of(request)).metadata_json())
 
     async def predict(request):
         servable = registry.get(request.path_params["name"], version_of(request))
         body = await read_body(request)
         signature_name, inputs, row_format = parse_predict_body(body, servable)
         outputs = await run_in_threadpool(servable.predict, signature_name, inputs)
-        return JSONResponse(predict_response(outputs, row_format))
+        return Response(predict_response(outputs, row_format))
 
     async def unknown(request):
         return error(404, f"no such endpoint: {request.method} {request.url.path}; see TF Serving's REST API "
@@ -401,6 +409,11 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20):
     return server
 
 
+def address(host, port):
+    """``host:port``, with an IPv6 host in brackets (``[::1]:8500``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def check_port(host, port, flag):
     """Fail early, in one line, when ``host:port`` cannot be bound (in use, or not an address here)."""
     import socket
@@ -410,7 +423,7 @@ def check_port(host, port, flag):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
     except OSError as e:
-        raise SeqkitError(f"cannot serve on {host}:{port} ({e.strerror}); pass another {flag}") from e
+        raise SeqkitError(f"cannot serve on {address(host, port)} ({e.strerror}); pass another {flag}") from e
 
 
 def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_body_bytes=10 << 20,
@@ -424,20 +437,21 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     registry = ModelRegistry(base, max_length=max_length)
     grpc_server = None
     if grpc_port:
-        grpc_server = make_grpc_server(registry, f"{host}:{grpc_port}", max_body_bytes=max_body_bytes)
+        grpc_server = make_grpc_server(registry, address(host, grpc_port), max_body_bytes=max_body_bytes)
         grpc_server.start()
     for name, versions in sorted(registry.models.items()):
         latest = versions[max(versions)]
         log(f"serving {name} versions {', '.join(map(str, sorted(versions)))} "
             f"(signatures: {', '.join(sorted(latest.signature_defs))})")
-    log(f"REST on http://{host}:{port}/v1/models/NAME" + (f", gRPC on {host}:{grpc_port}" if grpc_port else ""))
+    log(f"REST on http://{address(host, port)}/v1/models/NAME"
+        + (f", gRPC on {address(host, grpc_port)}" if grpc_port else ""))
     config = uvicorn.Config(make_app(registry, max_body_bytes), host=host, port=port, log_level="warning",
                             access_log=False)
     server = uvicorn.Server(config)
     try:
         asyncio.run(server.serve())
     except SystemExit as e:  # uvicorn exits when it cannot start (e.g. the port was taken meanwhile)
-        raise SeqkitError(f"cannot serve REST on {host}:{port} (in use?); pass another --port") from e
+        raise SeqkitError(f"cannot serve REST on {address(host, port)} (in use?); pass another --port") from e
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=1)

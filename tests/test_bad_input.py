@@ -137,6 +137,9 @@ CASES = [
     # serve
     ("serve a folder without models", ["serve", "{ws}/empty_models"], r"no models under"),
     ("serve a missing folder", ["serve", "{ws}/nowhere"], r"model folder .* does not exist"),
+    ("port out of range", ["serve", "{ws}/saved_models", "--port", "70000"],
+     r"Invalid value for '--port': 70000 is not in the range 1<=x<=65535"),
+    ("empty cell list", ["diagnose", "--compare", ","], r"--compare ',' must name distinct cells"),
     # diagnose
     ("conflicting flags", ["diagnose", "--cell", "rnn", "--compare", "lstm"], r"cannot be combined"),
     ("unknown cell in a list", ["diagnose", "--compare", "rnn,foo"], r"unknown cell 'foo' in --compare"),

@@ -239,3 +239,23 @@ def test_translate_equals_seqkit_generate_greedy_and_beam(reverse_export):
     with pytest.raises(tf.errors.InvalidArgumentError, match="beam_width must be the same for every row"):
         loaded.signatures["translate"](text=tf.constant(["ab", "cd"]), beam_width=tf.constant([1, 2]),
                                        max_length=tf.constant([0, 0]))
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_char_lm_of_every_cell_exports_with_its_state(tmp_path, cell):
+    """GRU and SimpleRNN states are one tensor (LSTM's are two): the export and its step signature handle both."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    config = CharLMConfig(data=[str(corpus)], cell=cell, units=8, layers=2, embedding_dim=4, seq_len=16,
+                          batch_size=8, epochs=1, steps_per_epoch=3, seed=0, out=str(tmp_path / "run"))
+    run_dir = char_lm.train(config, verbose=0)["run_dir"]
+    _, vocab, model = char_lm.load(run_dir)
+    loaded = tf.saved_model.load(str(export.export(run_dir, out=tmp_path / "models")))
+    first = loaded.signatures["step"](text=tf.constant(["hel"]), state=tf.zeros([1, 2 * 8]))
+    second = loaded.signatures["step"](text=tf.constant(["lo"]), state=first["state"])
+    np.testing.assert_allclose(second["probabilities"].numpy()[0], next_char_probabilities(model, vocab, "hello"),
+                               atol=1e-6)
+    out = loaded.signatures["generate"](prime=tf.constant(["he"]), length=tf.constant([20]),
+                                        temperature=tf.constant([0.0]), top_k=tf.constant([0]),
+                                        top_p=tf.constant([1.0]), seed=tf.constant([0], tf.int64))
+    assert out["text"].numpy()[0].decode() == char_lm.generate(run_dir, prime="he", length=20, temperature=0)[0]

@@ -249,3 +249,14 @@ def test_serve_refuses_a_folder_without_models(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: no models under {tmp_path}")
     assert not list(Path(tmp_path).iterdir())
+
+
+def test_non_finite_outputs_are_json_and_outputs_without_rows_are_a_400():
+    from seqkit import serve as serving
+
+    body = serving.predict_response({"value": np.array([np.nan, np.inf], np.float32)}, row_format=True)
+    assert json.loads(json.dumps(body, allow_nan=True))["predictions"][0] != 0  # NaN survives the round trip
+    with pytest.raises(serving.BadRequest, match="do not share a batch dimension"):
+        serving.predict_response({"a": np.zeros(3), "b": np.zeros(2)}, row_format=True)
+    with pytest.raises(serving.BadRequest, match="do not share a batch dimension"):
+        serving.predict_response({"a": np.float32(1.0)}, row_format=True)
