@@ -151,6 +151,7 @@ class ClassifyExport(tf.Module):
         """Ragged tokens of each string, as classify.tokenize splits them."""
         if self.config.tokens == "char":
             return tf.strings.unicode_split(text, "UTF-8")
+        # Known difference: tf.strings.lower stops at a NUL character, Python's lower() does not.
         text = tf.strings.regex_replace(tf.strings.lower(text, encoding="utf-8"), SPACE_RE2, " ")
         return tf.strings.split(tf.strings.strip(tf.strings.regex_replace(text, WORD_RE2, r" \0 ")))
 

@@ -31,7 +31,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from seqkit.errors import SeqkitError
 
-STRING_INPUT_LIMIT_NAMES = ("length", "max_length")  # inputs capped by --max-length
+LENGTH_INPUTS = ("length", "max_length")  # inputs capped by --max-length
+MAX_BEAM_WIDTH = 64  # beam_width inputs above this are refused
+MAX_ROWS = 1024  # rows (batch entries) in one request
 
 
 class NotFound(Exception):
@@ -94,10 +96,15 @@ class Servable:
                 + (f"; unknown {', '.join(unknown)}" if unknown else "")
             )
         tensors = {key: to_tensor(key, value, expected[key]) for key, value in inputs.items()}
-        for key in STRING_INPUT_LIMIT_NAMES:
-            if key in tensors and tensors[key].dtype.is_integer and np.any(tensors[key].numpy() > self.max_length):
-                raise BadRequest(f"{key} exceeds this server's limit of {self.max_length}; ask for less, or "
-                                 "restart seqkit serve with a larger --max-length")
+        rows = max((t.shape[0] for t in tensors.values() if t.shape.rank), default=0)
+        if rows > MAX_ROWS:
+            raise BadRequest(f"{rows} rows in one request exceed this server's limit of {MAX_ROWS}; split the batch")
+        limits = {**{key: (self.max_length, "--max-length") for key in LENGTH_INPUTS},
+                  "beam_width": (MAX_BEAM_WIDTH, None)}
+        for key, (limit, flag) in limits.items():
+            if key in tensors and tensors[key].dtype.is_integer and np.any(tensors[key].numpy() > limit):
+                raise BadRequest(f"{key} exceeds this server's limit of {limit}; ask for less"
+                                 + (f", or restart seqkit serve with a larger {flag}" if flag else ""))
         try:
             outputs = self.model.signatures[name](**tensors)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
@@ -119,6 +126,8 @@ def to_tensor(name, value, info):
     try:
         if isinstance(value, np.ndarray):
             value = value.tolist()
+        else:  # JSON: the values' own types must fit, as TF Serving checks (no "5" or 2.9 for an int)
+            check_json_types(value, dtype)
         if dtype == tf.string:
             value = strings(value)
         array = np.asarray(value, dtype=object if dtype == tf.string else dtype.as_numpy_dtype)
@@ -131,6 +140,25 @@ def to_tensor(name, value, info):
             raise BadRequest(f"input {name} must have rank {rank} (shape {shape_text(info)}); got shape "
                              f"{list(tensor.shape)}")
     return tensor
+
+
+def check_json_types(value, dtype):
+    """Raise TypeError where a JSON value does not fit ``dtype``: strings for numbers,
+    numbers for strings, fractions for integers, booleans or nulls for numbers."""
+    if isinstance(value, list):
+        for v in value:
+            check_json_types(v, dtype)
+        return
+    if dtype == tf.string:
+        ok = isinstance(value, str) or (isinstance(value, dict) and set(value) == {"b64"})
+    elif dtype == tf.bool:
+        ok = isinstance(value, bool)
+    elif dtype.is_integer:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise TypeError(f"{value!r} is not a {dtype.name} value")
 
 
 def strings(value):

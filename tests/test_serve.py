@@ -164,6 +164,12 @@ def test_classify_and_translate_over_rest(server):
     ("/v1/models/abc:predict", b"{not json", 400, "not valid JSON"),
     ("/v1/models/abc:predict", {"signature_name": "classify", "instances": ["a"]}, 400, "\"classify\" not found"),
     ("/v1/models/abc:predict", {"instances": [1.5]}, 400, "input text must hold string values"),
+    ("/v1/models/abc:predict", {"signature_name": "generate", "instances": [
+        {"prime": "a", "length": 2.5, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 0}]},
+     400, "input length must hold int32 values of one shape: 2.5 is not a int32 value"),
+    ("/v1/models/abc:predict", {"signature_name": "generate", "instances": [
+        {"prime": "a", "length": "5", "temperature": None, "top_k": 0, "top_p": 1.0, "seed": 0}]},
+     400, "is not a"),
     ("/v1/models/abc:predict", {"instances": [["a", "b"]]}, 400, "input text must have rank 1"),
     ("/v1/models/abc:predict", {"inputs": {"prompt": ["a"]}}, 400, "missing text; unknown prompt"),
     ("/v1/models/abc:predict", {"instances": ["a"], "inputs": ["a"]}, 400, "exactly one of"),
