@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from seqkit import run as runs
@@ -438,6 +439,20 @@ def plan_steps(config, batches_per_pass):
     spe = min(spe, config.steps)
     epochs = math.ceil(config.steps / spe)
     return epochs, math.ceil(config.steps / epochs)
+
+
+def split_indices(n, config, noun="examples"):
+    """Train / validation indices of ``n`` items: a seeded random ``config.val_fraction`` is held out."""
+    order = np.random.default_rng(config.seed).permutation(n)
+    n_val = int(round(n * config.val_fraction))
+    if config.val_fraction > 0 and n_val == 0:
+        raise SeqkitError(f"the validation split is empty ({n} {noun} x --val-fraction {config.val_fraction} "
+                          f"rounds to 0); add {noun}, raise --val-fraction, or set --val-fraction 0")
+    train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
+    if len(train) < config.batch_size:
+        raise SeqkitError(f"the training split has {len(train)} {noun}, fewer than one batch of "
+                          f"{config.batch_size}; add {noun} or lower --batch-size")
+    return train, val
 
 
 def train_run(model, batches, out, epochs, steps_per_epoch, resume, global_step, callbacks=(), verbose="auto",

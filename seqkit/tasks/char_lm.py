@@ -375,15 +375,20 @@ class Sampler(tf.Module):
         return tf.transpose(out.stack()), logits, states  # (B, n)
 
 
-def check_sampling(length, temperature, top_k, top_p, num_samples):
-    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
-        raise SeqkitError(f"--length must be a positive integer; received {length!r}")
+def check_sampler(temperature, top_k, top_p):
+    """The sampling settings ``choose`` takes (char-LM generation and seq2seq sampling)."""
     if not temperature >= 0:
         raise SeqkitError(f"--temperature must be >= 0 (0 means argmax); received {temperature}")
     if top_k < 0:
         raise SeqkitError(f"--top-k must be >= 0 (0 disables it); received {top_k}")
     if not 0 < top_p <= 1:
         raise SeqkitError(f"--top-p must be in (0, 1] (1 disables it); received {top_p}")
+
+
+def check_sampling(length, temperature, top_k, top_p, num_samples):
+    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+        raise SeqkitError(f"--length must be a positive integer; received {length!r}")
+    check_sampler(temperature, top_k, top_p)
     if num_samples <= 0:
         raise SeqkitError(f"--num-samples must be a positive integer; received {num_samples}")
 

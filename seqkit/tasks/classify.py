@@ -153,20 +153,6 @@ def training_data(config, out, resume):
     return x, encode_labels(examples.labels, labels, examples.source), labels, vocab
 
 
-def split_indices(n, config):
-    """Train / validation example indices: a seeded random ``val_fraction`` is held out."""
-    order = np.random.default_rng(config.seed).permutation(n)
-    n_val = int(round(n * config.val_fraction))
-    if config.val_fraction > 0 and n_val == 0:
-        raise SeqkitError(f"the validation split is empty ({n} examples x --val-fraction {config.val_fraction} "
-                          "rounds to 0); add examples, raise --val-fraction, or set --val-fraction 0")
-    train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
-    if len(train) < config.batch_size:
-        raise SeqkitError(f"the training split has {len(train)} examples, fewer than one batch of "
-                          f"{config.batch_size}; add examples or lower --batch-size")
-    return train, val
-
-
 def balanced_weights(y, n_classes):
     """Per-example weights ``N / (C * count(class))``, so every class weighs the same in the loss."""
     counts = np.bincount(y, minlength=n_classes)
@@ -309,7 +295,7 @@ def train(config, resume=False, verbose="auto"):
     config = runs.resolve_config(config, resume)
     out = runs.prepare_run_dir(config.out, resume)
     x, y, labels, vocab = training_data(config, out, resume)
-    train_idx, val_idx = split_indices(int(x.nrows()), config)
+    train_idx, val_idx = training.split_indices(int(x.nrows()), config)
     x_train, y_train = tf.gather(x, train_idx), y[train_idx]
     x_val, y_val = tf.gather(x, val_idx), y[val_idx]
     targets = [y_train]

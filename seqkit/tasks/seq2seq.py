@@ -69,7 +69,7 @@ from seqkit.losses import SequenceCrossentropy
 from seqkit.pairs import END, PAD, START, TokenVocabulary, detokenize, read_pairs, synthetic_pairs, tokenize
 from seqkit.plots import plot_panels
 from seqkit.sequence_scores import sequence_scores
-from seqkit.tasks.char_lm import choose
+from seqkit.tasks.char_lm import check_sampler, choose
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqDecoder", "evaluate", "generate", "load", "train"]
 
@@ -151,20 +151,6 @@ def train_batches(data, batch_size, seed):
 def eval_batches(data, batch_size):
     """All pairs once, in order."""
     return tf.data.Dataset.range(int(data.source.nrows())).batch(batch_size).map(lambda i: batch_at(data, i))
-
-
-def split_indices(n, config):
-    """Train / validation indices: a seeded random ``val_fraction`` is held out."""
-    order = np.random.default_rng(config.seed).permutation(n)
-    n_val = int(round(n * config.val_fraction))
-    if config.val_fraction > 0 and n_val == 0:
-        raise SeqkitError(f"the validation split is empty ({n} pairs x --val-fraction {config.val_fraction} "
-                          "rounds to 0); add pairs, raise --val-fraction, or set --val-fraction 0")
-    train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
-    if len(train) < config.batch_size:
-        raise SeqkitError(f"the training split has {len(train)} pairs, fewer than one batch of "
-                          f"{config.batch_size}; add pairs or lower --batch-size")
-    return train, val
 
 
 # -- model --------------------------------------------------------------------
@@ -408,12 +394,7 @@ def check_decoding(decode, max_length, beam_width, length_penalty, temperature, 
     if not length_penalty >= 0:
         raise SeqkitError(f"--length-penalty must be >= 0 (0: raw log-probability, 1: per-token mean); "
                           f"received {length_penalty}")
-    if not temperature >= 0:
-        raise SeqkitError(f"--temperature must be >= 0 (0 means argmax); received {temperature}")
-    if top_k < 0:
-        raise SeqkitError(f"--top-k must be >= 0 (0 disables it); received {top_k}")
-    if not 0 < top_p <= 1:
-        raise SeqkitError(f"--top-p must be in (0, 1] (1 disables it); received {top_p}")
+    check_sampler(temperature, top_k, top_p)
     if isinstance(n_best, bool) or not isinstance(n_best, int) or n_best <= 0:
         raise SeqkitError(f"--n-best must be a positive integer; received {n_best!r}")
     if n_best > 1 and decode != "beam":
@@ -513,7 +494,7 @@ def train(config, resume=False, verbose="auto", callbacks=()):
     """
     config = runs.resolve_config(config, resume)
     pairs = training_pairs(config)  # bad data fails before the run directory is made
-    train_idx, val_idx = split_indices(len(pairs), config)
+    train_idx, val_idx = training.split_indices(len(pairs), config, noun="pairs")
     out = runs.prepare_run_dir(config.out, resume)
     source_tokens = [tokenize(s, config.source_tokens) for s in pairs.sources]
     target_tokens = [tokenize(t, config.target_tokens) for t in pairs.targets]
