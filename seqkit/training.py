@@ -441,6 +441,31 @@ def plan_steps(config, batches_per_pass):
     return epochs, math.ceil(config.steps / epochs)
 
 
+def shuffled_batches(items, batch_size, seed, gather, shuffle=True):
+    """Endless batches ``gather(keys)`` over the 1-D int64 tensor ``items``, one pass
+    after another, ``batch_size`` keys each (a pass drops its incomplete last batch).
+
+    With ``shuffle`` pass ``p`` is a stateless shuffle of ``items`` seeded with
+    ``(seed, p)``, so batch ``k`` of the stream is the same in every run with
+    that seed: resuming skips exactly the batches already seen. Returns
+    ``(dataset, batches per pass)``.
+    """
+    per_pass = int(items.shape[0]) // batch_size
+
+    def one_pass(p):
+        keys = items
+        if shuffle:
+            keys = tf.random.experimental.stateless_shuffle(keys, seed=tf.stack([tf.cast(seed, tf.int64), p]))
+        return tf.data.Dataset.from_tensor_slices(keys[: per_pass * batch_size]).batch(batch_size)
+
+    return (
+        tf.data.Dataset.range(2**62)
+        .flat_map(one_pass)
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    ), per_pass
+
+
 def split_indices(n, config, noun="examples"):
     """Train / validation indices of ``n`` items: a seeded random ``config.val_fraction`` is held out."""
     order = np.random.default_rng(config.seed).permutation(n)

@@ -83,20 +83,8 @@ def window_batches(ids, seq_len, batch_size, seed, shuffle=True):
     batches already seen. Without ``shuffle`` the windows come in text order.
     """
     n_windows = (int(ids.shape[0]) - 1) // seq_len
-    n_batches = n_windows // batch_size
-
-    def epoch_starts(epoch):
-        starts = tf.range(n_windows, dtype=tf.int64) * seq_len
-        if shuffle:
-            starts = tf.random.experimental.stateless_shuffle(starts, seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(starts[: n_batches * batch_size]).batch(batch_size)
-
-    return (
-        tf.data.Dataset.range(2**62)
-        .flat_map(epoch_starts)
-        .map(lambda starts: windows_at(ids, starts, seq_len), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
-    ), n_batches
+    starts = tf.range(n_windows, dtype=tf.int64) * seq_len
+    return training.shuffled_batches(starts, batch_size, seed, lambda s: windows_at(ids, s, seq_len), shuffle)
 
 
 def stripe_batches(ids, seq_len, batch_size):

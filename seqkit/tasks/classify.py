@@ -175,21 +175,9 @@ def train_batches(x, targets, batch_size, seed):
     stateless shuffle seeded with ``(seed, pass)``, so batch ``k`` of the stream
     is the same in every run with that seed (resume skips exactly what was seen).
     Each batch is padded to its own longest sequence."""
-    n = int(x.nrows())
-    per_pass = n // batch_size
     targets = [tf.constant(t) for t in targets]
-
-    def pass_indices(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order[: per_pass * batch_size]).batch(batch_size)
-
-    return (
-        tf.data.Dataset.range(2**62)
-        .flat_map(pass_indices)
-        .map(lambda i: batch_at(x, targets, i), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
-    ), per_pass
+    indices = tf.range(int(x.nrows()), dtype=tf.int64)
+    return training.shuffled_batches(indices, batch_size, seed, lambda i: batch_at(x, targets, i))
 
 
 def eval_batches(x, targets, batch_size):

@@ -132,20 +132,8 @@ def batch_at(data, indices):
 def train_batches(data, batch_size, seed):
     """Endless batches; each pass over the pairs is a stateless shuffle seeded with
     ``(seed, pass)``, so batch ``k`` is the same in every run with that seed."""
-    n = int(data.source.nrows())
-    per_pass = n // batch_size
-
-    def pass_indices(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order[: per_pass * batch_size]).batch(batch_size)
-
-    return (
-        tf.data.Dataset.range(2**62)
-        .flat_map(pass_indices)
-        .map(lambda i: batch_at(data, i), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
-    ), per_pass
+    indices = tf.range(int(data.source.nrows()), dtype=tf.int64)
+    return training.shuffled_batches(indices, batch_size, seed, lambda i: batch_at(data, i))
 
 
 def eval_batches(data, batch_size):
