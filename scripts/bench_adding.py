@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 
+from benchdoc import write_section  # noqa: E402
+
 HEADING = "## Adding problem: rnn vs irnn vs lstm vs gru"
 CELL_NAMES = {"rnn": "rnn (tanh)", "irnn": "irnn", "lstm": "lstm", "gru": "gru"}
 
@@ -109,20 +111,6 @@ def tables(args, results, baselines):
     return "\n".join(best), "\n".join(every)
 
 
-def write_section(path, section):
-    """Put ``section`` (starting with HEADING) into ``path``: replace the old one, or append."""
-    from seqkit.io import write_text
-
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n"
-    start = text.find(HEADING + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    write_text(path, text.rstrip("\n") + "\n")
-
-
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -168,7 +156,7 @@ def main(argv=None):
     )
     print(section)
     if args.markdown:
-        write_section(args.markdown, section)
+        write_section(args.markdown, HEADING, section)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import sys
 import tempfile
 import time
 
+from benchdoc import write_section  # noqa: E402
+
 HEADING = "## Sequence-to-sequence: 3-digit addition vs Keras addition_rnn"
 NAMES = {"none": "final-state bridge (lstm_seq2seq)", "dot": "Luong dot attention",
          "general": "Luong general attention", "additive": "Bahdanau additive attention"}
@@ -121,7 +123,7 @@ def main(argv=None):
     section = markdown(args, results, len(all_pairs))
     print(section)
     if args.markdown:
-        write_section(args.markdown, section)
+        write_section(args.markdown, HEADING, section)
 
 
 def vocabularies(run_dir):
@@ -163,20 +165,6 @@ def markdown(args, results, n_pairs):
                      f"{r['seconds'] / 60:.1f} min |")
     lines += ["| Keras addition_rnn (reported) | | 0.99 (validation) | ~30 | |", ""]
     return "\n".join(lines) + "\n"
-
-
-def write_section(path, section):
-    """Put ``section`` (starting with HEADING) into ``path``: replace the old one, or append."""
-    from seqkit.io import write_text
-
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n"
-    start = text.find(HEADING + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    write_text(path, text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

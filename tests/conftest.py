@@ -45,3 +45,16 @@ def run_cli(args, capsys, stdin=None, monkeypatch=None):
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def assert_one_line_errors(cases, capsys, unwritten):
+    """Each ``(args, message regex)`` exits 2 with one ``error:`` line matching it, and ``unwritten`` stays absent."""
+    import re
+
+    for args, message in cases:
+        code, out, err = run_cli(args, capsys)
+        assert code == 2, (args, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, err)
+        assert re.search(message, lines[0]), (args, lines[0])
+        assert not unwritten.exists()

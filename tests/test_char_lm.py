@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_cli
+from conftest import assert_one_line_errors, run_cli
 from seqkit.config import CharLMConfig
 from seqkit.errors import SeqkitError
 from seqkit.tasks import char_lm
@@ -236,13 +236,7 @@ def bad_input_cases(tmp_path):
 
 
 def test_cli_bad_input_gives_one_line_errors(tmp_path, capsys):
-    for args, message in bad_input_cases(tmp_path):
-        code, out, err = run_cli(args, capsys)
-        assert code == 2, (args, err)
-        lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), (args, err)
-        assert re.search(message, lines[0]), (args, lines[0])
-        assert not (tmp_path / "new-run" / "config.json").exists()
+    assert_one_line_errors(bad_input_cases(tmp_path), capsys, unwritten=tmp_path / "new-run" / "config.json")
 
 
 def test_cli_generation_arguments_are_validated(pattern_run, capsys):

@@ -1,0 +1,21 @@
+"""docs/benchmarks.md sections, shared by the benchmark scripts."""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def write_section(path, heading, section):
+    """Put ``section`` (starting with the line ``heading``) into ``path``: replace the old one, or append."""
+    from seqkit.io import write_text
+
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Benchmarks\n"
+    start = text.find(heading + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    write_text(path, text.rstrip("\n") + "\n")
