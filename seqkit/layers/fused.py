@@ -7,9 +7,11 @@ give TensorFlow a hand-written backward (``tf.custom_gradient``), as cuDNN
 and PyTorch do:
 
 * everything that does not depend on the backward recurrence (the gate
-  derivatives of every step) is computed for all steps at once, so each
-  backward step is a handful of ops: one ``(B, G*H) @ (G*H, H)`` matmul for
-  the hidden-state error and a few elementwise products;
+  derivatives of every step) is computed by the forward step, where its inputs
+  are at hand, and saved, so each backward step is a handful of ops: one
+  ``(B, G*H) @ (G*H, H)`` matmul for the hidden-state error and a few
+  elementwise products, and the backward pass holds no ``(T, B, ·)``
+  temporaries beyond its output (this keeps peak memory near Keras');
 * the recurrent weight gradient is then one large matmul over all ``T * B``
   rows, ``dU = H_{prev}^T dZ``, and ``dZ`` is the gradient of the hoisted
   input projection ``xw = x W + b`` (its own matmul gives ``dW`` and ``dx``).
@@ -62,24 +64,28 @@ def _zeros_for_none(grads, like):
     return [tf.zeros_like(x) if g is None else g for g, x in zip(grads, like)]
 
 
-def _backward_scan(step, dhs, dh_T, carry_shapes):
-    """Run ``step(t, dh_t, carries) -> (carries, dz_t)`` from t = T-1 down to 0.
+def _backward_scan(step, dhs, dh_T, widths):
+    """Run ``step(t, carries) -> (carries, outs)`` from t = T-1 down to 0.
 
-    ``dh_t`` is the output gradient at ``t``; the first carry is the
-    hidden-state error flowing back from ``t + 1`` (``dh_T`` at the start).
-    Returns the carries at t = -1 (the initial-state gradients) and ``dZ``.
+    The first carry is the hidden-state error flowing back from ``t + 1``
+    (``dh_T`` at the start). ``outs`` is one ``(B, width)`` tensor per entry of
+    ``widths``, stacked over time into its own ``(T, B, width)`` output (one
+    buffer each, written in place: no copy when they are used apart).
+    Returns the carries at t = -1 (the initial-state gradients) and the outputs.
     """
     steps = tf.shape(dhs)[0]
-    dzs = tf.TensorArray(dhs.dtype, size=steps, element_shape=carry_shapes)
-
-    def loop(t, carries, dzs):
-        carries, dz = step(t, carries)
-        return t - 1, carries, dzs.write(t, dz)
-
-    _, carries, dzs = tf.while_loop(
-        lambda t, *_: t >= 0, loop, (steps - 1, dh_T, dzs), maximum_iterations=steps
+    arrays = tuple(
+        tf.TensorArray(dhs.dtype, size=steps, element_shape=tf.TensorShape([None, w])) for w in widths
     )
-    return carries, dzs.stack()
+
+    def loop(t, carries, arrays):
+        carries, outs = step(t, carries)
+        return t - 1, carries, tuple(a.write(t, o) for a, o in zip(arrays, outs))
+
+    _, carries, arrays = tf.while_loop(
+        lambda t, *_: t >= 0, loop, (steps - 1, dh_T, arrays), maximum_iterations=steps
+    )
+    return carries, tuple(a.stack() for a in arrays)
 
 
 def _previous(seq, first):
@@ -130,9 +136,9 @@ def simple_rnn_backward(d_hs, d_hT, hs, U, h0, activation):
     def step(t, carries):
         dh = d_hs[t] + carries  # δh_t: from the output and from step t+1
         da = dh * da_factor[t]  # δa_t = δh_t ⊙ φ'(a_t)
-        return tf.matmul(da, UT), da  # δh_{t-1} = δa_t U^T
+        return tf.matmul(da, UT), (da,)  # δh_{t-1} = δa_t U^T
 
-    dh0, dA = _backward_scan(step, d_hs, d_hT, tf.TensorShape([None, U.shape[0]]))
+    dh0, (dA,) = _backward_scan(step, d_hs, d_hT, [U.shape[0]])
     dU = tf.matmul(_flat(_previous(hs, h0)), _flat(dA), transpose_a=True)  # Σ_t h_{t-1}^T δa_t
     return dA, dU, dh0
 
@@ -164,32 +170,34 @@ def lstm_forward(xw, U, h0, c0):
         z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
         i, f, g, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.tanh(z_c), tf.sigmoid(z_o)
         c = f * c_tm1 + i * g  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
-        h = o * tf.tanh(c)  # h_t = o_t ⊙ tanh(c_t)
-        return h, (h, c), tf.concat([i, f, g, o, c], axis=-1)
+        tanh_c = tf.tanh(c)
+        h = o * tanh_c  # h_t = o_t ⊙ tanh(c_t)
+        # What the backward step needs, saved here where it is at hand, so the
+        # backward pass keeps no (T, B, ·) temporaries of its own:
+        # δa_t = [δc, δc, δc, δh] ⊙ P_t, P_t = [g σ'(i), c_{t-1} σ'(f), i tanh'(g), tanh(c) σ'(o)];
+        # ∂h_t/∂c_t = o_t ⊙ tanh'(c_t); and f_t, which carries δc back a step.
+        P = tf.concat([g * i * (1 - i), c_tm1 * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], -1)
+        return h, (h, c), tf.concat([P, o * (1 - tanh_c * tanh_c), f], axis=-1)
 
     units = U.shape[0]
-    hs, (h_T, c_T), saved = _scan(body, xw, (h0, c0), units, 5 * units)
+    hs, (h_T, c_T), saved = _scan(body, xw, (h0, c0), units, 6 * units)
     return hs, h_T, c_T, saved
 
 
 @compiled
-def lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0, c0):
-    i, f, g, o, cs = tf.split(saved, 5, axis=-1)  # (T, B, H) each
-    tanh_c = tf.tanh(cs)
-    dc_from_dh = o * (1.0 - tanh_c * tanh_c)  # ∂h_t/∂c_t = o_t ⊙ tanh'(c_t)
-    c_prev = _previous(cs, c0)
-    # δa_t = [δc, δc, δc, δh] ⊙ P_t, with P_t = [g σ'(i), c_{t-1} σ'(f), i tanh'(g), tanh(c) σ'(o)]
-    P = tf.concat([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], -1)
+def lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0):
+    units = U.shape[0]
     UT = tf.transpose(U)
 
     def step(t, carries):
         dh_next, dc_next = carries
+        P, dc_from_dh, f = tf.split(saved[t], [4 * units, units, units], axis=-1)
         dh = d_hs[t] + dh_next  # δh_t
-        dc = dc_next + dh * dc_from_dh[t]  # δc_t = δc_{t+1} ⊙ f_{t+1} + δh_t ∂h_t/∂c_t
-        dz = tf.concat([dc, dc, dc, dh], axis=-1) * P[t]  # δa_t for the four gates
-        return (tf.matmul(dz, UT), dc * f[t]), dz  # δh_{t-1} = δa_t U^T, δc_{t-1} = δc_t ⊙ f_t
+        dc = dc_next + dh * dc_from_dh  # δc_t = δc_{t+1} ⊙ f_{t+1} + δh_t ∂h_t/∂c_t
+        dz = tf.concat([dc, dc, dc, dh], axis=-1) * P  # δa_t for the four gates
+        return (tf.matmul(dz, UT), dc * f), (dz,)  # δh_{t-1} = δa_t U^T, δc_{t-1} = δc_t ⊙ f_t
 
-    (dh0, dc0), dZ = _backward_scan(step, d_hs, (d_hT, d_cT), tf.TensorShape([None, 4 * U.shape[0]]))
+    (dh0, dc0), (dZ,) = _backward_scan(step, d_hs, (d_hT, d_cT), [4 * units])
     dU = tf.matmul(_flat(_previous(hs, h0)), _flat(dZ), transpose_a=True)
     return dZ, dU, dh0, dc0
 
@@ -203,7 +211,7 @@ def lstm(xw, recurrent_kernel, h0, c0):
 
         def grad(d_hs, d_hT, d_cT):
             d_hs, d_hT, d_cT = _zeros_for_none((d_hs, d_hT, d_cT), (hs, h_T, c_T))
-            return lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0, c0)
+            return lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0)
 
         return (hs, h_T, c_T), grad
 
@@ -224,35 +232,33 @@ def gru_reset_after_forward(xw, U, b, h0):
         r = tf.sigmoid(xw_r + hu_r)
         n = tf.tanh(xw_h + r * hu_h)  # ĥ_t
         h = z * h_tm1 + (1 - z) * n  # h_t = z ⊙ h_{t-1} + (1 - z) ⊙ ĥ_t
-        return h, (h,), tf.concat([z, r, n, hu_h], axis=-1)
+        # Saved for the backward step: the derivatives of h_t by each gate's
+        # pre-activation, ∂h_t/∂a_z = (h_{t-1} - ĥ) σ'(z), ∂h_t/∂a_r = (1 - z) tanh'(ĥ) (h U_h + b^h_h) σ'(r),
+        # ∂h_t/∂a_ĥ = (1 - z) tanh'(ĥ); that last one times r (the path through h U_h); and z.
+        dn_pre = (1 - z) * (1 - n * n)
+        PX = tf.concat([(h_tm1 - n) * z * (1 - z), dn_pre * hu_h * r * (1 - r), dn_pre], axis=-1)
+        return h, (h,), tf.concat([PX, dn_pre * r, z], axis=-1)
 
     units = U.shape[0]
-    hs, (h_T,), saved = _scan(body, xw, (h0,), units, 4 * units)
+    hs, (h_T,), saved = _scan(body, xw, (h0,), units, 5 * units)
     return hs, h_T, saved
 
 
 @compiled
 def gru_reset_after_backward(d_hs, d_hT, hs, saved, U, h0):
-    z, r, n, hu_h = tf.split(saved, 4, axis=-1)  # (T, B, H) each
-    h_prev = _previous(hs, h0)
-    dn_pre = (1 - z) * (1 - n * n)  # ∂h_t/∂a_ĥ = (1 - z) tanh'
-    dz_pre = (h_prev - n) * z * (1 - z)  # ∂h_t/∂a_z
-    dr_pre = dn_pre * hu_h * r * (1 - r)  # ∂h_t/∂a_r, through ĥ
-    # δxw_t = δh_t ⊙ [dz_pre, dr_pre, dn_pre]; δ(hU + b^h)_t = δh_t ⊙ [dz_pre, dr_pre, dn_pre ⊙ r]
-    PX = tf.concat([dz_pre, dr_pre, dn_pre], axis=-1)
-    PH = tf.concat([dz_pre, dr_pre, dn_pre * r], axis=-1)
+    units = U.shape[0]
     UT = tf.transpose(U)
 
     def step(t, carries):
+        PX, dn_r, z = tf.split(saved[t], [3 * units, units, units], axis=-1)
         dh = d_hs[t] + carries  # δh_t
-        dh3 = tf.concat([dh, dh, dh], axis=-1)
-        dhu = dh3 * PH[t]
-        dh_prev = dh * z[t] + tf.matmul(dhu, UT)  # δh_{t-1} = δh_t ⊙ z_t + δ(hU) U^T
-        return dh_prev, tf.concat([dh3 * PX[t], dhu], axis=-1)
+        dxw = tf.concat([dh, dh, dh], axis=-1) * PX  # δxw_t = δh_t ⊙ [∂h/∂a_z, ∂h/∂a_r, ∂h/∂a_ĥ]
+        dhu = tf.concat([dxw[:, : 2 * units], dh * dn_r], axis=-1)  # δ(hU + b^h)_t
+        dh_prev = dh * z + tf.matmul(dhu, UT)  # δh_{t-1} = δh_t ⊙ z_t + δ(hU) U^T
+        return dh_prev, (dxw, dhu)
 
-    dh0, dXH = _backward_scan(step, d_hs, d_hT, tf.TensorShape([None, 6 * U.shape[0]]))
-    dXW, dHU = tf.split(dXH, 2, axis=-1)  # (T, B, 3H) each
-    dU = tf.matmul(_flat(h_prev), _flat(dHU), transpose_a=True)
+    dh0, (dXW, dHU) = _backward_scan(step, d_hs, d_hT, [3 * units, 3 * units])  # (T, B, 3H) each
+    dU = tf.matmul(_flat(_previous(hs, h0)), _flat(dHU), transpose_a=True)
     return dXW, dU, tf.reduce_sum(dHU, axis=[0, 1]), dh0
 
 
@@ -288,9 +294,12 @@ def gru_reset_before_forward(xw, U, h0):
         r = tf.sigmoid(xw_r + hu_r)
         n = tf.tanh(xw_h + tf.matmul(r * h_tm1, U_h))  # ĥ_t
         h = z * h_tm1 + (1 - z) * n
-        return h, (h,), tf.concat([z, r, n], axis=-1)
+        # Saved for the backward step: ∂h_t/∂a_z = (h_{t-1} - ĥ) σ'(z), ∂h_t/∂a_ĥ = (1 - z) tanh'(ĥ),
+        # ∂(r ⊙ h_{t-1})/∂a_r = h_{t-1} σ'(r), and z, r.
+        saved = [(h_tm1 - n) * z * (1 - z), (1 - z) * (1 - n * n), h_tm1 * r * (1 - r), z, r]
+        return h, (h,), tf.concat(saved, axis=-1)
 
-    hs, (h_T,), saved = _scan(body, xw, (h0,), units, 3 * units)
+    hs, (h_T,), saved = _scan(body, xw, (h0,), units, 5 * units)
     return hs, h_T, saved
 
 
@@ -298,24 +307,21 @@ def gru_reset_before_forward(xw, U, h0):
 def gru_reset_before_backward(d_hs, d_hT, hs, saved, U, h0):
     units = U.shape[0]
     U_zr, U_h = U[:, : 2 * units], U[:, 2 * units :]
-    z, r, n = tf.split(saved, 3, axis=-1)
-    h_prev = _previous(hs, h0)
-    dn_pre = (1 - z) * (1 - n * n)
-    dz_pre = (h_prev - n) * z * (1 - z)
-    dr_from_rh = h_prev * r * (1 - r)  # ∂(r ⊙ h_{t-1})/∂a_r
     U_zr_T, U_h_T = tf.transpose(U_zr), tf.transpose(U_h)
 
     def step(t, carries):
+        dz_pre, dn_pre, dr_from_rh, z, r = tf.split(saved[t], 5, axis=-1)
         dh = d_hs[t] + carries
-        da_h = dh * dn_pre[t]  # δa_ĥ
+        da_h = dh * dn_pre  # δa_ĥ
         d_rh = tf.matmul(da_h, U_h_T)  # δ(r ⊙ h_{t-1})
-        da_zr = tf.concat([dh * dz_pre[t], d_rh * dr_from_rh[t]], axis=-1)  # δa_z, δa_r
-        dh_prev = dh * z[t] + tf.matmul(da_zr, U_zr_T) + d_rh * r[t]
-        return dh_prev, tf.concat([da_zr, da_h], axis=-1)
+        da_zr = tf.concat([dh * dz_pre, d_rh * dr_from_rh], axis=-1)  # δa_z, δa_r
+        dh_prev = dh * z + tf.matmul(da_zr, U_zr_T) + d_rh * r
+        return dh_prev, (tf.concat([da_zr, da_h], axis=-1),)
 
-    dh0, dZ = _backward_scan(step, d_hs, d_hT, tf.TensorShape([None, 3 * units]))
+    dh0, (dZ,) = _backward_scan(step, d_hs, d_hT, [3 * units])
+    h_prev = _previous(hs, h0)
     dU_zr = tf.matmul(_flat(h_prev), _flat(dZ[..., : 2 * units]), transpose_a=True)
-    dU_h = tf.matmul(_flat(r * h_prev), _flat(dZ[..., 2 * units :]), transpose_a=True)
+    dU_h = tf.matmul(_flat(saved[..., 4 * units :] * h_prev), _flat(dZ[..., 2 * units :]), transpose_a=True)
     return dZ, tf.concat([dU_zr, dU_h], axis=-1), dh0
 
 
