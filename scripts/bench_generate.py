@@ -14,6 +14,8 @@ Variants:
   seqkit generate      seqkit.tasks.char_lm.Sampler: the whole sampling loop (cell step,
                        logits, temperature/top-k/top-p sampling) in one tf.function while loop
   seqkit generate XLA  the same loop compiled with XLA (jit_compile=True)
+  torch per-step       PyTorch (when installed): nn.Embedding -> nn.LSTM -> nn.Linear on one
+                       character at a time under torch.inference_mode, torch.multinomial sampling
 
 Usage:
   python scripts/bench_generate.py [--hidden 512] [--chars 500] [--rounds 5] [--markdown docs/benchmarks.md]
@@ -42,9 +44,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+def torch_runner(torch, V, E, H, n, batch, temperature):
+    """The PyTorch per-step loop: one character per call of the modules, sampled with multinomial."""
+    torch.manual_seed(0)
+    emb, lstm, fc = torch.nn.Embedding(V, E), torch.nn.LSTM(E, H, batch_first=True), torch.nn.Linear(H, V)
+
+    def run():
+        with torch.inference_mode():
+            ids = torch.zeros((batch, 1), dtype=torch.long)
+            state = None
+            for _ in range(n):
+                out, state = lstm(emb(ids), state)  # (B, 1, H)
+                probs = torch.softmax(fc(out[:, -1]) / temperature, dim=-1)
+                ids = torch.multinomial(probs, 1)
+            return ids.numpy()
+
+    return run
+
+
+def measure(args, torch=None, log=print):
+    """Interleaved generation timings: a list of (variant, batch, chars/s, ratio to OneStep)."""
     import keras
     import tensorflow as tf
 
@@ -89,10 +108,13 @@ def main(argv=None):
 
             return run
 
-        return {"keras OneStep": onestep, "seqkit generate": seqkit(sampler), "seqkit generate XLA": seqkit(xla)}
+        out = {"keras OneStep": onestep, "seqkit generate": seqkit(sampler), "seqkit generate XLA": seqkit(xla)}
+        if torch is not None:
+            out["torch per-step"] = torch_runner(torch, V, E, H, n, batch, args.temperature)
+        return out
 
     rows = []
-    for batch in [int(b) for b in args.batches.split(",")]:
+    for batch in [int(b) for b in str(args.batches).split(",")]:
         variants = runners(batch)
         for run in variants.values():  # warm-up: tracing, XLA compilation
             run()
@@ -107,17 +129,36 @@ def main(argv=None):
         for name, ts in times.items():
             speed = batch * n / statistics.median(ts)
             rows.append((name, batch, speed, speed / base))
-            print(f"{name:22s} batch {batch:3d}: {speed:10,.0f} chars/s  {speed / base:5.2f}x OneStep", flush=True)
+            log(f"{name:22s} batch {batch:3d}: {speed:10,.0f} chars/s  {speed / base:5.2f}x OneStep")
+    return rows
 
-    table = ["| variant | batch | chars/s | vs OneStep |", "|---|---|---|---|"]
-    table += [f"| {name} | {b} | {s:,.0f} | {r:.2f} |" for name, b, s, r in rows]
-    text = (f"LSTM H={H}, V={V}, E={E}, {n} characters, temperature {args.temperature}, {os.cpu_count()} cores, "
-            f"median of {args.rounds} interleaved rounds, tf {tf.__version__}\n\n" + "\n".join(table) + "\n")
+
+def table(rows):
+    out = ["| variant | batch | chars/s | vs OneStep |", "|---|---|---|---|"]
+    return "\n".join(out + [f"| {name} | {b} | {s:,.0f} | {r:.2f} |" for name, b, s, r in rows])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    try:
+        import torch
+
+        torch.set_num_threads(2)
+    except ImportError:
+        torch = None
+    rows = measure(args, torch)
+    text = (f"LSTM H={args.hidden}, V={args.vocab}, E={args.embed}, {args.chars} characters, temperature "
+            f"{args.temperature}, {os.cpu_count()} cores, median of {args.rounds} interleaved rounds, "
+            f"tf {tf.__version__}" + (f", torch {torch.__version__}" if torch else "") + f"\n\n{table(rows)}\n")
     print("\n" + text)
     if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as f:
-            f.write(f"\n## Generation speed\n\n`python scripts/bench_generate.py {' '.join(argv or sys.argv[1:])}`"
-                    f"\n\n{text}")
+        from benchdoc import write_section
+
+        command = f"python scripts/bench_generate.py {' '.join(argv or sys.argv[1:])}".strip()
+        write_section(args.markdown, "## Generation speed", f"## Generation speed\n\n`{command}`\n\n{text}")
 
 
 if __name__ == "__main__":
