@@ -67,14 +67,15 @@ def parse_args(argv=None):
     p.add_argument("--matmul-n", type=int, default=2048, help="matrix size for the matmul peak")
     p.add_argument("--gen-hidden", type=int, default=512)
     p.add_argument("--gen-chars", type=int, default=500)
-    p.add_argument("--gen-rounds", type=int, default=5)
+    p.add_argument("--gen-rounds", type=int, default=10)
     p.add_argument("--mem-steps", type=int, default=5)
+    p.add_argument("--mem-repeats", type=int, default=3, help="child processes per memory variant (median)")
     p.add_argument("--markdown", default="", help="write the report as a section of this markdown file")
     p.add_argument("--quick", action="store_true", help="tiny sizes: smoke-test the script")
     a = p.parse_args(argv)
     if a.quick:
         a.hidden, a.batch, a.seq_len, a.rounds, a.steps_per_round, a.warmup = "32", 8, 20, 2, 1, 1
-        a.matmul_n, a.gen_hidden, a.gen_chars, a.gen_rounds, a.mem_steps = 256, 32, 20, 2, 1
+        a.matmul_n, a.gen_hidden, a.gen_chars, a.gen_rounds, a.mem_steps, a.mem_repeats = 256, 32, 20, 2, 1, 1
     a.skip = {x for x in a.skip.split(",") if x}
     if a.skip - set(SECTIONS):
         p.error(f"unknown section in --skip: {', '.join(sorted(a.skip - set(SECTIONS)))}; choose from {', '.join(SECTIONS)}")
@@ -268,7 +269,7 @@ def train_report(times, args, peak):
             lines.append(f"- seqkit-{name} vs keras.layers.RNN({name}Cell), H={H}: median per-round speed-up "
                          f"{statistics.median(ratios):.2f}x, faster in {wins}/{len(ratios)} rounds "
                          f"(sign test p = {sign_test(wins, len(ratios)):.3g})")
-        floor = (f"matmul-floor", "lstm", H)
+        floor = ("matmul-floor", "lstm", H)
         if floor in tps:
             keras_lstm = tps[("keras-LSTM", "lstm", H)]
             lines.append(f"- LSTM matmul floor, H={H}: {1e3 * statistics.median(times[floor]):.0f} ms per step, "
@@ -378,8 +379,10 @@ def main(argv=None):
     if "mem" not in args.skip:
         import bench_memory
 
-        mem_rows = bench_memory.measure(args.hidden, args.cells, args.mem_steps, torch is not None, log=log)
-        parts += [f"### Peak training RSS, MiB (one process per variant, {args.mem_steps} steps, whole process)",
+        mem_rows = bench_memory.measure(args.hidden, args.cells, args.mem_steps, torch is not None,
+                                        args.mem_repeats, log=log)
+        parts += [f"### Peak training RSS, MiB (whole process, {args.mem_steps} steps; median of {args.mem_repeats} "
+                  "processes per variant)",
                   bench_memory.table(mem_rows)]
     parts += ["### Targets", "\n".join(targets(args, tps, peak, gen_rows, mem_rows))]
     text = "\n\n".join(parts) + "\n"

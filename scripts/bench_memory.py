@@ -5,7 +5,8 @@ Variants: seqkit's layer (default fused path: XLA-compiled loops), the same
 layer with ``fused=False`` (the readable step under autodiff), Keras' built-in
 and, when PyTorch is installed, ``torch.nn``'s. Each variant trains the
 char-LM step of scripts/bench.py (Embedding -> layer -> Dense, Adam, B=64,
-T=100) for a few steps in a fresh Python process, which then reports its peak
+T=100) for a few steps in a fresh Python process (three times, the variants
+taking turns; the median is reported), which then reports its peak
 resident set size (``VmHWM``): the whole process, the framework's own
 footprint included, as a user would see it. Variants run one after another
 (memory does not suffer from sharing the cores the way time does).
@@ -15,8 +16,10 @@ Usage:
 """
 
 import argparse
+import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -55,18 +58,21 @@ print(json.dumps({{"peak_mib": int(hwm.split()[1]) / 1024}}))
 FAMILIES = ("seqkit", "seqkit-readable", "keras", "torch")
 
 
-def measure(hidden, cells, steps, with_torch, log=print):
-    """Peak RSS per variant, each in its own process: a list of (cell, H, {family: MiB})."""
+def measure(hidden, cells, steps, with_torch, repeats=3, log=print):
+    """Peak RSS per variant, each run in its own process ``repeats`` times (the
+    variants taking turns): a list of (cell, H, {family: median MiB})."""
     code = CHILD.format(here=str(HERE), root=str(HERE.parent))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     rows = []
     for H in hidden:
         for cell in cells:
-            peaks = {}
-            for family in FAMILIES if with_torch else FAMILIES[:-1]:
-                out = subprocess.run([sys.executable, "-c", code, family, cell, str(H), str(steps)],
-                                     capture_output=True, text=True, env=env, check=True)
-                peaks[family] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+            runs = {family: [] for family in (FAMILIES if with_torch else FAMILIES[:-1])}
+            for _ in range(repeats):
+                for family, peaks in runs.items():
+                    out = subprocess.run([sys.executable, "-c", code, family, cell, str(H), str(steps)],
+                                         capture_output=True, text=True, env=env, check=True)
+                    peaks.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
+            peaks = {family: statistics.median(values) for family, values in runs.items()}
             rows.append((cell, H, peaks))
             log(f"{CELLS[cell]:10s} H={H:<4d} " + "  ".join(f"{f} {m:6.0f} MiB" for f, m in peaks.items()))
     return rows
@@ -88,15 +94,11 @@ def main(argv=None):
     p.add_argument("--hidden", default="256,512")
     p.add_argument("--cells", default="lstm,gru,rnn")
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3, help="processes per variant; the median is reported")
     p.add_argument("--markdown", default="")
     args = p.parse_args(argv)
-    try:
-        import torch  # noqa: F401
-
-        with_torch = True
-    except ImportError:
-        with_torch = False
-    rows = measure([int(h) for h in args.hidden.split(",")], args.cells.split(","), args.steps, with_torch)
+    with_torch = importlib.util.find_spec("torch") is not None
+    rows = measure([int(h) for h in args.hidden.split(",")], args.cells.split(","), args.steps, with_torch, args.repeats)
     text = table(rows) + "\n"
     print("\n" + text)
     if args.markdown:
@@ -104,7 +106,7 @@ def main(argv=None):
 
         command = f"python scripts/bench_memory.py {' '.join(argv or sys.argv[1:])}".strip()
         write_section(args.markdown, HEADING, f"{HEADING}\n\n`{command}` (B=64, T=100, V=65, E=64, Adam, "
-                      f"{args.steps} steps, whole-process peak RSS):\n\n{text}")
+                      f"{args.steps} steps, whole-process peak RSS, median of {args.repeats} processes):\n\n{text}")
 
 
 if __name__ == "__main__":

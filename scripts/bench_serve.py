@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchdoc import write_section  # noqa: E402
 
 
 def free_port():
@@ -123,7 +124,7 @@ def main():
     parser.add_argument("--run", help="A char-LM run directory (default: train a throwaway one).")
     parser.add_argument("--seconds", type=float, default=8.0, help="Time per (endpoint, clients) cell.")
     parser.add_argument("--clients", default="1,8,32")
-    parser.add_argument("--markdown", help="Append the table to this file under '## Serving'.")
+    parser.add_argument("--markdown", help="Write the table into this file as its '## Serving' section.")
     args = parser.parse_args()
 
     from seqkit import export
@@ -156,10 +157,9 @@ def main():
     print("\n" + text)
     if args.markdown:
         command = "python scripts/bench_serve.py " + " ".join(sys.argv[1:])
-        section = (f"\n## Serving\n\n`{command}` ({args.seconds:g} s per cell, 1 x 256 LSTM char-LM, "
+        section = (f"## Serving\n\n`{command}` ({args.seconds:g} s per cell, 1 x 256 LSTM char-LM, "
                    f"{os.cpu_count()} cores, REST on loopback, server and clients on the same machine):\n\n{text}")
-        with open(args.markdown, "a", encoding="utf-8") as f:
-            f.write(section)
+        write_section(args.markdown, "## Serving", section)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import ROOT, free_port, make_run, rss_mib, start_server  # noqa: E402
+from benchdoc import write_section  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -90,7 +91,7 @@ def main():
     parser.add_argument("--run", help="A char-LM run directory (default: train a throwaway one).")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--markdown", help="Append the report to this file under '## Serving soak test'.")
+    parser.add_argument("--markdown", help="Write the report into this file as its '## Serving soak test' section.")
     args = parser.parse_args()
 
     from seqkit import export
@@ -138,10 +139,10 @@ def main():
     print(text)
     if args.markdown:
         command = "python scripts/soak_serve.py " + " ".join(sys.argv[1:])
-        with open(args.markdown, "a", encoding="utf-8") as f:
-            f.write(f"\n## Serving soak test\n\n`{command}` (1 x 256 LSTM char-LM, {os.cpu_count()} cores, "
-                    f"clients and server on one machine, --max-body-bytes {MAX_BODY}, --max-length {MAX_LENGTH}):"
-                    f"\n\n{text}")
+        write_section(args.markdown, "## Serving soak test",
+                      f"## Serving soak test\n\n`{command}` (1 x 256 LSTM char-LM, {os.cpu_count()} cores, "
+                      f"clients and server on one machine, --max-body-bytes {MAX_BODY}, --max-length {MAX_LENGTH}):"
+                      f"\n\n{text}")
     sys.exit(1 if wrong or not alive else 0)
 
 

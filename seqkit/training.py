@@ -123,7 +123,10 @@ class SeqModel(keras.Model):
         self.last_loss.assign(loss * replica.num_replicas_in_sync)
         self.nonfinite_streak.assign(tf.where(finite, 0, self.nonfinite_streak + 1))
         self.update_step_metrics(loss * replica.num_replicas_in_sync, grad_norm, clipped, finite, x)
-        return logs_for_strategy(self.compute_metrics(x, y, y_pred, sample_weight))
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        # The loss mean leaves out skipped steps; with none left it would read 0, say NaN.
+        logs["loss"] = tf.where(self.loss_tracker().count > 0, logs["loss"], float("nan"))
+        return logs_for_strategy(logs)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
