@@ -152,6 +152,25 @@ def test_greedy_generation_equals_step_by_step_argmax_with_the_full_model(tmp_pa
     assert generated == vocab.decode(ids[len(prime) :])
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_sampler_steps_give_the_full_models_logits(cell):
+    """The sampler's step (first layer's input projection looked up in a
+    per-character table, the others projected) against the whole model run
+    on the text so far: the same next-character logits."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    model = char_lm.build_model(CharLMConfig(cell=cell, units=16, layers=2, embedding_dim=8), 11)
+    sampler = char_lm.Sampler(model)
+    ids = np.array([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]], dtype="int32")
+    logits, states = sampler.warm(tf.constant(ids[:, :2]), sampler.initial_states(2))
+    table = sampler.input_table()
+    for t in range(2, ids.shape[1]):
+        np.testing.assert_allclose(logits.numpy(), model(ids[:, :t])[:, -1].numpy(), atol=1e-5)
+        logits, states = sampler.step(tf.constant(ids[:, t]), states, table)
+    np.testing.assert_allclose(logits.numpy(), model(ids)[:, -1].numpy(), atol=1e-5)
+
+
 def test_seeded_sampling_is_reproducible(pattern_run):
     run_dir, _, _ = pattern_run
     a = char_lm.generate(run_dir, prime="t", length=80, temperature=1.5, seed=7, num_samples=2)

@@ -303,7 +303,8 @@ def choose(logits, temperature, top_k, top_p, seed):
     distributed as ``softmax(z)`` (and, unlike ``stateless_categorical``,
     compiles with XLA)."""
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    scaled = filter_logits(logits / tf.maximum(temperature, 1e-6), top_k, top_p)
+    scaled = logits / tf.maximum(temperature, 1e-6)
+    scaled = tf.cond((top_k > 0) | (top_p < 1), lambda: filter_logits(scaled, top_k, top_p), lambda: scaled)
     u = tf.random.stateless_uniform(tf.shape(scaled), seed=seed, minval=np.finfo(np.float32).tiny, maxval=1.0)
     sampled = tf.argmax(scaled - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
     return tf.where(temperature > 0, sampled, greedy)
@@ -322,8 +323,9 @@ class Sampler(tf.Module):
         self.embedding = model.get_layer("embedding")
         self.rnns = [layer for layer in model.layers if layer.name.startswith("rnn_")]
         self.logits = model.get_layer("logits")
-        # XLA compiles the loop once per (batch, n): about 1 s, then about twice the
-        # speed on CPU (docs/benchmarks.md). Same distribution; a seed's text may differ.
+        # XLA compiles the loop once per (batch, n): about 1 s, then about three times
+        # the speed at batch 1 on CPU (docs/benchmarks.md). Same distribution; a seed's
+        # text may differ.
         self.sample = tf.function(self.sample_loop, jit_compile=xla, reduce_retracing=True)
 
     def initial_states(self, batch):
@@ -343,12 +345,18 @@ class Sampler(tf.Module):
             new_states.append(list(s))
         return self.logits(last), new_states
 
-    def step(self, token, states):
+    def input_table(self):
+        """The first layer's input projection ``x W + b`` of every character's
+        embedding, ``(V, gates * units)``: computed once per call of ``sample``,
+        it turns each step's ``(1, E) @ (E, gates * units)`` matmul into a row lookup."""
+        return self.rnns[0].cell.project_inputs(self.embedding.embeddings)
+
+    def step(self, token, states, table):
         """One character ``(B,)`` in: next logits ``(B, V)`` and the new states."""
-        h = self.embedding(token)  # (B, E)
         new_states = []
-        for layer, s in zip(self.rnns, states):
-            h, s = layer.cell(h, s, training=False)  # h_t from x_t and the state: one step of the cell
+        for n, (layer, s) in enumerate(zip(self.rnns, states)):
+            xw = tf.gather(table, token) if n == 0 else layer.cell.project_inputs(h)  # x_t W + b
+            h, s = layer.cell.step(xw, s)  # h_t from x_t and the state: one step of the cell
             new_states.append(list(s))
         return self.logits(h), new_states
 
@@ -356,10 +364,11 @@ class Sampler(tf.Module):
         """``n`` characters ``(B, n)``, sampling step ``i`` with seed ``(seed, step0 + i)``
         (``self.sample`` is this loop as a ``tf.function``)."""
         out = tf.TensorArray(tf.int32, size=n)
+        table = self.input_table()
         for i in tf.range(n):
             token = choose(logits, temperature, top_k, top_p, tf.stack([seed, step0 + tf.cast(i, tf.int64)]))
             out = out.write(i, token)
-            logits, states = self.step(token, states)
+            logits, states = self.step(token, states, table)
         return tf.transpose(out.stack()), logits, states  # (B, n)
 
 
