@@ -33,11 +33,14 @@ pre-activation, ``σ' = s (1 - s)``, ``tanh' = 1 - y^2``.
 import tensorflow as tf
 
 
-def _scan(body, xw, states, units, saved_width=0):
+def _scan(body, xw, states, units, saved_widths=()):
     """Run ``body(xw_t, states) -> (h_t, states, saved_t)`` over time in a while loop.
 
-    Returns ``hs`` (T, B, H), the final states and the stacked ``saved_t``
-    (T, B, saved_width), what the backward pass needs (None if width 0).
+    ``saved_t`` is a tuple of ``(B, width)`` tensors, one per entry of
+    ``saved_widths``: what the backward pass needs. Each is stacked into its
+    own ``(T, B, width)`` array (separate arrays let XLA fuse each value's
+    computation into the write, with no concatenation pass).
+    Returns ``hs`` (T, B, H), the final states and the tuple of saved arrays.
     """
     steps = tf.shape(xw)[0]
 
@@ -45,18 +48,16 @@ def _scan(body, xw, states, units, saved_width=0):
         return tf.TensorArray(xw.dtype, size=steps, element_shape=tf.TensorShape([None, width]))
 
     def loop(t, states, hs, saved):
-        h, states, extra = body(xw[t], states)
-        if saved_width:
-            saved = saved.write(t, extra)
-        return t + 1, states, hs.write(t, h), saved
+        h, states, extras = body(xw[t], states)
+        return t + 1, states, hs.write(t, h), tuple(a.write(t, x) for a, x in zip(saved, extras))
 
     _, states, hs, saved = tf.while_loop(
         lambda t, *_: t < steps,
         loop,
-        (tf.constant(0), states, array(units), array(max(saved_width, 1))),
+        (tf.constant(0), states, array(units), tuple(array(w) for w in saved_widths)),
         maximum_iterations=steps,
     )
-    return hs.stack(), states, saved.stack() if saved_width else None
+    return hs.stack(), states, tuple(a.stack() for a in saved)
 
 
 def _zeros_for_none(grads, like):
@@ -122,7 +123,7 @@ def compiled(fn):
 def simple_rnn_forward(xw, U, h0, activation):
     def body(xw_t, states):
         h = PHI[activation](xw_t + tf.matmul(states[0], U))  # h_t = φ(x_t W + b + h_{t-1} U)
-        return h, (h,), None
+        return h, (h,), ()
 
     hs, (h_T,), _ = _scan(body, xw, (h0,), U.shape[0])
     return hs, h_T
@@ -164,23 +165,27 @@ def simple_rnn(xw, recurrent_kernel, h0, activation):
 
 @compiled
 def lstm_forward(xw, U, h0, c0):
+    units = U.shape[0]
+    # σ(a) = (1 + tanh(a / 2)) / 2: one tanh over all four gates' pre-activations,
+    # scaled by 1/2 for i, f, o (sigmoid) and by 1 for g (tanh), then shifted back.
+    half = tf.constant([0.5] * (2 * units) + [1.0] * units + [0.5] * units, xw.dtype)
+    shift = tf.constant([0.5] * (2 * units) + [0.0] * units + [0.5] * units, xw.dtype)
+
     def body(xw_t, states):
         h_tm1, c_tm1 = states
         z = xw_t + tf.matmul(h_tm1, U)  # (B, 4H)
-        z_i, z_f, z_c, z_o = tf.split(z, 4, axis=-1)
-        i, f, g, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.tanh(z_c), tf.sigmoid(z_o)
+        i, f, g, o = tf.split(tf.tanh(z * half) * half + shift, 4, axis=-1)  # σ(z_i), σ(z_f), tanh(z_c), σ(z_o)
         c = f * c_tm1 + i * g  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
         tanh_c = tf.tanh(c)
         h = o * tanh_c  # h_t = o_t ⊙ tanh(c_t)
         # What the backward step needs, saved here where it is at hand, so the
         # backward pass keeps no (T, B, ·) temporaries of its own:
-        # δa_t = [δc, δc, δc, δh] ⊙ P_t, P_t = [g σ'(i), c_{t-1} σ'(f), i tanh'(g), tanh(c) σ'(o)];
+        # δa_t = [δc, δc, δc, δh] ⊙ [g σ'(i), c_{t-1} σ'(f), i tanh'(g), tanh(c) σ'(o)];
         # ∂h_t/∂c_t = o_t ⊙ tanh'(c_t); and f_t, which carries δc back a step.
-        P = tf.concat([g * i * (1 - i), c_tm1 * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], -1)
-        return h, (h, c), tf.concat([P, o * (1 - tanh_c * tanh_c), f], axis=-1)
+        P = (g * i * (1 - i), c_tm1 * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o))
+        return h, (h, c), P + (o * (1 - tanh_c * tanh_c), f)
 
-    units = U.shape[0]
-    hs, (h_T, c_T), saved = _scan(body, xw, (h0, c0), units, 6 * units)
+    hs, (h_T, c_T), saved = _scan(body, xw, (h0, c0), units, [units] * 6)
     return hs, h_T, c_T, saved
 
 
@@ -188,14 +193,14 @@ def lstm_forward(xw, U, h0, c0):
 def lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0):
     units = U.shape[0]
     UT = tf.transpose(U)
+    P_i, P_f, P_g, P_o, dc_from_dh, f = saved  # (T, B, H) each
 
     def step(t, carries):
         dh_next, dc_next = carries
-        P, dc_from_dh, f = tf.split(saved[t], [4 * units, units, units], axis=-1)
         dh = d_hs[t] + dh_next  # δh_t
-        dc = dc_next + dh * dc_from_dh  # δc_t = δc_{t+1} ⊙ f_{t+1} + δh_t ∂h_t/∂c_t
-        dz = tf.concat([dc, dc, dc, dh], axis=-1) * P  # δa_t for the four gates
-        return (tf.matmul(dz, UT), dc * f), (dz,)  # δh_{t-1} = δa_t U^T, δc_{t-1} = δc_t ⊙ f_t
+        dc = dc_next + dh * dc_from_dh[t]  # δc_t = δc_{t+1} ⊙ f_{t+1} + δh_t ∂h_t/∂c_t
+        dz = tf.concat([dc * P_i[t], dc * P_f[t], dc * P_g[t], dh * P_o[t]], axis=-1)  # δa_t for the four gates
+        return (tf.matmul(dz, UT), dc * f[t]), (dz,)  # δh_{t-1} = δa_t U^T, δc_{t-1} = δc_t ⊙ f_t
 
     (dh0, dc0), (dZ,) = _backward_scan(step, d_hs, (d_hT, d_cT), [4 * units])
     dU = tf.matmul(_flat(_previous(hs, h0)), _flat(dZ), transpose_a=True)
@@ -236,11 +241,10 @@ def gru_reset_after_forward(xw, U, b, h0):
         # pre-activation, ∂h_t/∂a_z = (h_{t-1} - ĥ) σ'(z), ∂h_t/∂a_r = (1 - z) tanh'(ĥ) (h U_h + b^h_h) σ'(r),
         # ∂h_t/∂a_ĥ = (1 - z) tanh'(ĥ); that last one times r (the path through h U_h); and z.
         dn_pre = (1 - z) * (1 - n * n)
-        PX = tf.concat([(h_tm1 - n) * z * (1 - z), dn_pre * hu_h * r * (1 - r), dn_pre], axis=-1)
-        return h, (h,), tf.concat([PX, dn_pre * r, z], axis=-1)
+        return h, (h,), ((h_tm1 - n) * z * (1 - z), dn_pre * hu_h * r * (1 - r), dn_pre, dn_pre * r, z)
 
     units = U.shape[0]
-    hs, (h_T,), saved = _scan(body, xw, (h0,), units, 5 * units)
+    hs, (h_T,), saved = _scan(body, xw, (h0,), units, [units] * 5)
     return hs, h_T, saved
 
 
@@ -249,12 +253,14 @@ def gru_reset_after_backward(d_hs, d_hT, hs, saved, U, h0):
     units = U.shape[0]
     UT = tf.transpose(U)
 
+    dz_pre, dr_pre, dn_pre, dn_r, z = saved  # (T, B, H) each
+
     def step(t, carries):
-        PX, dn_r, z = tf.split(saved[t], [3 * units, units, units], axis=-1)
         dh = d_hs[t] + carries  # δh_t
-        dxw = tf.concat([dh, dh, dh], axis=-1) * PX  # δxw_t = δh_t ⊙ [∂h/∂a_z, ∂h/∂a_r, ∂h/∂a_ĥ]
-        dhu = tf.concat([dxw[:, : 2 * units], dh * dn_r], axis=-1)  # δ(hU + b^h)_t
-        dh_prev = dh * z + tf.matmul(dhu, UT)  # δh_{t-1} = δh_t ⊙ z_t + δ(hU) U^T
+        da_z, da_r = dh * dz_pre[t], dh * dr_pre[t]
+        dxw = tf.concat([da_z, da_r, dh * dn_pre[t]], axis=-1)  # δxw_t = δh_t ⊙ [∂h/∂a_z, ∂h/∂a_r, ∂h/∂a_ĥ]
+        dhu = tf.concat([da_z, da_r, dh * dn_r[t]], axis=-1)  # δ(hU + b^h)_t
+        dh_prev = dh * z[t] + tf.matmul(dhu, UT)  # δh_{t-1} = δh_t ⊙ z_t + δ(hU) U^T
         return dh_prev, (dxw, dhu)
 
     dh0, (dXW, dHU) = _backward_scan(step, d_hs, d_hT, [3 * units, 3 * units])  # (T, B, 3H) each
@@ -296,10 +302,9 @@ def gru_reset_before_forward(xw, U, h0):
         h = z * h_tm1 + (1 - z) * n
         # Saved for the backward step: ∂h_t/∂a_z = (h_{t-1} - ĥ) σ'(z), ∂h_t/∂a_ĥ = (1 - z) tanh'(ĥ),
         # ∂(r ⊙ h_{t-1})/∂a_r = h_{t-1} σ'(r), and z, r.
-        saved = [(h_tm1 - n) * z * (1 - z), (1 - z) * (1 - n * n), h_tm1 * r * (1 - r), z, r]
-        return h, (h,), tf.concat(saved, axis=-1)
+        return h, (h,), ((h_tm1 - n) * z * (1 - z), (1 - z) * (1 - n * n), h_tm1 * r * (1 - r), z, r)
 
-    hs, (h_T,), saved = _scan(body, xw, (h0,), units, 5 * units)
+    hs, (h_T,), saved = _scan(body, xw, (h0,), units, [units] * 5)
     return hs, h_T, saved
 
 
@@ -309,19 +314,20 @@ def gru_reset_before_backward(d_hs, d_hT, hs, saved, U, h0):
     U_zr, U_h = U[:, : 2 * units], U[:, 2 * units :]
     U_zr_T, U_h_T = tf.transpose(U_zr), tf.transpose(U_h)
 
+    dz_pre, dn_pre, dr_from_rh, z, r = saved  # (T, B, H) each
+
     def step(t, carries):
-        dz_pre, dn_pre, dr_from_rh, z, r = tf.split(saved[t], 5, axis=-1)
         dh = d_hs[t] + carries
-        da_h = dh * dn_pre  # δa_ĥ
+        da_h = dh * dn_pre[t]  # δa_ĥ
         d_rh = tf.matmul(da_h, U_h_T)  # δ(r ⊙ h_{t-1})
-        da_zr = tf.concat([dh * dz_pre, d_rh * dr_from_rh], axis=-1)  # δa_z, δa_r
-        dh_prev = dh * z + tf.matmul(da_zr, U_zr_T) + d_rh * r
+        da_zr = tf.concat([dh * dz_pre[t], d_rh * dr_from_rh[t]], axis=-1)  # δa_z, δa_r
+        dh_prev = dh * z[t] + tf.matmul(da_zr, U_zr_T) + d_rh * r[t]
         return dh_prev, (tf.concat([da_zr, da_h], axis=-1),)
 
     dh0, (dZ,) = _backward_scan(step, d_hs, d_hT, [3 * units])
     h_prev = _previous(hs, h0)
     dU_zr = tf.matmul(_flat(h_prev), _flat(dZ[..., : 2 * units]), transpose_a=True)
-    dU_h = tf.matmul(_flat(saved[..., 4 * units :] * h_prev), _flat(dZ[..., 2 * units :]), transpose_a=True)
+    dU_h = tf.matmul(_flat(r * h_prev), _flat(dZ[..., 2 * units :]), transpose_a=True)
     return dZ, tf.concat([dU_zr, dU_h], axis=-1), dh0
 
 
