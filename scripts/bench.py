@@ -78,7 +78,8 @@ def parse_args(argv=None):
         a.matmul_n, a.gen_hidden, a.gen_chars, a.gen_rounds, a.mem_steps, a.mem_repeats = 256, 32, 20, 2, 1, 1
     a.skip = {x for x in a.skip.split(",") if x}
     if a.skip - set(SECTIONS):
-        p.error(f"unknown section in --skip: {', '.join(sorted(a.skip - set(SECTIONS)))}; choose from {', '.join(SECTIONS)}")
+        unknown = ", ".join(sorted(a.skip - set(SECTIONS)))
+        p.error(f"unknown section in --skip: {unknown}; choose from {', '.join(SECTIONS)}")
     a.hidden = [int(h) for h in a.hidden.split(",") if h]
     a.cells = [c for c in a.cells.split(",") if c]
     for c in a.cells:
@@ -151,10 +152,11 @@ def floor_step(H, args, tf, np):
 
     # Three calls, one after another as in a training step (one tf.function would let
     # TensorFlow run the two independent loops side by side on the two cores).
-    fwd = tf.function(lambda: tf.while_loop(lambda t, h: t < T, lambda t, h: (t + 1, tf.matmul(h, U)[:, :H]), (0, h0))[1])
-    bwd = tf.function(
-        lambda: tf.while_loop(lambda t, d: t < T, lambda t, d: (t + 1, tf.tile(tf.matmul(d, UT), [1, 4])), (0, dz0))[1]
-    )
+    def loop(step, start):
+        return tf.function(lambda: tf.while_loop(lambda t, x: t < T, lambda t, x: (t + 1, step(x)), (0, start))[1])
+
+    fwd = loop(lambda h: tf.matmul(h, U)[:, :H], h0)  # one dependent (B, H) @ (H, 4H) per step
+    bwd = loop(lambda d: tf.tile(tf.matmul(d, UT), [1, 4]), dz0)  # one dependent (B, 4H) @ (4H, H)
 
     @tf.function
     def gemms():
@@ -243,15 +245,16 @@ def sign_test(wins, n):
 def paired(times, a, b, reps):
     """Per round, the median step time of ``b`` over that of ``a``: (ratios, rounds where ``a`` was faster)."""
     ta, tb = times[a], times[b]
-    ratios = [statistics.median(tb[i : i + reps]) / statistics.median(ta[i : i + reps]) for i in range(0, len(ta), reps)]
+    ratios = [statistics.median(tb[i : i + reps]) / statistics.median(ta[i : i + reps])
+              for i in range(0, len(ta), reps)]
     return ratios, sum(r > 1 for r in ratios)
 
 
 def train_report(times, args, peak):
     tokens = args.batch * args.seq_len
     tps = {k: tokens / statistics.median(v) for k, v in times.items()}
-    rows = ["| variant | H | tokens/s (median) | IQR % | vs keras same cell | vs torch same cell | GFLOP/s | % of peak |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| variant | H | tokens/s (median) | IQR % | vs keras same cell | vs torch same cell | GFLOP/s | "
+            "% of peak |", "|---|---|---|---|---|---|---|---|"]
     for (name, cell, H), speed in tps.items():
         keras_base = tps.get((f"keras-{CELLS[cell]}", cell, H))
         torch_base = tps.get((f"torch-{CELLS[cell]}", cell, H))
@@ -312,7 +315,8 @@ def targets(args, tps, peak, gen_rows, mem_rows):
             if ours and torch_base:
                 check(f"seqkit-{name} H={H} vs torch-{name}", ours / torch_base, 1.0)
     if peak and ("seqkit-LSTM", "lstm", 512) in tps:
-        share = layer_flops("lstm", 512, args) * tps[("seqkit-LSTM", "lstm", 512)] / (args.batch * args.seq_len) / 1e9 / peak
+        tokens = args.batch * args.seq_len
+        share = layer_flops("lstm", 512, args) * tps[("seqkit-LSTM", "lstm", 512)] / tokens / 1e9 / peak
         out.append(f"- seqkit-LSTM H=512 share of the matmul peak: {100 * share:.0f} % (target >= 50 %) "
                    f"{'met' if share >= 0.5 else 'NOT met'}")
     speeds = {(name, b): s for name, b, s, _ in gen_rows}
@@ -324,7 +328,7 @@ def targets(args, tps, peak, gen_rows, mem_rows):
                   speeds[("seqkit generate XLA", 1)] / speeds[("torch per-step", 1)], 4)
     for cell, H, peaks in mem_rows:
         ratio = peaks["seqkit"] / peaks["keras"]
-        out.append(f"- peak RSS seqkit-{CELLS[cell]} H={H} / keras: {ratio:.2f} (target <= 1.2) "
+        out.append(f"- peak RSS seqkit-{CELLS[cell]} H={H} / keras: {ratio:.3f} (target <= 1.2) "
                    f"{'met' if ratio <= 1.2 else 'NOT met'}")
     return out
 

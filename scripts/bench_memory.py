@@ -98,7 +98,8 @@ def main(argv=None):
     p.add_argument("--markdown", default="")
     args = p.parse_args(argv)
     with_torch = importlib.util.find_spec("torch") is not None
-    rows = measure([int(h) for h in args.hidden.split(",")], args.cells.split(","), args.steps, with_torch, args.repeats)
+    hidden = [int(h) for h in args.hidden.split(",")]
+    rows = measure(hidden, args.cells.split(","), args.steps, with_torch, args.repeats)
     text = table(rows) + "\n"
     print("\n" + text)
     if args.markdown:
