@@ -17,9 +17,10 @@ and PyTorch do:
   input projection ``xw = x W + b`` (its own matmul gives ``dW`` and ``dx``).
 
 Both loops are compiled with XLA (``jit_compile=True``): fusing each step's
-dozen small ops into a few kernels removes most of the per-op overhead of a
-TensorFlow ``while`` loop, which on a CPU costs more than the matmuls at
-these sizes. XLA compiles once per input shape.
+small ops into fewer kernels removes much of the per-op overhead of a
+TensorFlow ``while`` loop, which on a CPU costs as much as the matmuls at
+these sizes (what remains, about ten small kernels per step, is measured in
+docs/benchmarks.md). XLA compiles once per input shape.
 
 All sequences are time-major: ``xw`` is ``(T, B, G*H)``; the outputs are
 ``hs`` ``(T, B, H)`` and the final states. Tests check every function against
