@@ -392,10 +392,9 @@ def main(argv=None):
     text = "\n\n".join(parts) + "\n"
     print("\n" + text)
     if args.markdown:
-        from benchdoc import write_section
+        from benchdoc import write_report
 
-        command = f"python scripts/bench.py {' '.join(argv or sys.argv[1:])}".strip()
-        write_section(args.markdown, HEADING, f"{HEADING}\n\n`{command}`\n\n{text}")
+        write_report(args.markdown, HEADING, "bench.py", argv or sys.argv[1:], "", text)
 
 
 if __name__ == "__main__":

@@ -155,10 +155,9 @@ def main(argv=None):
             f"tf {tf.__version__}" + (f", torch {torch.__version__}" if torch else "") + f"\n\n{table(rows)}\n")
     print("\n" + text)
     if args.markdown:
-        from benchdoc import write_section
+        from benchdoc import write_report
 
-        command = f"python scripts/bench_generate.py {' '.join(argv or sys.argv[1:])}".strip()
-        write_section(args.markdown, "## Generation speed", f"## Generation speed\n\n`{command}`\n\n{text}")
+        write_report(args.markdown, "## Generation speed", "bench_generate.py", argv or sys.argv[1:], "", text)
 
 
 if __name__ == "__main__":

@@ -103,11 +103,11 @@ def main(argv=None):
     text = table(rows) + "\n"
     print("\n" + text)
     if args.markdown:
-        from benchdoc import write_section
+        from benchdoc import write_report
 
-        command = f"python scripts/bench_memory.py {' '.join(argv or sys.argv[1:])}".strip()
-        write_section(args.markdown, HEADING, f"{HEADING}\n\n`{command}` (B=64, T=100, V=65, E=64, Adam, "
-                      f"{args.steps} steps, whole-process peak RSS, median of {args.repeats} processes):\n\n{text}")
+        details = (f" (B=64, T=100, V=65, E=64, Adam, {args.steps} steps, whole-process peak RSS, median of "
+                   f"{args.repeats} processes):")
+        write_report(args.markdown, HEADING, "bench_memory.py", argv or sys.argv[1:], details, text)
 
 
 if __name__ == "__main__":

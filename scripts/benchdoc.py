@@ -7,6 +7,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def write_report(path, heading, script, argv, details, text):
+    """The section ``heading``: the command that produced it (``python scripts/SCRIPT ARGV``), ``details``
+    after it on the same line, then ``text``."""
+    command = f"python scripts/{script} {' '.join(argv)}".strip()
+    write_section(path, heading, f"{heading}\n\n`{command}`{details}\n\n{text}")
+
+
 def write_section(path, heading, section):
     """Put ``section`` (starting with the line ``heading``) into ``path``: replace the old one, or append."""
     from seqkit.io import write_text

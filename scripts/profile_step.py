@@ -99,11 +99,10 @@ def main(argv=None):
     text = "\n".join(table) + "\n"
     print("\n" + text)
     if args.markdown:
-        from benchdoc import write_section
+        from benchdoc import write_report
 
-        command = f"python scripts/profile_step.py {' '.join(argv or sys.argv[1:])}".strip()
-        write_section(args.markdown, HEADING, f"{HEADING}\n\n`{command}` (B=64, T=100, E=64, V=65, 2 threads, "
-                      f"{args.rounds} interleaved rounds x {args.reps} calls)\n\n{text}")
+        details = f" (B=64, T=100, E=64, V=65, 2 threads, {args.rounds} interleaved rounds x {args.reps} calls)"
+        write_report(args.markdown, HEADING, "profile_step.py", argv or sys.argv[1:], details, text)
 
 
 if __name__ == "__main__":
