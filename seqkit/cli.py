@@ -111,6 +111,31 @@ def training_options(d, unit):
     ]
 
 
+def recurrent_options(d, units_help, layers_help=None):
+    """--cell, --units and --layers, as every ``train`` command has them (the help texts differ)."""
+    return [
+        click.option("--cell", type=click.Choice(CELL_NAMES), default=d.cell, show_default=True),
+        click.option("--units", type=int, default=d.units, show_default=True, help=units_help),
+        click.option("--layers", type=int, default=d.layers, show_default=True, help=layers_help),
+    ]
+
+
+def embedding_options(d):
+    """--embedding-dim and --dropout, as every ``train`` command has them."""
+    return [
+        click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=True),
+        click.option("--dropout", type=float, default=d.dropout, show_default=True),
+    ]
+
+
+def report_training(summary, scores=""):
+    """The line a ``train`` command ends with: steps, loss, val loss, ``scores``, the run directory."""
+    line = f"trained {summary['steps']} steps: loss {summary['loss']:.4f}"
+    if "val_loss" in summary:
+        line += f", val loss {summary['val_loss']:.4f}"
+    click.echo(line + scores + f"; run directory {summary['run_dir']}")
+
+
 def run_options(d):
     """--seed, --out and --resume, as every ``train`` command has them."""
     return [
@@ -137,11 +162,8 @@ def char_lm_options(f):
                      help="Non-UTF-8 bytes: fail, or replace them with U+FFFD."),
         click.option("--max-chars", type=int, default=d.max_chars, show_default=True,
                      help="Size cap of the default corpus."),
-        click.option("--cell", type=click.Choice(CELL_NAMES), default=d.cell, show_default=True),
-        click.option("--units", type=int, default=d.units, show_default=True, help="Hidden size per layer."),
-        click.option("--layers", type=int, default=d.layers, show_default=True),
-        click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=True),
-        click.option("--dropout", type=float, default=d.dropout, show_default=True),
+        *recurrent_options(d, "Hidden size per layer."),
+        *embedding_options(d),
         click.option("--seq-len", type=int, default=d.seq_len, show_default=True, help="Characters per window."),
         *training_options(d, "text"),
         click.option("--stateful/--no-stateful", default=d.stateful, show_default=True,
@@ -162,12 +184,8 @@ def train_char_lm(resume, **options):
 
     options["data"] = list(options["data"])
     summary = char_lm.train(char_lm.CharLMConfig(**options), resume=resume, verbose=progress_verbosity())
-    click.echo(
-        f"trained {summary['steps']} steps: loss {summary['loss']:.4f}"
-        + (f", val loss {summary['val_loss']:.4f}, val bpc {summary['val_bpc']:.3f}, "
-           f"val perplexity {summary['val_perplexity']:.2f}" if "val_loss" in summary else "")
-        + f"; run directory {summary['run_dir']}"
-    )
+    report_training(summary, f", val bpc {summary['val_bpc']:.3f}, val perplexity {summary['val_perplexity']:.2f}"
+                    if "val_loss" in summary else "")
 
 
 def classify_options(f):
@@ -196,14 +214,11 @@ def classify_options(f):
                      help="--task: examples generated for training + validation."),
         click.option("--copy-length", type=int, default=d.copy_length, show_default=True,
                      help="--task copy: symbols to recall."),
-        click.option("--cell", type=click.Choice(CELL_NAMES), default=d.cell, show_default=True),
-        click.option("--units", type=int, default=d.units, show_default=True, help="Hidden size per layer and direction."),
-        click.option("--layers", type=int, default=d.layers, show_default=True),
+        *recurrent_options(d, "Hidden size per layer and direction."),
         click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=True),
         click.option("--pooling", type=click.Choice(POOLINGS), default=d.pooling, show_default=True,
                      help="Sequence to vector: last valid step, or mean / max / attention over valid steps."),
-        click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=True),
-        click.option("--dropout", type=float, default=d.dropout, show_default=True),
+        *embedding_options(d),
         click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=d.class_weight, show_default=True,
                      help="balanced: weight classes by N / (classes x count)."),
         *training_options(d, "examples"),
@@ -226,15 +241,12 @@ def train_classify(resume, **options):
 
     options["synthetic"] = options["synthetic"] or ""
     summary = classify.train(ClassifyConfig(**options), resume=resume, verbose=progress_verbosity())
-    line = f"trained {summary['steps']} steps: loss {summary['loss']:.4f}"
-    if "val_loss" in summary:
-        line += f", val loss {summary['val_loss']:.4f}"
     scores = summary["val_scores"]
     if scores and "mse" in scores:
-        line += f", val mse {scores['mse']:.4f} (baseline {scores['baseline_mse']:.4f})"
-    elif scores:
-        line += f", val accuracy {scores['accuracy']:.4f}, val macro-F1 {scores['macro_f1']:.4f}"
-    click.echo(line + f"; run directory {summary['run_dir']}")
+        report_training(summary, f", val mse {scores['mse']:.4f} (baseline {scores['baseline_mse']:.4f})")
+    else:
+        report_training(summary, f", val accuracy {scores['accuracy']:.4f}, val macro-F1 {scores['macro_f1']:.4f}"
+                        if scores else "")
 
 
 def seq2seq_options(f):
@@ -260,17 +272,13 @@ def seq2seq_options(f):
                      help="Most frequent tokens kept per side (the rest read as <unk>)."),
         click.option("--reverse-source/--no-reverse-source", default=d.reverse_source, show_default=True,
                      help="Feed each source reversed (Sutskever et al. 2014, Keras addition_rnn)."),
-        click.option("--cell", type=click.Choice(CELL_NAMES), default=d.cell, show_default=True),
-        click.option("--units", type=int, default=d.units, show_default=True,
-                     help="Hidden size per layer (encoder: per direction)."),
-        click.option("--layers", type=int, default=d.layers, show_default=True,
-                     help="Recurrent layers in the encoder and in the decoder."),
+        *recurrent_options(d, "Hidden size per layer (encoder: per direction).",
+                           "Recurrent layers in the encoder and in the decoder."),
         click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=True,
                      help="Bidirectional encoder."),
         click.option("--attention", type=click.Choice(ATTENTIONS), default=d.attention, show_default=True,
                      help="none: final-state bridge only; dot / general: Luong; additive: Bahdanau."),
-        click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=True),
-        click.option("--dropout", type=float, default=d.dropout, show_default=True),
+        *embedding_options(d),
         *training_options(d, "pairs"),
         click.option("--val-decode", type=int, default=d.val_decode, show_default=True,
                      help="Validation pairs decoded each epoch for val_exact_match (0: off)."),
@@ -293,14 +301,9 @@ def train_seq2seq(resume, **options):
 
     options["synthetic"] = options["synthetic"] or ""
     summary = seq2seq.train(Seq2SeqConfig(**options), resume=resume, verbose=progress_verbosity())
-    line = f"trained {summary['steps']} steps: loss {summary['loss']:.4f}"
-    if "val_loss" in summary:
-        line += f", val loss {summary['val_loss']:.4f}"
     scores = summary["val_scores"]
-    if scores:
-        line += (f", val exact match {scores['exact_match']:.4f}, val token error rate "
-                 f"{scores['token_error_rate']:.4f}")
-    click.echo(line + f"; run directory {summary['run_dir']}")
+    report_training(summary, f", val exact match {scores['exact_match']:.4f}, val token error rate "
+                    f"{scores['token_error_rate']:.4f}" if scores else "")
 
 
 CHAR_LM_GENERATE = ("prime", "length", "num_samples", "xla")
