@@ -26,6 +26,15 @@ ATTENTIONS = ("none", "dot", "general", "additive")
 DECODERS = ("greedy", "beam", "sample")
 
 
+def check_data_or_task(config, tasks, data_kind):
+    """Exactly one of --data FILE and --task NAME (stored as ``synthetic``), and a known task."""
+    if config.synthetic and config.synthetic not in tasks:
+        raise SeqkitError(f"unknown --task {config.synthetic!r}; choose one of {', '.join(tasks)}")
+    if bool(config.data) == bool(config.synthetic):
+        raise SeqkitError(f"pass either --data FILE ({data_kind}) or --task {'|'.join(tasks)} "
+                          "(a built-in synthetic task), " + ("not both" if config.data else "not neither"))
+
+
 def check_options(config, positive, non_negative, choices):
     """The checks every task's config shares: ``positive`` integers, ``non_negative``
     numbers, ``choices`` (name -> allowed values), and the training options
@@ -139,12 +148,7 @@ class ClassifyConfig:
             choices={"format": DATA_FORMATS[:5], "inputs": INPUT_KINDS, "tokens": TOKENIZERS, "pooling": POOLINGS,
                      "cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES, "class_weight": CLASS_WEIGHTS},
         )
-        if self.synthetic and self.synthetic not in SYNTHETIC_TASKS:
-            raise SeqkitError(f"unknown --task {self.synthetic!r}; choose one of {', '.join(SYNTHETIC_TASKS)}")
-        if bool(self.data) == bool(self.synthetic):
-            raise SeqkitError("pass either --data FILE (labelled examples) or --task "
-                              f"{'|'.join(SYNTHETIC_TASKS)} (a built-in synthetic task), "
-                              + ("not both" if self.data else "not neither"))
+        check_data_or_task(self, SYNTHETIC_TASKS, "labelled examples")
         if self.synthetic == "adding" and self.length < 2:
             raise SeqkitError(f"--length must be >= 2 for the adding problem; received {self.length}")
         if self.synthetic == "copy" and self.length <= self.copy_length:
@@ -199,12 +203,7 @@ class Seq2SeqConfig:
             choices={"source_tokens": SOURCE_TOKENIZERS, "target_tokens": TARGET_TOKENIZERS, "attention": ATTENTIONS,
                      "cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES},
         )
-        if self.synthetic and self.synthetic not in SEQ2SEQ_TASKS:
-            raise SeqkitError(f"unknown --task {self.synthetic!r}; choose one of {', '.join(SEQ2SEQ_TASKS)}")
-        if bool(self.data) == bool(self.synthetic):
-            raise SeqkitError("pass either --data FILE (SOURCE<TAB>TARGET lines) or --task "
-                              f"{'|'.join(SEQ2SEQ_TASKS)} (a built-in synthetic task), "
-                              + ("not both" if self.data else "not neither"))
+        check_data_or_task(self, SEQ2SEQ_TASKS, "SOURCE<TAB>TARGET lines")
         if self.attention == "dot" and self.bidirectional:
             raise SeqkitError("--attention dot needs encoder outputs as wide as the decoder's, but a "
                               "--bidirectional encoder's are twice as wide; use --attention general or additive")
