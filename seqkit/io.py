@@ -2,13 +2,17 @@
 
 Everything seqkit writes goes to a temporary name in the target's folder,
 is flushed to disk, then renamed over the target (``os.replace`` is atomic
-on POSIX and Windows).
+on POSIX and Windows). ``read_run_json`` reads back the JSON files of a run
+directory with one-line errors.
 """
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
+
+from seqkit.errors import SeqkitError
 
 
 def fsync_dir(path):
@@ -62,3 +66,16 @@ def write_text(target, text):
     """Atomically write ``text`` (UTF-8) to ``target``."""
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_run_json(path, what, build=lambda data: data):
+    """``build(data)`` of the JSON file ``path``, a run directory's ``what`` (e.g.
+    "vocabulary file"): missing or damaged (bad JSON, or ``build`` raising
+    ValueError, KeyError or TypeError), a one-line SeqkitError."""
+    path = Path(path)
+    try:
+        return build(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise SeqkitError(f"{what} {path} is missing; the run directory is damaged or incomplete") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise SeqkitError(f"{what} {path} is damaged ({e}); retrain or restore it") from e

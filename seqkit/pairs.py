@@ -39,7 +39,7 @@ import numpy as np
 from seqkit.config import SEQ2SEQ_TASKS as SYNTHETIC_TASKS
 from seqkit.config import TARGET_TOKENIZERS as TOKENIZERS
 from seqkit.errors import SeqkitError
-from seqkit.io import write_text
+from seqkit.io import read_run_json, write_text
 from seqkit.text import describe_chars
 
 PAD, UNK, START, END = 0, 1, 2, 3  # ids of the special symbols, the same in both vocabularies
@@ -132,16 +132,12 @@ class TokenVocabulary:
 
     @classmethod
     def load(cls, path):
-        path = Path(path)
-        if not path.exists():
-            raise SeqkitError(f"vocabulary file {path} is missing; the run directory is damaged or incomplete")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+        def build(data):
             if data["specials"] != list(SPECIALS):
                 raise ValueError(f"special symbols {data['specials']}")
             return cls(data["tokens"], data["kind"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise SeqkitError(f"vocabulary file {path} is damaged ({e}); retrain or restore it") from e
+
+        return read_run_json(path, "vocabulary file", build)
 
 
 # -- pairs files ------------------------------------------------------------------

@@ -5,7 +5,7 @@ import sysconfig
 from pathlib import Path
 
 from seqkit.errors import SeqkitError
-from seqkit.io import write_text
+from seqkit.io import read_run_json, write_text
 
 UNK = "\ufffd"  # the unknown symbol: U+FFFD REPLACEMENT CHARACTER, id 0
 
@@ -54,17 +54,13 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path):
-        path = Path(path)
-        if not path.exists():
-            raise SeqkitError(f"vocabulary file {path} is missing; the run directory is damaged or incomplete")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+        def build(data):
             vocab = cls(data["chars"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise SeqkitError(f"vocabulary file {path} is damaged ({e}); retrain or restore it") from e
-        if vocab.chars != data["chars"]:
-            raise SeqkitError(f"vocabulary file {path} is not in seqkit's order; retrain or restore it")
-        return vocab
+            if vocab.chars != data["chars"]:
+                raise SeqkitError(f"vocabulary file {path} is not in seqkit's order; retrain or restore it")
+            return vocab
+
+        return read_run_json(path, "vocabulary file", build)
 
 
 def read_text_file(path, errors="strict"):

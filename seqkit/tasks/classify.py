@@ -23,7 +23,6 @@ Padding never changes a prediction: the mask reaches every recurrent layer
 have no padding, so they train without a mask, on the layers' fused path.
 """
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -39,6 +38,7 @@ from seqkit.checkpoint import CheckpointManager, load_weights
 from seqkit.config import TASK_CLASSIFY as TASK
 from seqkit.config import ClassifyConfig
 from seqkit.errors import SeqkitError
+from seqkit.io import read_run_json
 from seqkit.layers import PaddingMask, SequencePooling, recurrent_layer
 from seqkit.plots import plot_confusion
 from seqkit.sequences import Examples, read_examples, steps_array
@@ -320,13 +320,7 @@ def train(config, resume=False, verbose="auto"):
 
 
 def read_labels(run_dir):
-    path = Path(run_dir) / runs.LABELS
-    try:
-        return list(json.loads(path.read_text(encoding="utf-8"))["labels"])
-    except FileNotFoundError:
-        raise SeqkitError(f"labels file {path} is missing; the run directory is damaged or incomplete") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise SeqkitError(f"labels file {path} is damaged ({e}); retrain or restore it") from e
+    return read_run_json(Path(run_dir) / runs.LABELS, "labels file", lambda data: list(data["labels"]))
 
 
 def run_paths(path):
