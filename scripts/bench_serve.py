@@ -67,6 +67,17 @@ def start_server(base, port, name, *options):
     return server
 
 
+def serve_run(tmp, run_dir, name, *options):
+    """Export RUN_DIR (None: a throwaway char-LM trained under TMP) as NAME into TMP/saved_models and
+    start `seqkit serve` on it (``start_server``): ``(port, server)``."""
+    from seqkit import export
+
+    base = Path(tmp) / "saved_models"
+    export.export(run_dir or make_run(tmp), name=name, out=base)
+    port = free_port()
+    return port, start_server(base, port, name, *options)
+
+
 def make_run(tmp):
     from seqkit.config import CharLMConfig
     from seqkit.tasks import char_lm
@@ -127,14 +138,8 @@ def main():
     parser.add_argument("--markdown", help="Write the table into this file as its '## Serving' section.")
     args = parser.parse_args()
 
-    from seqkit import export
-
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = args.run or make_run(tmp)
-        base = Path(tmp) / "saved_models"
-        export.export(run_dir, name="bench", out=base)
-        port = free_port()
-        server = start_server(base, port, "bench")
+        port, server = serve_run(tmp, args.run, "bench")
         try:
             rss_start = rss_mib(server.pid)
             rows = []

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import ROOT, free_port, make_run, rss_mib, start_server  # noqa: E402
+from bench_serve import ROOT, rss_mib, serve_run  # noqa: E402
 from benchdoc import write_section  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
@@ -94,14 +94,8 @@ def main():
     parser.add_argument("--markdown", help="Write the report into this file as its '## Serving soak test' section.")
     args = parser.parse_args()
 
-    from seqkit import export
-
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = args.run or make_run(tmp)
-        base = Path(tmp) / "saved_models"
-        export.export(run_dir, name="soak", out=base)
-        port = free_port()
-        server = start_server(base, port, "soak", "--max-body-bytes", str(MAX_BODY), "--max-length", str(MAX_LENGTH))
+        port, server = serve_run(tmp, args.run, "soak", "--max-body-bytes", str(MAX_BODY), "--max-length", str(MAX_LENGTH))
         try:
             warm = {}
             client(port, time.perf_counter() + 3, 0, warm, threading.Lock())  # traces, thread pool
