@@ -44,6 +44,8 @@ import sys
 import time
 from types import SimpleNamespace
 
+from benchdoc import choices_list, log, write_report
+
 CELLS = {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 HEADING = "## Performance: one run of scripts/bench.py"
@@ -81,15 +83,8 @@ def parse_args(argv=None):
         unknown = ", ".join(sorted(a.skip - set(SECTIONS)))
         p.error(f"unknown section in --skip: {unknown}; choose from {', '.join(SECTIONS)}")
     a.hidden = [int(h) for h in a.hidden.split(",") if h]
-    a.cells = [c for c in a.cells.split(",") if c]
-    for c in a.cells:
-        if c not in CELLS:
-            p.error(f"unknown cell {c!r}; choose from {', '.join(CELLS)}")
+    a.cells = choices_list(p, a.cells, CELLS, "cell")
     return a
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def keras_step(layer, args, tf, keras, np):
@@ -250,9 +245,9 @@ def paired(times, a, b, reps):
     return ratios, sum(r > 1 for r in ratios)
 
 
-def train_report(times, args, peak):
+def train_report(times, tps, args, peak):
+    """The training table and the per-H lines (paired comparison, matmul floor); ``tps``: tokens/s per variant."""
     tokens = args.batch * args.seq_len
-    tps = {k: tokens / statistics.median(v) for k, v in times.items()}
     rows = ["| variant | H | tokens/s (median) | IQR % | vs keras same cell | vs torch same cell | GFLOP/s | "
             "% of peak |", "|---|---|---|---|---|---|---|---|"]
     for (name, cell, H), speed in tps.items():
@@ -369,7 +364,7 @@ def main(argv=None):
         times = interleave(steps, args.rounds, args.steps_per_round)
         tokens = args.batch * args.seq_len
         tps = {k: tokens / statistics.median(v) for k, v in times.items()}
-        rows, lines = train_report(times, args, peak)
+        rows, lines = train_report(times, tps, args, peak)
         parts += ["### Training tokens/s", "GFLOP/s counts the recurrent layer's matmuls "
                   "(3 x 2 B T gates H (E + H)); % of peak against the matmul peak above.", rows, "\n".join(lines)]
     if "gen" not in args.skip:
@@ -392,8 +387,6 @@ def main(argv=None):
     text = "\n\n".join(parts) + "\n"
     print("\n" + text)
     if args.markdown:
-        from benchdoc import write_report
-
         write_report(args.markdown, HEADING, "bench.py", argv or sys.argv[1:], "", text)
 
 

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from benchdoc import write_section  # noqa: E402
+from benchdoc import choices_list, log, write_section  # noqa: E402
 
 HEADING = "## Adding problem: rnn vs irnn vs lstm vs gru"
 CELL_NAMES = {"rnn": "rnn (tanh)", "irnn": "irnn", "lstm": "lstm", "gru": "gru"}
@@ -53,15 +53,8 @@ def parse_args(argv=None):
         args.lengths, args.steps, args.size, args.units = "10,20", 20, 400, 8
     args.lengths = [int(t) for t in args.lengths.split(",") if t]
     args.lrs = [float(r) for r in args.lrs.split(",") if r]
-    args.cells = [c for c in args.cells.split(",") if c]
-    for c in args.cells:
-        if c not in CELL_NAMES:
-            p.error(f"unknown cell {c!r}; choose from {', '.join(CELL_NAMES)}")
+    args.cells = choices_list(p, args.cells, CELL_NAMES, "cell")
     return args
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def run_one(args, cell, length, lr, out):

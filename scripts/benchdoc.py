@@ -1,10 +1,24 @@
-"""docs/benchmarks.md sections, shared by the benchmark scripts."""
+"""What the benchmark scripts share: docs/benchmarks.md sections, progress lines, list options."""
 
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def log(msg):
+    """A progress line on stderr (stdout carries the report)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def choices_list(parser, text, allowed, what):
+    """The comma list ``text`` as a list, each item one of ``allowed``; else ``parser.error``."""
+    items = [x for x in text.split(",") if x]
+    for x in items:
+        if x not in allowed:
+            parser.error(f"unknown {what} {x!r}; choose from {', '.join(allowed)}")
+    return items
 
 
 def write_report(path, heading, script, argv, details, text):
