@@ -218,11 +218,13 @@ def test_registry_names_equal_the_config_choices():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_fused_fast_path_equals_the_readable_step(variant, go_backwards, rng):
+@pytest.mark.parametrize("training", [False, True])
+def test_fused_fast_path_equals_the_readable_step(variant, go_backwards, training, rng):
     """Oracle: the readable cell under autodiff (fused=False). The fused path's
     hand-written BPTT must give the same outputs, final states and gradients
     w.r.t. inputs, initial states and weights. (In float64 it also equals the
-    NumPy reference to 1e-8: test_reference.py.)"""
+    NumPy reference to 1e-8: test_reference.py.) With training=True the loops
+    run as the compiled kernels where they can be built (test_kernels.py)."""
     name, cell_args = CELL_VARIANTS[variant]
     options = dict(return_sequences=True, return_state=True, go_backwards=go_backwards)
     fast = getattr(seqkit.layers, name)(H, **cell_args, **options)
@@ -239,7 +241,7 @@ def test_fused_fast_path_equals_the_readable_step(variant, go_backwards, rng):
     for layer in (fast, readable):
         with tf.GradientTape() as tape:
             tape.watch([x, *states])
-            outs = layer(x, initial_state=states)
+            outs = layer(x, initial_state=states, training=training)
             loss = sum(tf.reduce_sum(o * np.cos(np.arange(o.shape[-1]))) for o in outs)
         results.append((outs, tape.gradient(loss, [x, *states, *layer.trainable_weights])))
     (out_a, grad_a), (out_b, grad_b) = results

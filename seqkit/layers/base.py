@@ -192,10 +192,11 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         """The recurrent part of one step; ``xw_t = x_t W + b``, ``(B, gates * units)``."""
         raise NotImplementedError
 
-    def fused_recurrence(self, xw, states):
+    def fused_recurrence(self, xw, states, kernel=False):
         """The whole recurrence over time-major ``xw`` ``(T, B, gates * units)``
         with a hand-written backward (``seqkit.layers.fused``): ``(hs, states)``,
-        or None when this cell's configuration has no fused form."""
+        or None when this cell's configuration has no fused form. ``kernel``:
+        run its loops as the compiled ops when they are available (training)."""
         return None
 
     # -- the Keras cell contract -------------------------------------------
@@ -329,7 +330,11 @@ class RecurrentLayer(keras.layers.RNN):
         if mask is not None:
             mask = ops.transpose(mask, (1, 0))  # (T, B)
         elif self.fused and recurrent_mask is None and not self.unroll:
-            result = cell.fused_recurrence(xw[::-1] if self.go_backwards else xw, list(initial_state))
+            # Training steps run the loops as compiled ops when seqkit.kernels has
+            # them; inference (and so export) keeps TensorFlow's own ops.
+            result = cell.fused_recurrence(
+                xw[::-1] if self.go_backwards else xw, list(initial_state), kernel=training is True
+            )
             if result is not None:
                 hs, states = result  # hs: (T, B, H), in the order processed (as Keras)
                 return hs[-1], ops.transpose(hs, (1, 0, 2)), states

@@ -22,6 +22,15 @@ TensorFlow ``while`` loop, which on a CPU costs as much as the matmuls at
 these sizes (what remains, about ten small kernels per step, is measured in
 docs/benchmarks.md). XLA compiles once per input shape.
 
+For training, the time loops themselves can also run as compiled TensorFlow
+ops (``seqkit/kernels/recurrence.cc``, built once per machine when a C++
+compiler is present): the same equations, the same saved derivatives, one
+pass over each batch row per step for the gate math and a register-blocked
+matmul over ``U`` packed once per call. The layers ask for them with
+``kernel=True`` when training; inference, and so every exported SavedModel,
+traces the XLA loops, which hold only TensorFlow's own ops. Tests check the
+two paths equal (tests/test_kernels.py).
+
 All sequences are time-major: ``xw`` is ``(T, B, G*H)``; the outputs are
 ``hs`` ``(T, B, H)`` and the final states. Tests check every function against
 the readable cell (forward <= 1e-5, gradients <= 1e-4) and, in float64,
@@ -32,6 +41,8 @@ pre-activation, ``σ' = s (1 - s)``, ``tanh' = 1 - y^2``.
 """
 
 import tensorflow as tf
+
+from seqkit import kernels
 
 
 def _scan(body, xw, states, units, saved_widths=()):
@@ -96,14 +107,28 @@ def _previous(seq, first):
 
 
 def _constants(*tensors):
-    """Inputs of a compiled forward pass, cut from the tape: the custom
-    gradient differentiates it, so TensorFlow must not try to (it cannot
-    take the TensorArrays of an XLA loop across the XLA/TF boundary)."""
+    """Inputs of a forward pass, cut from the tape: the custom gradient
+    differentiates it, so TensorFlow must not try to (it cannot take the
+    TensorArrays of an XLA loop across the XLA/TF boundary, and the compiled
+    kernels have no gradient of their own)."""
     return [tf.stop_gradient(t) for t in tensors]
 
 
 def _flat(x):
     return tf.reshape(x, [-1, tf.shape(x)[-1]])
+
+
+def _recurrent_grad(h_prev, dA):
+    """``Σ_t h_{t-1}^T δa_t``: the recurrent weight gradient as one matmul over all T * B rows."""
+    return tf.matmul(_flat(h_prev), _flat(dA), transpose_a=True)
+
+
+def _kernel_ops(kernel, *tensors):
+    """The compiled kernels' ops when ``kernel`` is asked for and they apply
+    (float32, no GPU: the ops are CPU kernels), else None."""
+    if not kernel or any(t.dtype != tf.float32 for t in tensors) or tf.config.list_logical_devices("GPU"):
+        return None
+    return kernels.load()
 
 
 # -- SimpleRNN ------------------------------------------------------------------
@@ -141,19 +166,28 @@ def simple_rnn_backward(d_hs, d_hT, hs, U, h0, activation):
         return tf.matmul(da, UT), (da,)  # δh_{t-1} = δa_t U^T
 
     dh0, (dA,) = _backward_scan(step, d_hs, d_hT, [U.shape[0]])
-    dU = tf.matmul(_flat(_previous(hs, h0)), _flat(dA), transpose_a=True)  # Σ_t h_{t-1}^T δa_t
-    return dA, dU, dh0
+    return dA, _recurrent_grad(_previous(hs, h0), dA), dh0
 
 
-def simple_rnn(xw, recurrent_kernel, h0, activation):
-    """``h_t = φ(xw_t + h_{t-1} U)`` for ``activation`` in tanh, relu, linear: ``(hs, h_T)``."""
+def simple_rnn(xw, recurrent_kernel, h0, activation, kernel=False):
+    """``h_t = φ(xw_t + h_{t-1} U)`` for ``activation`` in tanh, relu, linear: ``(hs, h_T)``.
+
+    ``kernel``: run the loops as the compiled ops when they are available.
+    """
+    ops = _kernel_ops(kernel, xw, recurrent_kernel, h0)
 
     @tf.custom_gradient
     def recurrence(xw, U, h0):
-        hs, h_T = simple_rnn_forward(*_constants(xw, U, h0), activation)
+        if ops:
+            hs, h_T = ops.seqkit_simple_rnn_forward(*_constants(xw, U, h0), activation=activation)
+        else:
+            hs, h_T = simple_rnn_forward(*_constants(xw, U, h0), activation)
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
+            if ops:
+                dA, dh0 = ops.seqkit_simple_rnn_backward(d_hs, d_hT, hs, U, activation=activation)
+                return dA, _recurrent_grad(_previous(hs, h0), dA), dh0
             return simple_rnn_backward(d_hs, d_hT, hs, U, h0, activation)
 
         return (hs, h_T), grad
@@ -204,19 +238,28 @@ def lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0):
         return (tf.matmul(dz, UT), dc * f[t]), (dz,)  # δh_{t-1} = δa_t U^T, δc_{t-1} = δc_t ⊙ f_t
 
     (dh0, dc0), (dZ,) = _backward_scan(step, d_hs, (d_hT, d_cT), [4 * units])
-    dU = tf.matmul(_flat(_previous(hs, h0)), _flat(dZ), transpose_a=True)
-    return dZ, dU, dh0, dc0
+    return dZ, _recurrent_grad(_previous(hs, h0), dZ), dh0, dc0
 
 
-def lstm(xw, recurrent_kernel, h0, c0):
-    """The LSTM of lstm.py (sigmoid gates, tanh), gate blocks i, f, c, o: ``(hs, h_T, c_T)``."""
+def lstm(xw, recurrent_kernel, h0, c0, kernel=False):
+    """The LSTM of lstm.py (sigmoid gates, tanh), gate blocks i, f, c, o: ``(hs, h_T, c_T)``.
+
+    ``kernel``: run the loops as the compiled ops when they are available.
+    """
+    ops = _kernel_ops(kernel, xw, recurrent_kernel, h0, c0)
 
     @tf.custom_gradient
     def recurrence(xw, U, h0, c0):
-        hs, h_T, c_T, saved = lstm_forward(*_constants(xw, U, h0, c0))
+        if ops:
+            hs, h_T, c_T, saved = ops.seqkit_lstm_forward(*_constants(xw, U, h0, c0))  # saved: (6, T, B, H)
+        else:
+            hs, h_T, c_T, saved = lstm_forward(*_constants(xw, U, h0, c0))
 
         def grad(d_hs, d_hT, d_cT):
             d_hs, d_hT, d_cT = _zeros_for_none((d_hs, d_hT, d_cT), (hs, h_T, c_T))
+            if ops:
+                dZ, dh0, dc0 = ops.seqkit_lstm_backward(d_hs, d_hT, d_cT, saved, U)
+                return dZ, _recurrent_grad(_previous(hs, h0), dZ), dh0, dc0
             return lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0)
 
         return (hs, h_T, c_T), grad
@@ -265,22 +308,29 @@ def gru_reset_after_backward(d_hs, d_hT, hs, saved, U, h0):
         return dh_prev, (dxw, dhu)
 
     dh0, (dXW, dHU) = _backward_scan(step, d_hs, d_hT, [3 * units, 3 * units])  # (T, B, 3H) each
-    dU = tf.matmul(_flat(_previous(hs, h0)), _flat(dHU), transpose_a=True)
-    return dXW, dU, tf.reduce_sum(dHU, axis=[0, 1]), dh0
+    return dXW, _recurrent_grad(_previous(hs, h0), dHU), tf.reduce_sum(dHU, axis=[0, 1]), dh0
 
 
-def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0):
+def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0, kernel=False):
     """The GRU with ``reset_after=True``: ``ĥ = tanh(xw_h + r ⊙ (h U_h + b^h_h))``: ``(hs, h_T)``.
 
     ``recurrent_bias`` is ``b^h`` ``(3H,)`` (zeros when the cell has no bias).
+    ``kernel``: run the loops as the compiled ops when they are available.
     """
+    ops = _kernel_ops(kernel, xw, recurrent_kernel, recurrent_bias, h0)
 
     @tf.custom_gradient
     def recurrence(xw, U, b, h0):
-        hs, h_T, saved = gru_reset_after_forward(*_constants(xw, U, b, h0))
+        if ops:
+            hs, h_T, saved = ops.seqkit_gru_reset_after_forward(*_constants(xw, U, b, h0))  # saved: (5, T, B, H)
+        else:
+            hs, h_T, saved = gru_reset_after_forward(*_constants(xw, U, b, h0))
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
+            if ops:
+                dXW, dHU, dh0 = ops.seqkit_gru_reset_after_backward(d_hs, d_hT, saved, U)
+                return dXW, _recurrent_grad(_previous(hs, h0), dHU), tf.reduce_sum(dHU, axis=[0, 1]), dh0
             return gru_reset_after_backward(d_hs, d_hT, hs, saved, U, h0)
 
         return (hs, h_T), grad
@@ -326,21 +376,37 @@ def gru_reset_before_backward(d_hs, d_hT, hs, saved, U, h0):
         return dh_prev, (tf.concat([da_zr, da_h], axis=-1),)
 
     dh0, (dZ,) = _backward_scan(step, d_hs, d_hT, [3 * units])
+    return dZ, _gru_reset_before_dU(hs, h0, r, dZ), dh0
+
+
+def _gru_reset_before_dU(hs, h0, r, dZ):
+    """``[U_z U_r]`` from ``h_{t-1}``, ``U_h`` from ``r_t ⊙ h_{t-1}``: two matmuls over all steps."""
+    units = hs.shape[-1]
     h_prev = _previous(hs, h0)
-    dU_zr = tf.matmul(_flat(h_prev), _flat(dZ[..., : 2 * units]), transpose_a=True)
-    dU_h = tf.matmul(_flat(r * h_prev), _flat(dZ[..., 2 * units :]), transpose_a=True)
-    return dZ, tf.concat([dU_zr, dU_h], axis=-1), dh0
+    dU_zr = _recurrent_grad(h_prev, dZ[..., : 2 * units])
+    dU_h = _recurrent_grad(r * h_prev, dZ[..., 2 * units :])
+    return tf.concat([dU_zr, dU_h], axis=-1)
 
 
-def gru_reset_before(xw, recurrent_kernel, h0):
-    """The GRU with ``reset_after=False``: ``ĥ = tanh(xw_h + (r ⊙ h_{t-1}) U_h)``: ``(hs, h_T)``."""
+def gru_reset_before(xw, recurrent_kernel, h0, kernel=False):
+    """The GRU with ``reset_after=False``: ``ĥ = tanh(xw_h + (r ⊙ h_{t-1}) U_h)``: ``(hs, h_T)``.
+
+    ``kernel``: run the loops as the compiled ops when they are available.
+    """
+    ops = _kernel_ops(kernel, xw, recurrent_kernel, h0)
 
     @tf.custom_gradient
     def recurrence(xw, U, h0):
-        hs, h_T, saved = gru_reset_before_forward(*_constants(xw, U, h0))
+        if ops:
+            hs, h_T, saved = ops.seqkit_gru_reset_before_forward(*_constants(xw, U, h0))  # saved: (5, T, B, H)
+        else:
+            hs, h_T, saved = gru_reset_before_forward(*_constants(xw, U, h0))
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
+            if ops:
+                dZ, dh0 = ops.seqkit_gru_reset_before_backward(d_hs, d_hT, saved, U)
+                return dZ, _gru_reset_before_dU(hs, h0, saved[4], dZ), dh0
             return gru_reset_before_backward(d_hs, d_hT, hs, saved, U, h0)
 
         return (hs, h_T), grad

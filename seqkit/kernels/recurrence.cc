@@ -1,0 +1,677 @@
+// The time loops of seqkit's fused recurrences as TensorFlow CPU ops.
+//
+// Each op runs the loop of one function of seqkit/layers/fused.py with the same
+// equations, the same saved derivatives and the same outputs: per step, the
+// recurrent matmul (a register-blocked kernel over U packed once per call, see
+// "matmul" below), then one pass over each batch row for the gate math. What a
+// step of the XLA loop spends in ten or so small kernels is one pass here.
+//
+// seqkit/kernels/__init__.py compiles this file once per machine and falls back
+// to the XLA loops when it cannot; tests/test_kernels.py checks every op against
+// the XLA loop and, through the layers, against the readable cells.
+//
+// Layout: time-major and row-major. xw (T, B, G*H) is x W + b for all steps,
+// U (H, G*H), states (B, H). Notation as in fused.py: δ is the loss gradient,
+// a a gate's pre-activation, σ'(a) = s (1 - s), tanh'(a) = 1 - y².
+
+#define EIGEN_USE_THREADS
+
+#include <algorithm>
+#include <string>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "unsupported/Eigen/CXX11/Tensor"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace seqkit {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+using Device = Eigen::ThreadPoolDevice;
+using Index = Eigen::Index;
+using Row = Eigen::Map<Eigen::ArrayXf>;
+using ConstRow = Eigen::Map<const Eigen::ArrayXf>;
+
+// ---------------------------------------------------------------------------- matmul
+// The recurrent matmul multiplies by the same right-hand side at every step: U
+// in the forward loop, U^T in the backward one. It is packed once per call into
+// column panels NR wide, each a contiguous (K, NR) block, and each step computes
+// (MR, NR) tiles of the output over the whole K with the accumulators in
+// registers: a BLAS kernel without the per-call packing of U, which at B = 64
+// costs as much as the product. Each tile is summed in a fixed order by one
+// thread, so results do not depend on the thread count.
+
+#if defined(__AVX512F__)
+constexpr Index MR = 8, NR = 32;  // 16 accumulators of 16 floats
+#else
+constexpr Index MR = 4, NR = 16;  // left to the compiler's vectoriser
+#endif
+
+// Right-hand side op(U) (K, N) packed by pack(); op(U) is the block of columns
+// [offset, offset + N) of u (rows of `ld` floats), or the transpose of the
+// block [offset, offset + K).
+struct Packed {
+  Tensor data;
+  Index K = 0, N = 0;
+};
+
+tensorflow::Status pack(OpKernelContext* ctx, const Tensor& U, Index offset, Index width, bool transpose,
+                        Packed* out) {
+  const Index rows = U.dim_size(0), ld = U.dim_size(1);
+  out->K = transpose ? width : rows;
+  out->N = transpose ? rows : width;
+  const Index K = out->K, N = out->N, panels = (N + NR - 1) / NR;
+  TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({panels * K * NR}), &out->data));
+  const float* u = U.flat<float>().data();
+  float* p = out->data.flat<float>().data();
+  for (Index panel = 0; panel < panels; ++panel)
+    for (Index k = 0; k < K; ++k)
+      for (Index j = 0; j < NR; ++j) {
+        const Index n = panel * NR + j;
+        *p++ = n >= N ? 0.0f : transpose ? u[n * ld + offset + k] : u[k * ld + offset + n];
+      }
+  return tensorflow::OkStatus();
+}
+
+// c[r][0, cols) (+)= Σ_k a[r][k] panel[k][·] for r < rows <= MR, cols <= NR.
+inline void tile(const float* a, Index lda, const float* panel, Index K, float* c, Index ldc, Index rows,
+                 Index cols, bool accumulate) {
+  alignas(64) float acc[MR][NR] = {};
+#if defined(__AVX512F__)
+  if (rows == MR) {
+    __m512 v[MR][2];
+    for (Index r = 0; r < MR; ++r) v[r][0] = v[r][1] = _mm512_setzero_ps();
+    for (Index k = 0; k < K; ++k) {
+      const __m512 p0 = _mm512_loadu_ps(panel + k * NR), p1 = _mm512_loadu_ps(panel + k * NR + 16);
+      for (Index r = 0; r < MR; ++r) {
+        const __m512 x = _mm512_set1_ps(a[r * lda + k]);
+        v[r][0] = _mm512_fmadd_ps(x, p0, v[r][0]);
+        v[r][1] = _mm512_fmadd_ps(x, p1, v[r][1]);
+      }
+    }
+    for (Index r = 0; r < MR; ++r) {
+      _mm512_store_ps(acc[r], v[r][0]);
+      _mm512_store_ps(acc[r] + 16, v[r][1]);
+    }
+  } else
+#endif
+  {
+    for (Index k = 0; k < K; ++k)
+      for (Index r = 0; r < rows; ++r) {
+        const float x = a[r * lda + k];
+        for (Index j = 0; j < NR; ++j) acc[r][j] += x * panel[k * NR + j];
+      }
+  }
+  for (Index r = 0; r < rows; ++r) {
+    float* out = c + r * ldc;
+    if (accumulate)
+      for (Index j = 0; j < cols; ++j) out[j] += acc[r][j];
+    else
+      std::copy_n(acc[r], cols, out);
+  }
+}
+
+// c (B, N) (+)= a (B, K) @ op(U); rows of a are lda floats apart, rows of c ldc.
+// Column panels are split across the thread pool.
+void matmul(const Device& d, const float* a, Index lda, const Packed& u, float* c, Index ldc, Index B,
+            bool accumulate = false) {
+  const Index K = u.K, N = u.N, panels = (N + NR - 1) / NR;
+  const float* packed = u.data.flat<float>().data();
+  const Eigen::TensorOpCost cost(4.0 * K * (NR + B), 4.0 * B * NR, 2.0 * B * K * NR);
+  d.parallelFor(panels, cost, [&](Index begin, Index end) {
+    for (Index p = begin; p < end; ++p) {
+      const Index cols = std::min(NR, N - p * NR);
+      for (Index r = 0; r < B; r += MR)
+        tile(a + r * lda, lda, packed + p * K * NR, K, c + r * ldc + p * NR, ldc, std::min(MR, B - r), cols,
+             accumulate);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------- gate math
+
+// Runs fn(b) for every batch row b, split across the thread pool.
+template <typename Fn>
+void for_rows(const Device& d, Index B, Index H, Fn fn) {
+  const Eigen::TensorOpCost cost(40.0 * H, 40.0 * H, 80.0 * H);
+  d.parallelFor(B, cost, [&](Index begin, Index end) {
+    for (Index b = begin; b < end; ++b) fn(b);
+  });
+}
+
+// σ(a) = (1 + tanh(a / 2)) / 2, in place (as fused.py: Eigen's tanh is vectorised).
+inline void sigmoid(float* a, Index n) {
+  Row x(a, n);
+  x = 0.5f + 0.5f * (0.5f * x).tanh();
+}
+
+inline void tanh(float* a, Index n) {
+  Row x(a, n);
+  x = x.tanh();
+}
+
+// Input i of the op as a float pointer.
+inline const float* in(OpKernelContext* ctx, int i) { return ctx->input(i).flat<float>().data(); }
+
+// Output i, allocated; on failure the op's status is set (callers check it).
+inline float* out(OpKernelContext* ctx, int i, const TensorShape& shape) {
+  Tensor* t = nullptr;
+  const tensorflow::Status status = ctx->allocate_output(i, shape, &t);
+  if (!status.ok()) ctx->SetStatus(status);
+  return status.ok() ? t->flat<float>().data() : nullptr;
+}
+
+inline float* temp(OpKernelContext* ctx, const TensorShape& shape, Tensor* t) {
+  const tensorflow::Status status = ctx->allocate_temp(tensorflow::DT_FLOAT, shape, t);
+  if (!status.ok()) ctx->SetStatus(status);
+  return status.ok() ? t->flat<float>().data() : nullptr;
+}
+
+// false (and the op's status set to InvalidArgument(message...)) unless ok.
+template <typename... Args>
+bool require(OpKernelContext* ctx, bool ok, Args... message) {
+  if (!ok) ctx->SetStatus(tensorflow::errors::InvalidArgument(message...));
+  return ok;
+}
+
+// Checks xw (T, B, G*H), U (H, G*H) and the (B, H) inputs listed; sets T, B, H.
+bool check_shapes(OpKernelContext* ctx, int gates, int xw_input, int u_input, std::initializer_list<int> states,
+                  Index* T, Index* B, Index* H) {
+  const Tensor &xw = ctx->input(xw_input), &U = ctx->input(u_input);
+  if (!require(ctx, U.dims() == 2 && U.dim_size(0) > 0 && U.dim_size(1) == gates * U.dim_size(0),
+               "U must be (units, ", gates, " * units), got ", U.shape().DebugString()))
+    return false;
+  *H = U.dim_size(0);
+  if (!require(ctx, xw.dims() == 3 && xw.dim_size(2) % *H == 0, "sequence must be (T, B, k * units), got ",
+               xw.shape().DebugString()))
+    return false;
+  *T = xw.dim_size(0);
+  *B = xw.dim_size(1);
+  for (int i : states) {
+    const Tensor& s = ctx->input(i);
+    if (!require(ctx, s.dims() == 2 && s.dim_size(0) == *B && s.dim_size(1) == *H, "state must be (", *B, ", ",
+                 *H, "), got ", s.shape().DebugString()))
+      return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------- SimpleRNN
+// h_t = φ(xw_t + h_{t-1} U), φ in tanh, relu, linear.
+
+enum class Activation { kTanh, kRelu, kLinear };
+
+Activation parse_activation(OpKernelConstruction* ctx) {
+  std::string name;
+  const tensorflow::Status status = ctx->GetAttr("activation", &name);
+  if (!status.ok()) ctx->CtxFailure(status);
+  if (name == "relu") return Activation::kRelu;
+  if (name == "linear") return Activation::kLinear;
+  return Activation::kTanh;
+}
+
+class SimpleRnnForward : public OpKernel {
+ public:
+  explicit SimpleRnnForward(OpKernelConstruction* ctx) : OpKernel(ctx), activation_(parse_activation(ctx)) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    Index T, B, H;
+    if (!check_shapes(ctx, 1, 0, 1, {2}, &T, &B, &H)) return;
+    Packed U;
+    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(1), 0, H, false, &U));
+    const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
+    float* hs = out(ctx, 0, TensorShape({T, B, H}));
+    float* h_T = out(ctx, 1, TensorShape({B, H}));
+    if (!ctx->status().ok()) return;
+    const Device& d = ctx->eigen_device<Device>();
+    for (Index t = 0; t < T; ++t) {
+      float* h = hs + t * B * H;
+      matmul(d, t == 0 ? h0 : h - B * H, H, U, h, H, B);  // h_{t-1} U
+      for_rows(d, B, H, [&](Index b) {
+        Row a(h + b * H, H);
+        a += ConstRow(xw + (t * B + b) * H, H);  // a_t = x_t W + b + h_{t-1} U
+        if (activation_ == Activation::kTanh) a = a.tanh();  // h_t = φ(a_t)
+        if (activation_ == Activation::kRelu) a = a.max(0.0f);
+      });
+    }
+    std::copy_n(T == 0 ? h0 : hs + (T - 1) * B * H, B * H, h_T);
+  }
+
+ private:
+  Activation activation_;
+};
+
+class SimpleRnnBackward : public OpKernel {
+ public:
+  explicit SimpleRnnBackward(OpKernelConstruction* ctx) : OpKernel(ctx), activation_(parse_activation(ctx)) {}
+
+  void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, hs, U
+    Index T, B, H;
+    if (!check_shapes(ctx, 1, 0, 3, {1}, &T, &B, &H)) return;
+    Packed UT;
+    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(3), 0, H, true, &UT));
+    const float *d_hs = in(ctx, 0), *hs = in(ctx, 2);
+    float* dA = out(ctx, 0, TensorShape({T, B, H}));
+    float* dh = out(ctx, 1, TensorShape({B, H}));  // δh flowing into step t from t+1; δh_0 at the end
+    if (!ctx->status().ok()) return;
+    std::copy_n(in(ctx, 1), B * H, dh);
+    const Device& d = ctx->eigen_device<Device>();
+    for (Index t = T - 1; t >= 0; --t) {
+      float* da = dA + t * B * H;
+      for_rows(d, B, H, [&](Index b) {
+        const Index at = (t * B + b) * H;
+        Row g(da + b * H, H);
+        g = ConstRow(d_hs + at, H) + ConstRow(dh + b * H, H);  // δh_t: from the output and from step t+1
+        const ConstRow y(hs + at, H);
+        if (activation_ == Activation::kTanh) g *= 1.0f - y * y;  // δa_t = δh_t ⊙ φ'(a_t)
+        if (activation_ == Activation::kRelu) g = (y > 0.0f).select(g, 0.0f);
+      });
+      matmul(d, da, H, UT, dh, H, B);  // δh_{t-1} = δa_t U^T
+    }
+  }
+
+ private:
+  Activation activation_;
+};
+
+// ---------------------------------------------------------------------------- LSTM
+// Gate blocks i, f, c, o. saved (6, T, B, H): per step g σ'(i), c_{t-1} σ'(f),
+// i tanh'(g), tanh(c) σ'(o), o tanh'(c) and f (fused.lstm_forward's six arrays).
+
+class LstmForward : public OpKernel {
+ public:
+  explicit LstmForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {  // xw, U, h0, c0
+    Index T, B, H;
+    if (!check_shapes(ctx, 4, 0, 1, {2, 3}, &T, &B, &H)) return;
+    Packed U;
+    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(1), 0, 4 * H, false, &U));
+    Tensor z_buffer;
+    const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
+    float* hs = out(ctx, 0, TensorShape({T, B, H}));
+    float* h_T = out(ctx, 1, TensorShape({B, H}));
+    float* c = out(ctx, 2, TensorShape({B, H}));  // c_t, updated in place; c_T at the end
+    float* s = out(ctx, 3, TensorShape({6, T, B, H}));
+    float* z = temp(ctx, TensorShape({B, 4 * H}), &z_buffer);
+    if (!ctx->status().ok()) return;
+    std::copy_n(in(ctx, 3), B * H, c);
+    const Index plane = T * B * H;
+    const Device& d = ctx->eigen_device<Device>();
+    for (Index t = 0; t < T; ++t) {
+      matmul(d, t == 0 ? h0 : hs + (t - 1) * B * H, H, U, z, 4 * H, B);  // h_{t-1} U
+      for_rows(d, B, H, [&](Index b) {
+        float* a = z + b * 4 * H;
+        Row(a, 4 * H) += ConstRow(xw + (t * B + b) * 4 * H, 4 * H);  // a_t = x_t W + b + h_{t-1} U
+        sigmoid(a, 2 * H);                                           // i_t, f_t = σ(a_i), σ(a_f)
+        tanh(a + 2 * H, H);                                          // g_t = tanh(a_c)
+        sigmoid(a + 3 * H, H);                                       // o_t = σ(a_o)
+        const ConstRow i(a, H), f(a + H, H), g(a + 2 * H, H), o(a + 3 * H, H);
+        const Index at = (t * B + b) * H;
+        Row c_t(c + b * H, H), tanh_c(s + 5 * plane + at, H);  // f's slot holds tanh(c_t) for a moment
+        Row(s + plane + at, H) = c_t * f * (1.0f - f);        // c_{t-1} σ'(f), before c is overwritten
+        c_t = f * c_t + i * g;                                 // c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+        tanh_c = c_t.tanh();
+        Row(hs + at, H) = o * tanh_c;  // h_t = o_t ⊙ tanh(c_t)
+        Row(s + at, H) = g * i * (1.0f - i);
+        Row(s + 2 * plane + at, H) = i * (1.0f - g * g);
+        Row(s + 3 * plane + at, H) = tanh_c * o * (1.0f - o);
+        Row(s + 4 * plane + at, H) = o * (1.0f - tanh_c * tanh_c);
+        tanh_c = f;
+      });
+    }
+    std::copy_n(T == 0 ? h0 : hs + (T - 1) * B * H, B * H, h_T);
+  }
+};
+
+class LstmBackward : public OpKernel {
+ public:
+  explicit LstmBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, d_cT, saved, U
+    Index T, B, H;
+    if (!check_shapes(ctx, 4, 0, 4, {1, 2}, &T, &B, &H)) return;
+    OP_REQUIRES(ctx, ctx->input(3).NumElements() == 6 * T * B * H,
+                tensorflow::errors::InvalidArgument("saved must be (6, T, B, units)"));
+    Packed UT;
+    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(4), 0, 4 * H, true, &UT));
+    const float *d_hs = in(ctx, 0), *s = in(ctx, 3);
+    float* dZ = out(ctx, 0, TensorShape({T, B, 4 * H}));
+    float* dh = out(ctx, 1, TensorShape({B, H}));  // δh flowing into step t from t+1; δh_0 at the end
+    float* dc = out(ctx, 2, TensorShape({B, H}));  // likewise δc
+    if (!ctx->status().ok()) return;
+    std::copy_n(in(ctx, 1), B * H, dh);
+    std::copy_n(in(ctx, 2), B * H, dc);
+    const Index plane = T * B * H;
+    const Device& d = ctx->eigen_device<Device>();
+    for (Index t = T - 1; t >= 0; --t) {
+      for_rows(d, B, H, [&](Index b) {
+        const Index at = (t * B + b) * H;
+        Row dh_t(dh + b * H, H), dc_t(dc + b * H, H);
+        dh_t += ConstRow(d_hs + at, H);                  // δh_t: from the output and from step t+1
+        dc_t += dh_t * ConstRow(s + 4 * plane + at, H);  // δc_t = δc_{t+1} ⊙ f_{t+1} + δh_t ⊙ o_t tanh'(c_t)
+        float* dz = dZ + (t * B + b) * 4 * H;            // δa_t of the four gates
+        Row(dz, H) = dc_t * ConstRow(s + at, H);
+        Row(dz + H, H) = dc_t * ConstRow(s + plane + at, H);
+        Row(dz + 2 * H, H) = dc_t * ConstRow(s + 2 * plane + at, H);
+        Row(dz + 3 * H, H) = dh_t * ConstRow(s + 3 * plane + at, H);
+        dc_t *= ConstRow(s + 5 * plane + at, H);  // δc_{t-1} = δc_t ⊙ f_t
+      });
+      matmul(d, dZ + t * B * 4 * H, 4 * H, UT, dh, H, B);  // δh_{t-1} = δa_t U^T
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------- GRU, reset_after
+// ĥ = tanh(xw_h + r ⊙ (h U_h + b^h_h)). saved (5, T, B, H): ∂h/∂a_z, ∂h/∂a_r,
+// ∂h/∂a_ĥ, that times r, and z (fused.gru_reset_after_forward's five arrays).
+
+class GruResetAfterForward : public OpKernel {
+ public:
+  explicit GruResetAfterForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {  // xw, U, b, h0
+    Index T, B, H;
+    if (!check_shapes(ctx, 3, 0, 1, {3}, &T, &B, &H)) return;
+    OP_REQUIRES(ctx, ctx->input(2).NumElements() == 3 * H,
+                tensorflow::errors::InvalidArgument("recurrent bias must be (3 * units,)"));
+    Packed U;
+    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(1), 0, 3 * H, false, &U));
+    Tensor hu_buffer;
+    const float *xw = in(ctx, 0), *bias = in(ctx, 2), *h0 = in(ctx, 3);
+    float* hs = out(ctx, 0, TensorShape({T, B, H}));
+    float* h_T = out(ctx, 1, TensorShape({B, H}));
+    float* s = out(ctx, 2, TensorShape({5, T, B, H}));
+    float* hu = temp(ctx, TensorShape({B, 3 * H}), &hu_buffer);
+    if (!ctx->status().ok()) return;
+    const Index plane = T * B * H;
+    const Device& d = ctx->eigen_device<Device>();
+    for (Index t = 0; t < T; ++t) {
+      const float* h_prev = t == 0 ? h0 : hs + (t - 1) * B * H;
+      matmul(d, h_prev, H, U, hu, 3 * H, B);  // h_{t-1} U
+      for_rows(d, B, H, [&](Index b) {
+        float* a = hu + b * 3 * H;
+        const float* x = xw + (t * B + b) * 3 * H;
+        Row(a, 3 * H) += ConstRow(bias, 3 * H);                        // h_{t-1} U + b^h
+        Row(a, 2 * H) += ConstRow(x, 2 * H);                           // a_z, a_r
+        sigmoid(a, 2 * H);                                             // z_t, r_t
+        const ConstRow z(a, H), r(a + H, H), hu_h(a + 2 * H, H), h_tm1(h_prev + b * H, H);
+        const Index at = (t * B + b) * H;
+        Row n(s + 2 * plane + at, H);  // ĥ_t, in the slot of ∂h/∂a_ĥ until that is known
+        n = (ConstRow(x + 2 * H, H) + r * hu_h).tanh();  // ĥ_t = tanh(xw_h + r_t ⊙ (h_{t-1} U_h + b^h_h))
+        Row(hs + at, H) = z * h_tm1 + (1.0f - z) * n;    // h_t = z_t ⊙ h_{t-1} + (1 - z_t) ⊙ ĥ_t
+        Row(s + at, H) = (h_tm1 - n) * z * (1.0f - z);
+        n = (1.0f - z) * (1.0f - n * n);
+        Row(s + plane + at, H) = n * hu_h * r * (1.0f - r);
+        Row(s + 3 * plane + at, H) = n * r;
+        Row(s + 4 * plane + at, H) = z;
+      });
+    }
+    std::copy_n(T == 0 ? h0 : hs + (T - 1) * B * H, B * H, h_T);
+  }
+};
+
+class GruResetAfterBackward : public OpKernel {
+ public:
+  explicit GruResetAfterBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, saved, U
+    Index T, B, H;
+    if (!check_shapes(ctx, 3, 0, 3, {1}, &T, &B, &H)) return;
+    OP_REQUIRES(ctx, ctx->input(2).NumElements() == 5 * T * B * H,
+                tensorflow::errors::InvalidArgument("saved must be (5, T, B, units)"));
+    Packed UT;
+    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(3), 0, 3 * H, true, &UT));
+    const float *d_hs = in(ctx, 0), *s = in(ctx, 2);
+    float* dXW = out(ctx, 0, TensorShape({T, B, 3 * H}));
+    float* dHU = out(ctx, 1, TensorShape({T, B, 3 * H}));
+    float* dh = out(ctx, 2, TensorShape({B, H}));  // δh flowing into step t from t+1; δh_0 at the end
+    if (!ctx->status().ok()) return;
+    std::copy_n(in(ctx, 1), B * H, dh);
+    const Index plane = T * B * H;
+    const Device& d = ctx->eigen_device<Device>();
+    for (Index t = T - 1; t >= 0; --t) {
+      for_rows(d, B, H, [&](Index b) {
+        const Index at = (t * B + b) * H;
+        Row dh_t(dh + b * H, H);
+        dh_t += ConstRow(d_hs + at, H);  // δh_t
+        float *dxw = dXW + (t * B + b) * 3 * H, *dhu = dHU + (t * B + b) * 3 * H;
+        Row(dxw, H) = dh_t * ConstRow(s + at, H);  // δa_z
+        Row(dxw + H, H) = dh_t * ConstRow(s + plane + at, H);  // δa_r
+        Row(dxw + 2 * H, H) = dh_t * ConstRow(s + 2 * plane + at, H);  // δa_ĥ
+        std::copy_n(dxw, 2 * H, dhu);
+        Row(dhu + 2 * H, H) = dh_t * ConstRow(s + 3 * plane + at, H);  // δ(h U_h + b^h_h)
+        dh_t *= ConstRow(s + 4 * plane + at, H);  // δh_t ⊙ z_t, the direct path to h_{t-1}
+      });
+      matmul(d, dHU + t * B * 3 * H, 3 * H, UT, dh, H, B, true);  // δh_{t-1} = δh_t ⊙ z_t + δ(hU) U^T
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------- GRU, reset_before
+// ĥ = tanh(xw_h + (r ⊙ h_{t-1}) U_h): two matmuls a step. saved (5, T, B, H):
+// ∂h/∂a_z, ∂h/∂a_ĥ, h_{t-1} σ'(r), z and r (fused.gru_reset_before_forward's).
+
+class GruResetBeforeForward : public OpKernel {
+ public:
+  explicit GruResetBeforeForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {  // xw, U, h0
+    Index T, B, H;
+    if (!check_shapes(ctx, 3, 0, 1, {2}, &T, &B, &H)) return;
+    Packed U_zr, U_h;
+    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(1), 0, 2 * H, false, &U_zr));
+    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(1), 2 * H, H, false, &U_h));
+    Tensor zr_buffer, rh_buffer;
+    const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
+    float* hs = out(ctx, 0, TensorShape({T, B, H}));
+    float* h_T = out(ctx, 1, TensorShape({B, H}));
+    float* s = out(ctx, 2, TensorShape({5, T, B, H}));
+    float* zr = temp(ctx, TensorShape({B, 2 * H}), &zr_buffer);
+    float* rh = temp(ctx, TensorShape({B, H}), &rh_buffer);
+    if (!ctx->status().ok()) return;
+    const Index plane = T * B * H;
+    const Device& d = ctx->eigen_device<Device>();
+    for (Index t = 0; t < T; ++t) {
+      const float* h_prev = t == 0 ? h0 : hs + (t - 1) * B * H;
+      float* h = hs + t * B * H;
+      matmul(d, h_prev, H, U_zr, zr, 2 * H, B);  // h_{t-1} [U_z U_r]
+      for_rows(d, B, H, [&](Index b) {
+        float* a = zr + b * 2 * H;
+        Row(a, 2 * H) += ConstRow(xw + (t * B + b) * 3 * H, 2 * H);
+        sigmoid(a, 2 * H);  // z_t, r_t
+        Row(rh + b * H, H) = ConstRow(a + H, H) * ConstRow(h_prev + b * H, H);  // r_t ⊙ h_{t-1}
+      });
+      matmul(d, rh, H, U_h, h, H, B);  // (r_t ⊙ h_{t-1}) U_h, into h_t's row for now
+      for_rows(d, B, H, [&](Index b) {
+        const Index at = (t * B + b) * H;
+        const ConstRow z(zr + b * 2 * H, H), r(zr + b * 2 * H + H, H), h_tm1(h_prev + b * H, H);
+        Row h_t(h + b * H, H);
+        Row n(s + plane + at, H);  // ĥ_t, in the slot of ∂h/∂a_ĥ until that is known
+        n = (ConstRow(xw + (t * B + b) * 3 * H + 2 * H, H) + h_t).tanh();  // ĥ_t
+        h_t = z * h_tm1 + (1.0f - z) * n;  // h_t = z_t ⊙ h_{t-1} + (1 - z_t) ⊙ ĥ_t
+        Row(s + at, H) = (h_tm1 - n) * z * (1.0f - z);
+        n = (1.0f - z) * (1.0f - n * n);
+        Row(s + 2 * plane + at, H) = h_tm1 * r * (1.0f - r);
+        Row(s + 3 * plane + at, H) = z;
+        Row(s + 4 * plane + at, H) = r;
+      });
+    }
+    std::copy_n(T == 0 ? h0 : hs + (T - 1) * B * H, B * H, h_T);
+  }
+};
+
+class GruResetBeforeBackward : public OpKernel {
+ public:
+  explicit GruResetBeforeBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, saved, U
+    Index T, B, H;
+    if (!check_shapes(ctx, 3, 0, 3, {1}, &T, &B, &H)) return;
+    OP_REQUIRES(ctx, ctx->input(2).NumElements() == 5 * T * B * H,
+                tensorflow::errors::InvalidArgument("saved must be (5, T, B, units)"));
+    Packed U_zr_T, U_h_T;
+    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(3), 0, 2 * H, true, &U_zr_T));
+    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(3), 2 * H, H, true, &U_h_T));
+    Tensor d_rh_buffer;
+    const float *d_hs = in(ctx, 0), *s = in(ctx, 2);
+    float* dZ = out(ctx, 0, TensorShape({T, B, 3 * H}));
+    float* dh = out(ctx, 1, TensorShape({B, H}));  // δh flowing into step t from t+1; δh_0 at the end
+    float* d_rh = temp(ctx, TensorShape({B, H}), &d_rh_buffer);
+    if (!ctx->status().ok()) return;
+    std::copy_n(in(ctx, 1), B * H, dh);
+    const Index plane = T * B * H;
+    const Device& d = ctx->eigen_device<Device>();
+    for (Index t = T - 1; t >= 0; --t) {
+      float* dz = dZ + t * B * 3 * H;
+      for_rows(d, B, H, [&](Index b) {
+        const Index at = (t * B + b) * H;
+        Row dh_t(dh + b * H, H);
+        dh_t += ConstRow(d_hs + at, H);                                     // δh_t
+        Row(dz + b * 3 * H, H) = dh_t * ConstRow(s + at, H);                // δa_z
+        Row(dz + b * 3 * H + 2 * H, H) = dh_t * ConstRow(s + plane + at, H);  // δa_ĥ
+      });
+      matmul(d, dz + 2 * H, 3 * H, U_h_T, d_rh, H, B);  // δ(r ⊙ h_{t-1}) = δa_ĥ U_h^T
+      for_rows(d, B, H, [&](Index b) {
+        const Index at = (t * B + b) * H;
+        const ConstRow d_rh_b(d_rh + b * H, H);
+        Row(dz + b * 3 * H + H, H) = d_rh_b * ConstRow(s + 2 * plane + at, H);  // δa_r
+        Row dh_t(dh + b * H, H);
+        dh_t = dh_t * ConstRow(s + 3 * plane + at, H) + d_rh_b * ConstRow(s + 4 * plane + at, H);
+      });
+      matmul(d, dz, 3 * H, U_zr_T, dh, H, B, true);  // δh_{t-1} = δh_t ⊙ z + δ(rh) ⊙ r + [δa_z δa_r] U_zr^T
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------- registration
+
+// Output i has the shape of input j.
+#define SAME(i, j) c->set_output(i, c->input(j))
+
+// (T,) + the shape of input `state`, optionally with `planes` in front.
+tensorflow::Status sequence_shape(InferenceContext* c, int sequence, int state, int planes, ShapeHandle* out) {
+  TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(c->Dim(c->input(sequence), 0)), c->input(state), out));
+  if (planes) TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(planes), *out, out));
+  return tensorflow::OkStatus();
+}
+
+REGISTER_OP("SeqkitSimpleRnnForward")
+    .Input("xw: float").Input("u: float").Input("h0: float")
+    .Output("hs: float").Output("h_last: float")
+    .Attr("activation: {'tanh', 'relu', 'linear'}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle hs;
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 0, &hs));
+      c->set_output(0, hs);
+      SAME(1, 2);
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_OP("SeqkitSimpleRnnBackward")
+    .Input("d_hs: float").Input("d_h_last: float").Input("hs: float").Input("u: float")
+    .Output("d_xw: float").Output("d_h0: float")
+    .Attr("activation: {'tanh', 'relu', 'linear'}")
+    .SetShapeFn([](InferenceContext* c) {
+      SAME(0, 0);
+      SAME(1, 1);
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_OP("SeqkitLstmForward")
+    .Input("xw: float").Input("u: float").Input("h0: float").Input("c0: float")
+    .Output("hs: float").Output("h_last: float").Output("c_last: float").Output("saved: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle hs, saved;
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 0, &hs));
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 6, &saved));
+      c->set_output(0, hs);
+      SAME(1, 2);
+      SAME(2, 3);
+      c->set_output(3, saved);
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_OP("SeqkitLstmBackward")
+    .Input("d_hs: float").Input("d_h_last: float").Input("d_c_last: float").Input("saved: float")
+    .Input("u: float")
+    .Output("d_xw: float").Output("d_h0: float").Output("d_c0: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle d_xw;
+      TF_RETURN_IF_ERROR(c->ReplaceDim(c->input(0), 2, c->Dim(c->input(4), 1), &d_xw));
+      c->set_output(0, d_xw);
+      SAME(1, 1);
+      SAME(2, 2);
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_OP("SeqkitGruResetAfterForward")
+    .Input("xw: float").Input("u: float").Input("b: float").Input("h0: float")
+    .Output("hs: float").Output("h_last: float").Output("saved: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle hs, saved;
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 3, 0, &hs));
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 3, 5, &saved));
+      c->set_output(0, hs);
+      SAME(1, 3);
+      c->set_output(2, saved);
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_OP("SeqkitGruResetAfterBackward")
+    .Input("d_hs: float").Input("d_h_last: float").Input("saved: float").Input("u: float")
+    .Output("d_xw: float").Output("d_hu: float").Output("d_h0: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle d_xw;
+      TF_RETURN_IF_ERROR(c->ReplaceDim(c->input(0), 2, c->Dim(c->input(3), 1), &d_xw));
+      c->set_output(0, d_xw);
+      c->set_output(1, d_xw);
+      SAME(2, 1);
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_OP("SeqkitGruResetBeforeForward")
+    .Input("xw: float").Input("u: float").Input("h0: float")
+    .Output("hs: float").Output("h_last: float").Output("saved: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle hs, saved;
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 0, &hs));
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 5, &saved));
+      c->set_output(0, hs);
+      SAME(1, 2);
+      c->set_output(2, saved);
+      return tensorflow::OkStatus();
+    });
+
+REGISTER_OP("SeqkitGruResetBeforeBackward")
+    .Input("d_hs: float").Input("d_h_last: float").Input("saved: float").Input("u: float")
+    .Output("d_xw: float").Output("d_h0: float")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle d_xw;
+      TF_RETURN_IF_ERROR(c->ReplaceDim(c->input(0), 2, c->Dim(c->input(3), 1), &d_xw));
+      c->set_output(0, d_xw);
+      SAME(1, 1);
+      return tensorflow::OkStatus();
+    });
+
+#define CPU_KERNEL(name, cls) REGISTER_KERNEL_BUILDER(Name(name).Device(tensorflow::DEVICE_CPU), cls)
+CPU_KERNEL("SeqkitSimpleRnnForward", SimpleRnnForward);
+CPU_KERNEL("SeqkitSimpleRnnBackward", SimpleRnnBackward);
+CPU_KERNEL("SeqkitLstmForward", LstmForward);
+CPU_KERNEL("SeqkitLstmBackward", LstmBackward);
+CPU_KERNEL("SeqkitGruResetAfterForward", GruResetAfterForward);
+CPU_KERNEL("SeqkitGruResetAfterBackward", GruResetAfterBackward);
+CPU_KERNEL("SeqkitGruResetBeforeForward", GruResetBeforeForward);
+CPU_KERNEL("SeqkitGruResetBeforeBackward", GruResetBeforeBackward);
+
+}  // namespace seqkit

@@ -1,0 +1,170 @@
+"""The compiled recurrence kernels (seqkit/kernels/recurrence.cc).
+
+Oracle: the XLA loops of seqkit.layers.fused, themselves tested against the
+readable cells (test_layers.py, which also runs the layers with training=True,
+i.e. through these kernels) and the NumPy reference (test_reference.py).
+Every op must give the same outputs, final states and gradients, at sizes that
+do and do not fill the matmul kernel's register tiles (8 rows x 32 columns).
+"""
+
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import seqkit.layers
+from seqkit import kernels
+from seqkit.layers import fused
+
+
+@pytest.fixture(scope="module")
+def ops():
+    if kernels.compiler() is None:
+        pytest.skip("no C++ compiler on this machine: the kernels cannot be built and the XLA loops run")
+    ops = kernels.load()
+    assert ops is not None, "a C++ compiler is present but the kernels did not build (see the seqkit log)"
+    return ops
+
+
+FUNCTIONS = {  # name -> (fused function taking (*inputs, kernel), gates)
+    "rnn-tanh": (lambda *a, kernel: fused.simple_rnn(*a, "tanh", kernel), 1),
+    "rnn-relu": (lambda *a, kernel: fused.simple_rnn(*a, "relu", kernel), 1),
+    "rnn-linear": (lambda *a, kernel: fused.simple_rnn(*a, "linear", kernel), 1),
+    "lstm": (lambda *a, kernel: fused.lstm(*a, kernel), 4),
+    "gru-reset-after": (lambda *a, kernel: fused.gru_reset_after(*a, kernel), 3),
+    "gru-reset-before": (lambda *a, kernel: fused.gru_reset_before(*a, kernel), 3),
+}
+
+
+def _inputs(name, T, B, H, seed=0):
+    g = tf.random.Generator.from_seed(seed)
+    gates = FUNCTIONS[name][1]
+    args = [g.normal((T, B, gates * H)), g.normal((H, gates * H)) * H**-0.5, g.normal((B, H))]
+    if name == "lstm":
+        args.append(g.normal((B, H)))  # c0
+    if name == "gru-reset-after":
+        args.insert(2, g.normal((3 * H,)))  # the recurrent bias b^h
+    return args
+
+
+def _run(name, args, kernel):
+    """Outputs, and the gradients of a loss weighting every output element differently."""
+    with tf.GradientTape() as tape:
+        tape.watch(args)
+        outs = FUNCTIONS[name][0](*args, kernel=kernel)
+        loss = sum(tf.reduce_sum(o * tf.sin(tf.reshape(tf.range(tf.size(o), dtype=o.dtype), o.shape))) for o in outs)
+    return [o.numpy() for o in outs], [g.numpy() for g in tape.gradient(loss, args)]
+
+
+def _op_types(fn, *args):
+    return {op.type for op in tf.function(fn).get_concrete_function(*args).graph.get_operations()}
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+@pytest.mark.parametrize("shape", [(7, 5, 13), (1, 3, 32), (12, 16, 40)], ids=lambda s: "TxBxH=%dx%dx%d" % s)
+def test_kernel_equals_the_xla_loop(ops, name, shape):
+    args = _inputs(name, *shape)
+    (out_k, grad_k), (out_x, grad_x) = _run(name, args, True), _run(name, args, False)
+    for a, b in zip(out_k, out_x):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(grad_k, grad_x):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_a_long_sequence_stays_equal(ops):
+    """T = 200 at H = 64: errors do not grow along the recurrence."""
+    args = _inputs("lstm", 200, 8, 64, seed=3)
+    (out_k, grad_k), (out_x, grad_x) = _run("lstm", args, True), _run("lstm", args, False)
+    for a, b in zip(out_k, out_x):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(grad_k, grad_x):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_the_kernel_is_the_path_taken_when_asked(ops):
+    """kernel=True puts the ops in the graph (forward and, under a tape, backward);
+    kernel=False and float64 keep the XLA loops."""
+    args = _inputs("lstm", 3, 2, 4)
+
+    def with_gradient(kernel):
+        def fn(*args):
+            with tf.GradientTape() as tape:
+                tape.watch(args)
+                loss = tf.reduce_sum(fused.lstm(*args, kernel=kernel)[0])
+            return tape.gradient(loss, args)
+
+        return fn
+
+    assert {"SeqkitLstmForward", "SeqkitLstmBackward"} <= _op_types(with_gradient(True), *args)
+    assert not any(t.startswith("Seqkit") for t in _op_types(with_gradient(False), *args))
+    args64 = [tf.cast(a, tf.float64) for a in args]
+    assert not any(t.startswith("Seqkit") for t in _op_types(with_gradient(True), *args64))
+
+
+@pytest.mark.parametrize("name", ["SimpleRNN", "LSTM", "GRU"])
+def test_training_uses_the_kernel_and_inference_does_not(ops, name):
+    """A training call traces the kernels; an inference call (what export
+    traces) holds only TensorFlow's own ops, so SavedModels serve anywhere."""
+    layer = getattr(seqkit.layers, name)(8, return_sequences=True)
+    x = tf.random.normal((4, 6, 3))
+    layer(x)
+    train = _op_types(lambda x: layer(x, training=True), x)
+    infer = _op_types(lambda x: layer(x, training=False), x)
+    assert any(t.startswith("Seqkit") for t in train)
+    assert not any(t.startswith("Seqkit") for t in infer)
+
+
+def test_results_do_not_depend_on_the_run(ops):
+    """Each output tile is summed in a fixed order by one thread: repeated
+    calls are bitwise equal (what --seed reproducibility rests on)."""
+    args = _inputs("gru-reset-after", 20, 64, 96, seed=5)
+    first, again = _run("gru-reset-after", args, True), _run("gru-reset-after", args, True)
+    for a, b in zip(first[0] + first[1], again[0] + again[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_shapes_are_an_error_not_a_crash(ops):
+    g = tf.random.Generator.from_seed(0)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"U must be \(units, 4 \* units\)"):
+        ops.seqkit_lstm_forward(g.normal((3, 2, 16)), g.normal((4, 12)), g.normal((2, 4)), g.normal((2, 4)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"state must be \(2, 4\)"):
+        ops.seqkit_lstm_forward(g.normal((3, 2, 16)), g.normal((4, 16)), g.normal((3, 4)), g.normal((2, 4)))
+
+
+def test_an_empty_sequence_returns_the_initial_state(ops):
+    xw, U, h0, c0 = _inputs("lstm", 0, 2, 4)
+    hs, h_T, c_T, saved = ops.seqkit_lstm_forward(xw, U, h0, c0)
+    assert hs.shape == (0, 2, 4) and saved.shape == (6, 0, 2, 4)
+    np.testing.assert_array_equal(h_T, h0)
+    np.testing.assert_array_equal(c_T, c0)
+
+
+# -- building ---------------------------------------------------------------------
+
+
+def test_kernels_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("SEQKIT_KERNELS", "0")
+    assert kernels.load.__wrapped__() is None
+
+
+def test_a_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path, caplog):
+    """A compiler that fails leaves the XLA loops (and no half-written library)."""
+    monkeypatch.setenv("SEQKIT_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")
+    with caplog.at_level(logging.WARNING, logger="seqkit"):
+        assert kernels.load.__wrapped__() is None
+    assert [r.message for r in caplog.records if "kernels unavailable" in r.message]
+    assert not list(tmp_path.rglob("*.so"))
+
+
+def test_a_build_is_cached(ops, monkeypatch, tmp_path):
+    """The second build is the first one's library: same path, not rewritten."""
+    import tensorflow as tf
+
+    monkeypatch.setenv("SEQKIT_KERNEL_CACHE", str(tmp_path))
+    first = kernels._build(tf, kernels.compiler())
+    stamp = first.stat().st_mtime_ns
+    assert kernels._build(tf, kernels.compiler()) == first
+    assert first.stat().st_mtime_ns == stamp
+    assert [p.name for p in first.parent.iterdir()] == ["recurrence.so"]  # no temporaries left
