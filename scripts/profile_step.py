@@ -6,8 +6,12 @@ Times, interleaved in rounds (medians, ms):
   step          the whole train step: Embedding -> seqkit.layers.LSTM(H) -> Dense(V), Adam
   rest          the same model with Dense(H) in place of the LSTM: embedding, output
                 layer, loss, Adam and Keras' step (what the recurrent layer does not cost)
-  forward loop  seqkit.layers.fused.lstm_forward alone (XLA: T steps of h @ U and the gates)
-  backward loop seqkit.layers.fused.lstm_backward alone (XLA: T steps of dz @ U^T, then dU)
+  forward loop  the loop a training step runs: the compiled kernel's forward op
+                (seqkit/kernels) when it is built, else fused.lstm_forward (XLA):
+                T steps of h @ U and the gates
+  backward loop likewise its backward op, then dU (one matmul); or fused.lstm_backward
+  forward, XLA  fused.lstm_forward alone (the XLA loop; what inference runs)
+  backward, XLA fused.lstm_backward alone (the XLA loop, then dU)
   dots, XLA     T dependent (B, H) @ (H, 4H) matmuls in an XLA while loop, nothing else
   dots, TF      the same in a TensorFlow while loop (oneDNN matmul)
 
@@ -43,6 +47,7 @@ def parts(H, tf, keras, np):
     import seqkit.layers
     from bench import keras_step
     from bench import parse_args as bench_args
+    from seqkit import kernels
     from seqkit.layers import fused
 
     args = bench_args(["--batch", "64", "--seq-len", "100"])
@@ -57,11 +62,27 @@ def parts(H, tf, keras, np):
 
     dots = loop(lambda h: tf.matmul(h, U)[:, :H])
     dots_xla, dots_tf = tf.function(dots, jit_compile=True), tf.function(dots)
+    xla_forward = lambda: fused.lstm_forward(xw, U, h0, c0)[0].numpy()  # noqa: E731
+    xla_backward = lambda: fused.lstm_backward(d_hs, h_T * 0, c_T * 0, hs, saved, U, h0)[1].numpy()  # noqa: E731
+    ops = kernels.load()
+    if ops:
+        hs_k, _, _, saved_k = ops.seqkit_lstm_forward(xw, U, h0, c0)
+
+        @tf.function
+        def kernel_backward():
+            dZ = ops.seqkit_lstm_backward(d_hs, h_T * 0, c_T * 0, saved_k, U)[0]
+            return fused._recurrent_grad(fused._previous(hs_k, h0), dZ)
+
+        forward, backward = lambda: ops.seqkit_lstm_forward(xw, U, h0, c0)[0].numpy(), lambda: kernel_backward().numpy()
+    else:
+        forward, backward = xla_forward, xla_backward
     return {
         "step": keras_step(seqkit.layers.LSTM(H, return_sequences=True), args, tf, keras, np),
         "rest": keras_step(keras.layers.Dense(H), args, tf, keras, np),
-        "forward loop": lambda: fused.lstm_forward(xw, U, h0, c0)[0].numpy(),
-        "backward loop": lambda: fused.lstm_backward(d_hs, h_T * 0, c_T * 0, hs, saved, U, h0)[1].numpy(),
+        "forward loop": forward,
+        "backward loop": backward,
+        "forward, XLA": xla_forward,
+        "backward, XLA": xla_backward,
         "dots, XLA": lambda: dots_xla(h0).numpy(),
         "dots, TF": lambda: dots_tf(h0).numpy(),
     }

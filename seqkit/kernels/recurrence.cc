@@ -17,14 +17,18 @@
 #define EIGEN_USE_THREADS
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
+#include <memory>
 #include <string>
+#include <thread>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "unsupported/Eigen/CXX11/Tensor"
 
-#if defined(__AVX512F__)
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
@@ -42,110 +46,245 @@ using Index = Eigen::Index;
 using Row = Eigen::Map<Eigen::ArrayXf>;
 using ConstRow = Eigen::Map<const Eigen::ArrayXf>;
 
+// ---------------------------------------------------------------------------- threads
+// A recurrence is T short steps, each one or two parallel phases (a matmul,
+// the gate math) that must finish before the next starts. Eigen's parallelFor
+// would hand each phase to the pool and wake its threads: tens of µs a phase,
+// as much as the work of a step at H = 256. A Team schedules its helpers on the
+// pool once per op call; they then spin between phases and claim tasks from a
+// shared counter, as the calling thread does. A helper that the pool starts
+// late (its threads busy elsewhere) only joins late: the calling thread claims
+// whatever is left, so progress never waits on a helper, and a helper that
+// starts after the op is done just returns. Tasks are independent and each is
+// computed the same way whichever thread runs it.
+
+inline void relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+class Team {
+ public:
+  explicit Team(const Device& d) : state_(std::make_shared<State>()) {
+    for (int i = 1; i < d.numThreads(); ++i) {
+      std::shared_ptr<State> state = state_;
+      d.enqueueNoNotification([state] { help(*state); });
+    }
+  }
+
+  ~Team() { state_->closed.store(true, std::memory_order_release); }
+
+  // Runs fn(i) for i in [0, n) across the team; returns when all are done.
+  void parallel(Index n, const std::function<void(Index)>& fn) {
+    State& s = *state_;
+    if (n <= 0) return;
+    s.fn = &fn;
+    s.tasks.store(n, std::memory_order_relaxed);
+    s.done.store(0, std::memory_order_relaxed);
+    ++phase_;
+    s.ticket.store(static_cast<uint64_t>(phase_) << 32, std::memory_order_release);
+    s.phase.store(phase_, std::memory_order_release);
+    work(s, phase_);
+    for (int spins = 0; s.done.load(std::memory_order_acquire) < n;)  // a helper finishes its last task
+      if (++spins < (1 << 16)) relax(); else std::this_thread::yield();
+  }
+
+ private:
+  struct State {
+    std::atomic<uint64_t> ticket{0};  // (phase << 32) | next task
+    std::atomic<uint32_t> phase{0};
+    std::atomic<Index> tasks{0}, done{0};
+    std::atomic<bool> closed{false};
+    const std::function<void(Index)>* fn = nullptr;  // set before the phase is published
+  };
+
+  // Claims and runs tasks of phase `phase` until none are left (or a newer phase is out).
+  static void work(State& s, uint32_t phase) {
+    for (;;) {
+      uint64_t ticket = s.ticket.load(std::memory_order_acquire);
+      if (ticket >> 32 != phase || static_cast<Index>(ticket & 0xffffffffu) >= s.tasks.load(std::memory_order_relaxed))
+        return;
+      if (s.ticket.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel)) {
+        (*s.fn)(static_cast<Index>(ticket & 0xffffffffu));
+        s.done.fetch_add(1, std::memory_order_release);
+      }
+    }
+  }
+
+  static void help(State& s) {
+    uint32_t seen = 0;
+    for (int idle = 0; !s.closed.load(std::memory_order_acquire);) {
+      const uint32_t phase = s.phase.load(std::memory_order_acquire);
+      if (phase != seen) {
+        work(s, phase);
+        seen = phase;
+        idle = 0;
+      } else if (++idle < (1 << 16)) {
+        relax();
+      } else {
+        std::this_thread::yield();  // the caller is between phases for long: let others run
+      }
+    }
+  }
+
+  std::shared_ptr<State> state_;
+  uint32_t phase_ = 0;
+};
+
 // ---------------------------------------------------------------------------- matmul
 // The recurrent matmul multiplies by the same right-hand side at every step: U
 // in the forward loop, U^T in the backward one. It is packed once per call into
-// column panels NR wide, each a contiguous (K, NR) block, and each step computes
-// (MR, NR) tiles of the output over the whole K with the accumulators in
-// registers: a BLAS kernel without the per-call packing of U, which at B = 64
-// costs as much as the product. Each tile is summed in a fixed order by one
-// thread, so results do not depend on the thread count.
+// column panels of NR = 16 NV columns, each a contiguous (K, NR) block, and each
+// step computes (R, NR) tiles of the output over the whole K with the
+// accumulators in registers: a BLAS kernel without the per-call packing of U,
+// which at B = 64 costs as much as the product. Each finished tile row goes to
+// an epilogue, which is where the ops put their gate math: one pass over the
+// data, one parallel region per step. Each tile is summed in a fixed order by
+// one thread, so results do not depend on the thread count.
 
-#if defined(__AVX512F__)
-constexpr Index MR = 8, NR = 32;  // 16 accumulators of 16 floats
-#else
-constexpr Index MR = 4, NR = 16;  // left to the compiler's vectoriser
-#endif
+// Rows per tile: 8 x NV accumulators in registers (of 32), for NV <= 3.
+constexpr Index rows_per_tile(int NV) { return 8; }
 
-// Right-hand side op(U) (K, N) packed by pack(); op(U) is the block of columns
-// [offset, offset + N) of u (rows of `ld` floats), or the transpose of the
-// block [offset, offset + K).
+// Right-hand side (K, panels * NR) in panel order: data[p][k][j].
 struct Packed {
   Tensor data;
-  Index K = 0, N = 0;
+  Index K = 0, panels = 0, NR = 0;
 };
 
-tensorflow::Status pack(OpKernelContext* ctx, const Tensor& U, Index offset, Index width, bool transpose,
-                        Packed* out) {
-  const Index rows = U.dim_size(0), ld = U.dim_size(1);
-  out->K = transpose ? width : rows;
-  out->N = transpose ? rows : width;
-  const Index K = out->K, N = out->N, panels = (N + NR - 1) / NR;
+// Packs value(k, n) for packed column n = p * NR + j (value 0 pads).
+template <typename Value>
+tensorflow::Status pack(OpKernelContext* ctx, Index K, Index panels, Index NR, Value value, Packed* out) {
+  out->K = K;
+  out->panels = panels;
+  out->NR = NR;
   TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({panels * K * NR}), &out->data));
-  const float* u = U.flat<float>().data();
   float* p = out->data.flat<float>().data();
   for (Index panel = 0; panel < panels; ++panel)
     for (Index k = 0; k < K; ++k)
-      for (Index j = 0; j < NR; ++j) {
-        const Index n = panel * NR + j;
-        *p++ = n >= N ? 0.0f : transpose ? u[n * ld + offset + k] : u[k * ld + offset + n];
-      }
+      for (Index j = 0; j < NR; ++j) *p++ = value(k, panel * NR + j);
   return tensorflow::OkStatus();
 }
 
-// c[r][0, cols) (+)= Σ_k a[r][k] panel[k][·] for r < rows <= MR, cols <= NR.
-inline void tile(const float* a, Index lda, const float* panel, Index K, float* c, Index ldc, Index rows,
-                 Index cols, bool accumulate) {
-  alignas(64) float acc[MR][NR] = {};
+// The columns [offset, offset + N) of U (rows of ld floats) as a (K = rows, N)
+// right-hand side, or the transpose of its columns [offset, offset + K), plain
+// order, NR = 16 NV.
+tensorflow::Status pack_block(OpKernelContext* ctx, const Tensor& U, Index offset, Index width, bool transpose,
+                              int NV, Packed* out) {
+  const Index rows = U.dim_size(0), ld = U.dim_size(1), NR = 16 * NV;
+  const Index K = transpose ? width : rows, N = transpose ? rows : width;
+  const float* u = U.flat<float>().data();
+  return pack(ctx, K, (N + NR - 1) / NR, NR, [&](Index k, Index n) {
+    return n >= N ? 0.0f : transpose ? u[n * ld + offset + k] : u[k * ld + offset + n];
+  }, out);
+}
+
+// acc (R, NR) = a (R, K; rows lda apart) @ panel (K, NR).
+template <int R, int NV>
+inline void tile_kernel(const float* a, Index lda, const float* panel, Index K, float* acc) {
+  constexpr Index NR = 16 * NV;
 #if defined(__AVX512F__)
-  if (rows == MR) {
-    __m512 v[MR][2];
-    for (Index r = 0; r < MR; ++r) v[r][0] = v[r][1] = _mm512_setzero_ps();
-    for (Index k = 0; k < K; ++k) {
-      const __m512 p0 = _mm512_loadu_ps(panel + k * NR), p1 = _mm512_loadu_ps(panel + k * NR + 16);
-      for (Index r = 0; r < MR; ++r) {
-        const __m512 x = _mm512_set1_ps(a[r * lda + k]);
-        v[r][0] = _mm512_fmadd_ps(x, p0, v[r][0]);
-        v[r][1] = _mm512_fmadd_ps(x, p1, v[r][1]);
-      }
+  __m512 v[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < NV; ++q) v[r][q] = _mm512_setzero_ps();
+  for (Index k = 0; k < K; ++k) {
+    __m512 w[NV];
+    for (int q = 0; q < NV; ++q) w[q] = _mm512_loadu_ps(panel + k * NR + 16 * q);
+    for (int r = 0; r < R; ++r) {
+      const __m512 x = _mm512_set1_ps(a[r * lda + k]);
+      for (int q = 0; q < NV; ++q) v[r][q] = _mm512_fmadd_ps(x, w[q], v[r][q]);
     }
-    for (Index r = 0; r < MR; ++r) {
-      _mm512_store_ps(acc[r], v[r][0]);
-      _mm512_store_ps(acc[r] + 16, v[r][1]);
-    }
-  } else
-#endif
-  {
-    for (Index k = 0; k < K; ++k)
-      for (Index r = 0; r < rows; ++r) {
-        const float x = a[r * lda + k];
-        for (Index j = 0; j < NR; ++j) acc[r][j] += x * panel[k * NR + j];
-      }
   }
-  for (Index r = 0; r < rows; ++r) {
-    float* out = c + r * ldc;
-    if (accumulate)
-      for (Index j = 0; j < cols; ++j) out[j] += acc[r][j];
-    else
-      std::copy_n(acc[r], cols, out);
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < NV; ++q) _mm512_store_ps(acc + r * NR + 16 * q, v[r][q]);
+#else
+  float v[R][NR] = {};
+  for (Index k = 0; k < K; ++k)
+    for (int r = 0; r < R; ++r) {
+      const float x = a[r * lda + k];
+      for (Index j = 0; j < NR; ++j) v[r][j] += x * panel[k * NR + j];
+    }
+  for (int r = 0; r < R; ++r) std::copy_n(v[r], NR, acc + r * NR);
+#endif
+}
+
+template <int NV>
+inline void tile(const float* a, Index lda, const float* panel, Index K, float* acc, Index rows) {
+  static_assert(NV <= 3, "8 x NV accumulators, NV panel vectors and a broadcast fit 32 registers");
+  switch (rows) {  // a whole tile is 8 rows; the last one of a batch may be shorter
+    case 1: return tile_kernel<1, NV>(a, lda, panel, K, acc);
+    case 2: return tile_kernel<2, NV>(a, lda, panel, K, acc);
+    case 3: return tile_kernel<3, NV>(a, lda, panel, K, acc);
+    case 4: return tile_kernel<4, NV>(a, lda, panel, K, acc);
+    case 5: return tile_kernel<5, NV>(a, lda, panel, K, acc);
+    case 6: return tile_kernel<6, NV>(a, lda, panel, K, acc);
+    case 7: return tile_kernel<7, NV>(a, lda, panel, K, acc);
+    default: return tile_kernel<8, NV>(a, lda, panel, K, acc);
   }
 }
 
-// c (B, N) (+)= a (B, K) @ op(U); rows of a are lda floats apart, rows of c ldc.
-// Column panels are split across the thread pool.
-void matmul(const Device& d, const float* a, Index lda, const Packed& u, float* c, Index ldc, Index B,
-            bool accumulate = false) {
-  const Index K = u.K, N = u.N, panels = (N + NR - 1) / NR;
+// For every row b < B and panel p: epilogue(b, p, acc) with acc the NR values of
+// a (B, K) @ packed in that row and panel. Panels are split across the thread pool.
+template <int NV, typename Epilogue>
+void matmul(Team& team, const float* a, Index lda, const Packed& u, Index B, Epilogue epilogue) {
+  constexpr Index NR = 16 * NV, R = rows_per_tile(NV);
+  const Index K = u.K;
   const float* packed = u.data.flat<float>().data();
-  const Eigen::TensorOpCost cost(4.0 * K * (NR + B), 4.0 * B * NR, 2.0 * B * K * NR);
-  d.parallelFor(panels, cost, [&](Index begin, Index end) {
-    for (Index p = begin; p < end; ++p) {
-      const Index cols = std::min(NR, N - p * NR);
-      for (Index r = 0; r < B; r += MR)
-        tile(a + r * lda, lda, packed + p * K * NR, K, c + r * ldc + p * NR, ldc, std::min(MR, B - r), cols,
-             accumulate);
+  team.parallel(u.panels, [&](Index p) {
+    alignas(64) float acc[R * NR];
+    for (Index r = 0; r < B; r += R) {
+      const Index rows = std::min(R, B - r);
+      tile<NV>(a + r * lda, lda, packed + p * K * NR, K, acc, rows);
+      for (Index i = 0; i < rows; ++i) epilogue(r + i, p, acc + i * NR);
     }
   });
 }
 
+// c (B, N) (+)= a (B, K) @ u for a plain-order u (pack_block with NV = 2); rows of c ldc apart.
+void matmul_into(Team& d, const float* a, Index lda, const Packed& u, Index N, float* c, Index ldc, Index B,
+                 bool accumulate = false) {
+  matmul<2>(d, a, lda, u, B, [&](Index b, Index p, const float* acc) {
+    const Index cols = std::min<Index>(32, N - p * 32);
+    float* out = c + b * ldc + p * 32;
+    for (Index j = 0; j < cols; ++j) out[j] = accumulate ? out[j] + acc[j] : acc[j];
+  });
+}
+
+// ---------------------------------------------------------------------------- 16 units at a time
+// The epilogues work on 16 consecutive units: Eigen arrays of 16 floats, one
+// AVX-512 register (two AVX ones), with Eigen's vectorised tanh. A chunk past
+// the last unit is padded with zeros and only its first n values are stored.
+
+using V = Eigen::Array<float, 16, 1>;
+
+inline V load(const float* p, Index n = 16) {
+  if (n == 16) return Eigen::Map<const V>(p);
+  V v = V::Zero();
+  std::copy_n(p, n, v.data());
+  return v;
+}
+
+inline void store(float* p, const V& v, Index n = 16) {
+  if (n == 16) {
+    Eigen::Map<V> out(p);
+    out = v;
+  } else {
+    std::copy_n(v.data(), n, p);
+  }
+}
+
+inline V sigmoid16(const V& a) { return 0.5f + 0.5f * (0.5f * a).tanh(); }  // σ(a) = (1 + tanh(a/2)) / 2
+
 // ---------------------------------------------------------------------------- gate math
 
-// Runs fn(b) for every batch row b, split across the thread pool.
+// Runs fn(b) for every batch row b, in blocks of rows across the team.
 template <typename Fn>
-void for_rows(const Device& d, Index B, Index H, Fn fn) {
-  const Eigen::TensorOpCost cost(40.0 * H, 40.0 * H, 80.0 * H);
-  d.parallelFor(B, cost, [&](Index begin, Index end) {
-    for (Index b = begin; b < end; ++b) fn(b);
+void for_rows(Team& team, Index B, Index H, Fn fn) {
+  const Index block = std::max<Index>(1, 2048 / H);  // rows per task: a few thousand units' work
+  team.parallel((B + block - 1) / block, [&](Index i) {
+    for (Index b = i * block; b < std::min(B, (i + 1) * block); ++b) fn(b);
   });
 }
 
@@ -207,7 +346,8 @@ bool check_shapes(OpKernelContext* ctx, int gates, int xw_input, int u_input, st
 }
 
 // ---------------------------------------------------------------------------- SimpleRNN
-// h_t = φ(xw_t + h_{t-1} U), φ in tanh, relu, linear.
+// h_t = φ(xw_t + h_{t-1} U), φ in tanh, relu, linear. Panels of 32 units; the
+// forward epilogue applies φ, the backward one starts the previous step's δa.
 
 enum class Activation { kTanh, kRelu, kLinear };
 
@@ -220,73 +360,107 @@ Activation parse_activation(OpKernelConstruction* ctx) {
   return Activation::kTanh;
 }
 
+inline V activate(Activation phi, const V& a) {
+  if (phi == Activation::kTanh) return a.tanh();
+  if (phi == Activation::kRelu) return a.max(0.0f);
+  return a;
+}
+
+// δa = δh ⊙ φ'(a), from y = φ(a).
+inline V activation_grad(Activation phi, const V& dh, const V& y) {
+  if (phi == Activation::kTanh) return dh * (1.0f - y * y);
+  if (phi == Activation::kRelu) return (y > 0.0f).select(dh, V::Zero());
+  return dh;
+}
+
+// Calls fn(u0, n) for the chunks of 16 units (n of them valid) in panel p of
+// `units` units per panel.
+template <typename Fn>
+inline void for_chunks(Index p, Index units, Index H, Fn fn) {
+  for (Index u0 = p * units; u0 < std::min(H, (p + 1) * units); u0 += 16) fn(u0, std::min<Index>(16, H - u0));
+}
+
 class SimpleRnnForward : public OpKernel {
  public:
-  explicit SimpleRnnForward(OpKernelConstruction* ctx) : OpKernel(ctx), activation_(parse_activation(ctx)) {}
+  explicit SimpleRnnForward(OpKernelConstruction* ctx) : OpKernel(ctx), phi_(parse_activation(ctx)) {}
 
-  void Compute(OpKernelContext* ctx) override {
+  void Compute(OpKernelContext* ctx) override {  // xw, U, h0
     Index T, B, H;
     if (!check_shapes(ctx, 1, 0, 1, {2}, &T, &B, &H)) return;
     Packed U;
-    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(1), 0, H, false, &U));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, H, false, 2, &U));
     const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
     float* h_T = out(ctx, 1, TensorShape({B, H}));
     if (!ctx->status().ok()) return;
-    const Device& d = ctx->eigen_device<Device>();
+    Team d(ctx->eigen_device<Device>());
     for (Index t = 0; t < T; ++t) {
-      float* h = hs + t * B * H;
-      matmul(d, t == 0 ? h0 : h - B * H, H, U, h, H, B);  // h_{t-1} U
-      for_rows(d, B, H, [&](Index b) {
-        Row a(h + b * H, H);
-        a += ConstRow(xw + (t * B + b) * H, H);  // a_t = x_t W + b + h_{t-1} U
-        if (activation_ == Activation::kTanh) a = a.tanh();  // h_t = φ(a_t)
-        if (activation_ == Activation::kRelu) a = a.max(0.0f);
+      matmul<2>(d, t == 0 ? h0 : hs + (t - 1) * B * H, H, U, B, [&](Index b, Index p, const float* acc) {
+        for_chunks(p, 32, H, [&](Index u0, Index n) {
+          const Index at = (t * B + b) * H + u0;
+          const V a = load(acc + u0 - p * 32) + load(xw + at, n);  // a_t = h_{t-1} U + x_t W + b
+          store(hs + at, activate(phi_, a), n);                       // h_t = φ(a_t)
+        });
       });
     }
     std::copy_n(T == 0 ? h0 : hs + (T - 1) * B * H, B * H, h_T);
   }
 
  private:
-  Activation activation_;
+  Activation phi_;
 };
 
 class SimpleRnnBackward : public OpKernel {
  public:
-  explicit SimpleRnnBackward(OpKernelConstruction* ctx) : OpKernel(ctx), activation_(parse_activation(ctx)) {}
+  explicit SimpleRnnBackward(OpKernelConstruction* ctx) : OpKernel(ctx), phi_(parse_activation(ctx)) {}
 
   void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, hs, U
     Index T, B, H;
     if (!check_shapes(ctx, 1, 0, 3, {1}, &T, &B, &H)) return;
     Packed UT;
-    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(3), 0, H, true, &UT));
-    const float *d_hs = in(ctx, 0), *hs = in(ctx, 2);
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, H, true, 2, &UT));
+    const float *d_hs = in(ctx, 0), *d_hT = in(ctx, 1), *hs = in(ctx, 2);
     float* dA = out(ctx, 0, TensorShape({T, B, H}));
-    float* dh = out(ctx, 1, TensorShape({B, H}));  // δh flowing into step t from t+1; δh_0 at the end
+    float* dh0 = out(ctx, 1, TensorShape({B, H}));
     if (!ctx->status().ok()) return;
-    std::copy_n(in(ctx, 1), B * H, dh);
-    const Device& d = ctx->eigen_device<Device>();
+    if (T == 0) {
+      std::copy_n(d_hT, B * H, dh0);
+      return;
+    }
+    Team d(ctx->eigen_device<Device>());
+    // δa_t = δh_t ⊙ φ'(a_t), δh_t = (output's δh_t) + δh from step t+1 (recurrent)
+    auto step = [&](Index t, Index b, Index u0, Index n, const V& recurrent) {
+      const Index at = (t * B + b) * H + u0;
+      store(dA + at, activation_grad(phi_, load(d_hs + at, n) + recurrent, load(hs + at, n)), n);
+    };
+    for_rows(d, B, H, [&](Index b) {
+      for (Index u0 = 0; u0 < H; u0 += 16) step(T - 1, b, u0, std::min<Index>(16, H - u0), load(d_hT + b * H + u0, std::min<Index>(16, H - u0)));
+    });
     for (Index t = T - 1; t >= 0; --t) {
-      float* da = dA + t * B * H;
-      for_rows(d, B, H, [&](Index b) {
-        const Index at = (t * B + b) * H;
-        Row g(da + b * H, H);
-        g = ConstRow(d_hs + at, H) + ConstRow(dh + b * H, H);  // δh_t: from the output and from step t+1
-        const ConstRow y(hs + at, H);
-        if (activation_ == Activation::kTanh) g *= 1.0f - y * y;  // δa_t = δh_t ⊙ φ'(a_t)
-        if (activation_ == Activation::kRelu) g = (y > 0.0f).select(g, 0.0f);
+      matmul<2>(d, dA + t * B * H, H, UT, B, [&](Index b, Index p, const float* acc) {
+        for_chunks(p, 32, H, [&](Index u0, Index n) {
+          const V recurrent = load(acc + u0 - p * 32);  // δh_{t-1} from step t: δa_t U^T
+          if (t > 0)
+            step(t - 1, b, u0, n, recurrent);
+          else
+            store(dh0 + b * H + u0, recurrent, n);
+        });
       });
-      matmul(d, da, H, UT, dh, H, B);  // δh_{t-1} = δa_t U^T
     }
   }
 
  private:
-  Activation activation_;
+  Activation phi_;
 };
 
 // ---------------------------------------------------------------------------- LSTM
 // Gate blocks i, f, c, o. saved (6, T, B, H): per step g σ'(i), c_{t-1} σ'(f),
 // i tanh'(g), tanh(c) σ'(o), o tanh'(c) and f (fused.lstm_forward's six arrays).
+// The gate math is a pass over each row after the matmul, not the matmul's
+// epilogue as in SimpleRNN: measured, an epilogue (panels holding 16 units' four
+// gates) made the forward 25 % slower at H = 256 and 14 % at H = 512, as the
+// wider panels no longer stay in L1 and the gate math's stores interleave
+// with the matmul's loads.
 
 class LstmForward : public OpKernel {
  public:
@@ -296,7 +470,7 @@ class LstmForward : public OpKernel {
     Index T, B, H;
     if (!check_shapes(ctx, 4, 0, 1, {2, 3}, &T, &B, &H)) return;
     Packed U;
-    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(1), 0, 4 * H, false, &U));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 4 * H, false, 2, &U));
     Tensor z_buffer;
     const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
@@ -307,9 +481,9 @@ class LstmForward : public OpKernel {
     if (!ctx->status().ok()) return;
     std::copy_n(in(ctx, 3), B * H, c);
     const Index plane = T * B * H;
-    const Device& d = ctx->eigen_device<Device>();
+    Team d(ctx->eigen_device<Device>());
     for (Index t = 0; t < T; ++t) {
-      matmul(d, t == 0 ? h0 : hs + (t - 1) * B * H, H, U, z, 4 * H, B);  // h_{t-1} U
+      matmul_into(d, t == 0 ? h0 : hs + (t - 1) * B * H, H, U, 4 * H, z, 4 * H, B);  // h_{t-1} U
       for_rows(d, B, H, [&](Index b) {
         float* a = z + b * 4 * H;
         Row(a, 4 * H) += ConstRow(xw + (t * B + b) * 4 * H, 4 * H);  // a_t = x_t W + b + h_{t-1} U
@@ -344,7 +518,7 @@ class LstmBackward : public OpKernel {
     OP_REQUIRES(ctx, ctx->input(3).NumElements() == 6 * T * B * H,
                 tensorflow::errors::InvalidArgument("saved must be (6, T, B, units)"));
     Packed UT;
-    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(4), 0, 4 * H, true, &UT));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(4), 0, 4 * H, true, 2, &UT));
     const float *d_hs = in(ctx, 0), *s = in(ctx, 3);
     float* dZ = out(ctx, 0, TensorShape({T, B, 4 * H}));
     float* dh = out(ctx, 1, TensorShape({B, H}));  // δh flowing into step t from t+1; δh_0 at the end
@@ -353,7 +527,7 @@ class LstmBackward : public OpKernel {
     std::copy_n(in(ctx, 1), B * H, dh);
     std::copy_n(in(ctx, 2), B * H, dc);
     const Index plane = T * B * H;
-    const Device& d = ctx->eigen_device<Device>();
+    Team d(ctx->eigen_device<Device>());
     for (Index t = T - 1; t >= 0; --t) {
       for_rows(d, B, H, [&](Index b) {
         const Index at = (t * B + b) * H;
@@ -367,7 +541,7 @@ class LstmBackward : public OpKernel {
         Row(dz + 3 * H, H) = dh_t * ConstRow(s + 3 * plane + at, H);
         dc_t *= ConstRow(s + 5 * plane + at, H);  // δc_{t-1} = δc_t ⊙ f_t
       });
-      matmul(d, dZ + t * B * 4 * H, 4 * H, UT, dh, H, B);  // δh_{t-1} = δa_t U^T
+      matmul_into(d, dZ + t * B * 4 * H, 4 * H, UT, H, dh, H, B);  // δh_{t-1} = δa_t U^T
     }
   }
 };
@@ -386,7 +560,7 @@ class GruResetAfterForward : public OpKernel {
     OP_REQUIRES(ctx, ctx->input(2).NumElements() == 3 * H,
                 tensorflow::errors::InvalidArgument("recurrent bias must be (3 * units,)"));
     Packed U;
-    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(1), 0, 3 * H, false, &U));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 3 * H, false, 2, &U));
     Tensor hu_buffer;
     const float *xw = in(ctx, 0), *bias = in(ctx, 2), *h0 = in(ctx, 3);
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
@@ -395,10 +569,10 @@ class GruResetAfterForward : public OpKernel {
     float* hu = temp(ctx, TensorShape({B, 3 * H}), &hu_buffer);
     if (!ctx->status().ok()) return;
     const Index plane = T * B * H;
-    const Device& d = ctx->eigen_device<Device>();
+    Team d(ctx->eigen_device<Device>());
     for (Index t = 0; t < T; ++t) {
       const float* h_prev = t == 0 ? h0 : hs + (t - 1) * B * H;
-      matmul(d, h_prev, H, U, hu, 3 * H, B);  // h_{t-1} U
+      matmul_into(d, h_prev, H, U, 3 * H, hu, 3 * H, B);  // h_{t-1} U
       for_rows(d, B, H, [&](Index b) {
         float* a = hu + b * 3 * H;
         const float* x = xw + (t * B + b) * 3 * H;
@@ -431,7 +605,7 @@ class GruResetAfterBackward : public OpKernel {
     OP_REQUIRES(ctx, ctx->input(2).NumElements() == 5 * T * B * H,
                 tensorflow::errors::InvalidArgument("saved must be (5, T, B, units)"));
     Packed UT;
-    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(3), 0, 3 * H, true, &UT));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, 3 * H, true, 2, &UT));
     const float *d_hs = in(ctx, 0), *s = in(ctx, 2);
     float* dXW = out(ctx, 0, TensorShape({T, B, 3 * H}));
     float* dHU = out(ctx, 1, TensorShape({T, B, 3 * H}));
@@ -439,7 +613,7 @@ class GruResetAfterBackward : public OpKernel {
     if (!ctx->status().ok()) return;
     std::copy_n(in(ctx, 1), B * H, dh);
     const Index plane = T * B * H;
-    const Device& d = ctx->eigen_device<Device>();
+    Team d(ctx->eigen_device<Device>());
     for (Index t = T - 1; t >= 0; --t) {
       for_rows(d, B, H, [&](Index b) {
         const Index at = (t * B + b) * H;
@@ -453,7 +627,7 @@ class GruResetAfterBackward : public OpKernel {
         Row(dhu + 2 * H, H) = dh_t * ConstRow(s + 3 * plane + at, H);  // δ(h U_h + b^h_h)
         dh_t *= ConstRow(s + 4 * plane + at, H);  // δh_t ⊙ z_t, the direct path to h_{t-1}
       });
-      matmul(d, dHU + t * B * 3 * H, 3 * H, UT, dh, H, B, true);  // δh_{t-1} = δh_t ⊙ z_t + δ(hU) U^T
+      matmul_into(d, dHU + t * B * 3 * H, 3 * H, UT, H, dh, H, B, true);  // δh_{t-1} = δh_t ⊙ z_t + δ(hU) U^T
     }
   }
 };
@@ -470,8 +644,8 @@ class GruResetBeforeForward : public OpKernel {
     Index T, B, H;
     if (!check_shapes(ctx, 3, 0, 1, {2}, &T, &B, &H)) return;
     Packed U_zr, U_h;
-    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(1), 0, 2 * H, false, &U_zr));
-    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(1), 2 * H, H, false, &U_h));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 2 * H, false, 2, &U_zr));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 2 * H, H, false, 2, &U_h));
     Tensor zr_buffer, rh_buffer;
     const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
@@ -481,18 +655,18 @@ class GruResetBeforeForward : public OpKernel {
     float* rh = temp(ctx, TensorShape({B, H}), &rh_buffer);
     if (!ctx->status().ok()) return;
     const Index plane = T * B * H;
-    const Device& d = ctx->eigen_device<Device>();
+    Team d(ctx->eigen_device<Device>());
     for (Index t = 0; t < T; ++t) {
       const float* h_prev = t == 0 ? h0 : hs + (t - 1) * B * H;
       float* h = hs + t * B * H;
-      matmul(d, h_prev, H, U_zr, zr, 2 * H, B);  // h_{t-1} [U_z U_r]
+      matmul_into(d, h_prev, H, U_zr, 2 * H, zr, 2 * H, B);  // h_{t-1} [U_z U_r]
       for_rows(d, B, H, [&](Index b) {
         float* a = zr + b * 2 * H;
         Row(a, 2 * H) += ConstRow(xw + (t * B + b) * 3 * H, 2 * H);
         sigmoid(a, 2 * H);  // z_t, r_t
         Row(rh + b * H, H) = ConstRow(a + H, H) * ConstRow(h_prev + b * H, H);  // r_t ⊙ h_{t-1}
       });
-      matmul(d, rh, H, U_h, h, H, B);  // (r_t ⊙ h_{t-1}) U_h, into h_t's row for now
+      matmul_into(d, rh, H, U_h, H, h, H, B);  // (r_t ⊙ h_{t-1}) U_h, into h_t's row for now
       for_rows(d, B, H, [&](Index b) {
         const Index at = (t * B + b) * H;
         const ConstRow z(zr + b * 2 * H, H), r(zr + b * 2 * H + H, H), h_tm1(h_prev + b * H, H);
@@ -521,8 +695,8 @@ class GruResetBeforeBackward : public OpKernel {
     OP_REQUIRES(ctx, ctx->input(2).NumElements() == 5 * T * B * H,
                 tensorflow::errors::InvalidArgument("saved must be (5, T, B, units)"));
     Packed U_zr_T, U_h_T;
-    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(3), 0, 2 * H, true, &U_zr_T));
-    OP_REQUIRES_OK(ctx, pack(ctx, ctx->input(3), 2 * H, H, true, &U_h_T));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, 2 * H, true, 2, &U_zr_T));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 2 * H, H, true, 2, &U_h_T));
     Tensor d_rh_buffer;
     const float *d_hs = in(ctx, 0), *s = in(ctx, 2);
     float* dZ = out(ctx, 0, TensorShape({T, B, 3 * H}));
@@ -531,7 +705,7 @@ class GruResetBeforeBackward : public OpKernel {
     if (!ctx->status().ok()) return;
     std::copy_n(in(ctx, 1), B * H, dh);
     const Index plane = T * B * H;
-    const Device& d = ctx->eigen_device<Device>();
+    Team d(ctx->eigen_device<Device>());
     for (Index t = T - 1; t >= 0; --t) {
       float* dz = dZ + t * B * 3 * H;
       for_rows(d, B, H, [&](Index b) {
@@ -541,7 +715,7 @@ class GruResetBeforeBackward : public OpKernel {
         Row(dz + b * 3 * H, H) = dh_t * ConstRow(s + at, H);                // δa_z
         Row(dz + b * 3 * H + 2 * H, H) = dh_t * ConstRow(s + plane + at, H);  // δa_ĥ
       });
-      matmul(d, dz + 2 * H, 3 * H, U_h_T, d_rh, H, B);  // δ(r ⊙ h_{t-1}) = δa_ĥ U_h^T
+      matmul_into(d, dz + 2 * H, 3 * H, U_h_T, H, d_rh, H, B);  // δ(r ⊙ h_{t-1}) = δa_ĥ U_h^T
       for_rows(d, B, H, [&](Index b) {
         const Index at = (t * B + b) * H;
         const ConstRow d_rh_b(d_rh + b * H, H);
@@ -549,7 +723,7 @@ class GruResetBeforeBackward : public OpKernel {
         Row dh_t(dh + b * H, H);
         dh_t = dh_t * ConstRow(s + 3 * plane + at, H) + d_rh_b * ConstRow(s + 4 * plane + at, H);
       });
-      matmul(d, dz, 3 * H, U_zr_T, dh, H, B, true);  // δh_{t-1} = δh_t ⊙ z + δ(rh) ⊙ r + [δa_z δa_r] U_zr^T
+      matmul_into(d, dz, 3 * H, U_zr_T, H, dh, H, B, true);  // δh_{t-1} = δh_t ⊙ z + δ(rh) ⊙ r + [δa_z δa_r] U_zr^T
     }
   }
 };
