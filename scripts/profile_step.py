@@ -71,7 +71,7 @@ def parts(H, tf, keras, np):
         @tf.function
         def kernel_backward():
             dZ = ops.seqkit_lstm_backward(d_hs, h_T * 0, c_T * 0, saved_k, U)[0]
-            return fused._recurrent_grad(fused._previous(hs_k, h0), dZ)
+            return fused._recurrent_grad(hs_k, h0, dZ)
 
         forward, backward = lambda: ops.seqkit_lstm_forward(xw, U, h0, c0)[0].numpy(), lambda: kernel_backward().numpy()
     else:

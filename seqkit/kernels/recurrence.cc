@@ -58,6 +58,11 @@ using ConstRow = Eigen::Map<const Eigen::ArrayXf>;
 // starts after the op is done just returns. Tasks are independent and each is
 // computed the same way whichever thread runs it.
 
+// Pauses a waiting thread spins before it yields its core to others (a pause is
+// tens to a hundred cycles): short, so that on a busy machine (more threads
+// than cores) a waiting thread soon lets the one it waits for run.
+constexpr int kSpins = 1 << 10;
+
 inline void relax() {
 #if defined(__x86_64__) || defined(__i386__)
   _mm_pause();
@@ -89,7 +94,7 @@ class Team {
     s.phase.store(phase_, std::memory_order_release);
     work(s, phase_);
     for (int spins = 0; s.done.load(std::memory_order_acquire) < n;)  // a helper finishes its last task
-      if (++spins < (1 << 16)) relax(); else std::this_thread::yield();
+      if (++spins < kSpins) relax(); else std::this_thread::yield();
   }
 
  private:
@@ -122,7 +127,7 @@ class Team {
         work(s, phase);
         seen = phase;
         idle = 0;
-      } else if (++idle < (1 << 16)) {
+      } else if (++idle < kSpins) {
         relax();
       } else {
         std::this_thread::yield();  // the caller is between phases for long: let others run

@@ -118,9 +118,10 @@ def _flat(x):
     return tf.reshape(x, [-1, tf.shape(x)[-1]])
 
 
-def _recurrent_grad(h_prev, dA):
-    """``Σ_t h_{t-1}^T δa_t``: the recurrent weight gradient as one matmul over all T * B rows."""
-    return tf.matmul(_flat(h_prev), _flat(dA), transpose_a=True)
+def _recurrent_grad(hs, h0, dA):
+    """``Σ_t h_{t-1}^T δa_t``, the recurrent weight gradient: one matmul over
+    the (T - 1) * B rows of steps 1..T-1 (``hs[:-1]``, no copy) plus step 0's."""
+    return tf.matmul(_flat(hs[:-1]), _flat(dA[1:]), transpose_a=True) + tf.matmul(h0, dA[0], transpose_a=True)
 
 
 def _kernel_ops(kernel, *tensors):
@@ -166,7 +167,7 @@ def simple_rnn_backward(d_hs, d_hT, hs, U, h0, activation):
         return tf.matmul(da, UT), (da,)  # δh_{t-1} = δa_t U^T
 
     dh0, (dA,) = _backward_scan(step, d_hs, d_hT, [U.shape[0]])
-    return dA, _recurrent_grad(_previous(hs, h0), dA), dh0
+    return dA, _recurrent_grad(hs, h0, dA), dh0
 
 
 def simple_rnn(xw, recurrent_kernel, h0, activation, kernel=False):
@@ -187,7 +188,7 @@ def simple_rnn(xw, recurrent_kernel, h0, activation, kernel=False):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
             if ops:
                 dA, dh0 = ops.seqkit_simple_rnn_backward(d_hs, d_hT, hs, U, activation=activation)
-                return dA, _recurrent_grad(_previous(hs, h0), dA), dh0
+                return dA, _recurrent_grad(hs, h0, dA), dh0
             return simple_rnn_backward(d_hs, d_hT, hs, U, h0, activation)
 
         return (hs, h_T), grad
@@ -238,7 +239,7 @@ def lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0):
         return (tf.matmul(dz, UT), dc * f[t]), (dz,)  # δh_{t-1} = δa_t U^T, δc_{t-1} = δc_t ⊙ f_t
 
     (dh0, dc0), (dZ,) = _backward_scan(step, d_hs, (d_hT, d_cT), [4 * units])
-    return dZ, _recurrent_grad(_previous(hs, h0), dZ), dh0, dc0
+    return dZ, _recurrent_grad(hs, h0, dZ), dh0, dc0
 
 
 def lstm(xw, recurrent_kernel, h0, c0, kernel=False):
@@ -259,7 +260,7 @@ def lstm(xw, recurrent_kernel, h0, c0, kernel=False):
             d_hs, d_hT, d_cT = _zeros_for_none((d_hs, d_hT, d_cT), (hs, h_T, c_T))
             if ops:
                 dZ, dh0, dc0 = ops.seqkit_lstm_backward(d_hs, d_hT, d_cT, saved, U)
-                return dZ, _recurrent_grad(_previous(hs, h0), dZ), dh0, dc0
+                return dZ, _recurrent_grad(hs, h0, dZ), dh0, dc0
             return lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0)
 
         return (hs, h_T, c_T), grad
@@ -308,7 +309,7 @@ def gru_reset_after_backward(d_hs, d_hT, hs, saved, U, h0):
         return dh_prev, (dxw, dhu)
 
     dh0, (dXW, dHU) = _backward_scan(step, d_hs, d_hT, [3 * units, 3 * units])  # (T, B, 3H) each
-    return dXW, _recurrent_grad(_previous(hs, h0), dHU), tf.reduce_sum(dHU, axis=[0, 1]), dh0
+    return dXW, _recurrent_grad(hs, h0, dHU), tf.reduce_sum(dHU, axis=[0, 1]), dh0
 
 
 def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0, kernel=False):
@@ -330,7 +331,7 @@ def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0, kernel=False):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
             if ops:
                 dXW, dHU, dh0 = ops.seqkit_gru_reset_after_backward(d_hs, d_hT, saved, U)
-                return dXW, _recurrent_grad(_previous(hs, h0), dHU), tf.reduce_sum(dHU, axis=[0, 1]), dh0
+                return dXW, _recurrent_grad(hs, h0, dHU), tf.reduce_sum(dHU, axis=[0, 1]), dh0
             return gru_reset_after_backward(d_hs, d_hT, hs, saved, U, h0)
 
         return (hs, h_T), grad
@@ -382,9 +383,8 @@ def gru_reset_before_backward(d_hs, d_hT, hs, saved, U, h0):
 def _gru_reset_before_dU(hs, h0, r, dZ):
     """``[U_z U_r]`` from ``h_{t-1}``, ``U_h`` from ``r_t ⊙ h_{t-1}``: two matmuls over all steps."""
     units = hs.shape[-1]
-    h_prev = _previous(hs, h0)
-    dU_zr = _recurrent_grad(h_prev, dZ[..., : 2 * units])
-    dU_h = _recurrent_grad(r * h_prev, dZ[..., 2 * units :])
+    dU_zr = _recurrent_grad(hs, h0, dZ[..., : 2 * units])
+    dU_h = tf.matmul(_flat(r * _previous(hs, h0)), _flat(dZ[..., 2 * units :]), transpose_a=True)
     return tf.concat([dU_zr, dU_h], axis=-1)
 
 
