@@ -8,6 +8,9 @@ do and do not fill the matmul kernel's register tiles (8 rows x 32 columns).
 """
 
 import logging
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -115,6 +118,24 @@ def test_training_uses_the_kernel_and_inference_does_not(ops, name):
     assert not any(t.startswith("Seqkit") for t in infer)
 
 
+def test_under_xla_the_xla_loops_run(ops):
+    """Inside a jit_compile=True function (model.compile(jit_compile=True))
+    XLA cannot run the kernels' ops: the layer keeps its XLA loops there, and
+    the gradients equal the kernel path's."""
+    layer = seqkit.layers.LSTM(8, return_sequences=True)
+    x = tf.random.normal((4, 6, 3))
+    layer(x)
+
+    def grads(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(layer(x, training=True)))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    assert not any(t.startswith("Seqkit") for t in _op_types(tf.function(grads, jit_compile=True), x))
+    for a, b in zip(tf.function(grads, jit_compile=True)(x), tf.function(grads)(x)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_results_do_not_depend_on_the_run(ops):
     """Each output tile is summed in a fixed order by one thread: repeated
     calls are bitwise equal (what --seed reproducibility rests on)."""
@@ -124,12 +145,38 @@ def test_results_do_not_depend_on_the_run(ops):
         np.testing.assert_array_equal(a, b)
 
 
+def test_concurrent_calls_equal_serial_ones(ops):
+    """Ops running at once (the two directions of a Bidirectional layer, say)
+    share TensorFlow's thread pool: each one's helpers join it or not, and
+    every result is still bitwise the serial one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [("lstm", _inputs("lstm", 30, 16, 40, seed=s)) for s in range(3)]
+    cases += [("gru-reset-before", _inputs("gru-reset-before", 30, 16, 40, seed=s)) for s in range(3)]
+    serial = [_run(name, args, True) for name, args in cases]
+    with ThreadPoolExecutor(len(cases)) as pool:
+        concurrent = list(pool.map(lambda case: _run(case[0], case[1], True), cases))
+    for (out_a, grad_a), (out_b, grad_b) in zip(serial, concurrent):
+        for a, b in zip(out_a + grad_a, out_b + grad_b):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_bad_shapes_are_an_error_not_a_crash(ops):
     g = tf.random.Generator.from_seed(0)
+    x, U, s = g.normal((3, 2, 16)), g.normal((4, 16)), g.normal((2, 4))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"U must be \(units, 4 \* units\)"):
-        ops.seqkit_lstm_forward(g.normal((3, 2, 16)), g.normal((4, 12)), g.normal((2, 4)), g.normal((2, 4)))
+        ops.seqkit_lstm_forward(x, g.normal((4, 12)), s, s)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"state must be \(2, 4\)"):
-        ops.seqkit_lstm_forward(g.normal((3, 2, 16)), g.normal((4, 16)), g.normal((3, 4)), g.normal((2, 4)))
+        ops.seqkit_lstm_forward(x, U, g.normal((3, 4)), s)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"sequence must be \(T, B, 4 \* units\)"):
+        ops.seqkit_lstm_forward(g.normal((3, 2, 4)), U, s, s)  # would read past its end
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"sequence must be \(T, B, 1 \* units\)"):
+        ops.seqkit_lstm_backward(x, s, s, tf.zeros((6, 3, 2, 4)), U)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"hs must have d_hs's shape"):
+        ops.seqkit_simple_rnn_backward(g.normal((3, 2, 4)), s, g.normal((2, 2, 4)), g.normal((4, 4)), activation="tanh")
+    with pytest.raises(ValueError, match="must be rank 3"):  # the shape function, when a graph is built
+        tf.function(ops.seqkit_lstm_forward).get_concrete_function(
+            tf.TensorSpec([3, 16]), tf.TensorSpec([4, 16]), tf.TensorSpec([2, 4]), tf.TensorSpec([2, 4]))
 
 
 def test_an_empty_sequence_returns_the_initial_state(ops):
@@ -148,13 +195,14 @@ def test_kernels_can_be_turned_off(monkeypatch):
     assert kernels.load.__wrapped__() is None
 
 
-def test_a_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path, caplog):
-    """A compiler that fails leaves the XLA loops (and no half-written library)."""
+@pytest.mark.parametrize("cxx", ["false", "/nonexistent/g++", "false --with-an-argument"])
+def test_a_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path, caplog, cxx):
+    """A compiler that fails or is missing leaves the XLA loops (and no half-written library)."""
     monkeypatch.setenv("SEQKIT_KERNEL_CACHE", str(tmp_path))
-    monkeypatch.setenv("CXX", "false")
+    monkeypatch.setenv("CXX", cxx)
     with caplog.at_level(logging.WARNING, logger="seqkit"):
         assert kernels.load.__wrapped__() is None
-    assert [r.message for r in caplog.records if "kernels unavailable" in r.message]
+    assert len([r for r in caplog.records if "kernels unavailable" in r.message]) == 1
     assert not list(tmp_path.rglob("*.so"))
 
 
@@ -168,3 +216,17 @@ def test_a_build_is_cached(ops, monkeypatch, tmp_path):
     assert kernels._build(tf, kernels.compiler()) == first
     assert first.stat().st_mtime_ns == stamp
     assert [p.name for p in first.parent.iterdir()] == ["recurrence.so"]  # no temporaries left
+
+
+def test_a_damaged_cached_library_is_built_again(ops, tmp_path):
+    """A cached library that does not load (truncated, say) is rebuilt, not
+    silently given up on. In a child process: loading a second copy of the
+    ops here would register them twice."""
+    target = kernels._library_path(tf, kernels.compiler()).relative_to(kernels.cache_dir())
+    damaged = tmp_path / target
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"\x7fELF not really")
+    env = dict(os.environ, SEQKIT_KERNEL_CACHE=str(tmp_path))
+    code = "from seqkit import kernels; assert kernels.load() is not None"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
+    assert damaged.stat().st_size > 100_000  # a real library again

@@ -12,7 +12,7 @@ Environment:
     SEQKIT_KERNELS=0        never use the kernels (the XLA loops run instead).
     SEQKIT_KERNEL_CACHE     where built libraries go (default
                             ``$XDG_CACHE_HOME/seqkit/kernels`` or ``~/.cache/seqkit/kernels``).
-    CXX                     the compiler (default ``g++``, then ``c++``).
+    CXX                     the compiler command (default ``g++``, then ``c++``).
 """
 
 import functools
@@ -20,6 +20,8 @@ import hashlib
 import logging
 import os
 import platform
+import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -30,8 +32,11 @@ log = logging.getLogger("seqkit")
 
 # Tried in order: -march=native lets the compiler use the CPU's widest vectors
 # (the AVX-512 kernel in recurrence.cc); AVX-512 FP16 is left off because
-# TensorFlow's copy of Eigen does not compile with it on GCC 12.
+# TensorFlow's copy of Eigen does not compile with it on GCC 12. The next set
+# is tried only when a build fails over these flags (an older compiler, an
+# unknown CPU), not for any other failure.
 ARCH_FLAGS = [["-march=native", "-mno-avx512fp16"], ["-march=native"], []]
+ARCH_ERROR = re.compile(r"march|mno-|avx512|FP16|unrecognized|unknown argument", re.IGNORECASE)
 
 
 def cache_dir():
@@ -42,7 +47,11 @@ def cache_dir():
 
 
 def compiler():
-    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    """The compiler command as a list (``$CXX`` may carry arguments), or None."""
+    if os.environ.get("CXX"):
+        return shlex.split(os.environ["CXX"])
+    found = shutil.which("g++") or shutil.which("c++")
+    return [found] if found else None
 
 
 def _cpu_flags():
@@ -55,29 +64,42 @@ def _cpu_flags():
     return platform.processor()
 
 
-def _build(tf, cxx):
+def _library_path(tf, cxx):
+    """Where the library for this source, TensorFlow, compiler and CPU lives."""
     tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
+    version = subprocess.run([*cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
     key = hashlib.sha256(
-        "\n".join([SOURCE.read_text(), tf.__version__, *tf_flags, version, _cpu_flags()]).encode()
+        "\n".join([SOURCE.read_text(), tf.__version__, *tf_flags, *cxx, version, _cpu_flags()]).encode()
     ).hexdigest()[:16]
-    target = cache_dir() / key / "recurrence.so"
+    return cache_dir() / key / "recurrence.so"
+
+
+def _build(tf, cxx):
+    """The cached library, compiled first if it is not there yet."""
+    target = _library_path(tf, cxx)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("seqkit: compiling the recurrence kernels (once, about 10 s) into %s", target.parent)
-    errors = ""
+    tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
     for arch in ARCH_FLAGS if platform.machine() in ("x86_64", "AMD64") else [["-march=native"], []]:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".recurrence-", suffix=".so")
         os.close(fd)
-        cmd = [cxx, "-shared", "-fPIC", "-O3", "-w", *arch, str(SOURCE), "-o", tmp, *tf_flags]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if result.returncode == 0:
-            os.replace(tmp, target)  # atomic: a concurrent build or a crash never leaves half a library
-            return target
-        os.unlink(tmp)
-        errors = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
-    raise RuntimeError(f"{cxx} failed: {errors[0]}")
+        try:
+            cmd = [*cxx, "-shared", "-fPIC", "-O3", "-w", *arch, str(SOURCE), "-o", tmp, *tf_flags]
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            if result.returncode == 0:
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())  # the data is on disk before the name is
+                os.replace(tmp, target)  # atomic: a concurrent build or a crash never leaves half a library
+                return target
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        error = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        if not (arch and ARCH_ERROR.search(result.stderr)):
+            break
+    raise RuntimeError(f"{' '.join(cxx)} failed: {error}")
 
 
 @functools.cache
@@ -92,7 +114,12 @@ def load():
     import tensorflow as tf
 
     try:
-        return tf.load_op_library(str(_build(tf, cxx)))
+        path = _build(tf, cxx)
+        try:
+            return tf.load_op_library(str(path))
+        except Exception:  # noqa: BLE001 - a damaged cached library: build it again, once
+            path.unlink(missing_ok=True)
+            return tf.load_op_library(str(_build(tf, cxx)))
     except Exception as e:  # noqa: BLE001 - any failure leaves the XLA loops, which are correct
         log.warning("seqkit: recurrence kernels unavailable (%s); the fused layers use their XLA loops", e)
         return None

@@ -73,8 +73,9 @@ inline void relax() {
 
 class Team {
  public:
-  explicit Team(const Device& d) : state_(std::make_shared<State>()) {
-    for (int i = 1; i < d.numThreads(); ++i) {
+  // max_tasks: the most tasks any phase will have (helpers beyond max_tasks - 1 would only spin).
+  Team(const Device& d, Index max_tasks) : state_(std::make_shared<State>()) {
+    for (Index i = 1; i < std::min<Index>(d.numThreads(), max_tasks); ++i) {
       std::shared_ptr<State> state = state_;
       d.enqueueNoNotification([state] { help(*state); });
     }
@@ -86,11 +87,16 @@ class Team {
   void parallel(Index n, const std::function<void(Index)>& fn) {
     State& s = *state_;
     if (n <= 0) return;
+    if (n > kMask) {  // more tasks than a ticket counts: never the case here, but stay correct
+      for (Index i = 0; i < n; ++i) fn(i);
+      return;
+    }
+    // Nobody runs a task of the last phase any more (all n were done), so fn
+    // and done can change; the new ticket publishes them (release).
     s.fn = &fn;
-    s.tasks.store(n, std::memory_order_relaxed);
     s.done.store(0, std::memory_order_relaxed);
-    ++phase_;
-    s.ticket.store(static_cast<uint64_t>(phase_) << 32, std::memory_order_release);
+    phase_ = phase_ % kMaxPhase + 1;
+    s.ticket.store(ticket(phase_, n, 0), std::memory_order_release);
     s.phase.store(phase_, std::memory_order_release);
     work(s, phase_);
     for (int spins = 0; s.done.load(std::memory_order_acquire) < n;)  // a helper finishes its last task
@@ -98,31 +104,37 @@ class Team {
   }
 
  private:
+  // A ticket is one word: phase (24 bits) | tasks in the phase (20) | next task (20).
+  // A claim compares and swaps the whole word, so it can only take a task of
+  // the phase it read, and only one that exists.
+  static constexpr uint64_t kMask = (1u << 20) - 1, kMaxPhase = (1u << 24) - 1;
+  static uint64_t ticket(uint64_t phase, uint64_t tasks, uint64_t next) { return phase << 40 | tasks << 20 | next; }
+
   struct State {
-    std::atomic<uint64_t> ticket{0};  // (phase << 32) | next task
-    std::atomic<uint32_t> phase{0};
-    std::atomic<Index> tasks{0}, done{0};
+    alignas(64) std::atomic<uint64_t> ticket{0};
+    std::atomic<uint64_t> phase{0};
     std::atomic<bool> closed{false};
-    const std::function<void(Index)>* fn = nullptr;  // set before the phase is published
+    const std::function<void(Index)>* fn = nullptr;
+    alignas(64) std::atomic<Index> done{0};  // tasks finished in this phase: its own cache line
   };
 
   // Claims and runs tasks of phase `phase` until none are left (or a newer phase is out).
-  static void work(State& s, uint32_t phase) {
+  static void work(State& s, uint64_t phase) {
     for (;;) {
-      uint64_t ticket = s.ticket.load(std::memory_order_acquire);
-      if (ticket >> 32 != phase || static_cast<Index>(ticket & 0xffffffffu) >= s.tasks.load(std::memory_order_relaxed))
-        return;
-      if (s.ticket.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel)) {
-        (*s.fn)(static_cast<Index>(ticket & 0xffffffffu));
+      uint64_t t = s.ticket.load(std::memory_order_acquire);
+      const uint64_t next = t & kMask;
+      if (t >> 40 != phase || next >= (t >> 20 & kMask)) return;
+      if (s.ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) {
+        (*s.fn)(static_cast<Index>(next));
         s.done.fetch_add(1, std::memory_order_release);
       }
     }
   }
 
   static void help(State& s) {
-    uint32_t seen = 0;
+    uint64_t seen = 0;
     for (int idle = 0; !s.closed.load(std::memory_order_acquire);) {
-      const uint32_t phase = s.phase.load(std::memory_order_acquire);
+      const uint64_t phase = s.phase.load(std::memory_order_acquire);
       if (phase != seen) {
         work(s, phase);
         seen = phase;
@@ -136,7 +148,7 @@ class Team {
   }
 
   std::shared_ptr<State> state_;
-  uint32_t phase_ = 0;
+  uint64_t phase_ = 0;
 };
 
 // ---------------------------------------------------------------------------- matmul
@@ -284,10 +296,19 @@ inline V sigmoid16(const V& a) { return 0.5f + 0.5f * (0.5f * a).tanh(); }  // �
 
 // ---------------------------------------------------------------------------- gate math
 
+// Rows per task of for_rows: a few thousand units' work.
+inline Index row_block(Index H) { return std::max<Index>(1, 2048 / H); }
+
+// The most tasks a phase of an op has: for_rows' row blocks, or the panels of
+// its widest matmul (N columns, 32 to a panel).
+inline Index max_tasks(Index B, Index H, Index N) {
+  return std::max((B + row_block(H) - 1) / row_block(H), (N + 31) / 32);
+}
+
 // Runs fn(b) for every batch row b, in blocks of rows across the team.
 template <typename Fn>
 void for_rows(Team& team, Index B, Index H, Fn fn) {
-  const Index block = std::max<Index>(1, 2048 / H);  // rows per task: a few thousand units' work
+  const Index block = row_block(H);
   team.parallel((B + block - 1) / block, [&](Index i) {
     for (Index b = i * block; b < std::min(B, (i + 1) * block); ++b) fn(b);
   });
@@ -328,16 +349,17 @@ bool require(OpKernelContext* ctx, bool ok, Args... message) {
   return ok;
 }
 
-// Checks xw (T, B, G*H), U (H, G*H) and the (B, H) inputs listed; sets T, B, H.
-bool check_shapes(OpKernelContext* ctx, int gates, int xw_input, int u_input, std::initializer_list<int> states,
-                  Index* T, Index* B, Index* H) {
+// Checks U (H, gates * H), the sequence input (T, B, seq_gates * H) and the (B, H)
+// inputs listed; sets T, B, H.
+bool check_shapes(OpKernelContext* ctx, int gates, int xw_input, int seq_gates, int u_input,
+                  std::initializer_list<int> states, Index* T, Index* B, Index* H) {
   const Tensor &xw = ctx->input(xw_input), &U = ctx->input(u_input);
   if (!require(ctx, U.dims() == 2 && U.dim_size(0) > 0 && U.dim_size(1) == gates * U.dim_size(0),
                "U must be (units, ", gates, " * units), got ", U.shape().DebugString()))
     return false;
   *H = U.dim_size(0);
-  if (!require(ctx, xw.dims() == 3 && xw.dim_size(2) % *H == 0, "sequence must be (T, B, k * units), got ",
-               xw.shape().DebugString()))
+  if (!require(ctx, xw.dims() == 3 && xw.dim_size(2) == seq_gates * *H, "sequence must be (T, B, ", seq_gates,
+               " * units), got ", xw.shape().DebugString()))
     return false;
   *T = xw.dim_size(0);
   *B = xw.dim_size(1);
@@ -374,7 +396,7 @@ inline V activate(Activation phi, const V& a) {
 // δa = δh ⊙ φ'(a), from y = φ(a).
 inline V activation_grad(Activation phi, const V& dh, const V& y) {
   if (phi == Activation::kTanh) return dh * (1.0f - y * y);
-  if (phi == Activation::kRelu) return (y > 0.0f).select(dh, V::Zero());
+  if (phi == Activation::kRelu) return dh * (y > 0.0f).cast<float>();  // as fused.py: NaN stays NaN
   return dh;
 }
 
@@ -391,14 +413,14 @@ class SimpleRnnForward : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {  // xw, U, h0
     Index T, B, H;
-    if (!check_shapes(ctx, 1, 0, 1, {2}, &T, &B, &H)) return;
+    if (!check_shapes(ctx, 1, 0, 1, 1, {2}, &T, &B, &H)) return;
     Packed U;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, H, false, 2, &U));
     const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
     float* h_T = out(ctx, 1, TensorShape({B, H}));
     if (!ctx->status().ok()) return;
-    Team d(ctx->eigen_device<Device>());
+    Team d(ctx->eigen_device<Device>(), max_tasks(B, H, H));
     for (Index t = 0; t < T; ++t) {
       matmul<2>(d, t == 0 ? h0 : hs + (t - 1) * B * H, H, U, B, [&](Index b, Index p, const float* acc) {
         for_chunks(p, 32, H, [&](Index u0, Index n) {
@@ -421,7 +443,8 @@ class SimpleRnnBackward : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, hs, U
     Index T, B, H;
-    if (!check_shapes(ctx, 1, 0, 3, {1}, &T, &B, &H)) return;
+    if (!check_shapes(ctx, 1, 0, 1, 3, {1}, &T, &B, &H)) return;
+    if (!require(ctx, ctx->input(2).shape() == ctx->input(0).shape(), "hs must have d_hs's shape (T, B, units)")) return;
     Packed UT;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, H, true, 2, &UT));
     const float *d_hs = in(ctx, 0), *d_hT = in(ctx, 1), *hs = in(ctx, 2);
@@ -432,7 +455,7 @@ class SimpleRnnBackward : public OpKernel {
       std::copy_n(d_hT, B * H, dh0);
       return;
     }
-    Team d(ctx->eigen_device<Device>());
+    Team d(ctx->eigen_device<Device>(), max_tasks(B, H, H));
     // δa_t = δh_t ⊙ φ'(a_t), δh_t = (output's δh_t) + δh from step t+1 (recurrent)
     auto step = [&](Index t, Index b, Index u0, Index n, const V& recurrent) {
       const Index at = (t * B + b) * H + u0;
@@ -473,7 +496,7 @@ class LstmForward : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {  // xw, U, h0, c0
     Index T, B, H;
-    if (!check_shapes(ctx, 4, 0, 1, {2, 3}, &T, &B, &H)) return;
+    if (!check_shapes(ctx, 4, 0, 4, 1, {2, 3}, &T, &B, &H)) return;
     Packed U;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 4 * H, false, 2, &U));
     Tensor z_buffer;
@@ -486,7 +509,7 @@ class LstmForward : public OpKernel {
     if (!ctx->status().ok()) return;
     std::copy_n(in(ctx, 3), B * H, c);
     const Index plane = T * B * H;
-    Team d(ctx->eigen_device<Device>());
+    Team d(ctx->eigen_device<Device>(), max_tasks(B, H, 4 * H));
     for (Index t = 0; t < T; ++t) {
       matmul_into(d, t == 0 ? h0 : hs + (t - 1) * B * H, H, U, 4 * H, z, 4 * H, B);  // h_{t-1} U
       for_rows(d, B, H, [&](Index b) {
@@ -519,7 +542,7 @@ class LstmBackward : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, d_cT, saved, U
     Index T, B, H;
-    if (!check_shapes(ctx, 4, 0, 4, {1, 2}, &T, &B, &H)) return;
+    if (!check_shapes(ctx, 4, 0, 1, 4, {1, 2}, &T, &B, &H)) return;
     OP_REQUIRES(ctx, ctx->input(3).NumElements() == 6 * T * B * H,
                 tensorflow::errors::InvalidArgument("saved must be (6, T, B, units)"));
     Packed UT;
@@ -532,7 +555,7 @@ class LstmBackward : public OpKernel {
     std::copy_n(in(ctx, 1), B * H, dh);
     std::copy_n(in(ctx, 2), B * H, dc);
     const Index plane = T * B * H;
-    Team d(ctx->eigen_device<Device>());
+    Team d(ctx->eigen_device<Device>(), max_tasks(B, H, H));
     for (Index t = T - 1; t >= 0; --t) {
       for_rows(d, B, H, [&](Index b) {
         const Index at = (t * B + b) * H;
@@ -561,7 +584,7 @@ class GruResetAfterForward : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {  // xw, U, b, h0
     Index T, B, H;
-    if (!check_shapes(ctx, 3, 0, 1, {3}, &T, &B, &H)) return;
+    if (!check_shapes(ctx, 3, 0, 3, 1, {3}, &T, &B, &H)) return;
     OP_REQUIRES(ctx, ctx->input(2).NumElements() == 3 * H,
                 tensorflow::errors::InvalidArgument("recurrent bias must be (3 * units,)"));
     Packed U;
@@ -574,7 +597,7 @@ class GruResetAfterForward : public OpKernel {
     float* hu = temp(ctx, TensorShape({B, 3 * H}), &hu_buffer);
     if (!ctx->status().ok()) return;
     const Index plane = T * B * H;
-    Team d(ctx->eigen_device<Device>());
+    Team d(ctx->eigen_device<Device>(), max_tasks(B, H, 3 * H));
     for (Index t = 0; t < T; ++t) {
       const float* h_prev = t == 0 ? h0 : hs + (t - 1) * B * H;
       matmul_into(d, h_prev, H, U, 3 * H, hu, 3 * H, B);  // h_{t-1} U
@@ -606,7 +629,7 @@ class GruResetAfterBackward : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, saved, U
     Index T, B, H;
-    if (!check_shapes(ctx, 3, 0, 3, {1}, &T, &B, &H)) return;
+    if (!check_shapes(ctx, 3, 0, 1, 3, {1}, &T, &B, &H)) return;
     OP_REQUIRES(ctx, ctx->input(2).NumElements() == 5 * T * B * H,
                 tensorflow::errors::InvalidArgument("saved must be (5, T, B, units)"));
     Packed UT;
@@ -618,7 +641,7 @@ class GruResetAfterBackward : public OpKernel {
     if (!ctx->status().ok()) return;
     std::copy_n(in(ctx, 1), B * H, dh);
     const Index plane = T * B * H;
-    Team d(ctx->eigen_device<Device>());
+    Team d(ctx->eigen_device<Device>(), max_tasks(B, H, H));
     for (Index t = T - 1; t >= 0; --t) {
       for_rows(d, B, H, [&](Index b) {
         const Index at = (t * B + b) * H;
@@ -647,7 +670,7 @@ class GruResetBeforeForward : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {  // xw, U, h0
     Index T, B, H;
-    if (!check_shapes(ctx, 3, 0, 1, {2}, &T, &B, &H)) return;
+    if (!check_shapes(ctx, 3, 0, 3, 1, {2}, &T, &B, &H)) return;
     Packed U_zr, U_h;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 2 * H, false, 2, &U_zr));
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 2 * H, H, false, 2, &U_h));
@@ -660,7 +683,7 @@ class GruResetBeforeForward : public OpKernel {
     float* rh = temp(ctx, TensorShape({B, H}), &rh_buffer);
     if (!ctx->status().ok()) return;
     const Index plane = T * B * H;
-    Team d(ctx->eigen_device<Device>());
+    Team d(ctx->eigen_device<Device>(), max_tasks(B, H, 2 * H));
     for (Index t = 0; t < T; ++t) {
       const float* h_prev = t == 0 ? h0 : hs + (t - 1) * B * H;
       float* h = hs + t * B * H;
@@ -696,7 +719,7 @@ class GruResetBeforeBackward : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, saved, U
     Index T, B, H;
-    if (!check_shapes(ctx, 3, 0, 3, {1}, &T, &B, &H)) return;
+    if (!check_shapes(ctx, 3, 0, 1, 3, {1}, &T, &B, &H)) return;
     OP_REQUIRES(ctx, ctx->input(2).NumElements() == 5 * T * B * H,
                 tensorflow::errors::InvalidArgument("saved must be (5, T, B, units)"));
     Packed U_zr_T, U_h_T;
@@ -710,7 +733,7 @@ class GruResetBeforeBackward : public OpKernel {
     if (!ctx->status().ok()) return;
     std::copy_n(in(ctx, 1), B * H, dh);
     const Index plane = T * B * H;
-    Team d(ctx->eigen_device<Device>());
+    Team d(ctx->eigen_device<Device>(), max_tasks(B, H, H));
     for (Index t = T - 1; t >= 0; --t) {
       float* dz = dZ + t * B * 3 * H;
       for_rows(d, B, H, [&](Index b) {
@@ -740,9 +763,20 @@ class GruResetBeforeBackward : public OpKernel {
 
 // (T,) + the shape of input `state`, optionally with `planes` in front.
 tensorflow::Status sequence_shape(InferenceContext* c, int sequence, int state, int planes, ShapeHandle* out) {
-  TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(c->Dim(c->input(sequence), 0)), c->input(state), out));
+  ShapeHandle seq, st;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(sequence), 3, &seq));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(state), 2, &st));
+  TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(c->Dim(seq, 0)), st, out));
   if (planes) TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(planes), *out, out));
   return tensorflow::OkStatus();
+}
+
+// d_xw: the shape of input `sequence` (T, B, H) with the last dimension U's (G*H).
+tensorflow::Status input_grad_shape(InferenceContext* c, int sequence, int u, ShapeHandle* out) {
+  ShapeHandle seq, weights;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(sequence), 3, &seq));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(u), 2, &weights));
+  return c->ReplaceDim(seq, 2, c->Dim(weights, 1), out);
 }
 
 REGISTER_OP("SeqkitSimpleRnnForward")
@@ -787,7 +821,7 @@ REGISTER_OP("SeqkitLstmBackward")
     .Output("d_xw: float").Output("d_h0: float").Output("d_c0: float")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle d_xw;
-      TF_RETURN_IF_ERROR(c->ReplaceDim(c->input(0), 2, c->Dim(c->input(4), 1), &d_xw));
+      TF_RETURN_IF_ERROR(input_grad_shape(c, 0, 4, &d_xw));
       c->set_output(0, d_xw);
       SAME(1, 1);
       SAME(2, 2);
@@ -812,7 +846,7 @@ REGISTER_OP("SeqkitGruResetAfterBackward")
     .Output("d_xw: float").Output("d_hu: float").Output("d_h0: float")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle d_xw;
-      TF_RETURN_IF_ERROR(c->ReplaceDim(c->input(0), 2, c->Dim(c->input(3), 1), &d_xw));
+      TF_RETURN_IF_ERROR(input_grad_shape(c, 0, 3, &d_xw));
       c->set_output(0, d_xw);
       c->set_output(1, d_xw);
       SAME(2, 1);
@@ -837,7 +871,7 @@ REGISTER_OP("SeqkitGruResetBeforeBackward")
     .Output("d_xw: float").Output("d_h0: float")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle d_xw;
-      TF_RETURN_IF_ERROR(c->ReplaceDim(c->input(0), 2, c->Dim(c->input(3), 1), &d_xw));
+      TF_RETURN_IF_ERROR(input_grad_shape(c, 0, 3, &d_xw));
       c->set_output(0, d_xw);
       SAME(1, 1);
       return tensorflow::OkStatus();

@@ -124,10 +124,25 @@ def _recurrent_grad(hs, h0, dA):
     return tf.matmul(_flat(hs[:-1]), _flat(dA[1:]), transpose_a=True) + tf.matmul(h0, dA[0], transpose_a=True)
 
 
+def _in_xla():
+    """Whether ops built now go to XLA (a ``jit_compile=True`` function, e.g.
+    ``model.compile(jit_compile=True)``), which cannot run the kernels' ops.
+    TensorFlow has no public way to ask; when its internal one is missing,
+    assume XLA (the XLA loops are always correct)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+
+        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    except (ImportError, AttributeError):
+        return True
+
+
 def _kernel_ops(kernel, *tensors):
     """The compiled kernels' ops when ``kernel`` is asked for and they apply
-    (float32, no GPU: the ops are CPU kernels), else None."""
+    (float32, no GPU: the ops are CPU kernels; not under XLA), else None."""
     if not kernel or any(t.dtype != tf.float32 for t in tensors) or tf.config.list_logical_devices("GPU"):
+        return None
+    if _in_xla():
         return None
     return kernels.load()
 
