@@ -9,8 +9,10 @@ do and do not fill the matmul kernel's register tiles (8 rows x 32 columns).
 
 import logging
 import os
+import platform
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -216,6 +218,54 @@ def test_a_build_is_cached(ops, monkeypatch, tmp_path):
     assert kernels._build(tf, kernels.compiler()) == first
     assert first.stat().st_mtime_ns == stamp
     assert [p.name for p in first.parent.iterdir()] == ["recurrence.so"]  # no temporaries left
+
+
+GENERIC_CHECK = textwrap.dedent("""
+    import numpy as np, tensorflow as tf
+    from seqkit import kernels
+    from seqkit.layers import fused
+    assert kernels.load() is not None
+    g = tf.random.Generator.from_seed(0)
+    T, B, H = 9, 11, 21
+    cases = {
+        "rnn": (lambda *a, kernel: fused.simple_rnn(*a, "tanh", kernel), [g.normal((T, B, H)), g.normal((H, H)) / 5, g.normal((B, H))]),
+        "lstm": (fused.lstm, [g.normal((T, B, 4 * H)), g.normal((H, 4 * H)) / 5, g.normal((B, H)), g.normal((B, H))]),
+        "gru": (fused.gru_reset_after, [g.normal((T, B, 3 * H)), g.normal((H, 3 * H)) / 5, g.normal((3 * H,)), g.normal((B, H))]),
+    }
+    for name, (fn, args) in cases.items():
+        results = []
+        for kernel in (True, False):
+            with tf.GradientTape() as tape:
+                tape.watch(args)
+                outs = fn(*args, kernel=kernel)
+                loss = sum(tf.reduce_sum(tf.sin(o)) for o in outs)
+            results.append([o.numpy() for o in outs] + [d.numpy() for d in tape.gradient(loss, args)])
+        for a, b in zip(*results):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+    print("generic path equal")
+""")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="elsewhere the generic path is the one every test here runs")
+def test_the_generic_path_without_avx512(ops, tmp_path):
+    """The kernel's portable path (no AVX-512: its tiles are left to the
+    compiler's vectoriser), built with -mno-avx512f and checked against the
+    XLA loops in a child process (loading a second copy of the ops here would
+    register them twice)."""
+    env = dict(os.environ, SEQKIT_KERNEL_CACHE=str(tmp_path), CXX=" ".join([*kernels.compiler(), "-mno-avx512f"]))
+    done = subprocess.run([sys.executable, "-c", GENERIC_CHECK], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "generic path equal" in done.stdout
+
+
+def test_an_unwritable_cache_builds_in_the_temporary_directory(ops, monkeypatch, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("SEQKIT_KERNEL_CACHE", str(blocked / "cache"))  # under a file: mkdir fails
+    monkeypatch.setattr(kernels.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    built = kernels._build(tf, kernels.compiler())
+    assert built.is_relative_to(tmp_path / "tmp") and built.stat().st_size > 100_000
 
 
 def test_a_damaged_cached_library_is_built_again(ops, tmp_path):

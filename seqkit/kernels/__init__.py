@@ -79,7 +79,13 @@ def _build(tf, cxx):
     target = _library_path(tf, cxx)
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: build into the temporary directory instead
+        target = Path(tempfile.gettempdir()) / f"seqkit-kernels-{os.getuid()}" / target.parent.name / target.name
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
     log.info("seqkit: compiling the recurrence kernels (once, about 10 s) into %s", target.parent)
     tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
     for arch in ARCH_FLAGS if platform.machine() in ("x86_64", "AMD64") else [["-march=native"], []]:
