@@ -174,6 +174,8 @@ def test_bad_shapes_are_an_error_not_a_crash(ops):
         ops.seqkit_lstm_forward(g.normal((3, 2, 4)), U, s, s)  # would read past its end
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"sequence must be \(T, B, 1 \* units\)"):
         ops.seqkit_lstm_backward(x, s, s, tf.zeros((6, 3, 2, 4)), U)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"saved must be \(6, T, B, units\), got \[5,3,2,4\]"):
+        ops.seqkit_lstm_backward(g.normal((3, 2, 4)), s, s, tf.zeros((5, 3, 2, 4)), U)
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"hs must have d_hs's shape"):
         ops.seqkit_simple_rnn_backward(g.normal((3, 2, 4)), s, g.normal((2, 2, 4)), g.normal((4, 4)), activation="tanh")
     with pytest.raises(ValueError, match="must be rank 3"):  # the shape function, when a graph is built

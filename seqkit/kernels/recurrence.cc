@@ -372,6 +372,12 @@ bool check_shapes(OpKernelContext* ctx, int gates, int xw_input, int seq_gates, 
   return true;
 }
 
+// Checks the backward's input `saved`: (planes, T, B, H) values.
+bool check_saved(OpKernelContext* ctx, int input, Index planes, Index T, Index B, Index H) {
+  return require(ctx, ctx->input(input).NumElements() == planes * T * B * H, "saved must be (", planes,
+                 ", T, B, units), got ", ctx->input(input).shape().DebugString());
+}
+
 // ---------------------------------------------------------------------------- SimpleRNN
 // h_t = φ(xw_t + h_{t-1} U), φ in tanh, relu, linear. Panels of 32 units; the
 // forward epilogue applies φ, the backward one starts the previous step's δa.
@@ -543,8 +549,7 @@ class LstmBackward : public OpKernel {
   void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, d_cT, saved, U
     Index T, B, H;
     if (!check_shapes(ctx, 4, 0, 1, 4, {1, 2}, &T, &B, &H)) return;
-    OP_REQUIRES(ctx, ctx->input(3).NumElements() == 6 * T * B * H,
-                tensorflow::errors::InvalidArgument("saved must be (6, T, B, units)"));
+    if (!check_saved(ctx, 3, 6, T, B, H)) return;
     Packed UT;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(4), 0, 4 * H, true, 2, &UT));
     const float *d_hs = in(ctx, 0), *s = in(ctx, 3);
@@ -585,8 +590,7 @@ class GruResetAfterForward : public OpKernel {
   void Compute(OpKernelContext* ctx) override {  // xw, U, b, h0
     Index T, B, H;
     if (!check_shapes(ctx, 3, 0, 3, 1, {3}, &T, &B, &H)) return;
-    OP_REQUIRES(ctx, ctx->input(2).NumElements() == 3 * H,
-                tensorflow::errors::InvalidArgument("recurrent bias must be (3 * units,)"));
+    if (!require(ctx, ctx->input(2).NumElements() == 3 * H, "recurrent bias must be (3 * units,)")) return;
     Packed U;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 3 * H, false, 2, &U));
     Tensor hu_buffer;
@@ -630,8 +634,7 @@ class GruResetAfterBackward : public OpKernel {
   void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, saved, U
     Index T, B, H;
     if (!check_shapes(ctx, 3, 0, 1, 3, {1}, &T, &B, &H)) return;
-    OP_REQUIRES(ctx, ctx->input(2).NumElements() == 5 * T * B * H,
-                tensorflow::errors::InvalidArgument("saved must be (5, T, B, units)"));
+    if (!check_saved(ctx, 2, 5, T, B, H)) return;
     Packed UT;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, 3 * H, true, 2, &UT));
     const float *d_hs = in(ctx, 0), *s = in(ctx, 2);
@@ -720,8 +723,7 @@ class GruResetBeforeBackward : public OpKernel {
   void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, saved, U
     Index T, B, H;
     if (!check_shapes(ctx, 3, 0, 1, 3, {1}, &T, &B, &H)) return;
-    OP_REQUIRES(ctx, ctx->input(2).NumElements() == 5 * T * B * H,
-                tensorflow::errors::InvalidArgument("saved must be (5, T, B, units)"));
+    if (!check_saved(ctx, 2, 5, T, B, H)) return;
     Packed U_zr_T, U_h_T;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, 2 * H, true, 2, &U_zr_T));
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 2 * H, H, true, 2, &U_h_T));
