@@ -134,6 +134,13 @@ def torch_step(cell, H, args, torch):
     return step
 
 
+def loops_in_use():
+    """What seqkit's layers train with on this machine: the compiled kernels or the XLA loops."""
+    from seqkit import kernels
+
+    return "compiled kernels (seqkit/kernels)" if kernels.load() is not None else "XLA loops (no kernels built)"
+
+
 def floor_step(H, args, tf, np):
     """The LSTM layer's unavoidable matmuls in TF (oneDNN), nothing else: a lower bound of one training step."""
     B, T, E = args.batch, args.seq_len, args.embed
@@ -352,7 +359,8 @@ def main(argv=None):
             log("PyTorch not installed: torch rows skipped (pip install torch==2.13.0)")
     parts = [f"B={args.batch}, T={args.seq_len}, V={args.vocab}, E={args.embed}, {args.threads} threads, "
              f"{args.rounds} rounds x {args.steps_per_round} steps, tf {tf.__version__}, keras {keras.__version__}"
-             + (f", torch {torch.__version__}" if torch is not None else "")]
+             + (f", torch {torch.__version__}" if torch is not None else "")
+             + f"; seqkit's training loops: {loops_in_use()}"]
     peak, tps, gen_rows, mem_rows = 0.0, {}, [], []
     if "peak" not in args.skip:
         gflops = measure_peak(args, tf, np, torch)

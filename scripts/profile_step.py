@@ -122,7 +122,10 @@ def main(argv=None):
     if args.markdown:
         from benchdoc import write_report
 
-        details = f" (B=64, T=100, E=64, V=65, 2 threads, {args.rounds} interleaved rounds x {args.reps} calls)"
+        from bench import loops_in_use
+
+        details = (f" (B=64, T=100, E=64, V=65, 2 threads, {args.rounds} interleaved rounds x {args.reps} calls;"
+                   f" forward/backward loop: {loops_in_use()})")
         write_report(args.markdown, HEADING, "profile_step.py", argv or sys.argv[1:], details, text)
 
 

@@ -27,6 +27,10 @@ from seqkit.layers import fused
 def ops():
     if kernels.compiler() is None:
         pytest.skip("no C++ compiler on this machine: the kernels cannot be built and the XLA loops run")
+    if kernels.disabled():
+        pytest.skip("SEQKIT_KERNELS turns the kernels off")
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("a GPU is visible: the layers run there, never through these CPU kernels")
     ops = kernels.load()
     assert ops is not None, "a C++ compiler is present but the kernels did not build (see the seqkit log)"
     return ops
@@ -55,6 +59,7 @@ def _inputs(name, T, B, H, seed=0):
 
 def _run(name, args, kernel):
     """Outputs, and the gradients of a loss weighting every output element differently."""
+    assert (fused._kernel_ops(kernel, *args) is not None) == kernel  # the path asked for is the one taken
     with tf.GradientTape() as tape:
         tape.watch(args)
         outs = FUNCTIONS[name][0](*args, kernel=kernel)
@@ -194,9 +199,10 @@ def test_an_empty_sequence_returns_the_initial_state(ops):
 # -- building ---------------------------------------------------------------------
 
 
-def test_kernels_can_be_turned_off(monkeypatch):
-    monkeypatch.setenv("SEQKIT_KERNELS", "0")
-    assert kernels.load.__wrapped__() is None
+@pytest.mark.parametrize("value", ["0", "off", "False"])
+def test_kernels_can_be_turned_off(monkeypatch, value):
+    monkeypatch.setenv("SEQKIT_KERNELS", value)
+    assert kernels._load.__wrapped__() is None
 
 
 @pytest.mark.parametrize("cxx", ["false", "/nonexistent/g++", "false --with-an-argument"])
@@ -204,10 +210,28 @@ def test_a_failed_build_falls_back_with_one_warning(monkeypatch, tmp_path, caplo
     """A compiler that fails or is missing leaves the XLA loops (and no half-written library)."""
     monkeypatch.setenv("SEQKIT_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", cxx)
+    monkeypatch.delenv("SEQKIT_KERNELS", raising=False)
     with caplog.at_level(logging.WARNING, logger="seqkit"):
-        assert kernels.load.__wrapped__() is None
+        assert kernels._load.__wrapped__() is None
     assert len([r for r in caplog.records if "kernels unavailable" in r.message]) == 1
     assert not list(tmp_path.rglob("*.so"))
+
+
+def test_a_failed_build_is_not_tried_again_in_every_process(monkeypatch, tmp_path, caplog):
+    """The failure is remembered beside the cache key; deleting it retries."""
+    monkeypatch.setenv("SEQKIT_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")
+    monkeypatch.delenv("SEQKIT_KERNELS", raising=False)
+    assert kernels._load.__wrapped__() is None
+    (failed,) = tmp_path.rglob("failed")
+    assert "false failed" in failed.read_text()
+    calls = []
+    real_run = kernels.subprocess.run
+    monkeypatch.setattr(kernels.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or real_run(cmd, **kw))
+    with caplog.at_level(logging.WARNING, logger="seqkit"):
+        assert kernels._load.__wrapped__() is None
+    assert all("-shared" not in cmd for cmd in calls)  # no compile, only the --version of the cache key
+    assert any(f"delete {failed} to try again" in r.message for r in caplog.records)
 
 
 def test_a_build_is_cached(ops, monkeypatch, tmp_path):
@@ -282,3 +306,79 @@ def test_a_damaged_cached_library_is_built_again(ops, tmp_path):
     code = "from seqkit import kernels; assert kernels.load() is not None"
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
     assert damaged.stat().st_size > 100_000  # a real library again
+
+
+# -- end to end ---------------------------------------------------------------------
+
+
+FIT_CASES = {
+    "lstm": dict(name="LSTM"),
+    "gru-reset-before-stateful": dict(name="GRU", reset_after=False, stateful=True),
+    "rnn-relu-backwards": dict(name="SimpleRNN", activation="relu", go_backwards=True),
+}
+
+
+@pytest.mark.parametrize("case", list(FIT_CASES))
+def test_model_fit_through_the_kernels_equals_the_readable_step(ops, case, monkeypatch):
+    """Keras' traced train function (model.fit) with the kernels against the
+    same model with fused=False (autodiff through the readable step): the
+    weights after three SGD steps agree."""
+    import keras
+
+    taken = []
+    kernel_ops = fused._kernel_ops
+    monkeypatch.setattr(fused, "_kernel_ops", lambda *a: taken.append(kernel_ops(*a)) or taken[-1])
+
+    options = dict(FIT_CASES[case])
+    layer_class = getattr(seqkit.layers, options.pop("name"))
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((24, 7, 3)).astype("float32"), rng.standard_normal((24, 1)).astype("float32")
+    weights, models = None, []
+    for fused_path in (True, False):
+        model = keras.Sequential([
+            keras.Input((7, 3), batch_size=8),
+            layer_class(12, fused=fused_path, **options),
+            keras.layers.Dense(1),
+        ])
+        weights = weights or model.get_weights()
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=False)
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        models.append(model)
+    kernel_model, readable_model = models
+    assert any(t is not None for t in taken)  # fit's train function traced the kernels
+    assert not all(np.array_equal(a, b) for a, b in zip(kernel_model.get_weights(), weights))  # it trained
+    for a, b in zip(kernel_model.get_weights(), readable_model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_state_of_unknown_width_at_trace_time(ops):
+    """The ops' shape functions take the state width from U when the initial
+    state's is unknown (an input_signature of (None, None)), as the XLA loops do."""
+    layer = seqkit.layers.GRU(6, reset_after=False, return_sequences=True)
+    x = tf.random.normal((2, 5, 3))
+    h0 = tf.random.normal((2, 6))
+    layer(x)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3]), tf.TensorSpec([None, None])])
+    def grads(x, h0):
+        with tf.GradientTape() as tape:
+            hs = layer(x, initial_state=[h0], training=True)
+            loss = tf.reduce_sum(tf.sin(hs))
+        assert hs.shape[-1] == 6
+        return tape.gradient(loss, layer.trainable_weights)
+
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.sin(layer(x, initial_state=[h0], training=False)))
+    for a, b in zip(grads(x, h0), tape.gradient(loss, layer.trainable_weights)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_cell_overriding_the_old_fused_recurrence_still_works(ops):
+    """fused_recurrence(xw, states), as cells written before `kernel` override it."""
+    layer = seqkit.layers.LSTM(5, return_sequences=True)
+    x = tf.random.normal((2, 4, 3))
+    expected = layer(x, training=True)
+    old = type(layer.cell).fused_recurrence
+    layer.cell.fused_recurrence = lambda xw, states: old(layer.cell, xw, states)
+    np.testing.assert_allclose(layer(x, training=True), expected, atol=1e-6)

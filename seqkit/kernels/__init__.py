@@ -6,10 +6,12 @@ loads it with ``tf.load_op_library``; it returns None (and seqkit's fused
 layers keep their XLA loops) when there is no compiler, the build fails or
 ``SEQKIT_KERNELS=0``. The build takes about 10 s, runs the first time a
 seqkit layer trains, and is reused after (the cache key covers the source,
-TensorFlow's version and flags, the compiler and the CPU).
+this file, TensorFlow's version and flags, the compiler and the CPU). A
+failed build is remembered in a ``failed`` file beside the entry, so later
+processes do not compile again (delete it to retry).
 
 Environment:
-    SEQKIT_KERNELS=0        never use the kernels (the XLA loops run instead).
+    SEQKIT_KERNELS=0        never use the kernels (the XLA loops run instead; also false, no, off).
     SEQKIT_KERNEL_CACHE     where built libraries go (default
                             ``$XDG_CACHE_HOME/seqkit/kernels`` or ``~/.cache/seqkit/kernels``).
     CXX                     the compiler command (default ``g++``, then ``c++``).
@@ -25,6 +27,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("recurrence.cc")
@@ -65,27 +68,23 @@ def _cpu_flags():
 
 
 def _library_path(tf, cxx):
-    """Where the library for this source, TensorFlow, compiler and CPU lives."""
+    """Where the library for this source, build recipe (this file), TensorFlow,
+    compiler and CPU lives."""
     tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
     version = subprocess.run([*cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-    key = hashlib.sha256(
-        "\n".join([SOURCE.read_text(), tf.__version__, *tf_flags, *cxx, version, _cpu_flags()]).encode()
-    ).hexdigest()[:16]
+    parts = [SOURCE.read_text(), Path(__file__).read_text(), tf.__version__, *tf_flags, *cxx, version, _cpu_flags()]
+    key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return cache_dir() / key / "recurrence.so"
 
 
-def _build(tf, cxx):
-    """The cached library, compiled first if it is not there yet."""
-    target = _library_path(tf, cxx)
-    if target.exists():
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError:  # a read-only home: build into the temporary directory instead
-        target = Path(tempfile.gettempdir()) / f"seqkit-kernels-{os.getuid()}" / target.parent.name / target.name
-        if target.exists():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
+def _first_error(stderr, returncode):
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or [f"exit status {returncode}"])[0].strip()
+
+
+def _compile(tf, cxx, target):
+    """Compiles recurrence.cc into ``target`` (atomically); RuntimeError naming the compiler's first error."""
     log.info("seqkit: compiling the recurrence kernels (once, about 10 s) into %s", target.parent)
     tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
     for arch in ARCH_FLAGS if platform.machine() in ("x86_64", "AMD64") else [["-march=native"], []]:
@@ -102,20 +101,54 @@ def _build(tf, cxx):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        error = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
         if not (arch and ARCH_ERROR.search(result.stderr)):
             break
-    raise RuntimeError(f"{' '.join(cxx)} failed: {error}")
+    raise RuntimeError(f"{' '.join(cxx)} failed: {_first_error(result.stderr, result.returncode)}")
+
+
+def _build(tf, cxx):
+    """The cached library, compiled first if it is not there yet. A build that
+    failed leaves a ``failed`` file with its error beside it, and later
+    processes give up at once instead of compiling again (delete the file to
+    retry; any change of source, TensorFlow, compiler or CPU retries anyway)."""
+    target = _library_path(tf, cxx)
+    failed = target.with_name("failed")
+    if target.exists():
+        return target
+    if failed.exists():
+        raise RuntimeError(f"{failed.read_text().strip()} (an earlier build; delete {failed} to try again)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(target.parent, os.W_OK | os.X_OK):
+            raise PermissionError(target.parent)
+    except OSError:
+        # An unwritable cache: build into a new private directory, for this process only
+        # (a shared, predictable folder would let another user plant a library here).
+        target = Path(tempfile.mkdtemp(prefix="seqkit-kernels-")) / target.name
+    try:
+        return _compile(tf, cxx, target)
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        try:
+            failed.write_text(str(e).splitlines()[0] + "\n")
+        except OSError:
+            pass
+        raise
+
+
+def disabled():
+    return os.environ.get("SEQKIT_KERNELS", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+_lock = threading.Lock()
 
 
 @functools.cache
-def load():
-    """The kernels' op module (``tf.load_op_library``), or None when they cannot be had."""
-    if os.environ.get("SEQKIT_KERNELS", "1") == "0":
+def _load():
+    if disabled():
         return None
     cxx = compiler()
     if not cxx:
-        log.info("seqkit: no C++ compiler found; the fused layers use their XLA loops")
+        log.info("seqkit: no C++ compiler found (set CXX); the fused layers train with their XLA loops")
         return None
     import tensorflow as tf
 
@@ -125,7 +158,20 @@ def load():
             return tf.load_op_library(str(path))
         except Exception:  # noqa: BLE001 - a damaged cached library: build it again, once
             path.unlink(missing_ok=True)
-            return tf.load_op_library(str(_build(tf, cxx)))
+            path = _build(tf, cxx)
+            try:
+                return tf.load_op_library(str(path))
+            except Exception as e:  # noqa: BLE001 - it builds but does not load (a libstdc++ mismatch, say)
+                path.unlink(missing_ok=True)
+                path.with_name("failed").write_text(f"{path} does not load: {str(e).splitlines()[0]}\n")
+                raise
     except Exception as e:  # noqa: BLE001 - any failure leaves the XLA loops, which are correct
-        log.warning("seqkit: recurrence kernels unavailable (%s); the fused layers use their XLA loops", e)
+        log.warning("seqkit: recurrence kernels unavailable (%s); the fused layers train with their XLA loops", e)
         return None
+
+
+def load():
+    """The kernels' op module (``tf.load_op_library``), or None when they cannot be had.
+    Built at most once per process, even when replicas trace in several threads."""
+    with _lock:
+        return _load()

@@ -763,11 +763,29 @@ class GruResetBeforeBackward : public OpKernel {
 // Output i has the shape of input j.
 #define SAME(i, j) c->set_output(i, c->input(j))
 
-// (T,) + the shape of input `state`, optionally with `planes` in front.
-tensorflow::Status sequence_shape(InferenceContext* c, int sequence, int state, int planes, ShapeHandle* out) {
+// Output i is a state shaped like input j, its width merged with U's (input 1).
+#define STATE(i, j)                                                \
+  do {                                                             \
+    ShapeHandle st;                                                \
+    TF_RETURN_IF_ERROR(state_shape(c, j, 1, &st));                 \
+    c->set_output(i, st);                                          \
+  } while (0)
+
+// The state shape (B, H): input `state`'s, its H merged with U's rows (input `u`).
+tensorflow::Status state_shape(InferenceContext* c, int state, int u, ShapeHandle* out) {
+  ShapeHandle st, weights;
+  tensorflow::shape_inference::DimensionHandle units;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(state), 2, &st));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(u), 2, &weights));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(st, 1), c->Dim(weights, 0), &units));
+  return c->ReplaceDim(st, 1, units, out);
+}
+
+// (T,) + the state shape, optionally with `planes` in front.
+tensorflow::Status sequence_shape(InferenceContext* c, int sequence, int state, int u, int planes, ShapeHandle* out) {
   ShapeHandle seq, st;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(sequence), 3, &seq));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(state), 2, &st));
+  TF_RETURN_IF_ERROR(state_shape(c, state, u, &st));
   TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(c->Dim(seq, 0)), st, out));
   if (planes) TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(planes), *out, out));
   return tensorflow::OkStatus();
@@ -787,9 +805,9 @@ REGISTER_OP("SeqkitSimpleRnnForward")
     .Attr("activation: {'tanh', 'relu', 'linear'}")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle hs;
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 0, &hs));
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 0, &hs));
       c->set_output(0, hs);
-      SAME(1, 2);
+      STATE(1, 2);
       return tensorflow::OkStatus();
     });
 
@@ -808,11 +826,11 @@ REGISTER_OP("SeqkitLstmForward")
     .Output("hs: float").Output("h_last: float").Output("c_last: float").Output("saved: float")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle hs, saved;
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 0, &hs));
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 6, &saved));
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 0, &hs));
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 6, &saved));
       c->set_output(0, hs);
-      SAME(1, 2);
-      SAME(2, 3);
+      STATE(1, 2);
+      STATE(2, 3);
       c->set_output(3, saved);
       return tensorflow::OkStatus();
     });
@@ -835,10 +853,10 @@ REGISTER_OP("SeqkitGruResetAfterForward")
     .Output("hs: float").Output("h_last: float").Output("saved: float")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle hs, saved;
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 3, 0, &hs));
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 3, 5, &saved));
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 3, 1, 0, &hs));
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 3, 1, 5, &saved));
       c->set_output(0, hs);
-      SAME(1, 3);
+      STATE(1, 3);
       c->set_output(2, saved);
       return tensorflow::OkStatus();
     });
@@ -860,10 +878,10 @@ REGISTER_OP("SeqkitGruResetBeforeForward")
     .Output("hs: float").Output("h_last: float").Output("saved: float")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle hs, saved;
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 0, &hs));
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 5, &saved));
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 0, &hs));
+      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 5, &saved));
       c->set_output(0, hs);
-      SAME(1, 2);
+      STATE(1, 2);
       c->set_output(2, saved);
       return tensorflow::OkStatus();
     });

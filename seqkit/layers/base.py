@@ -15,11 +15,18 @@ projection out of the time loop; masking, ``go_backwards``, ``stateful``,
 ``return_state`` and ``initial_state`` keep Keras' own semantics.
 """
 
+import inspect
+
 import keras
 from keras import ops
 from keras.src import backend as keras_backend
 from keras.src import tree
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+
+def _takes_keyword(fn, name):
+    parameters = inspect.signature(fn).parameters.values()
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def check_units(units):
@@ -331,10 +338,10 @@ class RecurrentLayer(keras.layers.RNN):
             mask = ops.transpose(mask, (1, 0))  # (T, B)
         elif self.fused and recurrent_mask is None and not self.unroll:
             # Training steps run the loops as compiled ops when seqkit.kernels has
-            # them; inference (and so export) keeps TensorFlow's own ops.
-            result = cell.fused_recurrence(
-                xw[::-1] if self.go_backwards else xw, list(initial_state), kernel=training is True
-            )
+            # them; inference (and so export) keeps TensorFlow's own ops. (A cell
+            # written before `kernel` existed overrides fused_recurrence(xw, states).)
+            kernel = {"kernel": training is True} if _takes_keyword(cell.fused_recurrence, "kernel") else {}
+            result = cell.fused_recurrence(xw[::-1] if self.go_backwards else xw, list(initial_state), **kernel)
             if result is not None:
                 hs, states = result  # hs: (T, B, H), in the order processed (as Keras)
                 return hs[-1], ops.transpose(hs, (1, 0, 2)), states

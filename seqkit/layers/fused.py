@@ -397,7 +397,7 @@ def gru_reset_before_backward(d_hs, d_hT, hs, saved, U, h0):
 
 def _gru_reset_before_dU(hs, h0, r, dZ):
     """``[U_z U_r]`` from ``h_{t-1}``, ``U_h`` from ``r_t ⊙ h_{t-1}``: two matmuls over all steps."""
-    units = hs.shape[-1]
+    units = dZ.shape[-1] // 3  # (3H from U's shape, known even when the state's width is not)
     dU_zr = _recurrent_grad(hs, h0, dZ[..., : 2 * units])
     dU_h = tf.matmul(_flat(r * _previous(hs, h0)), _flat(dZ[..., 2 * units :]), transpose_a=True)
     return tf.concat([dU_zr, dU_h], axis=-1)
