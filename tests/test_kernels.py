@@ -71,10 +71,7 @@ def _op_types(fn, *args):
     return {op.type for op in tf.function(fn).get_concrete_function(*args).graph.get_operations()}
 
 
-@pytest.mark.parametrize("name", list(FUNCTIONS))
-@pytest.mark.parametrize("shape", [(7, 5, 13), (1, 3, 32), (12, 16, 40)], ids=lambda s: "TxBxH=%dx%dx%d" % s)
-def test_kernel_equals_the_xla_loop(ops, name, shape):
-    args = _inputs(name, *shape)
+def _assert_kernel_equals_xla(name, args):
     (out_k, grad_k), (out_x, grad_x) = _run(name, args, True), _run(name, args, False)
     for a, b in zip(out_k, out_x):
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -82,14 +79,15 @@ def test_kernel_equals_the_xla_loop(ops, name, shape):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", list(FUNCTIONS))
+@pytest.mark.parametrize("shape", [(7, 5, 13), (1, 3, 32), (12, 16, 40)], ids=lambda s: "TxBxH=%dx%dx%d" % s)
+def test_kernel_equals_the_xla_loop(ops, name, shape):
+    _assert_kernel_equals_xla(name, _inputs(name, *shape))
+
+
 def test_a_long_sequence_stays_equal(ops):
     """T = 200 at H = 64: errors do not grow along the recurrence."""
-    args = _inputs("lstm", 200, 8, 64, seed=3)
-    (out_k, grad_k), (out_x, grad_x) = _run("lstm", args, True), _run("lstm", args, False)
-    for a, b in zip(out_k, out_x):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-    for a, b in zip(grad_k, grad_x):
-        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+    _assert_kernel_equals_xla("lstm", _inputs("lstm", 200, 8, 64, seed=3))
 
 
 def test_the_kernel_is_the_path_taken_when_asked(ops):

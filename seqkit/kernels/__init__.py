@@ -67,10 +67,15 @@ def _cpu_flags():
     return platform.processor()
 
 
+def _tf_flags(tf):
+    """The installed TensorFlow's compile and link flags for a custom op."""
+    return tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+
+
 def _library_path(tf, cxx):
     """Where the library for this source, build recipe (this file), TensorFlow,
     compiler and CPU lives."""
-    tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+    tf_flags = _tf_flags(tf)
     version = subprocess.run([*cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
     parts = [SOURCE.read_text(), Path(__file__).read_text(), tf.__version__, *tf_flags, *cxx, version, _cpu_flags()]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
@@ -86,7 +91,7 @@ def _first_error(stderr, returncode):
 def _compile(tf, cxx, target):
     """Compiles recurrence.cc into ``target`` (atomically); RuntimeError naming the compiler's first error."""
     log.info("seqkit: compiling the recurrence kernels (once, about 10 s) into %s", target.parent)
-    tf_flags = tf.sysconfig.get_compile_flags() + tf.sysconfig.get_link_flags()
+    tf_flags = _tf_flags(tf)
     for arch in ARCH_FLAGS if platform.machine() in ("x86_64", "AMD64") else [["-march=native"], []]:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".recurrence-", suffix=".so")
         os.close(fd)
@@ -153,18 +158,16 @@ def _load():
     import tensorflow as tf
 
     try:
-        path = _build(tf, cxx)
-        try:
-            return tf.load_op_library(str(path))
-        except Exception:  # noqa: BLE001 - a damaged cached library: build it again, once
-            path.unlink(missing_ok=True)
+        for _ in range(2):  # a cached library that does not load (damaged) is built again, once
             path = _build(tf, cxx)
             try:
                 return tf.load_op_library(str(path))
-            except Exception as e:  # noqa: BLE001 - it builds but does not load (a libstdc++ mismatch, say)
+            except Exception as e:  # noqa: BLE001
                 path.unlink(missing_ok=True)
-                path.with_name("failed").write_text(f"{path} does not load: {str(e).splitlines()[0]}\n")
-                raise
+                error = e
+        # It builds but does not load (a libstdc++ mismatch, say): remember, as a failed build.
+        path.with_name("failed").write_text(f"{path} does not load: {str(error).splitlines()[0]}\n")
+        raise error
     except Exception as e:  # noqa: BLE001 - any failure leaves the XLA loops, which are correct
         log.warning("seqkit: recurrence kernels unavailable (%s); the fused layers train with their XLA loops", e)
         return None

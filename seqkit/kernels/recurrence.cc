@@ -154,117 +154,106 @@ class Team {
 // ---------------------------------------------------------------------------- matmul
 // The recurrent matmul multiplies by the same right-hand side at every step: U
 // in the forward loop, U^T in the backward one. It is packed once per call into
-// column panels of NR = 16 NV columns, each a contiguous (K, NR) block, and each
-// step computes (R, NR) tiles of the output over the whole K with the
-// accumulators in registers: a BLAS kernel without the per-call packing of U,
-// which at B = 64 costs as much as the product. Each finished tile row goes to
-// an epilogue, which is where the ops put their gate math: one pass over the
-// data, one parallel region per step. Each tile is summed in a fixed order by
-// one thread, so results do not depend on the thread count.
+// column panels of kPanel columns, each a contiguous (K, kPanel) block, and each
+// step computes (kTileRows, kPanel) tiles of the output over the whole K with
+// the accumulators in registers: a BLAS kernel without the per-call packing of
+// U, which at B = 64 costs as much as the product. Each finished tile row goes
+// to an epilogue (SimpleRNN puts its gate math there). Each tile is summed in a
+// fixed order by one thread, so results do not depend on the thread count.
 
-// Rows per tile: 8 x NV accumulators in registers (of 32), for NV <= 3.
-constexpr Index rows_per_tile(int NV) { return 8; }
+constexpr Index kPanel = 32;    // columns per panel: two AVX-512 vectors
+constexpr Index kTileRows = 8;  // 8 x 2 accumulators, 2 panel vectors and a broadcast fit 32 registers
 
-// Right-hand side (K, panels * NR) in panel order: data[p][k][j].
+// A packed right-hand side (K, panels * kPanel) in panel order: data[p][k][j].
 struct Packed {
   Tensor data;
-  Index K = 0, panels = 0, NR = 0;
+  Index K = 0, panels = 0;
 };
 
-// Packs value(k, n) for packed column n = p * NR + j (value 0 pads).
-template <typename Value>
-tensorflow::Status pack(OpKernelContext* ctx, Index K, Index panels, Index NR, Value value, Packed* out) {
+// Packs the columns [offset, offset + N) of U (rows of ld floats) as a (K = rows,
+// N) right-hand side, or, when transpose, the transpose of its columns
+// [offset, offset + K); columns past N are zeros.
+tensorflow::Status pack_block(OpKernelContext* ctx, const Tensor& U, Index offset, Index width, bool transpose,
+                              Packed* out) {
+  const Index rows = U.dim_size(0), ld = U.dim_size(1);
+  const Index K = transpose ? width : rows, N = transpose ? rows : width;
   out->K = K;
-  out->panels = panels;
-  out->NR = NR;
-  TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({panels * K * NR}), &out->data));
+  out->panels = (N + kPanel - 1) / kPanel;
+  TF_RETURN_IF_ERROR(
+      ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({out->panels * K * kPanel}), &out->data));
+  const float* u = U.flat<float>().data();
   float* p = out->data.flat<float>().data();
-  for (Index panel = 0; panel < panels; ++panel)
+  for (Index panel = 0; panel < out->panels; ++panel)
     for (Index k = 0; k < K; ++k)
-      for (Index j = 0; j < NR; ++j) *p++ = value(k, panel * NR + j);
+      for (Index n = panel * kPanel; n < (panel + 1) * kPanel; ++n)
+        *p++ = n >= N ? 0.0f : transpose ? u[n * ld + offset + k] : u[k * ld + offset + n];
   return tensorflow::OkStatus();
 }
 
-// The columns [offset, offset + N) of U (rows of ld floats) as a (K = rows, N)
-// right-hand side, or the transpose of its columns [offset, offset + K), plain
-// order, NR = 16 NV.
-tensorflow::Status pack_block(OpKernelContext* ctx, const Tensor& U, Index offset, Index width, bool transpose,
-                              int NV, Packed* out) {
-  const Index rows = U.dim_size(0), ld = U.dim_size(1), NR = 16 * NV;
-  const Index K = transpose ? width : rows, N = transpose ? rows : width;
-  const float* u = U.flat<float>().data();
-  return pack(ctx, K, (N + NR - 1) / NR, NR, [&](Index k, Index n) {
-    return n >= N ? 0.0f : transpose ? u[n * ld + offset + k] : u[k * ld + offset + n];
-  }, out);
-}
-
-// acc (R, NR) = a (R, K; rows lda apart) @ panel (K, NR).
-template <int R, int NV>
+// acc (R, kPanel) = a (R, K; rows lda apart) @ panel (K, kPanel).
+template <int R>
 inline void tile_kernel(const float* a, Index lda, const float* panel, Index K, float* acc) {
-  constexpr Index NR = 16 * NV;
 #if defined(__AVX512F__)
-  __m512 v[R][NV];
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < NV; ++q) v[r][q] = _mm512_setzero_ps();
+  __m512 v[R][2];
+  for (int r = 0; r < R; ++r) v[r][0] = v[r][1] = _mm512_setzero_ps();
   for (Index k = 0; k < K; ++k) {
-    __m512 w[NV];
-    for (int q = 0; q < NV; ++q) w[q] = _mm512_loadu_ps(panel + k * NR + 16 * q);
+    const __m512 w0 = _mm512_loadu_ps(panel + k * kPanel), w1 = _mm512_loadu_ps(panel + k * kPanel + 16);
     for (int r = 0; r < R; ++r) {
       const __m512 x = _mm512_set1_ps(a[r * lda + k]);
-      for (int q = 0; q < NV; ++q) v[r][q] = _mm512_fmadd_ps(x, w[q], v[r][q]);
+      v[r][0] = _mm512_fmadd_ps(x, w0, v[r][0]);
+      v[r][1] = _mm512_fmadd_ps(x, w1, v[r][1]);
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < NV; ++q) _mm512_store_ps(acc + r * NR + 16 * q, v[r][q]);
+  for (int r = 0; r < R; ++r) {
+    _mm512_store_ps(acc + r * kPanel, v[r][0]);
+    _mm512_store_ps(acc + r * kPanel + 16, v[r][1]);
+  }
 #else
-  float v[R][NR] = {};
+  float v[R][kPanel] = {};
   for (Index k = 0; k < K; ++k)
     for (int r = 0; r < R; ++r) {
       const float x = a[r * lda + k];
-      for (Index j = 0; j < NR; ++j) v[r][j] += x * panel[k * NR + j];
+      for (Index j = 0; j < kPanel; ++j) v[r][j] += x * panel[k * kPanel + j];
     }
-  for (int r = 0; r < R; ++r) std::copy_n(v[r], NR, acc + r * NR);
+  for (int r = 0; r < R; ++r) std::copy_n(v[r], kPanel, acc + r * kPanel);
 #endif
 }
 
-template <int NV>
 inline void tile(const float* a, Index lda, const float* panel, Index K, float* acc, Index rows) {
-  static_assert(NV <= 3, "8 x NV accumulators, NV panel vectors and a broadcast fit 32 registers");
-  switch (rows) {  // a whole tile is 8 rows; the last one of a batch may be shorter
-    case 1: return tile_kernel<1, NV>(a, lda, panel, K, acc);
-    case 2: return tile_kernel<2, NV>(a, lda, panel, K, acc);
-    case 3: return tile_kernel<3, NV>(a, lda, panel, K, acc);
-    case 4: return tile_kernel<4, NV>(a, lda, panel, K, acc);
-    case 5: return tile_kernel<5, NV>(a, lda, panel, K, acc);
-    case 6: return tile_kernel<6, NV>(a, lda, panel, K, acc);
-    case 7: return tile_kernel<7, NV>(a, lda, panel, K, acc);
-    default: return tile_kernel<8, NV>(a, lda, panel, K, acc);
+  switch (rows) {  // a whole tile is kTileRows rows; the last one of a batch may be shorter
+    case 1: return tile_kernel<1>(a, lda, panel, K, acc);
+    case 2: return tile_kernel<2>(a, lda, panel, K, acc);
+    case 3: return tile_kernel<3>(a, lda, panel, K, acc);
+    case 4: return tile_kernel<4>(a, lda, panel, K, acc);
+    case 5: return tile_kernel<5>(a, lda, panel, K, acc);
+    case 6: return tile_kernel<6>(a, lda, panel, K, acc);
+    case 7: return tile_kernel<7>(a, lda, panel, K, acc);
+    default: return tile_kernel<8>(a, lda, panel, K, acc);
   }
 }
 
-// For every row b < B and panel p: epilogue(b, p, acc) with acc the NR values of
-// a (B, K) @ packed in that row and panel. Panels are split across the thread pool.
-template <int NV, typename Epilogue>
+// For every row b < B and panel p: epilogue(b, p, acc) with acc the kPanel values
+// of a (B, K) @ packed in that row and panel. Panels are split across the team.
+template <typename Epilogue>
 void matmul(Team& team, const float* a, Index lda, const Packed& u, Index B, Epilogue epilogue) {
-  constexpr Index NR = 16 * NV, R = rows_per_tile(NV);
   const Index K = u.K;
   const float* packed = u.data.flat<float>().data();
   team.parallel(u.panels, [&](Index p) {
-    alignas(64) float acc[R * NR];
-    for (Index r = 0; r < B; r += R) {
-      const Index rows = std::min(R, B - r);
-      tile<NV>(a + r * lda, lda, packed + p * K * NR, K, acc, rows);
-      for (Index i = 0; i < rows; ++i) epilogue(r + i, p, acc + i * NR);
+    alignas(64) float acc[kTileRows * kPanel];
+    for (Index r = 0; r < B; r += kTileRows) {
+      const Index rows = std::min(kTileRows, B - r);
+      tile(a + r * lda, lda, packed + p * K * kPanel, K, acc, rows);
+      for (Index i = 0; i < rows; ++i) epilogue(r + i, p, acc + i * kPanel);
     }
   });
 }
 
-// c (B, N) (+)= a (B, K) @ u for a plain-order u (pack_block with NV = 2); rows of c ldc apart.
+// c (B, N) (+)= a (B, K) @ u; rows of c ldc apart.
 void matmul_into(Team& d, const float* a, Index lda, const Packed& u, Index N, float* c, Index ldc, Index B,
                  bool accumulate = false) {
-  matmul<2>(d, a, lda, u, B, [&](Index b, Index p, const float* acc) {
-    const Index cols = std::min<Index>(32, N - p * 32);
-    float* out = c + b * ldc + p * 32;
+  matmul(d, a, lda, u, B, [&](Index b, Index p, const float* acc) {
+    const Index cols = std::min(kPanel, N - p * kPanel);
+    float* out = c + b * ldc + p * kPanel;
     for (Index j = 0; j < cols; ++j) out[j] = accumulate ? out[j] + acc[j] : acc[j];
   });
 }
@@ -300,9 +289,9 @@ inline V sigmoid16(const V& a) { return 0.5f + 0.5f * (0.5f * a).tanh(); }  // �
 inline Index row_block(Index H) { return std::max<Index>(1, 2048 / H); }
 
 // The most tasks a phase of an op has: for_rows' row blocks, or the panels of
-// its widest matmul (N columns, 32 to a panel).
+// its widest matmul (N columns, kPanel to a panel).
 inline Index max_tasks(Index B, Index H, Index N) {
-  return std::max((B + row_block(H) - 1) / row_block(H), (N + 31) / 32);
+  return std::max((B + row_block(H) - 1) / row_block(H), (N + kPanel - 1) / kPanel);
 }
 
 // Runs fn(b) for every batch row b, in blocks of rows across the team.
@@ -407,7 +396,7 @@ inline V activation_grad(Activation phi, const V& dh, const V& y) {
 }
 
 // Calls fn(u0, n) for the chunks of 16 units (n of them valid) in panel p of
-// `units` units per panel.
+// `units` units per panel (p = 0, units = H: a whole row).
 template <typename Fn>
 inline void for_chunks(Index p, Index units, Index H, Fn fn) {
   for (Index u0 = p * units; u0 < std::min(H, (p + 1) * units); u0 += 16) fn(u0, std::min<Index>(16, H - u0));
@@ -421,17 +410,17 @@ class SimpleRnnForward : public OpKernel {
     Index T, B, H;
     if (!check_shapes(ctx, 1, 0, 1, 1, {2}, &T, &B, &H)) return;
     Packed U;
-    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, H, false, 2, &U));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, H, false, &U));
     const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
     float* h_T = out(ctx, 1, TensorShape({B, H}));
     if (!ctx->status().ok()) return;
     Team d(ctx->eigen_device<Device>(), max_tasks(B, H, H));
     for (Index t = 0; t < T; ++t) {
-      matmul<2>(d, t == 0 ? h0 : hs + (t - 1) * B * H, H, U, B, [&](Index b, Index p, const float* acc) {
-        for_chunks(p, 32, H, [&](Index u0, Index n) {
+      matmul(d, t == 0 ? h0 : hs + (t - 1) * B * H, H, U, B, [&](Index b, Index p, const float* acc) {
+        for_chunks(p, kPanel, H, [&](Index u0, Index n) {
           const Index at = (t * B + b) * H + u0;
-          const V a = load(acc + u0 - p * 32) + load(xw + at, n);  // a_t = h_{t-1} U + x_t W + b
+          const V a = load(acc + u0 - p * kPanel) + load(xw + at, n);  // a_t = h_{t-1} U + x_t W + b
           store(hs + at, activate(phi_, a), n);                       // h_t = φ(a_t)
         });
       });
@@ -452,7 +441,7 @@ class SimpleRnnBackward : public OpKernel {
     if (!check_shapes(ctx, 1, 0, 1, 3, {1}, &T, &B, &H)) return;
     if (!require(ctx, ctx->input(2).shape() == ctx->input(0).shape(), "hs must have d_hs's shape (T, B, units)")) return;
     Packed UT;
-    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, H, true, 2, &UT));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, H, true, &UT));
     const float *d_hs = in(ctx, 0), *d_hT = in(ctx, 1), *hs = in(ctx, 2);
     float* dA = out(ctx, 0, TensorShape({T, B, H}));
     float* dh0 = out(ctx, 1, TensorShape({B, H}));
@@ -468,12 +457,12 @@ class SimpleRnnBackward : public OpKernel {
       store(dA + at, activation_grad(phi_, load(d_hs + at, n) + recurrent, load(hs + at, n)), n);
     };
     for_rows(d, B, H, [&](Index b) {
-      for (Index u0 = 0; u0 < H; u0 += 16) step(T - 1, b, u0, std::min<Index>(16, H - u0), load(d_hT + b * H + u0, std::min<Index>(16, H - u0)));
+      for_chunks(0, H, H, [&](Index u0, Index n) { step(T - 1, b, u0, n, load(d_hT + b * H + u0, n)); });
     });
     for (Index t = T - 1; t >= 0; --t) {
-      matmul<2>(d, dA + t * B * H, H, UT, B, [&](Index b, Index p, const float* acc) {
-        for_chunks(p, 32, H, [&](Index u0, Index n) {
-          const V recurrent = load(acc + u0 - p * 32);  // δh_{t-1} from step t: δa_t U^T
+      matmul(d, dA + t * B * H, H, UT, B, [&](Index b, Index p, const float* acc) {
+        for_chunks(p, kPanel, H, [&](Index u0, Index n) {
+          const V recurrent = load(acc + u0 - p * kPanel);  // δh_{t-1} from step t: δa_t U^T
           if (t > 0)
             step(t - 1, b, u0, n, recurrent);
           else
@@ -504,7 +493,7 @@ class LstmForward : public OpKernel {
     Index T, B, H;
     if (!check_shapes(ctx, 4, 0, 4, 1, {2, 3}, &T, &B, &H)) return;
     Packed U;
-    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 4 * H, false, 2, &U));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 4 * H, false, &U));
     Tensor z_buffer;
     const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
@@ -551,7 +540,7 @@ class LstmBackward : public OpKernel {
     if (!check_shapes(ctx, 4, 0, 1, 4, {1, 2}, &T, &B, &H)) return;
     if (!check_saved(ctx, 3, 6, T, B, H)) return;
     Packed UT;
-    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(4), 0, 4 * H, true, 2, &UT));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(4), 0, 4 * H, true, &UT));
     const float *d_hs = in(ctx, 0), *s = in(ctx, 3);
     float* dZ = out(ctx, 0, TensorShape({T, B, 4 * H}));
     float* dh = out(ctx, 1, TensorShape({B, H}));  // δh flowing into step t from t+1; δh_0 at the end
@@ -592,7 +581,7 @@ class GruResetAfterForward : public OpKernel {
     if (!check_shapes(ctx, 3, 0, 3, 1, {3}, &T, &B, &H)) return;
     if (!require(ctx, ctx->input(2).NumElements() == 3 * H, "recurrent bias must be (3 * units,)")) return;
     Packed U;
-    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 3 * H, false, 2, &U));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 3 * H, false, &U));
     Tensor hu_buffer;
     const float *xw = in(ctx, 0), *bias = in(ctx, 2), *h0 = in(ctx, 3);
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
@@ -636,7 +625,7 @@ class GruResetAfterBackward : public OpKernel {
     if (!check_shapes(ctx, 3, 0, 1, 3, {1}, &T, &B, &H)) return;
     if (!check_saved(ctx, 2, 5, T, B, H)) return;
     Packed UT;
-    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, 3 * H, true, 2, &UT));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, 3 * H, true, &UT));
     const float *d_hs = in(ctx, 0), *s = in(ctx, 2);
     float* dXW = out(ctx, 0, TensorShape({T, B, 3 * H}));
     float* dHU = out(ctx, 1, TensorShape({T, B, 3 * H}));
@@ -675,8 +664,8 @@ class GruResetBeforeForward : public OpKernel {
     Index T, B, H;
     if (!check_shapes(ctx, 3, 0, 3, 1, {2}, &T, &B, &H)) return;
     Packed U_zr, U_h;
-    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 2 * H, false, 2, &U_zr));
-    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 2 * H, H, false, 2, &U_h));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 2 * H, false, &U_zr));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 2 * H, H, false, &U_h));
     Tensor zr_buffer, rh_buffer;
     const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
@@ -725,8 +714,8 @@ class GruResetBeforeBackward : public OpKernel {
     if (!check_shapes(ctx, 3, 0, 1, 3, {1}, &T, &B, &H)) return;
     if (!check_saved(ctx, 2, 5, T, B, H)) return;
     Packed U_zr_T, U_h_T;
-    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, 2 * H, true, 2, &U_zr_T));
-    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 2 * H, H, true, 2, &U_h_T));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, 2 * H, true, &U_zr_T));
+    OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 2 * H, H, true, &U_h_T));
     Tensor d_rh_buffer;
     const float *d_hs = in(ctx, 0), *s = in(ctx, 2);
     float* dZ = out(ctx, 0, TensorShape({T, B, 3 * H}));
