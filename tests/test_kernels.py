@@ -380,3 +380,94 @@ def test_a_cell_overriding_the_old_fused_recurrence_still_works(ops):
     old = type(layer.cell).fused_recurrence
     layer.cell.fused_recurrence = lambda xw, states: old(layer.cell, xw, states)
     np.testing.assert_allclose(layer(x, training=True), expected, atol=1e-6)
+
+
+# -- masks ----------------------------------------------------------------------------
+
+
+MASKED_FUNCTIONS = {  # name -> fused function taking (*inputs, kernel, mask)
+    "rnn-tanh": lambda *a, kernel, mask: fused.simple_rnn(*a, "tanh", kernel, mask),
+    "rnn-relu": lambda *a, kernel, mask: fused.simple_rnn(*a, "relu", kernel, mask),
+    "lstm": lambda *a, kernel, mask: fused.lstm(*a, kernel, mask),
+    "gru-reset-after": lambda *a, kernel, mask: fused.gru_reset_after(*a, kernel, mask),
+    "gru-reset-before": lambda *a, kernel, mask: fused.gru_reset_before(*a, kernel, mask),
+}
+
+
+def _mask(T, B, seed=0):
+    """(T, B), 1 at real steps: rows right-padded, pre-padded, with holes, and one fully masked."""
+    rng = np.random.default_rng(seed)
+    t, lengths = np.arange(T)[:, None], rng.integers(0, T + 1, B)
+    m = rng.random((T, B)) > 0.4  # holes
+    m[:, 0::4] = t < lengths[0::4]  # right-padded
+    m[:, 1::4] = t >= T - lengths[1::4]  # pre-padded
+    m[:, 3 % B] = False
+    return tf.constant(m.astype("float32"))
+
+
+def _run_masked(name, args, mask, kernel):
+    assert (fused._kernel_ops(kernel, *args) is not None) == kernel  # the path asked for is the one taken
+    with tf.GradientTape() as tape:
+        tape.watch(args)
+        outs = MASKED_FUNCTIONS[name](*args, kernel=kernel, mask=mask)
+        loss = sum(tf.reduce_sum(o * tf.sin(tf.reshape(tf.range(tf.size(o), dtype=o.dtype), o.shape))) for o in outs)
+    return [o.numpy() for o in outs], [g.numpy() for g in tape.gradient(loss, args)]
+
+
+@pytest.mark.parametrize("name", list(MASKED_FUNCTIONS))
+@pytest.mark.parametrize("shape", [(7, 13, 21), (12, 16, 40)], ids=lambda s: "TxBxH=%dx%dx%d" % s)
+def test_masked_kernel_equals_the_masked_xla_loop(ops, name, shape):
+    """The ...Masked ops against the masked XLA loops (themselves tested against
+    each sequence run alone: test_layers.py), for right-padded, pre-padded,
+    holed and fully masked rows: outputs <= 1e-5, gradients <= 1e-4."""
+    args, mask = _inputs(name, *shape), _mask(*shape[:2])
+    (out_k, grad_k), (out_x, grad_x) = _run_masked(name, args, mask, True), _run_masked(name, args, mask, False)
+    for a, b in zip(out_k, out_x):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(grad_k, grad_x):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["rnn-tanh", "lstm", "gru-reset-after"])
+def test_a_mask_of_ones_gives_the_unmasked_kernels_results(ops, name):
+    """Known answer: with every step real, the masked ops compute what the
+    unmasked ones do, bitwise."""
+    args = _inputs(name, 9, 13, 21, seed=2)
+    with_mask = _run_masked(name, args, tf.ones((9, 13)), True)
+    without = _run(name, args, True)
+    for a, b in zip(with_mask[0] + with_mask[1], without[0] + without[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+MASKED_OPS = {  # layer -> (forward op, backward op) of a masked training step
+    "SimpleRNN": ("SeqkitSimpleRnnForwardMasked", "SeqkitSimpleRnnBackwardMasked"),
+    "LSTM": ("SeqkitLstmForwardMasked", "SeqkitLstmBackwardMasked"),
+    "GRU": ("SeqkitGruResetAfterForwardMasked", "SeqkitGruResetAfterBackward"),  # the saved planes carry the mask
+}
+
+
+@pytest.mark.parametrize("name", list(MASKED_OPS))
+def test_masked_training_uses_the_masked_kernels(ops, name):
+    """A masked training step (forward and backward) runs the masked ops; a
+    masked inference call holds only TensorFlow's own ops (exports)."""
+    layer = getattr(seqkit.layers, name)(8, return_sequences=True)
+    x, mask = tf.random.normal((4, 6, 3)), tf.constant(np.arange(6)[None] < np.array([[6], [3], [1], [4]]))
+    layer(x)
+
+    def train(x, mask):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.sin(layer(x, mask=mask, training=True)))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    assert set(MASKED_OPS[name]) <= _op_types(train, x, mask)
+    assert not any(t.startswith("Seqkit") for t in _op_types(lambda x, m: layer(x, mask=m, training=False), x, mask))
+
+
+def test_a_mask_of_the_wrong_shape_is_an_error(ops):
+    g = tf.random.Generator.from_seed(0)
+    x, U, s = g.normal((3, 2, 16)), g.normal((4, 16)), g.normal((2, 4))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"mask must be \(T, B\) = \(3, 2\), got \[2,3\]"):
+        ops.seqkit_lstm_forward_masked(x, U, s, s, tf.ones((2, 3)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"mask must be \(T, B\) = \(3, 2\), got \[3\]"):
+        ops.seqkit_simple_rnn_backward_masked(g.normal((3, 2, 4)), s, g.normal((3, 2, 4)), g.normal((4, 4)),
+                                               tf.ones((3,)), activation="tanh")

@@ -252,14 +252,170 @@ def test_fused_fast_path_equals_the_readable_step(variant, go_backwards, trainin
 
 
 def test_fused_path_is_the_one_taken(monkeypatch, rng):
-    """Unmasked sequences with standard activations go through seqkit.layers.fused."""
+    """Sequences with standard activations go through seqkit.layers.fused, masked or not."""
     from seqkit.layers import fused
 
-    calls = []
+    masks = []
     original = fused.lstm
-    monkeypatch.setattr(fused, "lstm", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(fused, "lstm", lambda *a: masks.append(a[5] is not None) or original(*a))
     LSTM(H)(inputs(rng))
-    assert calls == [1]
-    LSTM(H)(inputs(rng), mask=np.ones((B, T), bool))  # masks take the readable path
+    LSTM(H)(inputs(rng), mask=np.ones((B, T), bool))  # masks take the fused path too
+    assert masks == [False, True]
     LSTM(H, recurrent_activation="hard_sigmoid")(inputs(rng))  # no fused form
-    assert calls == [1]
+    LSTM(H, fused=False)(inputs(rng), mask=np.ones((B, T), bool))
+    assert masks == [False, True]
+
+
+# -- masks on the fused path ------------------------------------------------
+
+# One batch holding every kind of mask: a full row, right-padded, pre-padded,
+# holes, a single real step, and a fully masked row.
+MASK_ROWS = np.array(
+    [
+        [1, 1, 1, 1, 1, 1],
+        [1, 1, 1, 1, 0, 0],
+        [0, 0, 0, 1, 1, 1],
+        [1, 0, 1, 1, 0, 1],
+        [0, 0, 1, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0],
+    ],
+    bool,
+)
+
+
+FUSED_FUNCTIONS = {  # variant -> its function in seqkit.layers.fused
+    "rnn-tanh": "simple_rnn",
+    "rnn-relu": "simple_rnn",
+    "lstm": "lstm",
+    "gru-reset-after": "gru_reset_after",
+    "gru-reset-before": "gru_reset_before",
+}
+
+
+def _masked_layer(variant, fused, **options):
+    name, cell_args = CELL_VARIANTS[variant]
+    return getattr(seqkit.layers, name)(H, **cell_args, fused=fused, return_state=True, **options)
+
+
+def _each_row_alone(layer, x, states, mask):
+    """Oracle: each row's real steps run alone, unpadded, through the readable
+    step (a fused=False twin of ``layer``, no mask), laid out as Keras emits
+    them: outputs in the order processed, the last real output at a masked
+    step (zeros before the first; zeros everywhere with zero_output_for_mask),
+    the last output and the final states after the last real step."""
+    config = {**layer.get_config(), "fused": False, "return_sequences": True, "return_state": True}
+    config.pop("name")
+    alone = type(layer).from_config(config)
+    alone(x[:1, :1])
+    alone.set_weights(layer.get_weights())
+    outputs, lasts, finals = [], [], []
+    for b in range(len(x)):
+        real = mask[b, ::-1] if layer.go_backwards else mask[b]  # in the order processed
+        row_states = [s[b : b + 1] for s in states]
+        if real.any():
+            hs, *row_states = alone(x[b : b + 1, mask[b]], initial_state=row_states)
+            hs = np.asarray(hs)[0]
+        out, last, k = np.zeros((len(real), H), "float32"), np.zeros(H, "float32"), 0
+        for t, r in enumerate(real):
+            if r:
+                last, k = hs[k], k + 1
+            out[t] = last if r or not layer.zero_output_for_mask else 0.0
+        outputs.append(out)
+        lasts.append(last)
+        finals.append([np.asarray(s)[0] for s in row_states])
+    return np.stack(outputs), np.stack(lasts), [np.stack(f) for f in zip(*finals)]
+
+
+def _outputs_and_grads(layer, x, states, mask):
+    with tf.GradientTape() as tape:
+        tape.watch([x, *states])
+        outs = layer(x, initial_state=states, mask=mask, training=True)
+        loss = sum(tf.reduce_sum(o * np.cos(np.arange(o.shape[-1]) + i)) for i, o in enumerate(outs))
+    return [np.asarray(o) for o in outs], tape.gradient(loss, [x, *states, *layer.trainable_weights])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("zero_output_for_mask", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_masked_fused_path_equals_each_sequence_run_alone(variant, go_backwards, zero_output_for_mask,
+                                                          return_sequences, rng, monkeypatch):
+    """Masks (right-padded, pre-padded, holes, one step, none real) on the
+    fused path, training=True (the compiled kernels where they build, else the
+    XLA loops). Outputs, last output and final states: each row run alone,
+    unpadded, through the readable step (<= 1e-5). Gradients w.r.t. inputs,
+    initial states and weights: the readable masked path (fused=False, Keras'
+    rnn() loop, equal to Keras' built-ins on these non-unrolled cases:
+    test_keras_parity.py) (<= 1e-4)."""
+    from seqkit.layers import fused as fused_module
+
+    options = dict(go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask,
+                   return_sequences=return_sequences)
+    fast, readable = _masked_layer(variant, True, **options), _masked_layer(variant, False, **options)
+    x = tf.constant(rng.standard_normal((len(MASK_ROWS), T, D)).astype("float32"))
+    n_states = 2 if CELL_VARIANTS[variant][0] == "LSTM" else 1
+    states = [tf.constant(rng.standard_normal((len(MASK_ROWS), H)).astype("float32")) for _ in range(n_states)]
+    mask = tf.constant(MASK_ROWS)
+    fast(x)
+    readable(x)
+    weights = [w + 0.3 * rng.standard_normal(w.shape).astype("float32") for w in fast.get_weights()]
+    fast.set_weights(weights)
+    readable.set_weights(weights)
+
+    masked_calls = []
+    name = FUSED_FUNCTIONS[variant]
+    original = getattr(fused_module, name)
+    monkeypatch.setattr(fused_module, name, lambda *a: masked_calls.append(a[-1] is not None) or original(*a))
+    (out, *final), grads = _outputs_and_grads(fast, x, states, mask)
+    assert masked_calls == [True]  # the fused loops ran, with the mask
+
+    expected_seq, expected_last, expected_states = _each_row_alone(fast, np.asarray(x), states, MASK_ROWS)
+    np.testing.assert_allclose(out, expected_seq if return_sequences else expected_last, atol=1e-5)
+    for a, b in zip(final, expected_states):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+    (out_r, *final_r), grads_r = _outputs_and_grads(readable, x, states, mask)
+    for a, b in zip([out, *final], [out_r, *final_r]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    for a, b in zip(grads, grads_r):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert masked_calls == [True]  # fused=False did not call the fused loops
+
+
+def test_bidirectional_over_embedding_mask_zero_trains_on_the_masked_fused_path(monkeypatch):
+    """model.fit of Bidirectional(LSTM) over Embedding(mask_zero=True), padded
+    batches of different lengths: both directions run the fused loops with the
+    mask (the compiled kernels where they build), and the weights after three
+    SGD steps equal those of the same model with fused=False (the readable
+    step under autodiff, Keras' masked loop)."""
+    from seqkit import kernels
+    from seqkit.layers import fused
+
+    masked_calls, kernel_calls = [], []
+    original, kernel_ops = fused.lstm, fused._kernel_ops
+    monkeypatch.setattr(fused, "lstm", lambda *a: masked_calls.append(a[-1] is not None) or original(*a))
+    monkeypatch.setattr(fused, "_kernel_ops", lambda *a: kernel_calls.append(kernel_ops(*a)) or kernel_calls[-1])
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 9, 24)
+    tokens = np.where(np.arange(8)[None] < lengths[:, None], rng.integers(1, 30, (24, 8)), 0)  # right-padded with 0
+    tokens[::5] = tokens[::5, ::-1]  # and some pre-padded rows
+    y = rng.integers(0, 3, 24)
+    weights, models = None, []
+    for fused_path in (True, False):
+        inp = keras.Input((None,), dtype="int32")
+        h = keras.layers.Embedding(30, D, mask_zero=True)(inp)
+        h = keras.layers.Bidirectional(LSTM(H, fused=fused_path))(h)
+        model = keras.Model(inp, keras.layers.Dense(3)(h))
+        weights = weights or model.get_weights()
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(tokens, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        models.append(model)
+    assert masked_calls and all(masked_calls)  # every fused call (both directions, every trace) had the mask
+    if kernels.load() is not None:
+        assert any(k is not None for k in kernel_calls)  # fit's train function traced the kernels
+    assert not all(np.array_equal(a, b) for a, b in zip(models[0].get_weights(), weights))  # it trained
+    for a, b in zip(*(m.get_weights() for m in models)):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -367,6 +367,30 @@ bool check_saved(OpKernelContext* ctx, int input, Index planes, Index T, Index B
                  ", T, B, units), got ", ctx->input(input).shape().DebugString());
 }
 
+// ---------------------------------------------------------------------------- masks
+// The ops named ...Masked (template argument kMasked) take a last input mask
+// (T, B), nonzero at a row's real steps (fused.py's, Keras' semantics). A
+// masked step carries the row's states forward, h_t = h_{t-1} (and c_t =
+// c_{t-1}), and saves 0 for its gate derivatives, so no error reaches its
+// gates, and 1 for the gate that carries the error back a step (LSTM's f,
+// GRU's z). The GRU's backward ops then need no mask; the LSTM's and the
+// SimpleRNN's add the pass-through (1 - m_t) δh_t to δh_{t-1}. The unmasked
+// ops are the same code with kMasked false: the mask tests compile away.
+
+// Checks the mask input: (T, B).
+bool check_mask(OpKernelContext* ctx, int input, Index T, Index B) {
+  const Tensor& m = ctx->input(input);
+  return require(ctx, m.dims() == 2 && m.dim_size(0) == T && m.dim_size(1) == B, "mask must be (T, B) = (", T,
+                 ", ", B, "), got ", m.shape().DebugString());
+}
+
+// Row b's masked step t: h_t = h_{t-1}; saved planes 0, except plane `carry` = 1.
+inline void masked_step(const float* h_prev, float* h, float* s, Index planes, Index carry, Index plane, Index at,
+                        Index H) {
+  std::copy_n(h_prev, H, h);
+  for (Index k = 0; k < planes; ++k) std::fill_n(s + k * plane + at, H, k == carry ? 1.0f : 0.0f);
+}
+
 // ---------------------------------------------------------------------------- SimpleRNN
 // h_t = φ(xw_t + h_{t-1} U), φ in tanh, relu, linear. Panels of 32 units; the
 // forward epilogue applies φ, the backward one starts the previous step's δa.
@@ -402,24 +426,31 @@ inline void for_chunks(Index p, Index units, Index H, Fn fn) {
   for (Index u0 = p * units; u0 < std::min(H, (p + 1) * units); u0 += 16) fn(u0, std::min<Index>(16, H - u0));
 }
 
+template <bool kMasked>
 class SimpleRnnForward : public OpKernel {
  public:
   explicit SimpleRnnForward(OpKernelConstruction* ctx) : OpKernel(ctx), phi_(parse_activation(ctx)) {}
 
-  void Compute(OpKernelContext* ctx) override {  // xw, U, h0
+  void Compute(OpKernelContext* ctx) override {  // xw, U, h0 (, mask)
     Index T, B, H;
     if (!check_shapes(ctx, 1, 0, 1, 1, {2}, &T, &B, &H)) return;
+    if (kMasked && !check_mask(ctx, 3, T, B)) return;
     Packed U;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, H, false, &U));
-    const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
+    const float *xw = in(ctx, 0), *h0 = in(ctx, 2), *m = kMasked ? in(ctx, 3) : nullptr;
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
     float* h_T = out(ctx, 1, TensorShape({B, H}));
     if (!ctx->status().ok()) return;
     Team d(ctx->eigen_device<Device>(), max_tasks(B, H, H));
     for (Index t = 0; t < T; ++t) {
-      matmul(d, t == 0 ? h0 : hs + (t - 1) * B * H, H, U, B, [&](Index b, Index p, const float* acc) {
+      const float* h_prev = t == 0 ? h0 : hs + (t - 1) * B * H;
+      matmul(d, h_prev, H, U, B, [&](Index b, Index p, const float* acc) {
         for_chunks(p, kPanel, H, [&](Index u0, Index n) {
           const Index at = (t * B + b) * H + u0;
+          if (kMasked && m[t * B + b] == 0.0f) {  // a masked step: h_t = h_{t-1}
+            std::copy_n(h_prev + b * H + u0, n, hs + at);
+            return;
+          }
           const V a = load(acc + u0 - p * kPanel) + load(xw + at, n);  // a_t = h_{t-1} U + x_t W + b
           store(hs + at, activate(phi_, a), n);                       // h_t = φ(a_t)
         });
@@ -432,28 +463,41 @@ class SimpleRnnForward : public OpKernel {
   Activation phi_;
 };
 
+template <bool kMasked>
 class SimpleRnnBackward : public OpKernel {
  public:
   explicit SimpleRnnBackward(OpKernelConstruction* ctx) : OpKernel(ctx), phi_(parse_activation(ctx)) {}
 
-  void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, hs, U
+  void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, hs, U (, mask)
     Index T, B, H;
     if (!check_shapes(ctx, 1, 0, 1, 3, {1}, &T, &B, &H)) return;
     if (!require(ctx, ctx->input(2).shape() == ctx->input(0).shape(), "hs must have d_hs's shape (T, B, units)")) return;
+    if (kMasked && !check_mask(ctx, 4, T, B)) return;
     Packed UT;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(3), 0, H, true, &UT));
-    const float *d_hs = in(ctx, 0), *d_hT = in(ctx, 1), *hs = in(ctx, 2);
+    const float *d_hs = in(ctx, 0), *d_hT = in(ctx, 1), *hs = in(ctx, 2), *m = kMasked ? in(ctx, 4) : nullptr;
     float* dA = out(ctx, 0, TensorShape({T, B, H}));
     float* dh0 = out(ctx, 1, TensorShape({B, H}));
+    Tensor pass_buffer;  // masked: (1 - m_{t+1}) δh_{t+1}, the part of δh_t that skips step t+1's gate
+    float* pass = kMasked ? temp(ctx, TensorShape({B, H}), &pass_buffer) : nullptr;
     if (!ctx->status().ok()) return;
     if (T == 0) {
       std::copy_n(d_hT, B * H, dh0);
       return;
     }
+    if (kMasked) std::fill_n(pass, B * H, 0.0f);
     Team d(ctx->eigen_device<Device>(), max_tasks(B, H, H));
     // δa_t = δh_t ⊙ φ'(a_t), δh_t = (output's δh_t) + δh from step t+1 (recurrent)
+    // masked: δh_t gains (1 - m_{t+1}) δh_{t+1}, and δa_t = m_t δh_t ⊙ φ'(a_t)
     auto step = [&](Index t, Index b, Index u0, Index n, const V& recurrent) {
       const Index at = (t * B + b) * H + u0;
+      if (kMasked) {
+        const V dh = load(d_hs + at, n) + recurrent + load(pass + b * H + u0, n);  // δh_t
+        const bool real = m[t * B + b] != 0.0f;
+        store(pass + b * H + u0, real ? V(V::Zero()) : dh, n);
+        store(dA + at, real ? activation_grad(phi_, dh, load(hs + at, n)) : V(V::Zero()), n);
+        return;
+      }
       store(dA + at, activation_grad(phi_, load(d_hs + at, n) + recurrent, load(hs + at, n)), n);
     };
     for_rows(d, B, H, [&](Index b) {
@@ -465,6 +509,8 @@ class SimpleRnnBackward : public OpKernel {
           const V recurrent = load(acc + u0 - p * kPanel);  // δh_{t-1} from step t: δa_t U^T
           if (t > 0)
             step(t - 1, b, u0, n, recurrent);
+          else if (kMasked)
+            store(dh0 + b * H + u0, recurrent + load(pass + b * H + u0, n), n);  // + (1 - m_0) δh_0
           else
             store(dh0 + b * H + u0, recurrent, n);
         });
@@ -485,17 +531,19 @@ class SimpleRnnBackward : public OpKernel {
 // wider panels no longer stay in L1 and the gate math's stores interleave
 // with the matmul's loads.
 
+template <bool kMasked>
 class LstmForward : public OpKernel {
  public:
   explicit LstmForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
-  void Compute(OpKernelContext* ctx) override {  // xw, U, h0, c0
+  void Compute(OpKernelContext* ctx) override {  // xw, U, h0, c0 (, mask)
     Index T, B, H;
     if (!check_shapes(ctx, 4, 0, 4, 1, {2, 3}, &T, &B, &H)) return;
+    if (kMasked && !check_mask(ctx, 4, T, B)) return;
     Packed U;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 4 * H, false, &U));
     Tensor z_buffer;
-    const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
+    const float *xw = in(ctx, 0), *h0 = in(ctx, 2), *m = kMasked ? in(ctx, 4) : nullptr;
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
     float* h_T = out(ctx, 1, TensorShape({B, H}));
     float* c = out(ctx, 2, TensorShape({B, H}));  // c_t, updated in place; c_T at the end
@@ -506,8 +554,11 @@ class LstmForward : public OpKernel {
     const Index plane = T * B * H;
     Team d(ctx->eigen_device<Device>(), max_tasks(B, H, 4 * H));
     for (Index t = 0; t < T; ++t) {
-      matmul_into(d, t == 0 ? h0 : hs + (t - 1) * B * H, H, U, 4 * H, z, 4 * H, B);  // h_{t-1} U
+      const float* h_prev = t == 0 ? h0 : hs + (t - 1) * B * H;
+      matmul_into(d, h_prev, H, U, 4 * H, z, 4 * H, B);  // h_{t-1} U
       for_rows(d, B, H, [&](Index b) {
+        if (kMasked && m[t * B + b] == 0.0f)  // h_t = h_{t-1}, c_t = c_{t-1} (in place); saved 0, f = 1
+          return masked_step(h_prev + b * H, hs + (t * B + b) * H, s, 6, 5, plane, (t * B + b) * H, H);
         float* a = z + b * 4 * H;
         Row(a, 4 * H) += ConstRow(xw + (t * B + b) * 4 * H, 4 * H);  // a_t = x_t W + b + h_{t-1} U
         sigmoid(a, 2 * H);                                           // i_t, f_t = σ(a_i), σ(a_f)
@@ -531,17 +582,19 @@ class LstmForward : public OpKernel {
   }
 };
 
+template <bool kMasked>
 class LstmBackward : public OpKernel {
  public:
   explicit LstmBackward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
-  void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, d_cT, saved, U
+  void Compute(OpKernelContext* ctx) override {  // d_hs, d_hT, d_cT, saved, U (, mask)
     Index T, B, H;
     if (!check_shapes(ctx, 4, 0, 1, 4, {1, 2}, &T, &B, &H)) return;
     if (!check_saved(ctx, 3, 6, T, B, H)) return;
+    if (kMasked && !check_mask(ctx, 5, T, B)) return;
     Packed UT;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(4), 0, 4 * H, true, &UT));
-    const float *d_hs = in(ctx, 0), *s = in(ctx, 3);
+    const float *d_hs = in(ctx, 0), *s = in(ctx, 3), *m = kMasked ? in(ctx, 5) : nullptr;
     float* dZ = out(ctx, 0, TensorShape({T, B, 4 * H}));
     float* dh = out(ctx, 1, TensorShape({B, H}));  // δh flowing into step t from t+1; δh_0 at the end
     float* dc = out(ctx, 2, TensorShape({B, H}));  // likewise δc
@@ -555,15 +608,20 @@ class LstmBackward : public OpKernel {
         const Index at = (t * B + b) * H;
         Row dh_t(dh + b * H, H), dc_t(dc + b * H, H);
         dh_t += ConstRow(d_hs + at, H);                  // δh_t: from the output and from step t+1
-        dc_t += dh_t * ConstRow(s + 4 * plane + at, H);  // δc_t = δc_{t+1} ⊙ f_{t+1} + δh_t ⊙ o_t tanh'(c_t)
         float* dz = dZ + (t * B + b) * 4 * H;            // δa_t of the four gates
+        if (kMasked && m[t * B + b] == 0.0f) {  // a masked step: δa_t = 0, δh_{t-1} = δh_t, δc_{t-1} = δc_t
+          std::fill_n(dz, 4 * H, 0.0f);
+          return;
+        }
+        dc_t += dh_t * ConstRow(s + 4 * plane + at, H);  // δc_t = δc_{t+1} ⊙ f_{t+1} + δh_t ⊙ o_t tanh'(c_t)
         Row(dz, H) = dc_t * ConstRow(s + at, H);
         Row(dz + H, H) = dc_t * ConstRow(s + plane + at, H);
         Row(dz + 2 * H, H) = dc_t * ConstRow(s + 2 * plane + at, H);
         Row(dz + 3 * H, H) = dh_t * ConstRow(s + 3 * plane + at, H);
         dc_t *= ConstRow(s + 5 * plane + at, H);  // δc_{t-1} = δc_t ⊙ f_t
+        if (kMasked) dh_t.setZero();              // a real step's δh_{t-1} is the matmul's alone
       });
-      matmul_into(d, dZ + t * B * 4 * H, 4 * H, UT, H, dh, H, B);  // δh_{t-1} = δa_t U^T
+      matmul_into(d, dZ + t * B * 4 * H, 4 * H, UT, H, dh, H, B, kMasked);  // δh_{t-1} = δa_t U^T (+ (1 - m_t) δh_t)
     }
   }
 };
@@ -572,18 +630,20 @@ class LstmBackward : public OpKernel {
 // ĥ = tanh(xw_h + r ⊙ (h U_h + b^h_h)). saved (5, T, B, H): ∂h/∂a_z, ∂h/∂a_r,
 // ∂h/∂a_ĥ, that times r, and z (fused.gru_reset_after_forward's five arrays).
 
+template <bool kMasked>
 class GruResetAfterForward : public OpKernel {
  public:
   explicit GruResetAfterForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
-  void Compute(OpKernelContext* ctx) override {  // xw, U, b, h0
+  void Compute(OpKernelContext* ctx) override {  // xw, U, b, h0 (, mask)
     Index T, B, H;
     if (!check_shapes(ctx, 3, 0, 3, 1, {3}, &T, &B, &H)) return;
     if (!require(ctx, ctx->input(2).NumElements() == 3 * H, "recurrent bias must be (3 * units,)")) return;
+    if (kMasked && !check_mask(ctx, 4, T, B)) return;
     Packed U;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 3 * H, false, &U));
     Tensor hu_buffer;
-    const float *xw = in(ctx, 0), *bias = in(ctx, 2), *h0 = in(ctx, 3);
+    const float *xw = in(ctx, 0), *bias = in(ctx, 2), *h0 = in(ctx, 3), *m = kMasked ? in(ctx, 4) : nullptr;
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
     float* h_T = out(ctx, 1, TensorShape({B, H}));
     float* s = out(ctx, 2, TensorShape({5, T, B, H}));
@@ -595,6 +655,8 @@ class GruResetAfterForward : public OpKernel {
       const float* h_prev = t == 0 ? h0 : hs + (t - 1) * B * H;
       matmul_into(d, h_prev, H, U, 3 * H, hu, 3 * H, B);  // h_{t-1} U
       for_rows(d, B, H, [&](Index b) {
+        if (kMasked && m[t * B + b] == 0.0f)  // h_t = h_{t-1}; saved 0, z = 1
+          return masked_step(h_prev + b * H, hs + (t * B + b) * H, s, 5, 4, plane, (t * B + b) * H, H);
         float* a = hu + b * 3 * H;
         const float* x = xw + (t * B + b) * 3 * H;
         Row(a, 3 * H) += ConstRow(bias, 3 * H);                        // h_{t-1} U + b^h
@@ -656,18 +718,20 @@ class GruResetAfterBackward : public OpKernel {
 // ĥ = tanh(xw_h + (r ⊙ h_{t-1}) U_h): two matmuls a step. saved (5, T, B, H):
 // ∂h/∂a_z, ∂h/∂a_ĥ, h_{t-1} σ'(r), z and r (fused.gru_reset_before_forward's).
 
+template <bool kMasked>
 class GruResetBeforeForward : public OpKernel {
  public:
   explicit GruResetBeforeForward(OpKernelConstruction* ctx) : OpKernel(ctx) {}
 
-  void Compute(OpKernelContext* ctx) override {  // xw, U, h0
+  void Compute(OpKernelContext* ctx) override {  // xw, U, h0 (, mask)
     Index T, B, H;
     if (!check_shapes(ctx, 3, 0, 3, 1, {2}, &T, &B, &H)) return;
+    if (kMasked && !check_mask(ctx, 3, T, B)) return;
     Packed U_zr, U_h;
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 0, 2 * H, false, &U_zr));
     OP_REQUIRES_OK(ctx, pack_block(ctx, ctx->input(1), 2 * H, H, false, &U_h));
     Tensor zr_buffer, rh_buffer;
-    const float *xw = in(ctx, 0), *h0 = in(ctx, 2);
+    const float *xw = in(ctx, 0), *h0 = in(ctx, 2), *m = kMasked ? in(ctx, 3) : nullptr;
     float* hs = out(ctx, 0, TensorShape({T, B, H}));
     float* h_T = out(ctx, 1, TensorShape({B, H}));
     float* s = out(ctx, 2, TensorShape({5, T, B, H}));
@@ -689,6 +753,8 @@ class GruResetBeforeForward : public OpKernel {
       matmul_into(d, rh, H, U_h, H, h, H, B);  // (r_t ⊙ h_{t-1}) U_h, into h_t's row for now
       for_rows(d, B, H, [&](Index b) {
         const Index at = (t * B + b) * H;
+        if (kMasked && m[t * B + b] == 0.0f)  // h_t = h_{t-1}; saved 0 (r too), z = 1
+          return masked_step(h_prev + b * H, h + b * H, s, 5, 3, plane, at, H);
         const ConstRow z(zr + b * 2 * H, H), r(zr + b * 2 * H + H, H), h_tm1(h_prev + b * H, H);
         Row h_t(h + b * H, H);
         Row n(s + plane + at, H);  // ĥ_t, in the slot of ∂h/∂a_ĥ until that is known
@@ -788,67 +854,110 @@ tensorflow::Status input_grad_shape(InferenceContext* c, int sequence, int u, Sh
   return c->ReplaceDim(seq, 2, c->Dim(weights, 1), out);
 }
 
+// Each op and its ...Masked twin (the same inputs and a last one, mask (T, B))
+// share a shape function.
+
+tensorflow::Status simple_rnn_forward_shape(InferenceContext* c) {
+  ShapeHandle hs;
+  TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 0, &hs));
+  c->set_output(0, hs);
+  STATE(1, 2);
+  return tensorflow::OkStatus();
+}
+
+tensorflow::Status simple_rnn_backward_shape(InferenceContext* c) {
+  SAME(0, 0);
+  SAME(1, 1);
+  return tensorflow::OkStatus();
+}
+
+tensorflow::Status lstm_forward_shape(InferenceContext* c) {
+  ShapeHandle hs, saved;
+  TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 0, &hs));
+  TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 6, &saved));
+  c->set_output(0, hs);
+  STATE(1, 2);
+  STATE(2, 3);
+  c->set_output(3, saved);
+  return tensorflow::OkStatus();
+}
+
+tensorflow::Status lstm_backward_shape(InferenceContext* c) {
+  ShapeHandle d_xw;
+  TF_RETURN_IF_ERROR(input_grad_shape(c, 0, 4, &d_xw));
+  c->set_output(0, d_xw);
+  SAME(1, 1);
+  SAME(2, 2);
+  return tensorflow::OkStatus();
+}
+
+// GRU forward: the state is input `state` (3 with reset_after's bias, else 2).
+template <int state>
+tensorflow::Status gru_forward_shape(InferenceContext* c) {
+  ShapeHandle hs, saved;
+  TF_RETURN_IF_ERROR(sequence_shape(c, 0, state, 1, 0, &hs));
+  TF_RETURN_IF_ERROR(sequence_shape(c, 0, state, 1, 5, &saved));
+  c->set_output(0, hs);
+  STATE(1, state);
+  c->set_output(2, saved);
+  return tensorflow::OkStatus();
+}
+
 REGISTER_OP("SeqkitSimpleRnnForward")
     .Input("xw: float").Input("u: float").Input("h0: float")
     .Output("hs: float").Output("h_last: float")
     .Attr("activation: {'tanh', 'relu', 'linear'}")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle hs;
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 0, &hs));
-      c->set_output(0, hs);
-      STATE(1, 2);
-      return tensorflow::OkStatus();
-    });
+    .SetShapeFn(simple_rnn_forward_shape);
+
+REGISTER_OP("SeqkitSimpleRnnForwardMasked")
+    .Input("xw: float").Input("u: float").Input("h0: float").Input("mask: float")
+    .Output("hs: float").Output("h_last: float")
+    .Attr("activation: {'tanh', 'relu', 'linear'}")
+    .SetShapeFn(simple_rnn_forward_shape);
 
 REGISTER_OP("SeqkitSimpleRnnBackward")
     .Input("d_hs: float").Input("d_h_last: float").Input("hs: float").Input("u: float")
     .Output("d_xw: float").Output("d_h0: float")
     .Attr("activation: {'tanh', 'relu', 'linear'}")
-    .SetShapeFn([](InferenceContext* c) {
-      SAME(0, 0);
-      SAME(1, 1);
-      return tensorflow::OkStatus();
-    });
+    .SetShapeFn(simple_rnn_backward_shape);
+
+REGISTER_OP("SeqkitSimpleRnnBackwardMasked")
+    .Input("d_hs: float").Input("d_h_last: float").Input("hs: float").Input("u: float").Input("mask: float")
+    .Output("d_xw: float").Output("d_h0: float")
+    .Attr("activation: {'tanh', 'relu', 'linear'}")
+    .SetShapeFn(simple_rnn_backward_shape);
 
 REGISTER_OP("SeqkitLstmForward")
     .Input("xw: float").Input("u: float").Input("h0: float").Input("c0: float")
     .Output("hs: float").Output("h_last: float").Output("c_last: float").Output("saved: float")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle hs, saved;
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 0, &hs));
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 6, &saved));
-      c->set_output(0, hs);
-      STATE(1, 2);
-      STATE(2, 3);
-      c->set_output(3, saved);
-      return tensorflow::OkStatus();
-    });
+    .SetShapeFn(lstm_forward_shape);
+
+REGISTER_OP("SeqkitLstmForwardMasked")
+    .Input("xw: float").Input("u: float").Input("h0: float").Input("c0: float").Input("mask: float")
+    .Output("hs: float").Output("h_last: float").Output("c_last: float").Output("saved: float")
+    .SetShapeFn(lstm_forward_shape);
 
 REGISTER_OP("SeqkitLstmBackward")
     .Input("d_hs: float").Input("d_h_last: float").Input("d_c_last: float").Input("saved: float")
     .Input("u: float")
     .Output("d_xw: float").Output("d_h0: float").Output("d_c0: float")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle d_xw;
-      TF_RETURN_IF_ERROR(input_grad_shape(c, 0, 4, &d_xw));
-      c->set_output(0, d_xw);
-      SAME(1, 1);
-      SAME(2, 2);
-      return tensorflow::OkStatus();
-    });
+    .SetShapeFn(lstm_backward_shape);
+
+REGISTER_OP("SeqkitLstmBackwardMasked")
+    .Input("d_hs: float").Input("d_h_last: float").Input("d_c_last: float").Input("saved: float")
+    .Input("u: float").Input("mask: float")
+    .Output("d_xw: float").Output("d_h0: float").Output("d_c0: float")
+    .SetShapeFn(lstm_backward_shape);
 
 REGISTER_OP("SeqkitGruResetAfterForward")
     .Input("xw: float").Input("u: float").Input("b: float").Input("h0: float")
     .Output("hs: float").Output("h_last: float").Output("saved: float")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle hs, saved;
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 3, 1, 0, &hs));
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 3, 1, 5, &saved));
-      c->set_output(0, hs);
-      STATE(1, 3);
-      c->set_output(2, saved);
-      return tensorflow::OkStatus();
-    });
+    .SetShapeFn(gru_forward_shape<3>);
+
+REGISTER_OP("SeqkitGruResetAfterForwardMasked")  // backward: SeqkitGruResetAfterBackward (the saved planes carry the mask)
+    .Input("xw: float").Input("u: float").Input("b: float").Input("h0: float").Input("mask: float")
+    .Output("hs: float").Output("h_last: float").Output("saved: float")
+    .SetShapeFn(gru_forward_shape<3>);
 
 REGISTER_OP("SeqkitGruResetAfterBackward")
     .Input("d_hs: float").Input("d_h_last: float").Input("saved: float").Input("u: float")
@@ -865,15 +974,12 @@ REGISTER_OP("SeqkitGruResetAfterBackward")
 REGISTER_OP("SeqkitGruResetBeforeForward")
     .Input("xw: float").Input("u: float").Input("h0: float")
     .Output("hs: float").Output("h_last: float").Output("saved: float")
-    .SetShapeFn([](InferenceContext* c) {
-      ShapeHandle hs, saved;
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 0, &hs));
-      TF_RETURN_IF_ERROR(sequence_shape(c, 0, 2, 1, 5, &saved));
-      c->set_output(0, hs);
-      STATE(1, 2);
-      c->set_output(2, saved);
-      return tensorflow::OkStatus();
-    });
+    .SetShapeFn(gru_forward_shape<2>);
+
+REGISTER_OP("SeqkitGruResetBeforeForwardMasked")  // backward: SeqkitGruResetBeforeBackward
+    .Input("xw: float").Input("u: float").Input("h0: float").Input("mask: float")
+    .Output("hs: float").Output("h_last: float").Output("saved: float")
+    .SetShapeFn(gru_forward_shape<2>);
 
 REGISTER_OP("SeqkitGruResetBeforeBackward")
     .Input("d_hs: float").Input("d_h_last: float").Input("saved: float").Input("u: float")
@@ -887,13 +993,19 @@ REGISTER_OP("SeqkitGruResetBeforeBackward")
     });
 
 #define CPU_KERNEL(name, cls) REGISTER_KERNEL_BUILDER(Name(name).Device(tensorflow::DEVICE_CPU), cls)
-CPU_KERNEL("SeqkitSimpleRnnForward", SimpleRnnForward);
-CPU_KERNEL("SeqkitSimpleRnnBackward", SimpleRnnBackward);
-CPU_KERNEL("SeqkitLstmForward", LstmForward);
-CPU_KERNEL("SeqkitLstmBackward", LstmBackward);
-CPU_KERNEL("SeqkitGruResetAfterForward", GruResetAfterForward);
+CPU_KERNEL("SeqkitSimpleRnnForward", SimpleRnnForward<false>);
+CPU_KERNEL("SeqkitSimpleRnnForwardMasked", SimpleRnnForward<true>);
+CPU_KERNEL("SeqkitSimpleRnnBackward", SimpleRnnBackward<false>);
+CPU_KERNEL("SeqkitSimpleRnnBackwardMasked", SimpleRnnBackward<true>);
+CPU_KERNEL("SeqkitLstmForward", LstmForward<false>);
+CPU_KERNEL("SeqkitLstmForwardMasked", LstmForward<true>);
+CPU_KERNEL("SeqkitLstmBackward", LstmBackward<false>);
+CPU_KERNEL("SeqkitLstmBackwardMasked", LstmBackward<true>);
+CPU_KERNEL("SeqkitGruResetAfterForward", GruResetAfterForward<false>);
+CPU_KERNEL("SeqkitGruResetAfterForwardMasked", GruResetAfterForward<true>);
 CPU_KERNEL("SeqkitGruResetAfterBackward", GruResetAfterBackward);
-CPU_KERNEL("SeqkitGruResetBeforeForward", GruResetBeforeForward);
+CPU_KERNEL("SeqkitGruResetBeforeForward", GruResetBeforeForward<false>);
+CPU_KERNEL("SeqkitGruResetBeforeForwardMasked", GruResetBeforeForward<true>);
 CPU_KERNEL("SeqkitGruResetBeforeBackward", GruResetBeforeBackward);
 
 }  // namespace seqkit

@@ -32,7 +32,17 @@ traces the XLA loops, which hold only TensorFlow's own ops. Tests check the
 two paths equal (tests/test_kernels.py).
 
 All sequences are time-major: ``xw`` is ``(T, B, G*H)``; the outputs are
-``hs`` ``(T, B, H)`` and the final states. Tests check every function against
+``hs`` ``(T, B, H)`` and the final states.
+
+Masks (variable-length sequences): every function takes an optional ``mask``
+``(T, B)``, nonzero at real steps. A masked step carries the states forward
+unchanged (``h_t = h_{t-1}``, ``c_t = c_{t-1}``: Keras' semantics), so ``hs``
+holds the carried state at every step; what a layer emits at masked steps
+(the last output or zeros) is derived from ``hs`` and the mask outside the
+loop. The forward saves, at a masked step, 0 for each gate derivative (no
+error reaches the step's gates or weights) and 1 for the gate that carries
+the error back a step (LSTM's f for δc, GRU's z for δh); the LSTM and
+SimpleRNN backward add the pass-through ``(1 - m_t) δh_t`` to ``δh_{t-1}``. Tests check every function against
 the readable cell (forward <= 1e-5, gradients <= 1e-4) and, in float64,
 against the NumPy reference (<= 1e-8).
 
@@ -45,13 +55,21 @@ import tensorflow as tf
 from seqkit import kernels
 
 
-def _scan(body, xw, states, units, saved_widths=()):
+def _real(mask, t):
+    """Whether step ``t`` of each row is a real one: ``(B, 1)`` booleans from ``mask`` ``(T, B)``."""
+    return mask[t][:, None] > 0
+
+
+def _scan(body, xw, states, units, saved_widths=(), mask=None, fills=()):
     """Run ``body(xw_t, states) -> (h_t, states, saved_t)`` over time in a while loop.
 
     ``saved_t`` is a tuple of ``(B, width)`` tensors, one per entry of
     ``saved_widths``: what the backward pass needs. Each is stacked into its
     own ``(T, B, width)`` array (separate arrays let XLA fuse each value's
     computation into the write, with no concatenation pass).
+    With ``mask`` ``(T, B)``, a masked step keeps the previous states and
+    saves ``fills[k]`` (0 or 1) in the k-th saved array; ``h_t`` is then the
+    carried state (``states[0]``, the output of every seqkit cell).
     Returns ``hs`` (T, B, H), the final states and the tuple of saved arrays.
     """
     steps = tf.shape(xw)[0]
@@ -60,8 +78,13 @@ def _scan(body, xw, states, units, saved_widths=()):
         return tf.TensorArray(xw.dtype, size=steps, element_shape=tf.TensorShape([None, width]))
 
     def loop(t, states, hs, saved):
-        h, states, extras = body(xw[t], states)
-        return t + 1, states, hs.write(t, h), tuple(a.write(t, x) for a, x in zip(saved, extras))
+        h, new_states, extras = body(xw[t], states)
+        if mask is not None:
+            real = _real(mask, t)
+            new_states = tuple(tf.where(real, s, s_tm1) for s, s_tm1 in zip(new_states, states))  # s_t = s_{t-1} if masked
+            extras = tuple(tf.where(real, x, tf.constant(fill, x.dtype)) for x, fill in zip(extras, fills))
+            h = new_states[0]
+        return t + 1, new_states, hs.write(t, h), tuple(a.write(t, x) for a, x in zip(saved, extras))
 
     _, states, hs, saved = tf.while_loop(
         lambda t, *_: t < steps,
@@ -162,49 +185,65 @@ def compiled(fn):
 
 
 @compiled
-def simple_rnn_forward(xw, U, h0, activation):
+def simple_rnn_forward(xw, U, h0, activation, mask=None):
     def body(xw_t, states):
         h = PHI[activation](xw_t + tf.matmul(states[0], U))  # h_t = φ(x_t W + b + h_{t-1} U)
         return h, (h,), ()
 
-    hs, (h_T,), _ = _scan(body, xw, (h0,), U.shape[0])
+    hs, (h_T,), _ = _scan(body, xw, (h0,), U.shape[0], mask=mask)
     return hs, h_T
 
 
 @compiled
-def simple_rnn_backward(d_hs, d_hT, hs, U, h0, activation):
+def simple_rnn_backward(d_hs, d_hT, hs, U, h0, activation, mask=None):
     da_factor = ACTIVATION_DERIVATIVES[activation](hs)  # φ'(a_t) for every step: (T, B, H)
     UT = tf.transpose(U)
 
     def step(t, carries):
         dh = d_hs[t] + carries  # δh_t: from the output and from step t+1
         da = dh * da_factor[t]  # δa_t = δh_t ⊙ φ'(a_t)
-        return tf.matmul(da, UT), (da,)  # δh_{t-1} = δa_t U^T
+        if mask is None:
+            return tf.matmul(da, UT), (da,)  # δh_{t-1} = δa_t U^T
+        real = _real(mask, t)
+        da = tf.where(real, da, tf.zeros_like(da))  # a masked step has no gate: δa_t = 0
+        return tf.matmul(da, UT) + tf.where(real, tf.zeros_like(dh), dh), (da,)  # δh_{t-1} = δa_t U^T + (1 - m_t) δh_t
 
     dh0, (dA,) = _backward_scan(step, d_hs, d_hT, [U.shape[0]])
     return dA, _recurrent_grad(hs, h0, dA), dh0
 
 
-def simple_rnn(xw, recurrent_kernel, h0, activation, kernel=False):
+def _mask(mask, xw):
+    """The ``(T, B)`` mask in ``xw``'s dtype (1 at real steps), cut from the tape; None stays None."""
+    return None if mask is None else tf.stop_gradient(tf.cast(tf.cast(mask, tf.bool), xw.dtype))
+
+
+def simple_rnn(xw, recurrent_kernel, h0, activation, kernel=False, mask=None):
     """``h_t = φ(xw_t + h_{t-1} U)`` for ``activation`` in tanh, relu, linear: ``(hs, h_T)``.
 
     ``kernel``: run the loops as the compiled ops when they are available.
+    ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` forward.
     """
     ops = _kernel_ops(kernel, xw, recurrent_kernel, h0)
+    mask = _mask(mask, xw)
 
     @tf.custom_gradient
     def recurrence(xw, U, h0):
-        if ops:
+        if ops and mask is not None:
+            hs, h_T = ops.seqkit_simple_rnn_forward_masked(*_constants(xw, U, h0), mask, activation=activation)
+        elif ops:
             hs, h_T = ops.seqkit_simple_rnn_forward(*_constants(xw, U, h0), activation=activation)
         else:
-            hs, h_T = simple_rnn_forward(*_constants(xw, U, h0), activation)
+            hs, h_T = simple_rnn_forward(*_constants(xw, U, h0), activation, mask)
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
             if ops:
-                dA, dh0 = ops.seqkit_simple_rnn_backward(d_hs, d_hT, hs, U, activation=activation)
+                if mask is not None:
+                    dA, dh0 = ops.seqkit_simple_rnn_backward_masked(d_hs, d_hT, hs, U, mask, activation=activation)
+                else:
+                    dA, dh0 = ops.seqkit_simple_rnn_backward(d_hs, d_hT, hs, U, activation=activation)
                 return dA, _recurrent_grad(hs, h0, dA), dh0
-            return simple_rnn_backward(d_hs, d_hT, hs, U, h0, activation)
+            return simple_rnn_backward(d_hs, d_hT, hs, U, h0, activation, mask)
 
         return (hs, h_T), grad
 
@@ -215,7 +254,7 @@ def simple_rnn(xw, recurrent_kernel, h0, activation, kernel=False):
 
 
 @compiled
-def lstm_forward(xw, U, h0, c0):
+def lstm_forward(xw, U, h0, c0, mask=None):
     units = U.shape[0]
     # σ(a) = (1 + tanh(a / 2)) / 2: one tanh over all four gates' pre-activations,
     # scaled by 1/2 for i, f, o (sigmoid) and by 1 for g (tanh), then shifted back.
@@ -236,12 +275,13 @@ def lstm_forward(xw, U, h0, c0):
         P = (g * i * (1 - i), c_tm1 * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o))
         return h, (h, c), P + (o * (1 - tanh_c * tanh_c), f)
 
-    hs, (h_T, c_T), saved = _scan(body, xw, (h0, c0), units, [units] * 6)
+    # A masked step saves 0 for every derivative and f = 1: δc passes it unchanged.
+    hs, (h_T, c_T), saved = _scan(body, xw, (h0, c0), units, [units] * 6, mask, (0, 0, 0, 0, 0, 1))
     return hs, h_T, c_T, saved
 
 
 @compiled
-def lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0):
+def lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0, mask=None):
     units = U.shape[0]
     UT = tf.transpose(U)
     P_i, P_f, P_g, P_o, dc_from_dh, f = saved  # (T, B, H) each
@@ -251,32 +291,42 @@ def lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0):
         dh = d_hs[t] + dh_next  # δh_t
         dc = dc_next + dh * dc_from_dh[t]  # δc_t = δc_{t+1} ⊙ f_{t+1} + δh_t ∂h_t/∂c_t
         dz = tf.concat([dc * P_i[t], dc * P_f[t], dc * P_g[t], dh * P_o[t]], axis=-1)  # δa_t for the four gates
-        return (tf.matmul(dz, UT), dc * f[t]), (dz,)  # δh_{t-1} = δa_t U^T, δc_{t-1} = δc_t ⊙ f_t
+        dh_prev = tf.matmul(dz, UT)  # δh_{t-1} = δa_t U^T
+        if mask is not None:
+            dh_prev += tf.where(_real(mask, t), tf.zeros_like(dh), dh)  # + (1 - m_t) δh_t (δa_t = 0 if masked)
+        return (dh_prev, dc * f[t]), (dz,)  # δc_{t-1} = δc_t ⊙ f_t
 
     (dh0, dc0), (dZ,) = _backward_scan(step, d_hs, (d_hT, d_cT), [4 * units])
     return dZ, _recurrent_grad(hs, h0, dZ), dh0, dc0
 
 
-def lstm(xw, recurrent_kernel, h0, c0, kernel=False):
+def lstm(xw, recurrent_kernel, h0, c0, kernel=False, mask=None):
     """The LSTM of lstm.py (sigmoid gates, tanh), gate blocks i, f, c, o: ``(hs, h_T, c_T)``.
 
     ``kernel``: run the loops as the compiled ops when they are available.
+    ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` and ``c`` forward.
     """
     ops = _kernel_ops(kernel, xw, recurrent_kernel, h0, c0)
+    mask = _mask(mask, xw)
 
     @tf.custom_gradient
     def recurrence(xw, U, h0, c0):
-        if ops:
+        if ops and mask is not None:
+            hs, h_T, c_T, saved = ops.seqkit_lstm_forward_masked(*_constants(xw, U, h0, c0), mask)
+        elif ops:
             hs, h_T, c_T, saved = ops.seqkit_lstm_forward(*_constants(xw, U, h0, c0))  # saved: (6, T, B, H)
         else:
-            hs, h_T, c_T, saved = lstm_forward(*_constants(xw, U, h0, c0))
+            hs, h_T, c_T, saved = lstm_forward(*_constants(xw, U, h0, c0), mask)
 
         def grad(d_hs, d_hT, d_cT):
             d_hs, d_hT, d_cT = _zeros_for_none((d_hs, d_hT, d_cT), (hs, h_T, c_T))
             if ops:
-                dZ, dh0, dc0 = ops.seqkit_lstm_backward(d_hs, d_hT, d_cT, saved, U)
+                if mask is not None:
+                    dZ, dh0, dc0 = ops.seqkit_lstm_backward_masked(d_hs, d_hT, d_cT, saved, U, mask)
+                else:
+                    dZ, dh0, dc0 = ops.seqkit_lstm_backward(d_hs, d_hT, d_cT, saved, U)
                 return dZ, _recurrent_grad(hs, h0, dZ), dh0, dc0
-            return lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0)
+            return lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0, mask)
 
         return (hs, h_T, c_T), grad
 
@@ -287,7 +337,7 @@ def lstm(xw, recurrent_kernel, h0, c0, kernel=False):
 
 
 @compiled
-def gru_reset_after_forward(xw, U, b, h0):
+def gru_reset_after_forward(xw, U, b, h0, mask=None):
     def body(xw_t, states):
         h_tm1 = states[0]
         hu = tf.matmul(h_tm1, U) + b  # h_{t-1} U + b^h, (B, 3H)
@@ -304,7 +354,8 @@ def gru_reset_after_forward(xw, U, b, h0):
         return h, (h,), ((h_tm1 - n) * z * (1 - z), dn_pre * hu_h * r * (1 - r), dn_pre, dn_pre * r, z)
 
     units = U.shape[0]
-    hs, (h_T,), saved = _scan(body, xw, (h0,), units, [units] * 5)
+    # A masked step saves 0 for every derivative and z = 1: δh passes it unchanged (no change to the backward).
+    hs, (h_T,), saved = _scan(body, xw, (h0,), units, [units] * 5, mask, (0, 0, 0, 0, 1))
     return hs, h_T, saved
 
 
@@ -327,20 +378,24 @@ def gru_reset_after_backward(d_hs, d_hT, hs, saved, U, h0):
     return dXW, _recurrent_grad(hs, h0, dHU), tf.reduce_sum(dHU, axis=[0, 1]), dh0
 
 
-def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0, kernel=False):
+def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0, kernel=False, mask=None):
     """The GRU with ``reset_after=True``: ``ĥ = tanh(xw_h + r ⊙ (h U_h + b^h_h))``: ``(hs, h_T)``.
 
     ``recurrent_bias`` is ``b^h`` ``(3H,)`` (zeros when the cell has no bias).
     ``kernel``: run the loops as the compiled ops when they are available.
+    ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` forward.
     """
     ops = _kernel_ops(kernel, xw, recurrent_kernel, recurrent_bias, h0)
+    mask = _mask(mask, xw)
 
     @tf.custom_gradient
     def recurrence(xw, U, b, h0):
-        if ops:
+        if ops and mask is not None:
+            hs, h_T, saved = ops.seqkit_gru_reset_after_forward_masked(*_constants(xw, U, b, h0), mask)
+        elif ops:
             hs, h_T, saved = ops.seqkit_gru_reset_after_forward(*_constants(xw, U, b, h0))  # saved: (5, T, B, H)
         else:
-            hs, h_T, saved = gru_reset_after_forward(*_constants(xw, U, b, h0))
+            hs, h_T, saved = gru_reset_after_forward(*_constants(xw, U, b, h0), mask)
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
@@ -355,7 +410,7 @@ def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0, kernel=False):
 
 
 @compiled
-def gru_reset_before_forward(xw, U, h0):
+def gru_reset_before_forward(xw, U, h0, mask=None):
     units = U.shape[0]
     U_zr, U_h = U[:, : 2 * units], U[:, 2 * units :]
 
@@ -371,7 +426,8 @@ def gru_reset_before_forward(xw, U, h0):
         # ∂(r ⊙ h_{t-1})/∂a_r = h_{t-1} σ'(r), and z, r.
         return h, (h,), ((h_tm1 - n) * z * (1 - z), (1 - z) * (1 - n * n), h_tm1 * r * (1 - r), z, r)
 
-    hs, (h_T,), saved = _scan(body, xw, (h0,), units, [units] * 5)
+    # A masked step saves 0 for every derivative (and r) and z = 1: δh passes it unchanged.
+    hs, (h_T,), saved = _scan(body, xw, (h0,), units, [units] * 5, mask, (0, 0, 0, 1, 0))
     return hs, h_T, saved
 
 
@@ -403,19 +459,23 @@ def _gru_reset_before_dU(hs, h0, r, dZ):
     return tf.concat([dU_zr, dU_h], axis=-1)
 
 
-def gru_reset_before(xw, recurrent_kernel, h0, kernel=False):
+def gru_reset_before(xw, recurrent_kernel, h0, kernel=False, mask=None):
     """The GRU with ``reset_after=False``: ``ĥ = tanh(xw_h + (r ⊙ h_{t-1}) U_h)``: ``(hs, h_T)``.
 
     ``kernel``: run the loops as the compiled ops when they are available.
+    ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` forward.
     """
     ops = _kernel_ops(kernel, xw, recurrent_kernel, h0)
+    mask = _mask(mask, xw)
 
     @tf.custom_gradient
     def recurrence(xw, U, h0):
-        if ops:
+        if ops and mask is not None:
+            hs, h_T, saved = ops.seqkit_gru_reset_before_forward_masked(*_constants(xw, U, h0), mask)
+        elif ops:
             hs, h_T, saved = ops.seqkit_gru_reset_before_forward(*_constants(xw, U, h0))  # saved: (5, T, B, H)
         else:
-            hs, h_T, saved = gru_reset_before_forward(*_constants(xw, U, h0))
+            hs, h_T, saved = gru_reset_before_forward(*_constants(xw, U, h0), mask)
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))

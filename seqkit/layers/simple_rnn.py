@@ -47,11 +47,11 @@ class SimpleRNNCell(RecurrentCell):
         h = self.activation(xw_t + ops.matmul(h_tm1, self.recurrent_kernel))  # h_t = φ(x_t W + h_{t-1} U + b)
         return h, [h]
 
-    def fused_recurrence(self, xw, states, kernel=False):
+    def fused_recurrence(self, xw, states, kernel=False, mask=None):
         name = keras.activations.serialize(self.activation)
         if name not in fused.ACTIVATION_DERIVATIVES:
             return None
-        hs, h_T = fused.simple_rnn(xw, self.recurrent_kernel.value, states[0], name, kernel)
+        hs, h_T = fused.simple_rnn(xw, self.recurrent_kernel.value, states[0], name, kernel, mask)
         return hs, [h_T]
 
 
@@ -69,9 +69,10 @@ class SimpleRNN(RecurrentLayer):
         unroll: Unroll the time loop (short, fixed-length sequences only).
         zero_output_for_mask: Emit zeros at masked steps instead of the last output.
         fused: Run the recurrence through ``seqkit.layers.fused`` (hand-written
-            BPTT backward, XLA-compiled loops) when the call allows it: no
-            mask, no recurrent dropout, ``unroll=False`` and activations it
-            implements. False always runs the readable ``step`` under autodiff.
+            BPTT backward, XLA-compiled loops, the compiled kernels when
+            training) when the call allows it: no recurrent dropout,
+            ``unroll=False`` and activations it implements; masked or not.
+            False always runs the readable ``step`` under autodiff.
         **kwargs: The cell's arguments (see ``SimpleRNNCell``) and the base
             layer's (``name``, ``dtype``, ``activity_regularizer``, ...).
 
