@@ -5,6 +5,13 @@ the same name to <= 1e-5 (float32), and the same gradients w.r.t. inputs and
 weights to <= 1e-4, for every option: masks, go_backwards, return_state,
 initial_state, zero_output_for_mask, Bidirectional, stacking, stateful,
 unroll, dropout (same seed -> same masks) and both GRU forms.
+
+Not here, because Keras is wrong there (README, "Differences from Keras"):
+``unroll=True`` + mask + ``go_backwards`` + ``zero_output_for_mask``;
+``zero_output_for_mask`` with ``return_sequences=False``; the output mask of a
+``go_backwards`` sequence; 0 time steps. tests/test_masking.py checks those
+against each sequence run alone (the NumPy reference). The mask cases below
+keep ``return_sequences=True`` and ``unroll=False``, where Keras is right.
 """
 
 import keras

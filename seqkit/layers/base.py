@@ -18,10 +18,18 @@ projection out of the time loop; masking, ``go_backwards``, ``stateful``,
 import inspect
 
 import keras
+import tensorflow as tf
 from keras import ops
 from keras.src import backend as keras_backend
 from keras.src import tree
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
+
+
+_EMPTY_SEQUENCES = (
+    "{name} received inputs with 0 time steps (shape {shape}); a recurrence needs at "
+    "least one step. Drop empty sequences, or pad them to length 1 and mask the padding "
+    "(argument `mask`): a fully masked row keeps its initial state."
+)
 
 
 def _takes_keyword(fn, name):
@@ -199,13 +207,11 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         """The recurrent part of one step; ``xw_t = x_t W + b``, ``(B, gates * units)``."""
         raise NotImplementedError
 
-    def fused_recurrence(self, xw, states, kernel=False, mask=None):
+    def fused_recurrence(self, xw, states, kernel=False):
         """The whole recurrence over time-major ``xw`` ``(T, B, gates * units)``
         with a hand-written backward (``seqkit.layers.fused``): ``(hs, states)``,
         or None when this cell's configuration has no fused form. ``kernel``:
-        run its loops as the compiled ops when they are available (training).
-        ``mask``: ``(T, B)`` booleans or None; a masked step carries the states
-        forward, and ``hs`` holds the carried ``h`` at every step."""
+        run its loops as the compiled ops when they are available (training)."""
         return None
 
     # -- the Keras cell contract -------------------------------------------
@@ -244,7 +250,19 @@ class RecurrentLayer(keras.layers.RNN):
     shape ``(B, T, D) @ (D, gates * units)``, then runs only ``cell.step``
     (the recurrent matmul and the gate equations) per step. Everything else
     (masks, ``go_backwards``, ``stateful``, ``initial_state``,
-    ``return_state``, ``zero_output_for_mask``) is Keras' ``RNN``.
+    ``return_state``, ``zero_output_for_mask``) is Keras' ``RNN``, except
+    where Keras' masked paths are wrong (README, "Differences from Keras"):
+
+    * ``zero_output_for_mask`` zeroes the masked steps of the returned
+      *sequence* only, in the order the steps were processed (Keras zeroes by
+      the unreversed mask when ``unroll=True`` and ``go_backwards=True``);
+      with ``return_sequences=False`` the output is each row's last real
+      output, as Keras documents (Keras returns zeros for a row whose last
+      processed step is masked);
+    * with ``go_backwards=True`` and ``return_sequences=True`` the output mask
+      is reversed with the outputs, so a next layer reads the real steps
+      (Keras passes the input mask on unreversed);
+    * a sequence of 0 time steps is a ``ValueError`` (Keras fails inside TF).
     """
 
     cell_class = RecurrentCell
@@ -292,6 +310,8 @@ class RecurrentLayer(keras.layers.RNN):
                 f"features); received inputs with shape {tuple(shape)}. "
                 "Add the missing axis, e.g. x[:, :, None] for scalar features."
             )
+        if shape[1] == 0:
+            raise ValueError(_EMPTY_SEQUENCES.format(name=type(self).__name__, shape=tuple(shape)))
 
     def check_initial_state(self, sequences, initial_state):
         states = tree.flatten(initial_state)
@@ -315,6 +335,10 @@ class RecurrentLayer(keras.layers.RNN):
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         self.check_input_shape(sequences.shape)
+        if sequences.shape[1] is None:  # T known only when the graph runs
+            message = _EMPTY_SEQUENCES.format(name=type(self).__name__, shape="(batch, 0, features)")
+            with tf.control_dependencies([tf.debugging.assert_positive(tf.shape(sequences)[1], message=message)]):
+                sequences = tf.identity(sequences)
         if initial_state is not None:
             self.check_initial_state(sequences, initial_state)
         return super().call(
@@ -338,10 +362,15 @@ class RecurrentLayer(keras.layers.RNN):
         xw = cell.project_inputs(ops.transpose(sequences, (1, 0, 2)))  # (T, B, gates * units), one matmul
         if mask is not None:
             mask = ops.transpose(mask, (1, 0))  # (T, B)
-        if self.fused and recurrent_mask is None and not self.unroll:
-            result = self.fused_loop(xw, list(initial_state), mask, training)
+        elif self.fused and recurrent_mask is None and not self.unroll:
+            # Training steps run the loops as compiled ops when seqkit.kernels has
+            # them; inference (and so export) keeps TensorFlow's own ops. (A cell
+            # written before `kernel` existed overrides fused_recurrence(xw, states).)
+            kernel = {"kernel": training is True} if _takes_keyword(cell.fused_recurrence, "kernel") else {}
+            result = cell.fused_recurrence(xw[::-1] if self.go_backwards else xw, list(initial_state), **kernel)
             if result is not None:
-                return result
+                hs, states = result  # hs: (T, B, H), in the order processed (as Keras)
+                return hs[-1], ops.transpose(hs, (1, 0, 2)), states
 
         def step(xw_t, states):
             return cell.step(xw_t, states, recurrent_mask)
@@ -360,49 +389,26 @@ class RecurrentLayer(keras.layers.RNN):
             unroll=self.unroll,
             input_length=steps,
             time_major=True,
-            zero_output_for_mask=self.zero_output_for_mask,
+            zero_output_for_mask=False,  # applied below: Keras' own is wrong in two cases
             return_all_outputs=self.return_sequences,
         )
+        if self.zero_output_for_mask and mask is not None and self.return_sequences:
+            # Zero the masked steps of the sequence, in the order processed
+            # (Keras' unrolled loop zeroes by the unreversed mask). The last
+            # output stays the last real one: the flag is about sequences.
+            real = ops.cast(mask[::-1] if self.go_backwards else mask, "bool")  # (T, B)
+            outputs = ops.where(real[:, :, None], outputs, ops.zeros_like(outputs))
         return last_output, ops.transpose(outputs, (1, 0, 2)), states  # outputs: (B, T, H)
 
-    def fused_loop(self, xw, initial_state, mask, training):
-        """The recurrence through ``cell.fused_recurrence`` (hand-written BPTT):
-        ``(last_output, outputs (B, T, H), states)`` as ``inner_loop``, or None
-        when the cell has no fused form for this call. ``xw`` ``(T, B, G*H)``,
-        ``mask`` ``(T, B)`` booleans or None, both in time order.
-
-        With a mask the loop returns the carried states at every step (a masked
-        step keeps ``h`` and ``c``), and the outputs follow Keras' semantics
-        from them: at a masked step the last real step's output (zeros before
-        the first), or zeros with ``zero_output_for_mask``. ``last_output`` is
-        the state after a row's last real step (zeros for a row with none) with
-        or without ``zero_output_for_mask``: Keras' flag concerns the sequence
-        only, though its own loop returns zeros there when the last step is padding.
-        """
-        cell = self.cell
-        # Training steps run the loops as compiled ops when seqkit.kernels has
-        # them; inference (and so export) keeps TensorFlow's own ops. (A cell
-        # written before `kernel` existed overrides fused_recurrence(xw, states);
-        # one written before `mask`, fused_recurrence(xw, states, kernel).)
-        options = {"kernel": training is True} if _takes_keyword(cell.fused_recurrence, "kernel") else {}
-        if mask is not None:
-            if not _takes_keyword(cell.fused_recurrence, "mask"):
-                return None
-            mask = ops.cast(mask, "bool")
-            options["mask"] = mask = mask[::-1] if self.go_backwards else mask
-        result = cell.fused_recurrence(xw[::-1] if self.go_backwards else xw, initial_state, **options)
-        if result is None:
-            return None
-        hs, states = result  # hs: (T, B, H), in the order processed (as Keras)
-        if mask is None:
-            return hs[-1], ops.transpose(hs, (1, 0, 2)), states
-        real = ops.expand_dims(mask, -1)  # (T, B, 1), in the order processed
-        started = ops.cumsum(ops.cast(real, "int32"), axis=0) > 0  # a real step at or before t
-        last_output = ops.where(started[-1], hs[-1], ops.zeros_like(hs[-1]))  # (B, H)
-        if not self.return_sequences:
-            return last_output, ops.expand_dims(last_output, 1), states
-        outputs = ops.where(real if self.zero_output_for_mask else started, hs, ops.zeros_like(hs))  # (T, B, H)
-        return last_output, ops.transpose(outputs, (1, 0, 2)), states
+    def compute_mask(self, sequences, mask):
+        """Keras' output mask, reversed with the outputs under ``go_backwards``."""
+        output_mask = super().compute_mask(sequences, mask)
+        if not (self.go_backwards and self.return_sequences):
+            return output_mask
+        if self.return_state:
+            first = output_mask[0]
+            return [None if first is None else ops.flip(first, axis=1)] + output_mask[1:]
+        return None if output_mask is None else ops.flip(output_mask, axis=1)
 
     def get_config(self):
         config = super().get_config()
