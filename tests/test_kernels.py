@@ -4,12 +4,15 @@ Oracle: the XLA loops of seqkit.layers.fused, themselves tested against the
 readable cells (test_layers.py, which also runs the layers with training=True,
 i.e. through these kernels) and the NumPy reference (test_reference.py).
 Every op must give the same outputs, final states and gradients, at sizes that
-do and do not fill the matmul kernel's register tiles (8 rows x 32 columns).
+do and do not fill the matmul kernel's register tiles (8 x 32 on AVX-512,
+6 x 16 on AVX2, 4 x 16 generic), on every instruction-set path this CPU can
+run (SEQKIT_KERNEL_ISA; the paths other than the default in child processes).
 """
 
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -244,17 +247,19 @@ def test_a_build_is_cached(ops, monkeypatch, tmp_path):
     assert [p.name for p in first.parent.iterdir()] == ["recurrence.so"]  # no temporaries left
 
 
-GENERIC_CHECK = textwrap.dedent("""
+ISA_CHECK = textwrap.dedent("""
+    import sys
     import numpy as np, tensorflow as tf
     from seqkit import kernels
     from seqkit.layers import fused
-    assert kernels.load() is not None
+    assert kernels.variant().startswith("isa=" + sys.argv[1] + " "), kernels.variant()
     g = tf.random.Generator.from_seed(0)
-    T, B, H = 9, 11, 21
+    T, B, H = 9, 13, 21  # B: 2 whole tiles and a part on every path; H: a part panel
     cases = {
         "rnn": (lambda *a, kernel: fused.simple_rnn(*a, "tanh", kernel), [g.normal((T, B, H)), g.normal((H, H)) / 5, g.normal((B, H))]),
         "lstm": (fused.lstm, [g.normal((T, B, 4 * H)), g.normal((H, 4 * H)) / 5, g.normal((B, H)), g.normal((B, H))]),
         "gru": (fused.gru_reset_after, [g.normal((T, B, 3 * H)), g.normal((H, 3 * H)) / 5, g.normal((3 * H,)), g.normal((B, H))]),
+        "gru-before": (fused.gru_reset_before, [g.normal((T, B, 3 * H)), g.normal((H, 3 * H)) / 5, g.normal((B, H))]),
     }
     for name, (fn, args) in cases.items():
         results = []
@@ -266,20 +271,65 @@ GENERIC_CHECK = textwrap.dedent("""
             results.append([o.numpy() for o in outs] + [d.numpy() for d in tape.gradient(loss, args)])
         for a, b in zip(*results):
             np.testing.assert_allclose(a, b, atol=1e-4)
-    print("generic path equal")
+    print(kernels.variant(), "equal to the XLA loops")
 """)
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="elsewhere the generic path is the one every test here runs")
-def test_the_generic_path_without_avx512(ops, tmp_path):
-    """The kernel's portable path (no AVX-512: its tiles are left to the
-    compiler's vectoriser), built with -mno-avx512f and checked against the
-    XLA loops in a child process (loading a second copy of the ops here would
-    register them twice)."""
-    env = dict(os.environ, SEQKIT_KERNEL_CACHE=str(tmp_path), CXX=" ".join([*kernels.compiler(), "-mno-avx512f"]))
-    done = subprocess.run([sys.executable, "-c", GENERIC_CHECK], env=env, capture_output=True, text=True, timeout=600)
+@pytest.mark.parametrize("isa", kernels.ISAS)
+def test_every_isa_path_this_cpu_runs_equals_the_xla_loops(ops, tmp_path, isa):
+    """Each instruction-set path (SEQKIT_KERNEL_ISA) built in a child process (loading
+    a second copy of the ops here would register them twice) and checked against the
+    XLA loops: the AVX-512 and AVX2 register tiles and the portable one differ only in
+    summation order."""
+    if isa not in kernels.cpu_isas():
+        pytest.skip(f"this CPU cannot run the {isa} path (it has {', '.join(kernels.cpu_isas())}); "
+                    "test_every_isa_path_compiles builds it")
+    env = dict(os.environ, SEQKIT_KERNEL_ISA=isa)
+    if isa != kernels.isa():  # the default path's library is the one this process built: no second build
+        env["SEQKIT_KERNEL_CACHE"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", ISA_CHECK, isa], env=env, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "generic path equal" in done.stdout
+    assert "equal to the XLA loops" in done.stdout
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the x86 paths; elsewhere only generic exists")
+@pytest.mark.parametrize("isa", [i for i in kernels.ISAS if i not in kernels.cpu_isas()] or ["none"])
+def test_every_isa_path_compiles(ops, tmp_path, isa):
+    """A path this CPU cannot run still compiles (its intrinsics and tile shape
+    build) with the flags of a CPU that has it, and the library holds that
+    path's vector registers (zmm for AVX-512, ymm FMAs for AVX2)."""
+    if isa == "none":
+        pytest.skip("this CPU runs every path: test_every_isa_path_this_cpu_runs_equals_the_xla_loops covers them")
+    flags = {"avx512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mfma"], "avx2": ["-mavx2", "-mfma"]}[isa]
+    out = tmp_path / "recurrence.so"
+    cmd = [*kernels.compiler(), "-shared", "-fPIC", "-O1", "-w", *flags, str(kernels.SOURCE), "-o", str(out),
+           *kernels._tf_flags(tf)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if shutil.which("objdump"):
+        code = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(out)], capture_output=True, text=True).stdout
+        assert ("zmm" if isa == "avx512" else "vfmadd231ps %ymm") in code
+
+
+def test_an_isa_the_cpu_cannot_run_is_refused(monkeypatch, caplog):
+    """SEQKIT_KERNEL_ISA naming an unknown path, or one this CPU lacks, is a warning
+    naming the variable and the choices, and the XLA loops run (no illegal instruction)."""
+    monkeypatch.delenv("SEQKIT_KERNELS", raising=False)
+    lacking = [i for i in kernels.ISAS if i not in kernels.cpu_isas()]
+    for value in ["sse9", *lacking]:
+        monkeypatch.setenv("SEQKIT_KERNEL_ISA", value)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="seqkit"):
+            assert kernels._load.__wrapped__() is None
+        (record,) = [r for r in caplog.records if "kernels unavailable" in r.message]
+        assert f"SEQKIT_KERNEL_ISA={value}" in record.message and "generic" in record.message
+
+
+def test_the_default_isa_is_the_best_the_cpu_has(monkeypatch):
+    monkeypatch.delenv("SEQKIT_KERNEL_ISA", raising=False)
+    assert kernels.isa() == kernels.cpu_isas()[0]
+    assert kernels.cpu_isas()[-1] == "generic"
 
 
 def test_an_unwritable_cache_builds_in_the_temporary_directory(ops, monkeypatch, tmp_path):

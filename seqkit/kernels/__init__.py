@@ -12,6 +12,10 @@ processes do not compile again (delete it to retry).
 
 Environment:
     SEQKIT_KERNELS=0        never use the kernels (the XLA loops run instead; also false, no, off).
+    SEQKIT_KERNEL_ISA       the instruction set the kernels are built for: ``avx512``,
+                            ``avx2`` (AVX2 + FMA) or ``generic`` (portable C++, any CPU);
+                            default: the best this CPU has. A path the CPU cannot run
+                            is refused (a warning, and the XLA loops run).
     SEQKIT_KERNEL_CACHE     where built libraries go (default
                             ``$XDG_CACHE_HOME/seqkit/kernels`` or ``~/.cache/seqkit/kernels``).
     CXX                     the compiler command (default ``g++``, then ``c++``).
@@ -33,13 +37,56 @@ from pathlib import Path
 SOURCE = Path(__file__).with_name("recurrence.cc")
 log = logging.getLogger("seqkit")
 
-# Tried in order: -march=native lets the compiler use the CPU's widest vectors
-# (the AVX-512 kernel in recurrence.cc); AVX-512 FP16 is left off because
-# TensorFlow's copy of Eigen does not compile with it on GCC 12. The next set
-# is tried only when a build fails over these flags (an older compiler, an
-# unknown CPU), not for any other failure.
-ARCH_FLAGS = [["-march=native", "-mno-avx512fp16"], ["-march=native"], []]
-ARCH_ERROR = re.compile(r"march|mno-|avx512|FP16|unrecognized|unknown argument", re.IGNORECASE)
+ISAS = ("avx512", "avx2", "generic")
+
+# The compiler flags of each instruction-set path, tried in order; a set is
+# tried only when the build before it failed over its flags (an older
+# compiler, an unknown CPU), not for any other failure. -march=native lets the
+# compiler use the CPU's own extensions; AVX-512 FP16 is left off because
+# TensorFlow's copy of Eigen does not compile with it on GCC 12. The avx2 path
+# switches AVX-512 off, so an AVX-512 machine builds and runs it too; generic
+# compiles recurrence.cc's portable tile (SEQKIT_KERNEL_GENERIC), vectorised by
+# the compiler for whatever the CPU has.
+X86_FLAGS = {
+    "avx512": [["-march=native", "-mno-avx512fp16"], ["-march=native"]],
+    "avx2": [["-march=native", "-mno-avx512f"], ["-mavx2", "-mfma"]],
+    "generic": [["-march=native", "-mno-avx512f", "-DSEQKIT_KERNEL_GENERIC"], ["-DSEQKIT_KERNEL_GENERIC"]],
+}
+OTHER_FLAGS = [["-march=native", "-DSEQKIT_KERNEL_GENERIC"], ["-DSEQKIT_KERNEL_GENERIC"]]  # ARM64 and the rest
+ARCH_ERROR = re.compile(r"march|mno-|avx|FP16|fma|unrecognized|unknown argument", re.IGNORECASE)
+
+
+def _x86():
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def cpu_isas():
+    """The instruction-set paths this CPU can run, best first."""
+    if not _x86():
+        return ["generic"]
+    flags = set(_cpu_flags().split())
+    return [isa for isa, needs in (("avx512", {"avx512f"}), ("avx2", {"avx2", "fma"})) if needs <= flags] + ["generic"]
+
+
+def isa():
+    """The path to build: ``$SEQKIT_KERNEL_ISA`` or the best this CPU has.
+    ValueError when the variable names no path or one this CPU cannot run."""
+    asked = os.environ.get("SEQKIT_KERNEL_ISA", "").strip().lower()
+    if not asked:
+        return cpu_isas()[0]
+    if asked not in ISAS:
+        raise ValueError(f"SEQKIT_KERNEL_ISA={asked} is not one of {', '.join(ISAS)}; unset it for the best this CPU has")
+    if asked not in cpu_isas():
+        raise ValueError(
+            f"SEQKIT_KERNEL_ISA={asked}: this CPU cannot run it (it has {', '.join(cpu_isas())}); "
+            "pick one of those or unset the variable"
+        )
+    return asked
+
+
+def arch_flags(path):
+    """The flag sets to try for ``path``, in order."""
+    return X86_FLAGS[path] if _x86() else OTHER_FLAGS
 
 
 def cache_dir():
@@ -77,9 +124,10 @@ def _library_path(tf, cxx):
     compiler and CPU lives."""
     tf_flags = _tf_flags(tf)
     version = subprocess.run([*cxx, "--version"], capture_output=True, text=True, timeout=60).stdout
-    parts = [SOURCE.read_text(), Path(__file__).read_text(), tf.__version__, *tf_flags, *cxx, version, _cpu_flags()]
+    path = isa()
+    parts = [SOURCE.read_text(), Path(__file__).read_text(), tf.__version__, *tf_flags, *cxx, version, _cpu_flags(), path]
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-    return cache_dir() / key / "recurrence.so"
+    return cache_dir() / f"{path}-{key}" / "recurrence.so"
 
 
 def _first_error(stderr, returncode):
@@ -92,7 +140,7 @@ def _compile(tf, cxx, target):
     """Compiles recurrence.cc into ``target`` (atomically); RuntimeError naming the compiler's first error."""
     log.info("seqkit: compiling the recurrence kernels (once, about 10 s) into %s", target.parent)
     tf_flags = _tf_flags(tf)
-    for arch in ARCH_FLAGS if platform.machine() in ("x86_64", "AMD64") else [["-march=native"], []]:
+    for arch in arch_flags(isa()):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".recurrence-", suffix=".so")
         os.close(fd)
         try:
@@ -106,7 +154,7 @@ def _compile(tf, cxx, target):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        if not (arch and ARCH_ERROR.search(result.stderr)):
+        if not ARCH_ERROR.search(result.stderr):
             break
     raise RuntimeError(f"{' '.join(cxx)} failed: {_first_error(result.stderr, result.returncode)}")
 
@@ -178,3 +226,10 @@ def load():
     Built at most once per process, even when replicas trace in several threads."""
     with _lock:
         return _load()
+
+
+def variant():
+    """What the loaded kernels were built for, e.g. ``"isa=avx2 panel=16
+    tile_rows=6"`` (recurrence.cc's tile shape), or None without kernels."""
+    ops = load()
+    return None if ops is None else ops.seqkit_kernel_variant().numpy().decode()

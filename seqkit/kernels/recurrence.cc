@@ -161,8 +161,29 @@ class Team {
 // to an epilogue (SimpleRNN puts its gate math there). Each tile is summed in a
 // fixed order by one thread, so results do not depend on the thread count.
 
-constexpr Index kPanel = 32;    // columns per panel: two AVX-512 vectors
-constexpr Index kTileRows = 8;  // 8 x 2 accumulators, 2 panel vectors and a broadcast fit 32 registers
+// The tile shape is the instruction set's (SEQKIT_KERNEL_ISA in __init__.py
+// chooses it at build time; kIsa names the variant built):
+//   avx512   8 rows x 32 columns: 8 x 2 zmm accumulators, 2 panel vectors and
+//            a broadcast, 19 of 32 registers;
+//   avx2     6 rows x 16 columns: 6 x 2 ymm accumulators, 2 panel vectors and
+//            a broadcast, 15 of 16 registers (the shape of BLIS' Haswell kernel);
+//   generic  portable C++ (any CPU, ARM64 included): 4 rows x 16 columns,
+//            64 accumulators the compiler's vectoriser keeps in registers.
+#if defined(__AVX512F__) && !defined(SEQKIT_KERNEL_GENERIC)
+#define SEQKIT_TILE_AVX512 1
+constexpr const char* kIsa = "avx512";
+constexpr Index kPanel = 32;
+constexpr Index kTileRows = 8;
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(SEQKIT_KERNEL_GENERIC)
+#define SEQKIT_TILE_AVX2 1
+constexpr const char* kIsa = "avx2";
+constexpr Index kPanel = 16;
+constexpr Index kTileRows = 6;
+#else
+constexpr const char* kIsa = "generic";
+constexpr Index kPanel = 16;
+constexpr Index kTileRows = 4;
+#endif
 
 // A packed right-hand side (K, panels * kPanel) in panel order: data[p][k][j].
 struct Packed {
@@ -193,7 +214,7 @@ tensorflow::Status pack_block(OpKernelContext* ctx, const Tensor& U, Index offse
 // acc (R, kPanel) = a (R, K; rows lda apart) @ panel (K, kPanel).
 template <int R>
 inline void tile_kernel(const float* a, Index lda, const float* panel, Index K, float* acc) {
-#if defined(__AVX512F__)
+#if defined(SEQKIT_TILE_AVX512)
   __m512 v[R][2];
   for (int r = 0; r < R; ++r) v[r][0] = v[r][1] = _mm512_setzero_ps();
   for (Index k = 0; k < K; ++k) {
@@ -207,6 +228,21 @@ inline void tile_kernel(const float* a, Index lda, const float* panel, Index K, 
   for (int r = 0; r < R; ++r) {
     _mm512_store_ps(acc + r * kPanel, v[r][0]);
     _mm512_store_ps(acc + r * kPanel + 16, v[r][1]);
+  }
+#elif defined(SEQKIT_TILE_AVX2)
+  __m256 v[R][2];
+  for (int r = 0; r < R; ++r) v[r][0] = v[r][1] = _mm256_setzero_ps();
+  for (Index k = 0; k < K; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(panel + k * kPanel), w1 = _mm256_loadu_ps(panel + k * kPanel + 8);
+    for (int r = 0; r < R; ++r) {
+      const __m256 x = _mm256_broadcast_ss(a + r * lda + k);
+      v[r][0] = _mm256_fmadd_ps(x, w0, v[r][0]);
+      v[r][1] = _mm256_fmadd_ps(x, w1, v[r][1]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    _mm256_store_ps(acc + r * kPanel, v[r][0]);
+    _mm256_store_ps(acc + r * kPanel + 8, v[r][1]);
   }
 #else
   float v[R][kPanel] = {};
@@ -224,11 +260,15 @@ inline void tile(const float* a, Index lda, const float* panel, Index K, float* 
     case 1: return tile_kernel<1>(a, lda, panel, K, acc);
     case 2: return tile_kernel<2>(a, lda, panel, K, acc);
     case 3: return tile_kernel<3>(a, lda, panel, K, acc);
+#if defined(SEQKIT_TILE_AVX512) || defined(SEQKIT_TILE_AVX2)
     case 4: return tile_kernel<4>(a, lda, panel, K, acc);
     case 5: return tile_kernel<5>(a, lda, panel, K, acc);
+#endif
+#if defined(SEQKIT_TILE_AVX512)
     case 6: return tile_kernel<6>(a, lda, panel, K, acc);
     case 7: return tile_kernel<7>(a, lda, panel, K, acc);
-    default: return tile_kernel<8>(a, lda, panel, K, acc);
+#endif
+    default: return tile_kernel<kTileRows>(a, lda, panel, K, acc);
   }
 }
 
@@ -280,8 +320,6 @@ inline void store(float* p, const V& v, Index n = 16) {
     std::copy_n(v.data(), n, p);
   }
 }
-
-inline V sigmoid16(const V& a) { return 0.5f + 0.5f * (0.5f * a).tanh(); }  // σ(a) = (1 + tanh(a/2)) / 2
 
 // ---------------------------------------------------------------------------- gate math
 
@@ -992,6 +1030,27 @@ REGISTER_OP("SeqkitGruResetBeforeBackward")
       return tensorflow::OkStatus();
     });
 
+// ---------------------------------------------------------------------------- variant
+// Which tile variant this library was built with, for benchmarks and logs:
+// "isa=avx2 panel=16 tile_rows=6".
+
+class KernelVariant : public OpKernel {
+ public:
+  explicit KernelVariant(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    Tensor* t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &t));
+    t->scalar<tensorflow::tstring>()() =
+        std::string("isa=") + kIsa + " panel=" + std::to_string(kPanel) + " tile_rows=" + std::to_string(kTileRows);
+  }
+};
+
+REGISTER_OP("SeqkitKernelVariant").Output("variant: string").SetShapeFn([](InferenceContext* c) {
+  c->set_output(0, c->Scalar());
+  return tensorflow::OkStatus();
+});
+
 #define CPU_KERNEL(name, cls) REGISTER_KERNEL_BUILDER(Name(name).Device(tensorflow::DEVICE_CPU), cls)
 CPU_KERNEL("SeqkitSimpleRnnForward", SimpleRnnForward<false>);
 CPU_KERNEL("SeqkitSimpleRnnForwardMasked", SimpleRnnForward<true>);
@@ -1007,5 +1066,6 @@ CPU_KERNEL("SeqkitGruResetAfterBackward", GruResetAfterBackward);
 CPU_KERNEL("SeqkitGruResetBeforeForward", GruResetBeforeForward<false>);
 CPU_KERNEL("SeqkitGruResetBeforeForwardMasked", GruResetBeforeForward<true>);
 CPU_KERNEL("SeqkitGruResetBeforeBackward", GruResetBeforeBackward);
+CPU_KERNEL("SeqkitKernelVariant", KernelVariant);
 
 }  // namespace seqkit
