@@ -207,11 +207,13 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         """The recurrent part of one step; ``xw_t = x_t W + b``, ``(B, gates * units)``."""
         raise NotImplementedError
 
-    def fused_recurrence(self, xw, states, kernel=False):
+    def fused_recurrence(self, xw, states, kernel=False, mask=None):
         """The whole recurrence over time-major ``xw`` ``(T, B, gates * units)``
         with a hand-written backward (``seqkit.layers.fused``): ``(hs, states)``,
         or None when this cell's configuration has no fused form. ``kernel``:
-        run its loops as the compiled ops when they are available (training)."""
+        run its loops as the compiled ops when they are available (training).
+        ``mask``: ``(T, B)`` booleans or None; a masked step carries the states
+        forward, and ``hs`` holds the carried ``h`` at every step."""
         return None
 
     # -- the Keras cell contract -------------------------------------------
@@ -362,15 +364,10 @@ class RecurrentLayer(keras.layers.RNN):
         xw = cell.project_inputs(ops.transpose(sequences, (1, 0, 2)))  # (T, B, gates * units), one matmul
         if mask is not None:
             mask = ops.transpose(mask, (1, 0))  # (T, B)
-        elif self.fused and recurrent_mask is None and not self.unroll:
-            # Training steps run the loops as compiled ops when seqkit.kernels has
-            # them; inference (and so export) keeps TensorFlow's own ops. (A cell
-            # written before `kernel` existed overrides fused_recurrence(xw, states).)
-            kernel = {"kernel": training is True} if _takes_keyword(cell.fused_recurrence, "kernel") else {}
-            result = cell.fused_recurrence(xw[::-1] if self.go_backwards else xw, list(initial_state), **kernel)
+        if self.fused and recurrent_mask is None and not self.unroll:
+            result = self.fused_loop(xw, list(initial_state), mask, training)
             if result is not None:
-                hs, states = result  # hs: (T, B, H), in the order processed (as Keras)
-                return hs[-1], ops.transpose(hs, (1, 0, 2)), states
+                return result
 
         def step(xw_t, states):
             return cell.step(xw_t, states, recurrent_mask)
@@ -409,6 +406,45 @@ class RecurrentLayer(keras.layers.RNN):
             first = output_mask[0]
             return [None if first is None else ops.flip(first, axis=1)] + output_mask[1:]
         return None if output_mask is None else ops.flip(output_mask, axis=1)
+
+    def fused_loop(self, xw, initial_state, mask, training):
+        """The recurrence through ``cell.fused_recurrence`` (hand-written BPTT):
+        ``(last_output, outputs (B, T, H), states)`` as ``inner_loop``, or None
+        when the cell has no fused form for this call. ``xw`` ``(T, B, G*H)``,
+        ``mask`` ``(T, B)`` booleans or None, both in time order.
+
+        With a mask the loop returns the carried states at every step (a masked
+        step keeps ``h`` and ``c``), and the outputs follow Keras' semantics
+        from them: at a masked step the last real step's output (zeros before
+        the first), or zeros with ``zero_output_for_mask``. ``last_output`` is
+        the state after a row's last real step (zeros for a row with none) with
+        or without ``zero_output_for_mask``: Keras' flag concerns the sequence
+        only, though its own loop returns zeros there when the last step is padding.
+        """
+        cell = self.cell
+        # Training steps run the loops as compiled ops when seqkit.kernels has
+        # them; inference (and so export) keeps TensorFlow's own ops. (A cell
+        # written before `kernel` existed overrides fused_recurrence(xw, states);
+        # one written before `mask`, fused_recurrence(xw, states, kernel).)
+        options = {"kernel": training is True} if _takes_keyword(cell.fused_recurrence, "kernel") else {}
+        if mask is not None:
+            if not _takes_keyword(cell.fused_recurrence, "mask"):
+                return None
+            mask = ops.cast(mask, "bool")
+            options["mask"] = mask = mask[::-1] if self.go_backwards else mask
+        result = cell.fused_recurrence(xw[::-1] if self.go_backwards else xw, initial_state, **options)
+        if result is None:
+            return None
+        hs, states = result  # hs: (T, B, H), in the order processed (as Keras)
+        if mask is None:
+            return hs[-1], ops.transpose(hs, (1, 0, 2)), states
+        real = ops.expand_dims(mask, -1)  # (T, B, 1), in the order processed
+        started = ops.cumsum(ops.cast(real, "int32"), axis=0) > 0  # a real step at or before t
+        last_output = ops.where(started[-1], hs[-1], ops.zeros_like(hs[-1]))  # (B, H)
+        if not self.return_sequences:
+            return last_output, ops.expand_dims(last_output, 1), states
+        outputs = ops.where(real if self.zero_output_for_mask else started, hs, ops.zeros_like(hs))  # (T, B, H)
+        return last_output, ops.transpose(outputs, (1, 0, 2)), states
 
     def get_config(self):
         config = super().get_config()
