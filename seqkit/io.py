@@ -68,6 +68,22 @@ def write_text(target, text):
         tmp.write_text(text, encoding="utf-8")
 
 
+def check_writable(folder, fix):
+    """Raise a one-line SeqkitError ending in ``fix`` unless files can be written
+    in ``folder``, or in the nearest folder above it that exists (where it would be
+    made). Probes with a temporary file, removed at once; creates nothing else."""
+    folder = Path(folder)
+    existing = next(p for p in [folder, *folder.parents] if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise SeqkitError(f"cannot write to {folder}: {existing} is a file, not a folder; {fix}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".seqkit-write-test.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise SeqkitError(f"cannot write to {folder} ({e.strerror}); {fix}") from None
+
+
 def read_run_json(path, what, build=lambda data: data):
     """``build(data)`` of the JSON file ``path``, a run directory's ``what`` (e.g.
     "vocabulary file"): missing or damaged (bad JSON, or ``build`` raising

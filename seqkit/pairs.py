@@ -40,7 +40,7 @@ from seqkit.config import SEQ2SEQ_TASKS as SYNTHETIC_TASKS
 from seqkit.config import TARGET_TOKENIZERS as TOKENIZERS
 from seqkit.errors import SeqkitError
 from seqkit.io import read_run_json, write_text
-from seqkit.text import describe_chars
+from seqkit.text import check_regular_file, describe_chars
 
 PAD, UNK, START, END = 0, 1, 2, 3  # ids of the special symbols, the same in both vocabularies
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -182,8 +182,7 @@ def parse_pairs(text, name):
 def read_pairs(path):
     """``Pairs`` of a UTF-8 pairs file (a leading byte-order mark is dropped)."""
     path = Path(path)
-    if not path.is_file():
-        raise SeqkitError(f"pairs file {path} does not exist; check the --data path")
+    check_regular_file(path, "pairs file", "check the --data path")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from seqkit.errors import SeqkitError
+from seqkit.text import check_regular_file
 
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".npz": "npz",
               ".npy": "npy", ".txt": "lines"}
@@ -107,14 +108,39 @@ def read_utf8(path, name):
     if str(path) == STDIN:
         data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
     else:
-        if not Path(path).is_file():
-            raise SeqkitError(f"data file {path} does not exist; check the path")
+        check_regular_file(path, "data file")
         data = Path(path).read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SeqkitError(f"{name} is not valid UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}; "
                           "convert the file to UTF-8") from None
+
+
+MAX_LINE_BYTES = 16 << 20  # longest line read from standard input
+
+
+def stdin_lines():
+    """The lines of standard input without their line ends, read and decoded
+    (UTF-8; a leading byte-order mark is dropped) one at a time, so a pipe that
+    never ends is read as it flows. A line longer than ``MAX_LINE_BYTES`` or
+    not valid UTF-8 is a one-line SeqkitError naming it."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream (e.g. io.StringIO)
+        yield from (line.rstrip("\r\n") for line in sys.stdin)
+        return
+    number = 0
+    while raw := stream.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise SeqkitError(f"line {number} of standard input is longer than {MAX_LINE_BYTES >> 20} MiB; "
+                              "split it, or pass one example per line")
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise SeqkitError(f"line {number} of standard input is not valid UTF-8: byte 0x{raw[e.start]:02x} at "
+                              f"offset {e.start}; convert it to UTF-8") from None
+        yield line.rstrip("\r\n")
 
 
 # -- numbers ----------------------------------------------------------------------
@@ -159,8 +185,7 @@ def check_features(x, name):
 
 def read_numpy(path, name, fmt, labelled):
     """``X`` (and ``y``, ``lengths``) of an ``.npz``, or ``X`` of an ``.npy``."""
-    if not Path(path).is_file():
-        raise SeqkitError(f"data file {path} does not exist; check the path")
+    check_regular_file(path, "data file")
     try:
         if fmt == "npz":
             with np.load(path, allow_pickle=False) as arrays:
@@ -318,12 +343,13 @@ def read_jsonl(text, name, text_column, label_column, inputs, labelled):
     return Examples(kind, x, labels if labelled else None, name)
 
 
-def read_lines(text, name, inputs):
-    """One example per line: the text, or numbers (a JSON list, or separated by commas or spaces)."""
+def read_lines(text, name, inputs, first=1):
+    """One example per line: the text, or numbers (a JSON list, or separated by
+    commas or spaces). ``text``: a string, or a list of lines (numbered from ``first``)."""
     if inputs not in ("text", "numbers"):
         raise SeqkitError(f"cannot tell whether {name} holds text or numbers; pass --inputs text or numbers")
     x = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.splitlines() if isinstance(text, str) else text, start=first):
         where = f"line {number} of {name}"
         if not line.strip():
             raise SeqkitError(f"{where} is empty; remove empty lines")

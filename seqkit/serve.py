@@ -115,8 +115,8 @@ class Servable:
 def first_message(error):
     """The useful line of a TensorFlow error: an assertion's own message when there is one."""
     text = str(getattr(error, "message", None) or error)
-    if "assertion failed: [" in text:
-        return text.split("assertion failed: [", 1)[1].split("]", 1)[0].strip()
+    if "assertion failed: [" in text:  # "assertion failed: [MESSAGE] [Condition ...] ...": MESSAGE may hold "]"
+        return text.split("assertion failed: [", 1)[1].split("] [", 1)[0].split("\n", 1)[0].rstrip("] ").strip()
     return " ".join(text.split())[:500]
 
 

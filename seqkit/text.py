@@ -1,6 +1,7 @@
 """Reading text corpora and the character vocabulary."""
 
 import json
+import stat
 import sysconfig
 from pathlib import Path
 
@@ -63,6 +64,28 @@ class Vocabulary:
         return read_run_json(path, "vocabulary file", build)
 
 
+def file_kind(path):
+    """What ``path`` is, in words: "a directory", "a named pipe (FIFO)", "a character device", ..."""
+    mode = Path(path).stat().st_mode
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_regular_file(path, what, fix="check the path"):
+    """A one-line SeqkitError unless ``path`` is a regular file (or a link to one):
+    "``what`` PATH does not exist; ``fix``", or "... is not a regular file (a FIFO); pass a file"."""
+    path = Path(path)
+    if path.is_file():
+        return
+    if not path.exists():
+        raise SeqkitError(f"{what} {path} does not exist; {fix}")
+    raise SeqkitError(f"{what} {path} is not a regular file ({file_kind(path)}); pass a file saved on disk")
+
+
 def read_text_file(path, errors="strict"):
     """Decode a UTF-8 file; a decoding error names the file and byte offset."""
     data = Path(path).read_bytes()
@@ -84,10 +107,9 @@ def collect_files(paths, glob="**/*.txt"):
             if not found:
                 raise SeqkitError(f"no files matching {glob!r} in directory {p}; pass --glob, e.g. --glob '**/*.py'")
             files.extend(found)
-        elif p.is_file():
-            files.append(p)
         else:
-            raise SeqkitError(f"data path {p} does not exist; check the path")
+            check_regular_file(p, "data path")
+            files.append(p)
     return files
 
 
