@@ -3,6 +3,7 @@
 No TensorFlow here, so the CLI can build its options (and --help) quickly.
 """
 
+import numbers
 from dataclasses import dataclass, field
 
 from seqkit.errors import SeqkitError
@@ -35,6 +36,28 @@ def check_data_or_task(config, tasks, data_kind):
                           "(a built-in synthetic task), " + ("not both" if config.data else "not neither"))
 
 
+MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
+MAX_INT32 = 2**31 - 1  # TensorFlow's sizes, steps and shapes are int32
+
+
+def check_count(value, flag, at_most=MAX_INT32, why=""):
+    """``value`` must be an integer in [1, ``at_most``]; else a one-line SeqkitError naming ``flag``
+    (``why``: the reason for the upper bound, said after it)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise SeqkitError(f"{flag} must be a positive integer; received {value!r}")
+    if value > at_most:
+        raise SeqkitError(f"{flag} must be at most {at_most:,}{why}; received {value:,}")
+
+
+def check_seed(seed, unset=-1):
+    """``seed`` must be ``unset`` (pick one) or an integer in [0, MAX_SEED]."""
+    if seed == unset:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        pick = " (or -1: pick one)" if unset == -1 else ""
+        raise SeqkitError(f"--seed must be an integer in [0, {MAX_SEED}] (2**32 - 1){pick}; received {seed!r}")
+
+
 def check_options(config, positive, non_negative, choices):
     """The checks every task's config shares: ``positive`` integers, ``non_negative``
     numbers, ``choices`` (name -> allowed values), and the training options
@@ -44,12 +67,12 @@ def check_options(config, positive, non_negative, choices):
         return "--" + name.replace("_", "-")
 
     for name in positive:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise SeqkitError(f"{flag(name)} must be a positive integer; received {value!r}")
+        check_count(getattr(config, name), flag(name))
     for name in non_negative:
         if getattr(config, name) < 0:
             raise SeqkitError(f"{flag(name)} must be >= 0; received {getattr(config, name)}")
+        if getattr(config, name) > MAX_INT32:
+            raise SeqkitError(f"{flag(name)} must be at most {MAX_INT32:,}; received {getattr(config, name):,}")
     for name, allowed in choices.items():
         if getattr(config, name) not in allowed:
             raise SeqkitError(f"unknown {flag(name)} {getattr(config, name)!r}; choose one of {', '.join(allowed)}")
@@ -61,6 +84,7 @@ def check_options(config, positive, non_negative, choices):
         raise SeqkitError(f"--lr must be > 0; received {config.lr}")
     if config.clip_norm < 0:
         raise SeqkitError(f"--clip-norm must be >= 0 (0 disables clipping); received {config.clip_norm}")
+    check_seed(config.seed)
 
 
 @dataclass

@@ -483,12 +483,31 @@ def split_indices(n, config, noun="examples"):
     return train, val
 
 
+class RunDirectoryGuard(keras.callbacks.Callback):
+    """Stop training once the run directory loses its config.json (deleted or
+    moved while training), before anything (a checkpoint, model.keras) would
+    re-create a partial folder at the old path. One stat per step."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.config = Path(out) / runs.CONFIG
+
+    def check(self, *args, **kwargs):
+        if not self.config.is_file():
+            raise SeqkitError(f"the run directory {self.config.parent} was deleted or moved during training "
+                              f"({runs.CONFIG} is gone); training stopped without writing more; start again with "
+                              "a new --out, or restore the folder and pass --resume")
+
+    on_train_batch_begin = on_train_batch_end = on_test_begin = on_epoch_end = check
+
+
 def train_run(model, batches, out, epochs, steps_per_epoch, resume, global_step, callbacks=(), verbose="auto",
               **fit_kwargs):
     """``fit`` into the run directory ``out``: checkpoints, metrics.csv, steps.csv and
     TensorBoard logs as it goes, model.keras at the end. Returns the last epoch's logs."""
     out = Path(out)
     callbacks = [
+        RunDirectoryGuard(out),  # first: it runs before any callback that writes
         *callbacks,
         keras.callbacks.CSVLogger(out / "metrics.csv", append=resume),
         keras.callbacks.TensorBoard(out / "tensorboard"),

@@ -343,9 +343,27 @@ class RecurrentLayer(keras.layers.RNN):
                 sequences = tf.identity(sequences)
         if initial_state is not None:
             self.check_initial_state(sequences, initial_state)
+        elif self.stateful and self.states is not None:
+            sequences = self.check_stateful_batch(sequences)
         return super().call(
             sequences, initial_state=initial_state, mask=mask, training=training
         )
+
+    def check_stateful_batch(self, sequences):
+        """A stateful layer's state holds the batch size it was built for; a batch of
+        another size (e.g. the short last batch of ``predict``) is a ValueError, or,
+        with the size known only when the graph runs, a failed assertion, saying so."""
+        expected = int(tree.flatten(self.states)[0].shape[0])
+        message = (f"{type(self).__name__} layer {self.name!r} is stateful and was built for batch size "
+                   f"{expected}: every batch must hold {expected} sequences, a short last batch too; feed full "
+                   f"batches (drop or pad the remainder, e.g. Dataset.batch({expected}, drop_remainder=True)), or "
+                   "copy the weights into the same model built with stateful=False for other batch sizes")
+        if sequences.shape[0] is not None:
+            if sequences.shape[0] != expected:
+                raise ValueError(f"{message}; received a batch of {sequences.shape[0]}")
+            return sequences
+        with tf.control_dependencies([tf.debugging.assert_equal(tf.shape(sequences)[0], expected, message=message)]):
+            return tf.identity(sequences)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if tree.is_nested(mask):
