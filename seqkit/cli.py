@@ -59,6 +59,8 @@ def toml_defaults(config_class):
     def load(ctx, param, path):
         if path is None:
             return
+        if not os.path.isfile(path):  # /dev/zero or a FIFO would be read forever
+            raise click.BadParameter(f"{path} is not a regular file; pass a TOML file saved on disk")
         try:
             with open(path, "rb") as f:
                 values = tomllib.load(f)
@@ -312,7 +314,8 @@ SEQ2SEQ_GENERATE = ("inputs", "decode", "beam_width", "length_penalty", "max_len
 
 @cli.command()
 @click.argument("path", type=click.Path())
-@click.option("--prime", default="\n", show_default=True, help="char-lm: text that warms the state.")
+@click.option("--prime", help="char-lm: text that warms the state [default: a newline, or, for a model "
+              "that knows none, a space or its first character].")
 @click.option("--length", type=int, default=500, show_default=True, help="char-lm: characters to generate.")
 @click.option("--temperature", type=float, default=0.8, show_default=True, help="0 means argmax.")
 @click.option("--top-k", type=int, default=0, show_default=True, help="Sample among the k most likely (0: off).")
@@ -373,7 +376,7 @@ def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samp
     quiet_tensorflow()
     from seqkit.tasks import char_lm
 
-    prime = unescape(prime)
+    prime = char_lm.default_prime(char_lm.vocabulary(path)) if prime is None else unescape(prime)
     stream = None
     if num_samples == 1:  # stream: the prime, then each chunk as it is sampled
         pending = [prime]
@@ -473,9 +476,14 @@ def predict(run_dir, source, fmt, batch_size):
     (copy task: a list of labels and of probabilities; adding problem: {"value": 1.23})
     """
     quiet_tensorflow()
+    from seqkit.sequences import stdin_lines
     from seqkit.tasks import classify
 
-    for row in classify.predict(run_dir, source=source, fmt=fmt, batch_size=batch_size):
+    if source == "-" and fmt in ("auto", "lines"):  # streamed: each batch is answered as it is read
+        rows = classify.predict_lines(run_dir, stdin_lines(), batch_size=batch_size)
+    else:
+        rows = classify.predict(run_dir, source=source, fmt=fmt, batch_size=batch_size)
+    for row in rows:
         click.echo(json.dumps(row, ensure_ascii=False))
 
 

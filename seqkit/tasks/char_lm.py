@@ -10,6 +10,7 @@ Python API (the CLI only calls these):
 
 import csv
 import math
+import numbers
 import random
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from seqkit import run as runs
 from seqkit import training
 from seqkit.checkpoint import CheckpointManager, load_weights
 from seqkit.config import TASK_CHAR_LM as TASK
-from seqkit.config import CharLMConfig
+from seqkit.config import CharLMConfig, check_count, check_seed
 from seqkit.distribute import get_strategy
 from seqkit.errors import SeqkitError
 from seqkit.layers import recurrent_layer
@@ -253,6 +254,11 @@ def load(path):
     return config, vocab, load_weights(build_model(config, len(vocab)), weights)
 
 
+def vocabulary(path):
+    """The Vocabulary of the run at ``path`` (a run directory or a ``.keras`` file inside one)."""
+    return Vocabulary.load(runs.run_dir_of(path) / runs.VOCAB)
+
+
 def evaluate(path, data, errors="strict", batch_size=None):
     """Loss (nats/char), bits per character and perplexity of a trained model on held-out text.
 
@@ -373,34 +379,53 @@ class Sampler(tf.Module):
 
 
 def check_sampler(temperature, top_k, top_p):
-    """The sampling settings ``choose`` takes (char-LM generation and seq2seq sampling)."""
+    """The sampling settings ``choose`` takes (char-LM generation and seq2seq sampling).
+    A ``top_k`` above the vocabulary size keeps every token, as 0 does."""
     if not temperature >= 0:
         raise SeqkitError(f"--temperature must be >= 0 (0 means argmax); received {temperature}")
-    if top_k < 0:
-        raise SeqkitError(f"--top-k must be >= 0 (0 disables it); received {top_k}")
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
+        raise SeqkitError(f"--top-k must be >= 0, an integer (0 disables it); received {top_k!r}")
     if not 0 < top_p <= 1:
         raise SeqkitError(f"--top-p must be in (0, 1] (1 disables it); received {top_p}")
 
 
-def check_sampling(length, temperature, top_k, top_p, num_samples):
-    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
-        raise SeqkitError(f"--length must be a positive integer; received {length!r}")
+MAX_NUM_SAMPLES = 10_000  # samples are drawn as one batch
+MAX_GENERATED = 10**8  # characters held in memory: --num-samples x --length
+
+
+def check_sampling(length, temperature, top_k, top_p, num_samples, seed=None):
+    check_count(length, "--length")
     check_sampler(temperature, top_k, top_p)
-    if num_samples <= 0:
-        raise SeqkitError(f"--num-samples must be a positive integer; received {num_samples}")
+    check_count(num_samples, "--num-samples", MAX_NUM_SAMPLES, " (the samples are drawn as one batch)")
+    if num_samples * length > MAX_GENERATED:
+        raise SeqkitError(f"--num-samples x --length = {num_samples:,} x {length:,} characters exceeds the "
+                          f"{MAX_GENERATED:,} held in memory; ask for fewer or shorter samples")
+    check_seed(seed, unset=None)
 
 
-def generate(path, prime="\n", length=500, temperature=0.8, top_k=0, top_p=1.0, seed=None, num_samples=1,
+def default_prime(vocab):
+    """The prime when none is given, valid for every model: a newline when the
+    training text had one (char-rnn's habit), else a space, else its first character."""
+    for c in ("\n", " "):
+        if c in vocab.index:
+            return c
+    return vocab.chars[1] if len(vocab) > 1 else vocab.chars[0]
+
+
+def generate(path, prime=None, length=500, temperature=0.8, top_k=0, top_p=1.0, seed=None, num_samples=1,
              on_text=None, chunk=64, xla=False):
     """Sample ``num_samples`` continuations of ``prime``, each ``length`` characters.
 
     Args:
         path: Run directory or ``.keras`` file (see ``load``).
-        prime: Text that warms the state; every character must be in the vocabulary.
+        prime: Text that warms the state; every character must be in the
+            vocabulary. None: ``default_prime`` (a newline if the model knows one).
         temperature: Softmax temperature; 0 picks the argmax (deterministic).
         top_k, top_p: Restrict sampling to the k most likely characters / the
             smallest set with probability >= top_p (0 and 1 disable them).
-        seed: Makes sampling reproducible; None draws a random seed.
+        seed: Makes sampling reproducible, in [0, 2**32 - 1]; None draws a random seed.
+        num_samples: Samples, drawn as one batch (at most ``MAX_NUM_SAMPLES``;
+            ``num_samples * length`` at most ``MAX_GENERATED``).
         on_text: Called with each chunk of text of sample 0 as it is produced
             (streaming), e.g. ``print(end="")``.
         chunk: Characters per call of the in-graph sampling loop.
@@ -410,11 +435,12 @@ def generate(path, prime="\n", length=500, temperature=0.8, top_k=0, top_p=1.0, 
     Returns:
         The generated texts (without the prime).
     """
-    check_sampling(length, temperature, top_k, top_p, num_samples)
-    if not prime:
+    check_sampling(length, temperature, top_k, top_p, num_samples, seed)
+    if prime is not None and not prime:
         raise SeqkitError("--prime must not be empty; give at least one character to start from")
     _, vocab, model = load(path)
-    prime_ids = vocab.encode(prime, what="--prime")
+    prime_ids = vocab.encode(default_prime(vocab) if prime is None else prime, what="--prime")
+    top_k = min(int(top_k), len(vocab))  # k >= V keeps every character
     sampler = Sampler(model, xla=xla)
     seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
     ids = tf.constant([prime_ids] * num_samples, tf.int32)  # (B, P)

@@ -23,6 +23,7 @@ Padding never changes a prediction: the mask reaches every recurrent layer
 have no padding, so they train without a mask, on the layers' fused path.
 """
 
+import itertools
 import re
 from collections import Counter
 from pathlib import Path
@@ -36,12 +37,12 @@ from seqkit import run as runs
 from seqkit import synthetic, training
 from seqkit.checkpoint import CheckpointManager, load_weights
 from seqkit.config import TASK_CLASSIFY as TASK
-from seqkit.config import ClassifyConfig
+from seqkit.config import ClassifyConfig, check_count
 from seqkit.errors import SeqkitError
-from seqkit.io import read_run_json
+from seqkit.io import check_writable, read_run_json
 from seqkit.layers import PaddingMask, SequencePooling, recurrent_layer
 from seqkit.plots import plot_confusion
-from seqkit.sequences import Examples, read_examples, steps_array
+from seqkit.sequences import Examples, read_examples, read_lines, steps_array
 from seqkit.tasks.char_lm import plot_history
 from seqkit.text import Vocabulary
 
@@ -353,6 +354,7 @@ def evaluate(path, data=None, fmt="auto", text_column=None, label_column=None, b
     """
     config, vocab, labels, model = load(path)
     unknown = 0
+    check_writable(run_paths(path)[0] / EVAL_DIR, "make the run directory writable, or evaluate a copy of it")
     if data:
         examples = read_examples(data, fmt, text_column or config.text_column, label_column or config.label_column,
                                  config.inputs)
@@ -396,6 +398,8 @@ def predict(path, source=None, inputs=None, fmt="auto", batch_size=None):
     """
     if (source is None) == (inputs is None):
         raise ValueError("pass either source (a file, or '-' for standard input) or inputs (a list), not both")
+    if batch_size is not None:
+        check_count(batch_size, "--batch-size")
     config, vocab, labels, model = load(path)
     if source is not None:
         examples = read_examples(source, fmt, config.text_column, config.label_column, config.inputs,
@@ -403,7 +407,11 @@ def predict(path, source=None, inputs=None, fmt="auto", batch_size=None):
     else:
         examples = as_examples(inputs, config)
     x, _ = encode_inputs(examples, config, vocab)
-    outputs = model_outputs(model, x, batch_size or config.batch_size)
+    return prediction_rows(model_outputs(model, x, batch_size or config.batch_size), config, labels)
+
+
+def prediction_rows(outputs, config, labels):
+    """One dict per row of the model's ``outputs`` (see ``predict``)."""
     if is_regression(config):
         return [{"value": float(v[0])} for v in outputs]
     rows = []
@@ -413,3 +421,27 @@ def predict(path, source=None, inputs=None, fmt="auto", batch_size=None):
         rows.append({"label": chosen, "probabilities": named} if p.ndim == 2 else
                     {"label": chosen[0], "probabilities": named[0]})
     return rows
+
+
+def predict_lines(path, lines, batch_size=None, name="standard input"):
+    """Predictions for ``lines`` (an iterable of str, one example per line, as
+    ``read_lines`` reads them, e.g. ``sequences.stdin_lines()``), yielded in
+    order, ``batch_size`` lines at a time as they are read: memory does not grow
+    with the input, so an endless pipe is served as it flows. ``name`` names the
+    source in error messages (with the line number)."""
+    if batch_size is not None:
+        check_count(batch_size, "--batch-size")
+    config, vocab, labels, model = load(path)
+    batch_size = batch_size or config.batch_size
+    batch, first = [], 1
+    for line in itertools.chain(lines, [None]):
+        if line is not None:
+            batch.append(line)
+        if batch and (line is None or len(batch) == batch_size):
+            examples = read_lines(batch, name, config.inputs, first=first)
+            x, _ = encode_inputs(examples, config, vocab)
+            yield from prediction_rows(model_outputs(model, x, batch_size), config, labels)
+            first += len(batch)
+            batch = []
+    if first == 1:
+        raise SeqkitError(f"{name} holds no examples; pass at least one line")

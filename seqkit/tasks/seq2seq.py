@@ -59,11 +59,11 @@ from seqkit import decoding
 from seqkit import run as runs
 from seqkit import training
 from seqkit.checkpoint import CheckpointManager, load_weights
-from seqkit.config import DECODERS
+from seqkit.config import DECODERS, check_count, check_seed
 from seqkit.config import TASK_SEQ2SEQ as TASK
 from seqkit.config import Seq2SeqConfig
 from seqkit.errors import SeqkitError
-from seqkit.io import write_text
+from seqkit.io import check_writable, write_text
 from seqkit.layers import SequenceAttention, recurrent_layer
 from seqkit.losses import SequenceCrossentropy
 from seqkit.pairs import END, PAD, START, TokenVocabulary, detokenize, read_pairs, synthetic_pairs, tokenize
@@ -371,24 +371,27 @@ def default_max_length(config):
     return 2 * config.max_target_length + 2
 
 
-def check_decoding(decode, max_length, beam_width, length_penalty, temperature, top_k, top_p, n_best):
+MAX_DECODE_LENGTH = 10_000  # output tokens, </s> included
+MAX_BEAM_WIDTH = 1_000
+MAX_HYPOTHESES = 4_096  # beam search decodes at most this many hypotheses (inputs x beam) at once
+
+
+def check_decoding(decode, max_length, beam_width, length_penalty, temperature, top_k, top_p, n_best, seed=None):
     if decode not in DECODERS:
         raise SeqkitError(f"unknown --decode {decode!r}; choose one of {', '.join(DECODERS)}")
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0):
-        raise SeqkitError(f"--max-length must be a positive integer (the most output tokens, </s> included); "
-                          f"received {max_length!r}")
-    if isinstance(beam_width, bool) or not isinstance(beam_width, int) or beam_width <= 0:
-        raise SeqkitError(f"--beam-width must be a positive integer; received {beam_width!r}")
+    if max_length is not None:
+        check_count(max_length, "--max-length", MAX_DECODE_LENGTH, " output tokens (</s> included)")
+    check_count(beam_width, "--beam-width", MAX_BEAM_WIDTH)
     if not length_penalty >= 0:
         raise SeqkitError(f"--length-penalty must be >= 0 (0: raw log-probability, 1: per-token mean); "
                           f"received {length_penalty}")
     check_sampler(temperature, top_k, top_p)
-    if isinstance(n_best, bool) or not isinstance(n_best, int) or n_best <= 0:
-        raise SeqkitError(f"--n-best must be a positive integer; received {n_best!r}")
+    check_count(n_best, "--n-best", MAX_BEAM_WIDTH)
     if n_best > 1 and decode != "beam":
         raise SeqkitError("--n-best needs --decode beam (greedy and sampling give one output per input)")
     if n_best > beam_width:
         raise SeqkitError(f"--n-best ({n_best}) cannot exceed --beam-width ({beam_width}); raise --beam-width")
+    check_seed(seed, unset=None)
 
 
 def decode_ids(decoder, source_ids, decode="greedy", max_length=10, beam_width=5, length_penalty=1.0,
@@ -396,6 +399,8 @@ def decode_ids(decoder, source_ids, decode="greedy", max_length=10, beam_width=5
     """Decode id lists ``source_ids`` in batches: per source, ``n_best`` ``(ids, score)`` pairs,
     best first (``score``: the log-probability, length-normalized for beam search)."""
     results = []
+    if decode == "beam":  # each input is beam_width rows of the decoder's batch
+        batch_size = max(1, min(batch_size, MAX_HYPOTHESES // beam_width))
     for start in range(0, len(source_ids), batch_size):
         source = ragged(source_ids[start : start + batch_size]).to_tensor(PAD)
         length = tf.constant(max_length, tf.int32)
@@ -560,9 +565,10 @@ def generate(path, inputs, decode="greedy", beam_width=5, length_penalty=1.0, ma
             read ``batch_size`` at a time (e.g. the lines of standard input).
         decode: ``greedy``, ``beam`` or ``sample``.
         beam_width, length_penalty: Beam search (see ``seqkit.decoding``);
-            ``length_penalty`` is α in ``log p / steps^α``.
-        max_length: Most decoding steps, ``</s>`` included; default twice
-            the longest training target plus 2.
+            ``length_penalty`` is α in ``log p / steps^α``; ``beam_width`` at
+            most ``MAX_BEAM_WIDTH``.
+        max_length: Most decoding steps, ``</s>`` included (at most
+            ``MAX_DECODE_LENGTH``); default twice the longest training target plus 2.
         temperature, top_k, top_p, seed: Sampling (as ``seqkit generate`` for
             char-LMs); None draws a random seed.
         n_best: Hypotheses per input (beam search only).
@@ -572,10 +578,11 @@ def generate(path, inputs, decode="greedy", beam_width=5, length_penalty=1.0, ma
     Returns:
         One text per input; with ``n_best > 1``, one list of ``(text, score)`` per input, best first.
     """
-    check_decoding(decode, max_length, beam_width, length_penalty, temperature, top_k, top_p, n_best)
+    check_decoding(decode, max_length, beam_width, length_penalty, temperature, top_k, top_p, n_best, seed)
     if unknown not in ("error", "map"):
         raise SeqkitError(f"unknown --unknown {unknown!r}; choose error or map")
     config, source_vocab, target_vocab, model = load(path)
+    top_k = min(int(top_k), len(target_vocab))  # k >= V keeps every token
     decoder = Seq2SeqDecoder(model, config)
     seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
     results, batch = [], []
@@ -616,6 +623,7 @@ def evaluate(path, data=None, decode="greedy", beam_width=5, length_penalty=1.0,
     if decode == "sample":
         raise SeqkitError("evaluate scores greedy or beam decoding; pass --decode greedy or beam")
     config, source_vocab, target_vocab, model = load(path)
+    check_writable(run_paths(path)[0] / EVAL_DIR, "make the run directory writable, or evaluate a copy of it")
     if data:
         pairs, name = read_pairs(data), Path(data).stem
     elif config.synthetic:
