@@ -42,9 +42,11 @@ holds the carried state at every step; what a layer emits at masked steps
 loop. The forward saves, at a masked step, 0 for each gate derivative (no
 error reaches the step's gates or weights) and 1 for the gate that carries
 the error back a step (LSTM's f for δc, GRU's z for δh); the LSTM and
-SimpleRNN backward add the pass-through ``(1 - m_t) δh_t`` to ``δh_{t-1}``. Tests check every function against
-the readable cell (forward <= 1e-5, gradients <= 1e-4) and, in float64,
-against the NumPy reference (<= 1e-8).
+SimpleRNN backward add the pass-through ``(1 - m_t) δh_t`` to ``δh_{t-1}``.
+
+Tests check every function against the readable cell (forward <= 1e-5,
+gradients <= 1e-4) and, in float64, against the NumPy reference (<= 1e-8);
+masked, against each sequence run alone, unpadded (tests/test_layers.py).
 
 Notation in the comments: ``δ`` is the gradient of the loss, ``a`` a gate's
 pre-activation, ``σ' = s (1 - s)``, ``tanh' = 1 - y^2``.
@@ -57,7 +59,7 @@ from seqkit import kernels
 
 def _real(mask, t):
     """Whether step ``t`` of each row is a real one: ``(B, 1)`` booleans from ``mask`` ``(T, B)``."""
-    return mask[t][:, None] > 0
+    return mask[t][:, None] != 0
 
 
 def _scan(body, xw, states, units, saved_widths=(), mask=None, fills=()):
