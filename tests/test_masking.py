@@ -15,6 +15,8 @@ takes masks), ``readable`` (``fused=False``: the cell's step under Keras'
 ``rnn()`` loop) and ``unrolled`` (``unroll=True``).
 """
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -104,8 +106,8 @@ def test_masked_layer_equals_each_row_alone(variant, path, go_backwards, zero_ou
     options = dict(go_backwards=go_backwards, zero_output_for_mask=zero_output_for_mask, return_state=True)
     sequences = make(variant, path, return_sequences=True, **options)
     last = make(variant, path, return_sequences=False, **options)
-    sequences(x)
-    last(x)
+    sequences.build(x.shape)
+    last.build(x.shape)
     last.set_weights(sequences.get_weights())
     cell = reference_cell(sequences)
     seq_out, *seq_states = sequences(x, mask=MASK, initial_state=states)
@@ -202,8 +204,7 @@ def test_stateful_with_masks_continues_each_row(variant, path, rng):
     x1, x2 = (rng.standard_normal((B, T, D)).astype("float32") for _ in range(2))
     m1, m2 = MASK, MASK[::-1]
     layer = make(variant, path, stateful=True, return_sequences=True, zero_output_for_mask=True)
-    layer(x1)
-    layer.reset_state()
+    layer.build(x1.shape)
     layer(x1, mask=m1)
     got = layer(x2, mask=m2)
     cell = reference_cell(layer)
@@ -238,3 +239,26 @@ def test_zero_time_steps_known_only_at_run_time(fused):
     assert run(tf.ones((2, 4, 3))).shape == (2, H)
     with pytest.raises(tf.errors.InvalidArgumentError, match="LSTM received inputs with 0 time steps"):
         run(tf.zeros((2, 0, 3)))
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 6), (3, 6, 1), (3,)])
+@pytest.mark.parametrize("path", PATHS)
+def test_mask_shape_must_match_the_inputs(shape, path):
+    """A mask of another length was read out of step, silently, by the masked
+    fused loop (Keras' loops fail inside TF); seqkit names the shape it needs."""
+    layer = seqkit.layers.LSTM(H, **PATHS[path])
+    expected = r"Argument `mask` of LSTM must have shape \(batch, timesteps\) = \(3, 6\), the first two axes"
+    with pytest.raises(ValueError, match=expected + r".*received shape " + re.escape(str(shape))):
+        layer(np.ones((3, 6, 2), "float32"), mask=np.ones(shape, bool))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_mask_shape_known_only_at_run_time(fused):
+    """A graph traced with the shapes unknown checks the mask when it runs."""
+    layer = seqkit.layers.LSTM(H, fused=fused)
+    layer.build((None, None, 2))
+    spec = [tf.TensorSpec((None, None, 2)), tf.TensorSpec((None, None), tf.bool)]
+    run = tf.function(lambda x, mask: layer(x, mask=mask), input_signature=spec)
+    assert run(tf.ones((3, 6, 2)), tf.ones((3, 6), tf.bool)).shape == (3, H)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"Argument `mask` of LSTM must have shape"):
+        run(tf.ones((3, 6, 2)), tf.ones((3, 5), tf.bool))

@@ -335,12 +335,36 @@ class RecurrentLayer(keras.layers.RNN):
                     f"shape (batch, {size}) with batch={batch}; received shape {shape}."
                 )
 
+    def check_mask(self, sequences, mask):
+        """A mask must be ``(batch, timesteps)``, the first two axes of the inputs
+        (a longer or shorter one would be read out of step, silently, by the fused
+        loop): a ValueError, or with sizes known only when the graph runs, a failed
+        assertion. Returns ``sequences``, tied to that assertion."""
+        mask = tree.flatten(mask)[0]
+        if mask is None:
+            return sequences
+        expected, shape = tuple(sequences.shape[:2]), tuple(mask.shape)
+        message = (
+            f"Argument `mask` of {type(self).__name__} must have shape (batch, timesteps) = "
+            f"{expected}, the first two axes of the inputs; received shape {shape}"
+        )
+        if len(shape) != 2 or any(a is not None and b is not None and a != b for a, b in zip(shape, expected)):
+            hint = "; drop the last axis: mask[..., 0]" if len(shape) == 3 and shape[2] == 1 else ""
+            raise ValueError(f"{message}{hint}.")
+        if None not in shape + expected:
+            return sequences
+        check = tf.debugging.assert_equal(tf.shape(mask), tf.shape(sequences)[:2], message=message)
+        with tf.control_dependencies([check]):
+            return tf.identity(sequences)
+
     def call(self, sequences, initial_state=None, mask=None, training=False):
         self.check_input_shape(sequences.shape)
         if sequences.shape[1] is None:  # T known only when the graph runs
             message = _EMPTY_SEQUENCES.format(name=type(self).__name__, shape="(batch, 0, features)")
             with tf.control_dependencies([tf.debugging.assert_positive(tf.shape(sequences)[1], message=message)]):
                 sequences = tf.identity(sequences)
+        if mask is not None:
+            sequences = self.check_mask(sequences, mask)
         if initial_state is not None:
             self.check_initial_state(sequences, initial_state)
         elif self.stateful and self.states is not None:
