@@ -67,7 +67,9 @@ class SimpleRNN(RecurrentLayer):
         go_backwards: Process the sequence backwards (outputs in reversed order).
         stateful: Carry the final state of batch ``i`` into batch ``i + 1``.
         unroll: Unroll the time loop (short, fixed-length sequences only).
-        zero_output_for_mask: Emit zeros at masked steps instead of the last output.
+        zero_output_for_mask: In the returned sequence, emit zeros at masked
+            steps instead of the last real output. The last output
+            (``return_sequences=False``) is the last real one either way.
         fused: Run the recurrence through ``seqkit.layers.fused`` (hand-written
             BPTT backward, XLA-compiled loops, the compiled kernels when
             training) when the call allows it: no recurrent dropout,
@@ -77,9 +79,11 @@ class SimpleRNN(RecurrentLayer):
             layer's (``name``, ``dtype``, ``activity_regularizer``, ...).
 
     Call arguments:
-        sequences: ``(B, T, D)``.
+        sequences: ``(B, T, D)``, ``T >= 1`` (0 steps: ValueError).
         initial_state: ``[h_0]``, ``(B, H)``; zeros when omitted.
-        mask: ``(B, T)`` booleans; masked steps carry the state forward.
+        mask: ``(B, T)`` booleans; masked steps carry the state forward. With
+            ``go_backwards`` and ``return_sequences`` the output's mask is
+            reversed with it.
         training: Whether dropout applies.
 
     Example:
