@@ -125,6 +125,53 @@ def test_masked_layer_equals_each_row_alone(variant, path, go_backwards, zero_ou
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("path", PATHS)
+def test_masked_gradients_equal_each_row_alone(variant, path, rng):
+    """Gradients through ``go_backwards`` + ``zero_output_for_mask`` (the case
+    Keras' unrolled loop gets wrong) w.r.t. inputs, initial states and weights:
+    those of the NumPy reference's hand-derived BPTT over each row's real
+    steps alone (the padded steps output zeros, so they pass no gradient; a
+    fully masked row passes its final-state gradient to its initial state),
+    summed over rows for the weights."""
+    x = tf.constant(rng.standard_normal((B, T, D)).astype("float32"))
+    states = [tf.constant(s) for s in random_states(variant, rng)]
+    layer = make(variant, path, go_backwards=True, zero_output_for_mask=True, return_sequences=True, return_state=True)
+    layer.build(x.shape)
+    d_seq = rng.standard_normal((B, T, H))
+    d_states = [rng.standard_normal((B, H)) for _ in states]
+    with tf.GradientTape() as tape:
+        tape.watch([x, *states])
+        seq, *final = layer(x, mask=MASK, initial_state=states)
+        loss = tf.reduce_sum(seq * d_seq) + sum(tf.reduce_sum(s * d) for s, d in zip(final, d_states))
+    got = tape.gradient(loss, [x, *states, *layer.trainable_weights])
+    cell = reference_cell(layer)
+    want_x = np.zeros((B, T, D))
+    want_states = [np.zeros((B, H)) for _ in states]
+    want_params = {name: np.zeros_like(p) for name, p in cell.params.items()}
+    order = np.arange(T)[::-1]
+    for b in range(B):
+        real = MASK[b][order]  # in the order processed
+        if not real.any():
+            for want, d in zip(want_states, d_states):
+                want[b] = d[b]
+            continue
+        grads = reference.bptt(
+            cell, np.asarray(x)[b][order][real][None], tuple(np.asarray(s)[b : b + 1] for s in states),
+            d_seq[b][real][None], tuple(d[b : b + 1] for d in d_states),
+        )
+        want_x[b, order[real]] = grads["x"][0]
+        for want, g in zip(want_states, grads["initial_states"]):
+            want[b] = g[0]
+        for name in want_params:
+            want_params[name] += grads[name]
+    np.testing.assert_allclose(got[0], want_x, atol=1e-4, err_msg="d inputs")
+    for g, want in zip(got[1 : 1 + len(states)], want_states):
+        np.testing.assert_allclose(g, want, atol=1e-4, err_msg="d initial state")
+    for g, name in zip(got[1 + len(states) :], ["kernel", "recurrent_kernel", "bias"]):
+        np.testing.assert_allclose(g, want_params[name], atol=1e-4, err_msg=f"d {name}")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("path", PATHS)
 def test_bidirectional_over_masking_equals_each_row_alone(variant, path, rng):
     """The issue's case, ``Bidirectional(LSTM(H, return_sequences=True,
     unroll=True))`` over ``Masking(0.)`` rows with 6/3/1 real steps (Keras:
