@@ -73,7 +73,12 @@ class CharLMExport(tf.Module):
                             for size in (layer.cell.state_size for layer in self.sampler.rnns)]
 
     def split_state(self, state):
-        flat = tf.split(state, [n for sizes in self.state_sizes for n in sizes], axis=1)
+        widths = [n for sizes in self.state_sizes for n in sizes]
+        check = tf.debugging.assert_equal(
+            tf.shape(state)[1], sum(widths),
+            message=f"state must have shape [B, {sum(widths)}]: zeros to start, then the state a step returned")
+        with tf.control_dependencies([check]):
+            flat = tf.split(state, widths, axis=1)
         out, i = [], 0
         for sizes in self.state_sizes:
             out.append(flat[i : i + len(sizes)])
