@@ -1,8 +1,28 @@
 #!/usr/bin/env bash
 # The test command: creates/uses .venv, installs seqkit with its test extra, runs pytest.
 # Usage: bash scripts/test.sh [pytest arguments]
+#
+# With no arguments (the README's test command; CI runs exactly this), after the
+# whole suite on this machine's default compute path it runs the tests marked
+# `compute_path` (the kernels, the layers' training paths, every learning test)
+# again under each other path this machine can build: each other kernel ISA
+# (SEQKIT_KERNEL_ISA=avx2, generic, ...) and the XLA loops (SEQKIT_KERNELS=0).
+# Results differ across paths within float32 rounding, so a learned result must
+# hold on every one of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
 ensure_venv ".[test]"
-exec .venv/bin/python -m pytest "$@"
+if [ $# -gt 0 ]; then
+    exec .venv/bin/python -m pytest "$@"
+fi
+status=0
+.venv/bin/python -m pytest || status=$?
+others=$(.venv/bin/python -c 'from seqkit import kernels; print(" ".join(kernels.cpu_isas()[1:]))')
+for isa in $others; do
+    echo "== the compute_path tests with the kernels built for $isa (SEQKIT_KERNEL_ISA=$isa)"
+    SEQKIT_KERNEL_ISA=$isa .venv/bin/python -m pytest -m compute_path -q || status=$?
+done
+echo "== the compute_path tests on the XLA loops (SEQKIT_KERNELS=0)"
+SEQKIT_KERNELS=0 .venv/bin/python -m pytest -m compute_path -q || status=$?
+exit $status

@@ -11,10 +11,13 @@ moment therefore leaves the previous checkpoint loadable.
 
 import json
 import math
+import warnings
 import zipfile
 from pathlib import Path
 
-from seqkit.errors import SeqkitError
+import keras
+
+from seqkit.errors import SeqkitError, SeqkitWarning
 from seqkit.io import atomic_path, write_text
 
 LATEST = "latest.json"
@@ -46,9 +49,11 @@ class CheckpointManager:
             "seed_states": [v.numpy().tolist() for v in seed_state_variables(model)],
         }
         try:
-            history = self._index().get("history", [])
+            index = self._index()
         except SeqkitError:  # a damaged index is replaced by this checkpoint's
-            history = []
+            index = {}
+        history = index.get("history") if isinstance(index, dict) else None
+        history = [s for s in history if intact_entry(s)] if isinstance(history, list) else []
         history = history + [state]
         kept = history[-self.keep :]
         write_text(self.directory / LATEST, json.dumps({"latest": state, "history": kept}, indent=2))
@@ -57,32 +62,50 @@ class CheckpointManager:
         return path
 
     def latest(self):
-        """The newest checkpoint's state dict (with ``path``), or None if there is none."""
+        """The newest intact checkpoint's state dict (with ``path``), or None if there is none.
+
+        A newest file that is missing, damaged (truncated, zeroed) or not a
+        regular file (a symlink) is passed over for the previous one that
+        ``latest.json`` lists, with a ``SeqkitWarning``; an index without the
+        fields of a checkpoint is an error naming the key.
+        """
         index = self.directory / LATEST
         for stale in self.directory.glob(".*.tmp*"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
         if not index.exists():
             return None
+        data = self._index()
         try:
-            state = self._index()["latest"]
-            if not isinstance(state.get("file"), str) or Path(state["file"]).name != state["file"]:
-                raise KeyError("file")
-        except (KeyError, TypeError, AttributeError) as e:
-            raise SeqkitError(
-                f"checkpoint index {index} is damaged ({e}); delete it to start over, "
-                "or restore it from a backup"
-            ) from e
-        path = self.directory / state["file"]
-        if not path.exists():
-            raise SeqkitError(
-                f"checkpoint {path} named by {index} is missing; delete {index} to start over"
-            )
-        return {**state, "path": path}
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            newest = check_state(data["latest"])
+            history = data.get("history", [])
+            older = [check_state(s) for s in (history if isinstance(history, list) else [])]
+        except KeyError as e:
+            raise SeqkitError(f"checkpoint index {index} is damaged (no key {e}); delete it to start over, "
+                              "or restore it from a backup") from e
+        except (TypeError, ValueError) as e:
+            raise SeqkitError(f"checkpoint index {index} is damaged ({e}); delete it to start over, "
+                              "or restore it from a backup") from e
+        candidates = [newest] + [s for s in reversed(older) if s["file"] != newest["file"]]
+        problems = []
+        for state in candidates:
+            path = self.directory / state["file"]
+            problem = damage(path)
+            if problem is None:
+                if problems:
+                    warnings.warn(f"{problems[0]}; resuming from the previous checkpoint {path} instead "
+                                  f"(global step {state['global_step']})", SeqkitWarning, stacklevel=2)
+                return {**state, "path": path}
+            problems.append(f"checkpoint {path} {problem}")
+        raise SeqkitError(f"{problems[0]}, and {index} lists no intact earlier one; delete {index} to start over")
 
     def restore(self, model, state):
         """Load a checkpoint (from ``latest()``) into ``model``: weights, optimizer, seeds."""
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
+        rate = getattr(model.optimizer, "_learning_rate", None)
+        compiled_rate = rate.numpy() if isinstance(rate, keras.Variable) else None
         try:
             model.load_weights(state["path"])
         except (ValueError, OSError, KeyError) as e:
@@ -90,6 +113,8 @@ class CheckpointManager:
                 f"cannot load checkpoint {state['path']}: {e}; it does not match this model "
                 "or is damaged: delete it (and its entry in latest.json) or start a new run"
             ) from e
+        if compiled_rate is not None:  # the checkpoint holds the old rate; the caller's (--lr on resume) wins
+            rate.assign(compiled_rate)
         variables = seed_state_variables(model)
         if len(variables) == len(state.get("seed_states", [])):
             for v, value in zip(variables, state["seed_states"]):
@@ -107,6 +132,57 @@ class CheckpointManager:
                 f"checkpoint index {index} is damaged ({e}); delete it to start over, "
                 "or restore it from a backup"
             ) from e
+
+
+STATE_FIELDS = {"file": str, "epoch": int, "step_in_epoch": int, "global_step": int}
+
+
+def check_state(state):
+    """``state`` (an entry of latest.json) if it has a checkpoint's fields; else KeyError or TypeError naming one."""
+    if not isinstance(state, dict):
+        raise TypeError(f"a checkpoint entry is {type(state).__name__}, not an object")
+    for key, kind in STATE_FIELDS.items():
+        value = state[key]
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise TypeError(f"{key!r} is {value!r}, not " + ("a file name" if kind is str else "an integer >= 0"))
+    if Path(state["file"]).name != state["file"] or not state["file"].endswith(".keras"):
+        raise TypeError(f"'file' is {state['file']!r}, not a checkpoint file name")
+    val_loss = state.get("val_loss")
+    if val_loss is not None and (isinstance(val_loss, bool) or not isinstance(val_loss, (int, float))):
+        raise TypeError(f"'val_loss' is {val_loss!r}, not a number")
+    if not isinstance(state.get("seed_states", []), list):
+        raise TypeError(f"'seed_states' is {state['seed_states']!r}, not a list")
+    return state
+
+
+def intact_entry(state):
+    try:
+        check_state(state)
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
+def damage(path):
+    """Why the checkpoint file ``path`` cannot be loaded (missing, not a regular
+    file, not a readable .keras archive), or None if it looks intact. The
+    archive's directory and CRCs are checked; the weights are read by ``restore``."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        return "is not a regular file (a symlink or a folder)"
+    if not path.exists():
+        return "is missing"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"is damaged ({type(e).__name__}: {e})"
+    if bad is not None:
+        return f"is damaged (a bad CRC in {bad})"
+    if not {"config.json", "model.weights.h5"} <= names:
+        return "is not a .keras model file"
+    return None
 
 
 def python_code_in(config):

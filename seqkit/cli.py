@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import tomllib
+import warnings
 
 import click
 
@@ -19,7 +20,7 @@ from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_KINDS,
                            STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY, TOKENIZERS, CharLMConfig, ClassifyConfig)
 from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZERS, TARGET_TOKENIZERS, TASK_SEQ2SEQ,
                            Seq2SeqConfig)
-from seqkit.errors import SeqkitError
+from seqkit.errors import SeqkitError, SeqkitWarning
 
 USER_ERRORS = (SeqkitError, ValueError, OSError)
 
@@ -130,9 +131,18 @@ def embedding_options(d):
     ]
 
 
+def given_options(ctx):
+    """Names of the options the user set: on the command line, in ``--config``, or from the environment."""
+    return {name for name in ctx.params if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+
+
 def report_training(summary, scores=""):
     """The line a ``train`` command ends with: steps, loss, val loss, ``scores``, the run directory."""
-    line = f"trained {summary['steps']} steps: loss {summary['loss']:.4f}"
+    if summary.get("complete"):
+        click.echo(f"run {summary['run_dir']} is already complete ({summary['steps']} of {summary['planned_steps']} "
+                   "steps trained); nothing to do: pass a larger --epochs or --steps to train it further")
+        return
+    line = f"trained {summary['steps']} steps" + (f": loss {summary['loss']:.4f}" if "loss" in summary else "")
     if "val_loss" in summary:
         line += f", val loss {summary['val_loss']:.4f}"
     click.echo(line + scores + f"; run directory {summary['run_dir']}")
@@ -179,13 +189,15 @@ def char_lm_options(f):
 
 @train.command("char-lm")
 @char_lm_options
-def train_char_lm(resume, **options):
+@click.pass_context
+def train_char_lm(ctx, resume, **options):
     """Next-character language model (char-rnn)."""
     quiet_tensorflow()
     from seqkit.tasks import char_lm
 
     options["data"] = list(options["data"])
-    summary = char_lm.train(char_lm.CharLMConfig(**options), resume=resume, verbose=progress_verbosity())
+    summary = char_lm.train(char_lm.CharLMConfig(**options), resume=resume, verbose=progress_verbosity(),
+                            given=given_options(ctx))
     report_training(summary, f", val bpc {summary['val_bpc']:.3f}, val perplexity {summary['val_perplexity']:.2f}"
                     if "val_loss" in summary else "")
 
@@ -231,7 +243,8 @@ def classify_options(f):
 
 @train.command("classify")
 @classify_options
-def train_classify(resume, **options):
+@click.pass_context
+def train_classify(ctx, resume, **options):
     """Sequence classifier (text or numbers -> label), or a synthetic task (adding, copy, parity).
 
     \b
@@ -242,7 +255,8 @@ def train_classify(resume, **options):
     from seqkit.tasks import classify
 
     options["synthetic"] = options["synthetic"] or ""
-    summary = classify.train(ClassifyConfig(**options), resume=resume, verbose=progress_verbosity())
+    summary = classify.train(ClassifyConfig(**options), resume=resume, verbose=progress_verbosity(),
+                             given=given_options(ctx))
     scores = summary["val_scores"]
     if scores and "mse" in scores:
         report_training(summary, f", val mse {scores['mse']:.4f} (baseline {scores['baseline_mse']:.4f})")
@@ -291,7 +305,8 @@ def seq2seq_options(f):
 
 @train.command("seq2seq")
 @seq2seq_options
-def train_seq2seq(resume, **options):
+@click.pass_context
+def train_seq2seq(ctx, resume, **options):
     """Encoder-decoder (pairs file, or a synthetic task: addition, reverse, dates).
 
     \b
@@ -302,7 +317,8 @@ def train_seq2seq(resume, **options):
     from seqkit.tasks import seq2seq
 
     options["synthetic"] = options["synthetic"] or ""
-    summary = seq2seq.train(Seq2SeqConfig(**options), resume=resume, verbose=progress_verbosity())
+    summary = seq2seq.train(Seq2SeqConfig(**options), resume=resume, verbose=progress_verbosity(),
+                            given=given_options(ctx))
     scores = summary["val_scores"]
     report_training(summary, f", val exact match {scores['exact_match']:.4f}, val token error rate "
                     f"{scores['token_error_rate']:.4f}" if scores else "")
@@ -590,11 +606,22 @@ def unescape(text):
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """seqkit's warnings (``SeqkitWarning``) as one ``warning:`` line on stderr; others as Python shows them."""
+    if issubclass(category, SeqkitWarning):
+        click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv=None):
     """Console entry point: run the CLI, turning user errors into one line."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        cli.main(args=argv, prog_name="seqkit", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SeqkitWarning)
+            warnings.showwarning = show_warning
+            cli.main(args=argv, prog_name="seqkit", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

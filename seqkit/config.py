@@ -26,6 +26,15 @@ TARGET_TOKENIZERS = ("char", "word", "space")
 ATTENTIONS = ("none", "dot", "general", "additive")
 DECODERS = ("greedy", "beam", "sample")
 
+# --resume continues a run with its saved config. These fields set how long and
+# how fast it trains, so a resume may change them (the change is recorded in the
+# run's config.json). Every other field fixes the model, the data or the order of
+# the batches, and a resume must not change it.
+RESUMABLE = ("epochs", "steps", "lr", "clip_norm", "val_decode", "strategy")
+# Values that mean "resolve it when the run starts" (from the data, or a random
+# seed); the run saves the resolved value, which such a value given on resume keeps.
+UNRESOLVED = {"seed": -1, "inputs": "auto", "features": 0, "max_target_length": 0, "steps_per_epoch": 0}
+
 
 def check_data_or_task(config, tasks, data_kind):
     """Exactly one of --data FILE and --task NAME (stored as ``synthetic``), and a known task."""

@@ -1,7 +1,9 @@
 """Run directories: everything a training run writes, and how it is read back.
 
     RUN_DIR/
-      config.json      the fully resolved config, with "task" (repeat a run from it)
+      config.json      the fully resolved config, with "task" (repeat a run from it), and
+                       "resumes": the step of each --resume and what it changed
+      .seqkit.lock     held while a training command runs in the folder
       vocab.json       the vocabulary (text tasks)
       labels.json      the class names (classify)
       source_vocab.json, target_vocab.json   the two vocabularies (seq2seq)
@@ -15,11 +17,18 @@
                        seq2seq: NAME.json scores and NAME-predictions.tsv per evaluation
 """
 
+import contextlib
 import dataclasses
 import json
+import os
 import random
+import re
+import shutil
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
+from seqkit.config import RESUMABLE, UNRESOLVED
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 
@@ -28,30 +37,69 @@ MODEL = "model.keras"
 VOCAB = "vocab.json"
 LABELS = "labels.json"
 CHECKPOINTS = "checkpoints"
+LATEST = "latest.json"  # in CHECKPOINTS (seqkit.checkpoint)
+LOCK = ".seqkit.lock"
 
 
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def prepare_run_dir(out, resume):
-    """Create ``out`` for a new run, or check it holds one to resume. Never
-    reuses a folder that holds files of another run."""
+@contextlib.contextmanager
+def run_directory(out, resume):
+    """Hold the run directory ``out`` for one training command; yields it as a Path.
+
+    A new run creates ``out`` (and missing parents), or takes an existing empty
+    folder; a resumed one needs a run there. Either way the folder is locked
+    (``.seqkit.lock``, an OS file lock released when the process ends): a second
+    training into it is refused. If the command fails before the run's first
+    checkpoint, what it created is removed again, so a retry starts clean; a
+    resumed run, and one with a checkpoint, are kept.
+    """
     out = Path(out)
-    if resume:
-        if not (out / CONFIG).exists():
-            raise SeqkitError(f"cannot resume: {out} is not a seqkit run directory (no {CONFIG}); drop --resume")
-        return out
-    if out.exists() and any(out.iterdir()):
-        raise SeqkitError(
-            f"run directory {out} already exists and is not empty; pass --resume to continue it, "
-            "or choose another --out"
-        )
+    created = None  # the topmost folder this command made
+    if not resume:
+        if out.exists() and not out.is_dir():
+            raise SeqkitError(f"--out {out} is a file, not a folder; choose another --out")
+        created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SeqkitError(f"cannot create run directory {out}: {e.strerror}; choose a writable --out") from e
+    elif not (out / CONFIG).is_file():
+        raise SeqkitError(f"cannot resume: {out} is not a seqkit run directory (no {CONFIG}); drop --resume")
+    lock_existed = (out / LOCK).exists()
+    lock = FileLock(out / LOCK, timeout=0)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except Timeout:
+        raise SeqkitError(f"another seqkit process is training into {out} (it holds {out / LOCK}); wait for it "
+                          "to finish, or choose another --out") from None
     except OSError as e:
-        raise SeqkitError(f"cannot create run directory {out}: {e.strerror}; choose a writable --out") from e
-    return out
+        raise SeqkitError(f"cannot lock run directory {out}: {e.strerror}; choose a writable --out") from e
+    if not resume and any(p.name != LOCK for p in out.iterdir()):
+        lock.release()
+        if not lock_existed:
+            (out / LOCK).unlink(missing_ok=True)
+        raise SeqkitError(f"run directory {out} already exists and is not empty; pass --resume to continue it, "
+                          "or choose another --out")
+    try:
+        yield out
+    except BaseException:
+        lock.release()
+        if not resume and not (out / CHECKPOINTS / LATEST).exists():  # nothing resumable: undo this command
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            else:  # an empty folder the user made: empty it again
+                for p in out.iterdir():
+                    if p.name == LOCK and lock_existed:
+                        continue
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
+        raise
+    lock.release()
 
 
 def run_dir_of(path):
@@ -62,8 +110,19 @@ def run_dir_of(path):
     return path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
 
 
-def save_config(out, config):
-    write_json(Path(out) / CONFIG, dataclasses.asdict(config))
+def save_config(out, config, global_step=None):
+    """Write ``config`` as ``out/config.json``. With ``global_step`` (a resume) the
+    file's ``resumes`` list gains an entry: the step it resumed at and the
+    RESUMABLE fields it changed, ``{name: [before, after]}``."""
+    path = Path(out) / CONFIG
+    record = dataclasses.asdict(config)
+    if global_step is not None:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        resumes = saved.get("resumes") if isinstance(saved.get("resumes"), list) else []
+        changed = {name: [saved.get(name), record[name]] for name in RESUMABLE
+                   if name in record and saved.get(name) != record[name]}
+        record["resumes"] = [*resumes, {"global_step": global_step, "changed": changed}]
+    write_json(path, record)
 
 
 def load_config(run_dir, task=None):
@@ -84,24 +143,107 @@ def load_config(run_dir, task=None):
     return config
 
 
-def config_from_dict(config_class, values):
-    """A ``config_class`` from a saved config.json (keys it does not know are ignored)."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    return config_class(**{k: v for k, v in values.items() if k in names})
+KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list of strings"}
 
 
-def resolve_config(config, resume):
-    """The config a run uses: the saved one in ``config.out`` when resuming (a
-    larger ``epochs`` or ``steps`` extends it), else ``config`` validated, with
-    a seed picked if unset."""
-    if resume:
-        if not (Path(config.out) / CONFIG).exists():
-            raise SeqkitError(f"cannot resume: {config.out} is not a seqkit run directory (no {CONFIG}); "
-                              "drop --resume to start a new run")
-        saved = config_from_dict(type(config), load_config(config.out, config.task))
-        saved.epochs, saved.steps = max(saved.epochs, config.epochs), max(saved.steps, config.steps)
-        return saved.validate()
-    config = dataclasses.replace(config).validate()
-    if config.seed < 0:
-        config.seed = random.SystemRandom().randrange(2**31)
-    return config
+def config_from_dict(config_class, values, source=CONFIG):
+    """A validated ``config_class`` from a saved config.json (``source``: its path,
+    for messages). Keys it does not know are ignored, missing ones take their
+    defaults; a value of the wrong type or out of range is a one-line error
+    naming the file and the key: what a run directory holds is checked as
+    strictly as what a user types."""
+    if not isinstance(values, dict):
+        raise SeqkitError(f"{source} is damaged (not a JSON object); retrain, or restore it from the run's backup")
+    fields = {f.name: f.type for f in dataclasses.fields(config_class)}
+    for name, kind in fields.items():
+        if name in values and not has_type(values[name], kind):
+            raise SeqkitError(f"{source} is damaged: {name!r} must be {KINDS[kind]}, not {values[name]!r}; "
+                              "retrain, or restore it from the run's backup")
+    config = config_class(**{k: v for k, v in values.items() if k in fields})
+    try:
+        return config.validate()
+    except SeqkitError as e:  # the message names the flag; here it is the key
+        problem = re.sub(r"--([a-z][a-z-]*)", lambda m: repr(m.group(1).replace("-", "_")), str(e))
+        raise SeqkitError(f"{source} is damaged: {problem}; retrain, or restore it from the run's backup") from e
+
+
+def has_type(value, kind):
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, kind)
+
+
+def read_config(run_dir, config_class, task):
+    """The validated ``config_class`` of the run in ``run_dir`` (see ``config_from_dict``)."""
+    return config_from_dict(config_class, load_config(run_dir, task), Path(run_dir) / CONFIG)
+
+
+def resolve_config(config, resume, given=None):
+    """The config a training command runs with.
+
+    A new run: ``config`` validated, its data paths made absolute (so the run
+    resumes from any working directory), a seed picked if unset.
+
+    A resume: the config saved in the run directory ``config.out``, wherever
+    that directory is now (copied, moved, renamed): its ``out`` is the one
+    given, never the saved one. ``given`` names the fields the caller set on
+    purpose (the CLI: the flags on the command line or in ``--config``; None:
+    the fields that differ from the config class' defaults). Those in
+    ``seqkit.config.RESUMABLE`` (epochs, steps, lr, ...) are applied; any other
+    that differs from the saved run is an error naming it, since it would
+    change the model, the data or the order of the batches.
+    """
+    if not resume:
+        config = dataclasses.replace(config).validate()
+        if isinstance(config.data, list):
+            config.data = [os.path.abspath(p) for p in config.data]
+        elif config.data:
+            config.data = os.path.abspath(config.data)
+        if config.seed < 0:
+            config.seed = random.SystemRandom().randrange(2**31)
+        return config
+    out = Path(config.out)
+    if not (out / CONFIG).is_file():
+        raise SeqkitError(f"cannot resume: {out} is not a seqkit run directory (no {CONFIG}); "
+                          "drop --resume to start a new run")
+    saved = read_config(out, type(config), config.task)
+    if given is None:
+        defaults = type(config)()
+        given = {f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(defaults, f.name)}
+    given = set(given) & {f.name for f in dataclasses.fields(config)} - {"out", "task"}
+    conflicts = sorted(name for name in given - set(RESUMABLE)
+                       if UNRESOLVED.get(name, object()) != getattr(config, name)
+                       and not same_value(name, getattr(config, name), getattr(saved, name)))
+    if conflicts:
+        shown = ", ".join(f"{flag(n)} {getattr(config, n)!r} (the run's: {getattr(saved, n)!r})" for n in conflicts)
+        raise SeqkitError(f"cannot resume {out} with {shown}: {'this changes' if len(conflicts) == 1 else 'these change'} "
+                          "the model or its data; drop it to continue the run as it was, or start a new run "
+                          "with another --out")
+    steps = config.steps if "steps" in given else saved.steps
+    if "epochs" in given and config.epochs != saved.epochs and steps:
+        raise SeqkitError(f"--epochs does not set the length of the run in {out}: it is planned by --steps "
+                          f"{steps}; pass --steps to change it")
+    for name in sorted(given & set(RESUMABLE)):
+        if hasattr(saved, name):
+            setattr(saved, name, getattr(config, name))
+    saved.out = str(config.out)
+    return saved.validate()
+
+
+def flag(name):
+    return "--task" if name == "synthetic" else "--" + name.replace("_", "-")
+
+
+def same_value(name, given, saved):
+    """Whether ``given`` and ``saved`` are the same setting (data paths: the same files)."""
+    if name != "data":
+        return given == saved
+
+    def paths(value):
+        return [os.path.abspath(p) if p else p for p in ([value] if isinstance(value, str) else value)]
+
+    return paths(given) == paths(saved)

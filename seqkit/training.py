@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqkit import run as runs
+from seqkit.layers import fused
 from seqkit.checkpoint import CheckpointManager, save_model
 from seqkit.errors import SeqkitError
 
@@ -130,13 +131,18 @@ class SeqModel(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = self(x, training=False)
+        with fused.inference_kernels():  # evaluation is never exported: the compiled kernels may run
+            y_pred = self(x, training=False)
         loss = self.compute_loss(x, y, y_pred, sample_weight, training=False)
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         self.loss_tracker().update_state(loss * replicas, sample_weight=batch_size(x))
         logs = self.compute_metrics(x, y, y_pred, sample_weight)
         return logs_for_strategy({k: v for k, v in logs.items() if k not in STEP_METRICS})
 
+
+    def predict_step(self, data):
+        with fused.inference_kernels():  # as test_step
+            return super().predict_step(data)
     def fit(self, *args, callbacks=None, **kwargs):
         """``keras.Model.fit``, plus a guard that stops on repeated non-finite steps.
 

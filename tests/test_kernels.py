@@ -82,12 +82,14 @@ def _assert_kernel_equals_xla(name, args):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.compute_path
 @pytest.mark.parametrize("name", list(FUNCTIONS))
 @pytest.mark.parametrize("shape", [(7, 5, 13), (1, 3, 32), (12, 16, 40)], ids=lambda s: "TxBxH=%dx%dx%d" % s)
 def test_kernel_equals_the_xla_loop(ops, name, shape):
     _assert_kernel_equals_xla(name, _inputs(name, *shape))
 
 
+@pytest.mark.compute_path
 def test_a_long_sequence_stays_equal(ops):
     """T = 200 at H = 64: errors do not grow along the recurrence."""
     _assert_kernel_equals_xla("lstm", _inputs("lstm", 200, 8, 64, seed=3))
@@ -126,6 +128,39 @@ def test_training_uses_the_kernel_and_inference_does_not(ops, name):
     assert not any(t.startswith("Seqkit") for t in infer)
 
 
+@pytest.mark.compute_path
+@pytest.mark.parametrize("name", ["SimpleRNN", "LSTM", "GRU"])
+def test_evaluate_and_predict_use_the_kernels_and_exports_do_not(ops, name, tmp_path, monkeypatch):
+    """SeqModel's test_step and predict_step trace the kernels' forward ops
+    (model.evaluate, model.predict, validation), with the outputs of the XLA
+    loops (the oracle: a plain inference call) to float32 rounding; a SavedModel
+    of the same model, saved afterwards, still holds only TensorFlow's ops."""
+    import keras
+
+    from seqkit.training import SeqModel
+
+    taken = []
+    kernel_ops = fused._kernel_ops
+    monkeypatch.setattr(fused, "_kernel_ops", lambda *a: taken.append(kernel_ops(*a)) or taken[-1])
+    inputs = keras.Input((6, 3))
+    outputs = keras.layers.Dense(2)(getattr(seqkit.layers, name)(8, return_sequences=True)(inputs))
+    model = SeqModel(inputs, outputs)
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.random.default_rng(0).normal(size=(4, 6, 3)).astype("float32"), np.zeros((4, 6, 2), "float32")
+    expected = model(x, training=False)
+    assert taken and taken[-1] is None  # a plain call: the XLA loops
+    predicted = model.predict(x, verbose=0)
+    assert taken[-1] is ops
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
+    taken.clear()
+    np.testing.assert_allclose(model.evaluate(x, y, verbose=0), np.mean(predicted**2), rtol=1e-5)
+    assert taken == [ops]
+    taken.clear()
+    tf.saved_model.save(model, str(tmp_path / "saved"))
+    assert taken and not any(taken)
+    assert b"Seqkit" not in (tmp_path / "saved" / "saved_model.pb").read_bytes()
+
+
 def test_under_xla_the_xla_loops_run(ops):
     """Inside a jit_compile=True function (model.compile(jit_compile=True))
     XLA cannot run the kernels' ops: the layer keeps its XLA loops there, and
@@ -144,6 +179,7 @@ def test_under_xla_the_xla_loops_run(ops):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.compute_path
 def test_results_do_not_depend_on_the_run(ops):
     """Each output tile is summed in a fixed order by one thread: repeated
     calls are bitwise equal (what --seed reproducibility rests on)."""
@@ -153,6 +189,7 @@ def test_results_do_not_depend_on_the_run(ops):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.compute_path
 def test_concurrent_calls_equal_serial_ones(ops):
     """Ops running at once (the two directions of a Bidirectional layer, say)
     share TensorFlow's thread pool: each one's helpers join it or not, and
@@ -366,6 +403,7 @@ FIT_CASES = {
 }
 
 
+@pytest.mark.compute_path
 @pytest.mark.parametrize("case", list(FIT_CASES))
 def test_model_fit_through_the_kernels_equals_the_readable_step(ops, case, monkeypatch):
     """Keras' traced train function (model.fit) with the kernels against the
@@ -464,6 +502,7 @@ def _run_masked(name, args, mask, kernel):
     return [o.numpy() for o in outs], [g.numpy() for g in tape.gradient(loss, args)]
 
 
+@pytest.mark.compute_path
 @pytest.mark.parametrize("name", list(MASKED_FUNCTIONS))
 @pytest.mark.parametrize("shape", [(7, 13, 21), (12, 16, 40)], ids=lambda s: "TxBxH=%dx%dx%d" % s)
 def test_masked_kernel_equals_the_masked_xla_loop(ops, name, shape):

@@ -216,6 +216,7 @@ def test_registry_names_equal_the_config_choices():
     assert tuple(_CELLS) == CELL_NAMES
 
 
+@pytest.mark.compute_path
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("training", [False, True])

@@ -52,6 +52,9 @@ Notation in the comments: ``δ`` is the gradient of the loss, ``a`` a gate's
 pre-activation, ``σ' = s (1 - s)``, ``tanh' = 1 - y^2``.
 """
 
+import contextlib
+import threading
+
 import tensorflow as tf
 
 from seqkit import kernels
@@ -162,9 +165,34 @@ def _in_xla():
         return True
 
 
+_inference = threading.local()
+
+
+@contextlib.contextmanager
+def inference_kernels():
+    """Forward-only calls traced inside this context run the compiled kernels
+    too (where they apply), not only training steps.
+
+    ``SeqModel.test_step`` and ``predict_step`` enter it, so ``model.evaluate``,
+    ``model.predict``, validation and ``seqkit evaluate`` / ``predict`` use the
+    kernels. Graphs traced anywhere else keep the XLA loops, so an export
+    (``seqkit export``, ``tf.saved_model.save``, ``model.export``) holds only
+    TensorFlow's own ops and loads where seqkit is not installed. The flag is
+    per thread and read while a function is traced.
+    """
+    previous = getattr(_inference, "on", False)
+    _inference.on = True
+    try:
+        yield
+    finally:
+        _inference.on = previous
+
+
 def _kernel_ops(kernel, *tensors):
-    """The compiled kernels' ops when ``kernel`` is asked for and they apply
-    (float32, no GPU: the ops are CPU kernels; not under XLA), else None."""
+    """The compiled kernels' ops when ``kernel`` is asked for (or the call is
+    inside ``inference_kernels``) and they apply (float32, no GPU: the ops are
+    CPU kernels; not under XLA), else None."""
+    kernel = kernel or getattr(_inference, "on", False)
     if not kernel or any(t.dtype != tf.float32 for t in tensors) or tf.config.list_logical_devices("GPU"):
         return None
     if _in_xla():

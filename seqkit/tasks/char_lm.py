@@ -8,7 +8,6 @@ Python API (the CLI only calls these):
     scores = evaluate("runs/shakespeare", ["held_out.txt"])   # loss, bpc, perplexity
 """
 
-import csv
 import math
 import numbers
 import random
@@ -20,7 +19,7 @@ import tensorflow as tf
 
 from seqkit import run as runs
 from seqkit import training
-from seqkit.checkpoint import CheckpointManager, load_weights
+from seqkit.checkpoint import load_weights
 from seqkit.config import TASK_CHAR_LM as TASK
 from seqkit.config import CharLMConfig, check_count, check_seed
 from seqkit.distribute import get_strategy
@@ -177,15 +176,24 @@ class ResetStates(keras.callbacks.Callback):
         self.step += 1
 
 
-def train(config, resume=False, verbose="auto"):
+def train(config, resume=False, verbose="auto", given=None):
     """Train a char-LM and write its run directory (see ``seqkit.run``).
 
+    ``resume`` continues the run in ``config.out`` from its newest intact
+    checkpoint; ``given`` names the fields the caller set (see
+    ``seqkit.run.resolve_config``: only epochs, steps, lr, ... may change).
+
     Returns a dict with the run directory, the number of steps, and the
-    last epoch's train/val loss, val bits per character and perplexity.
+    last epoch's train/val loss, val bits per character and perplexity
+    (a resumed run that had already finished: ``complete`` True, nothing done).
     """
-    config = runs.resolve_config(config, resume)
+    config = runs.resolve_config(config, resume, given)
     strategy = get_strategy(config.strategy)  # before anything is written: TF_CONFIG errors leave no files
-    out = runs.prepare_run_dir(config.out, resume)
+    with runs.run_directory(config.out, resume) as out:
+        return train_in(out, config, resume, strategy, verbose)
+
+
+def train_in(out, config, resume, strategy, verbose):
     text = load_text(config)
     if resume:
         vocab = Vocabulary.load(out / runs.VOCAB)
@@ -195,20 +203,23 @@ def train(config, resume=False, verbose="auto"):
         ids = vocab.encode(text)
     train_ids, val_ids = split_ids(ids, config)
     train_ids, val_ids = as_tensor(train_ids, len(vocab)), as_tensor(val_ids, len(vocab))
-    if not resume:
-        vocab.save(out / runs.VOCAB)
-        runs.save_config(out, config)
-
-    training.seed_everything(config.seed)
-    with strategy.scope():
-        model = compile_model(build_model(config, len(vocab), stateful=config.stateful), config)
     if config.stateful:
         batches, per_pass = stripe_batches(train_ids, config.seq_len, config.batch_size)
     else:
         batches, per_pass = window_batches(train_ids, config.seq_len, config.batch_size, config.seed)
-    epochs, steps_per_epoch = training.plan_steps(config, per_pass)
+    epochs, steps_per_epoch = training.plan_steps(config, per_pass, resume)
+    start = training.checkpoint_to_resume(out) if resume else None
+    complete = training.complete_run(out, start, epochs, steps_per_epoch)
+    if complete:
+        return complete
+    config.steps_per_epoch = steps_per_epoch
+    if not resume:
+        vocab.save(out / runs.VOCAB)
+    runs.save_config(out, config, start["global_step"] if start else None)
 
-    start = CheckpointManager(out / runs.CHECKPOINTS).latest() if resume else None
+    training.seed_everything(config.seed)
+    with strategy.scope():
+        model = compile_model(build_model(config, len(vocab), stateful=config.stateful), config)
     global_step = start["global_step"] if start else 0
     callbacks, fit_kwargs = [], {}
     if config.val_fraction > 0:
@@ -221,20 +232,19 @@ def train(config, resume=False, verbose="auto"):
     if config.stateful:
         callbacks.append(ResetStates(per_pass, global_step))
     callbacks.append(LMMetrics())
-    last = training.train_run(model, batches, out, epochs, steps_per_epoch, resume, global_step, callbacks,
-                              verbose, **fit_kwargs)
+    last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks, verbose, **fit_kwargs)
     plot_history(out)
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last}
 
 
 def plot_history(out, ylabel="cross-entropy (nats/char)", title="char-LM loss"):
-    """loss.png from metrics.csv (so a resumed run plots its whole history)."""
-    with open(Path(out) / "metrics.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    curves = {name: [float(r[name]) for r in rows] for name in ("loss", "val_loss") if name in rows[0]}
-    plot_curves(Path(out) / "loss.png", curves, xlabel="epoch", ylabel=ylabel, title=title)
+    """loss.png from metrics.csv (so a resumed run plots its whole history; without
+    validation, the training loss alone)."""
+    metrics = training.read_metrics(out)
+    curves = {name: metrics[name] for name in ("loss", "val_loss")
+              if name in metrics and not all(math.isnan(v) for v in metrics[name])}
+    if curves:
+        plot_curves(Path(out) / "loss.png", curves, xlabel="epoch", ylabel=ylabel, title=title)
 
 
 # -- loading a trained model --------------------------------------------------
@@ -249,7 +259,7 @@ def load(path):
         run_dir = path.parent.parent if path.parent.name == runs.CHECKPOINTS else path.parent
     else:
         run_dir, weights = path, path / runs.MODEL
-    config = runs.config_from_dict(CharLMConfig, runs.load_config(run_dir, TASK))
+    config = runs.read_config(run_dir, CharLMConfig, TASK)
     vocab = Vocabulary.load(run_dir / runs.VOCAB)
     return config, vocab, load_weights(build_model(config, len(vocab)), weights)
 

@@ -35,7 +35,7 @@ import tensorflow as tf
 from seqkit import metrics
 from seqkit import run as runs
 from seqkit import synthetic, training
-from seqkit.checkpoint import CheckpointManager, load_weights
+from seqkit.checkpoint import load_weights
 from seqkit.config import TASK_CLASSIFY as TASK
 from seqkit.config import ClassifyConfig, check_count
 from seqkit.errors import SeqkitError
@@ -273,16 +273,22 @@ def write_scores(run_dir, name, scores):
 # -- training -----------------------------------------------------------------
 
 
-def train(config, resume=False, verbose="auto"):
+def train(config, resume=False, verbose="auto", given=None):
     """Train a classifier (or a synthetic task) and write its run directory (see ``seqkit.run``).
+
+    ``resume`` and ``given``: as ``seqkit.tasks.char_lm.train``.
 
     Returns a dict with the run directory, the number of steps, the last
     epoch's logs (loss, accuracy, val_loss, ...) and ``val_scores``, the
     final model's scores on the validation split (see ``seqkit.metrics``;
     None without one).
     """
-    config = runs.resolve_config(config, resume)
-    out = runs.prepare_run_dir(config.out, resume)
+    config = runs.resolve_config(config, resume, given)
+    with runs.run_directory(config.out, resume) as out:
+        return train_in(out, config, resume, verbose)
+
+
+def train_in(out, config, resume, verbose):
     x, y, labels, vocab = training_data(config, out, resume)
     train_idx, val_idx = training.split_indices(int(x.nrows()), config)
     x_train, y_train = tf.gather(x, train_idx), y[train_idx]
@@ -290,24 +296,26 @@ def train(config, resume=False, verbose="auto"):
     targets = [y_train]
     if config.class_weight == "balanced":
         targets.append(balanced_weights(y_train, len(labels)))
+    batches, per_pass = train_batches(x_train, targets, config.batch_size, config.seed)
+    epochs, steps_per_epoch = training.plan_steps(config, per_pass, resume)
+    start = training.checkpoint_to_resume(out) if resume else None
+    complete = training.complete_run(out, start, epochs, steps_per_epoch)
+    if complete:
+        return complete
+    config.steps_per_epoch = steps_per_epoch
     if not resume:
         if vocab is not None:
             vocab.save(out / runs.VOCAB)
         runs.write_json(out / runs.LABELS, {"labels": labels})
-        runs.save_config(out, config)
+    runs.save_config(out, config, start["global_step"] if start else None)
 
     training.seed_everything(config.seed)
     vocab_size = len(vocab) if vocab is not None else 0
     model = compile_model(build_model(config, vocab_size, len(labels), masked=not config.synthetic), config)
-    batches, per_pass = train_batches(x_train, targets, config.batch_size, config.seed)
-    epochs, steps_per_epoch = training.plan_steps(config, per_pass)
-
-    start = CheckpointManager(out / runs.CHECKPOINTS).latest() if resume else None
     fit_kwargs = {}
     if len(val_idx):
         fit_kwargs["validation_data"] = eval_batches(x_val, [y_val], config.batch_size)
-    last = training.train_run(model, batches, out, epochs, steps_per_epoch, resume,
-                              start["global_step"] if start else 0, verbose=verbose, **fit_kwargs)
+    last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, verbose=verbose, **fit_kwargs)
     plot_history(out, ylabel="mean squared error" if is_regression(config) else "cross-entropy (nats)",
                  title=f"{config.synthetic or Path(config.data).name} loss")
     val_scores = None
@@ -335,7 +343,7 @@ def load(path):
     or a ``.keras`` file inside one (e.g. a checkpoint). ``vocab`` is None for
     numeric inputs. The model carries the padding mask."""
     run_dir, weights = run_paths(path)
-    config = runs.config_from_dict(ClassifyConfig, runs.load_config(run_dir, TASK))
+    config = runs.read_config(run_dir, ClassifyConfig, TASK)
     labels = read_labels(run_dir)
     vocab = Vocabulary.load(run_dir / runs.VOCAB) if config.inputs == "text" else None
     model = build_model(config, len(vocab) if vocab is not None else 0, len(labels))

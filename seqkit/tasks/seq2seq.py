@@ -45,7 +45,7 @@ a ``tf.while_loop`` that carries the decoder state step to step
 (``seqkit.decoding``).
 """
 
-import csv
+import math
 import random
 from collections import namedtuple
 from pathlib import Path
@@ -58,7 +58,7 @@ from keras import ops
 from seqkit import decoding
 from seqkit import run as runs
 from seqkit import training
-from seqkit.checkpoint import CheckpointManager, load_weights
+from seqkit.checkpoint import load_weights
 from seqkit.config import DECODERS, check_count, check_seed
 from seqkit.config import TASK_SEQ2SEQ as TASK
 from seqkit.config import Seq2SeqConfig
@@ -448,15 +448,14 @@ class DecodeScores(keras.callbacks.Callback):
 
 def plot_run(out, title):
     """loss.png from metrics.csv: the loss curves and, when recorded, the validation exact match."""
-    with open(Path(out) / "metrics.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
+    metrics = {name: values for name, values in training.read_metrics(out).items()
+               if not all(math.isnan(v) for v in values)}  # without validation its columns are "NA"
+    curves = {name: metrics[name] for name in ("loss", "val_loss") if name in metrics}
+    if not curves:
         return
-    panels = [{"curves": {name: [float(r[name] or "nan") for r in rows] for name in ("loss", "val_loss")
-                          if name in rows[0]},
-               "ylabel": "cross-entropy (nats/token)", "title": title}]
-    if "val_exact_match" in rows[0]:
-        panels.append({"curves": {"val exact match": [float(r["val_exact_match"] or "nan") for r in rows]},
+    panels = [{"curves": curves, "ylabel": "cross-entropy (nats/token)", "title": title}]
+    if "val_exact_match" in metrics:
+        panels.append({"curves": {"val exact match": metrics["val_exact_match"]},
                        "ylabel": "exact match (greedy)", "title": "validation exact match"})
     plot_panels(Path(out) / "loss.png", panels, xlabel="epoch")
 
@@ -474,21 +473,26 @@ def write_scores(run_dir, name, scores, rows=None):
     return [str(f) for f in files]
 
 
-def train(config, resume=False, verbose="auto", callbacks=()):
+def train(config, resume=False, verbose="auto", callbacks=(), given=None):
     """Train an encoder-decoder and write its run directory (see ``seqkit.run``).
 
     ``callbacks``: more Keras callbacks; they see each epoch's
     ``val_exact_match``, and what they add to the logs goes into metrics.csv.
+    ``resume`` and ``given``: as ``seqkit.tasks.char_lm.train``.
 
     Returns a dict with the run directory, the number of steps, the last
     epoch's logs (loss, val_loss, val_exact_match, ...) and ``val_scores``:
     exact match and token error rate of greedy decoding of the whole
     validation split (None without one).
     """
-    config = runs.resolve_config(config, resume)
+    config = runs.resolve_config(config, resume, given)
     pairs = training_pairs(config)  # bad data fails before the run directory is made
     train_idx, val_idx = training.split_indices(len(pairs), config, noun="pairs")
-    out = runs.prepare_run_dir(config.out, resume)
+    with runs.run_directory(config.out, resume) as out:
+        return train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
+
+
+def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx):
     source_tokens = [tokenize(s, config.source_tokens) for s in pairs.sources]
     target_tokens = [tokenize(t, config.target_tokens) for t in pairs.targets]
     if resume:
@@ -500,17 +504,20 @@ def train(config, resume=False, verbose="auto", callbacks=()):
     source_ids = [source_vocab.encode(s, unknown="map") for s in source_tokens]
     target_ids = [target_vocab.encode(t, unknown="map") for t in target_tokens]
     data = pair_ids(source_ids, target_ids)
+    batches, per_pass = train_batches(take(data, train_idx), config.batch_size, config.seed)
+    epochs, steps_per_epoch = training.plan_steps(config, per_pass, resume)
+    start = training.checkpoint_to_resume(out) if resume else None
+    complete = training.complete_run(out, start, epochs, steps_per_epoch)
+    if complete:
+        return complete
+    config.steps_per_epoch = steps_per_epoch
     if not resume:
         source_vocab.save(out / SOURCE_VOCAB)
         target_vocab.save(out / TARGET_VOCAB)
-        runs.save_config(out, config)
+    runs.save_config(out, config, start["global_step"] if start else None)
 
     training.seed_everything(config.seed)
     model = compile_model(build_model(config, len(source_vocab), len(target_vocab)), config)
-    batches, per_pass = train_batches(take(data, train_idx), config.batch_size, config.seed)
-    epochs, steps_per_epoch = training.plan_steps(config, per_pass)
-
-    start = CheckpointManager(out / runs.CHECKPOINTS).latest() if resume else None
     extra, callbacks, fit_kwargs = list(callbacks), [], {}
     val_sources = [source_ids[i] for i in val_idx]
     val_references = [target_tokens[i] for i in val_idx]
@@ -520,8 +527,8 @@ def train(config, resume=False, verbose="auto", callbacks=()):
             callbacks.append(DecodeScores(config, val_sources[: config.val_decode],
                                           [target_ids[i] for i in val_idx[: config.val_decode]],
                                           default_max_length(config)))
-    last = training.train_run(model, batches, out, epochs, steps_per_epoch, resume,
-                              start["global_step"] if start else 0, [*callbacks, *extra], verbose, **fit_kwargs)
+    last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, [*callbacks, *extra], verbose,
+                              **fit_kwargs)
     plot_run(out, f"{config.synthetic or Path(config.data).name} loss")
     val_scores = None
     if len(val_idx):
@@ -548,7 +555,7 @@ def load(path):
     """(config, source_vocab, target_vocab, model) of a trained encoder-decoder: a
     run directory, or a ``.keras`` file inside one (e.g. a checkpoint)."""
     run_dir, weights = run_paths(path)
-    config = runs.config_from_dict(Seq2SeqConfig, runs.load_config(run_dir, TASK))
+    config = runs.read_config(run_dir, Seq2SeqConfig, TASK)
     source_vocab = TokenVocabulary.load(run_dir / SOURCE_VOCAB)
     target_vocab = TokenVocabulary.load(run_dir / TARGET_VOCAB)
     model = build_model(config, len(source_vocab), len(target_vocab))
