@@ -34,6 +34,7 @@ from seqkit import run as runs
 from seqkit.layers import fused
 from seqkit.checkpoint import CheckpointManager, save_model
 from seqkit.errors import SeqkitError
+from seqkit.io import write_text
 
 DEFAULT_CLIP_NORM = 5.0  # char-rnn's grad_clip
 DEFAULT_MAX_NONFINITE = 10
@@ -329,6 +330,7 @@ def fit(
     steps_per_epoch,
     checkpoint_dir=None,
     resume=False,
+    start=None,
     keep_checkpoints=3,
     callbacks=(),
     **fit_kwargs,
@@ -347,8 +349,11 @@ def fit(
         epochs, steps_per_epoch: Length of the run.
         checkpoint_dir: Where checkpoints go (end of every epoch, and on
             SIGINT/SIGTERM); None disables them.
-        resume: Continue from the newest checkpoint in ``checkpoint_dir``:
-            weights, optimizer state, epoch and step.
+        resume: Continue from the newest intact checkpoint in ``checkpoint_dir``:
+            weights, optimizer state, epoch and step. The learning rate is the
+            compiled optimizer's, not the checkpoint's.
+        start: With ``resume``, the checkpoint to continue from, as
+            ``CheckpointManager.latest()`` returned it (default: looked up).
         keep_checkpoints: How many checkpoint files to keep.
         callbacks, **fit_kwargs: Passed to ``model.fit`` (``validation_data``,
             ``verbose``, ...).
@@ -364,7 +369,7 @@ def fit(
     manager = CheckpointManager(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
     epoch = step = 0
     if resume:
-        state = manager.latest() if manager else None
+        state = start or (manager.latest() if manager else None)
         if state is None:
             raise SeqkitError(
                 f"nothing to resume: no checkpoint in {checkpoint_dir}; run without --resume to start"
@@ -440,9 +445,16 @@ class StepLogger(keras.callbacks.Callback):
         self.file.close()
 
 
-def plan_steps(config, batches_per_pass):
-    """(epochs, steps_per_epoch) from --epochs / --steps / --steps-per-epoch."""
+def plan_steps(config, batches_per_pass, resume=False):
+    """(epochs, steps_per_epoch) from --epochs / --steps / --steps-per-epoch.
+
+    A resumed run keeps the steps per epoch it started with (its saved,
+    resolved ``steps_per_epoch``: checkpoints count steps in those epochs);
+    ``--steps`` then sets the number of epochs, rounded up.
+    """
     spe = config.steps_per_epoch or batches_per_pass
+    if resume and config.steps_per_epoch:
+        return (math.ceil(config.steps / spe) if config.steps else config.epochs), spe
     if not config.steps:
         return config.epochs, spe
     spe = min(spe, config.steps)
@@ -507,20 +519,78 @@ class RunDirectoryGuard(keras.callbacks.Callback):
     on_train_batch_begin = on_train_batch_end = on_test_begin = on_epoch_end = check
 
 
-def train_run(model, batches, out, epochs, steps_per_epoch, resume, global_step, callbacks=(), verbose="auto",
-              **fit_kwargs):
+def checkpoint_to_resume(out):
+    """The newest intact checkpoint of the run in ``out`` (see ``CheckpointManager.latest``)."""
+    directory = Path(out) / runs.CHECKPOINTS
+    state = CheckpointManager(directory).latest()
+    if state is None:
+        raise SeqkitError(f"nothing to resume: no checkpoint in {directory}; run without --resume to start")
+    return state
+
+
+def complete_run(out, start, epochs, steps_per_epoch):
+    """The summary of a resumed run that has trained all its planned steps (None if it has not):
+    nothing is trained or written. (Without model.keras the run is not complete: resuming writes it.)"""
+    planned = epochs * steps_per_epoch
+    if start is None or start["global_step"] < planned or not (Path(out) / runs.MODEL).is_file():
+        return None
+    return {"run_dir": str(out), "steps": start["global_step"], "planned_steps": planned, "complete": True,
+            "val_scores": None}
+
+
+def read_metrics(out):
+    """metrics.csv of the run in ``out`` as ``{column: [float per epoch]}``; Keras' CSVLogger
+    writes "NA" for a value an epoch lacks (every val_ column without validation): NaN here."""
+    with open(Path(out) / "metrics.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+
+    def number(text):
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    return {name: [number(r[name]) for r in rows] for name in (rows[0] if rows else {})}
+
+
+def trim_logs(out, epoch, global_step):
+    """Drop the rows of metrics.csv after ``epoch`` epochs and of steps.csv after
+    ``global_step`` steps: what a run wrote after the checkpoint it resumes from
+    (it trains those steps again)."""
+    for name, column, last in (("metrics.csv", "epoch", epoch - 1), ("steps.csv", "step", global_step)):
+        path = Path(out) / name
+        if not path.is_file():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if not lines:
+            continue
+        header = next(csv.reader(lines[:1]))
+        if column not in header:
+            continue
+        at = header.index(column)
+        kept = [line for line, row in zip(lines[1:], csv.reader(lines[1:]))
+                if row and row[at].isdigit() and int(row[at]) <= last]
+        if len(kept) < len(lines) - 1:
+            write_text(path, "".join([lines[0], *kept]))
+
+
+def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(), verbose="auto", **fit_kwargs):
     """``fit`` into the run directory ``out``: checkpoints, metrics.csv, steps.csv and
-    TensorBoard logs as it goes, model.keras at the end. Returns the last epoch's logs."""
+    TensorBoard logs as it goes, model.keras at the end. ``start``: the checkpoint to
+    resume from (``checkpoint_to_resume``), or None for a new run. Returns the last epoch's logs."""
     out = Path(out)
+    global_step = start["global_step"] if start else 0
+    if start:
+        trim_logs(out, start["epoch"], global_step)
     callbacks = [
         RunDirectoryGuard(out),  # first: it runs before any callback that writes
         *callbacks,
-        keras.callbacks.CSVLogger(out / "metrics.csv", append=resume),
+        keras.callbacks.CSVLogger(out / "metrics.csv", append=start is not None),
         keras.callbacks.TensorBoard(out / "tensorboard"),
         StepLogger(out / "steps.csv", global_step),
     ]
     history = fit(model, lambda: batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                  checkpoint_dir=out / runs.CHECKPOINTS, resume=resume, callbacks=callbacks, verbose=verbose,
-                  **fit_kwargs)
+                  checkpoint_dir=out / runs.CHECKPOINTS, resume=start is not None, start=start, callbacks=callbacks,
+                  verbose=verbose, **fit_kwargs)
     save_model(model, out / runs.MODEL)
     return {k: v[-1] for k, v in history.items() if v}
