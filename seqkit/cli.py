@@ -541,8 +541,8 @@ def serve(base, host, port, grpc_port, max_body_bytes, max_length):
 @click.argument("run_dir", required=False, type=click.Path())
 @click.option("--cell", type=click.Choice(CELL_NAMES), help="Diagnose a freshly initialised cell (no RUN_DIR).")
 @click.option("--compare", help="Comma-separated cells to measure on one input, e.g. rnn,irnn,lstm,gru.")
-@click.option("--units", type=int, help="Hidden size of --cell/--compare cells [default: 128; --exploding: 64].")
-@click.option("--length", type=int, help="Sequence length T [default: 200; --exploding: 50].")
+@click.option("--units", type=int, help="Hidden size of --cell/--compare cells [default: 128; --exploding: 32].")
+@click.option("--length", type=int, help="Sequence length T [default: 200; --exploding: 30].")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Examples the norms are averaged over.")
 @click.option("--input-dim", type=int, default=32, show_default=True, help="Features of the random N(0, 1) input.")
 @click.option("--data", type=click.Path(), help="UTF-8 text to use as input instead of random input "
@@ -550,7 +550,7 @@ def serve(base, host, port, grpc_port, max_body_bytes, max_length):
 @click.option("--history", is_flag=True, help="Plot grad norm, clip rate and loss over training from RUN_DIR/steps.csv.")
 @click.option("--exploding", is_flag=True, help="Train a SimpleRNN with spectral radius --radius with and without "
               "--clip-norm and compare the loss curves.")
-@click.option("--radius", type=float, default=1.5, show_default=True, help="--exploding: recurrent spectral radius.")
+@click.option("--radius", type=float, default=2.0, show_default=True, help="--exploding: recurrent spectral radius.")
 @click.option("--clip-norm", type=float, default=1.0, show_default=True, help="--exploding: the clipped run's norm.")
 @click.option("--steps", type=int, default=300, show_default=True, help="--exploding: SGD steps per run.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -580,7 +580,7 @@ def diagnose(run_dir, cell, compare, units, length, batch_size, input_dim, data,
 
     out = out or (os.path.join(run_dir, "diagnose") if run_dir else "diagnose")
     text = read_corpus([data]) if data else None
-    defaults = (64, 50) if exploding else (128, 200)
+    defaults = (32, 30) if exploding else (128, 200)
     units, length = (defaults[0] if units is None else units), (defaults[1] if length is None else length)
     if history:
         report = diag.history(run_dir, out)

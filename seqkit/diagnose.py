@@ -446,14 +446,26 @@ def exploding_model(length, input_dim, units, radius, clip_norm, seed):
     return model
 
 
-def exploding_demo(x, y, radius=1.5, clip_norm=1.0, units=64, batch_size=64, lr=0.05, seed=0):
+def exploding_demo(x, y, radius=2.0, clip_norm=1.0, units=32, batch_size=64, lr=0.1, seed=0):
     """Train the same exploding-regime SimpleRNN on ``(x, y)`` twice with plain
     SGD, one pass in the same order: without clipping and with ``clip_norm``.
+
+    The defaults put the explosion in the first step, a function of the
+    initial weights and the first batch that float32 rounding cannot move:
+    at radius 2 over 30 steps the first gradient's norm is 133-335 (seeds
+    0-4, the same on every compute path; tests check it against the float64
+    NumPy reference), so the first unclipped update moves the weights by
+    13-34, further than the recurrent kernel's own norm (2 √32 = 11.3). What
+    follows is a trajectory: measured on seeds 0-4 and every path of an AVX2
+    machine, the unclipped loss peaked at 1.5e4 to inf times its first value
+    (overflow in 9 of 15 runs), the clipped one at most 1.91 times, and the
+    clipped run ended at 0.097-0.30 of its starting loss. The same SGD at
+    radius 0.9 trains without clipping.
 
     Returns ``{run name: {"loss": per-step losses, "grad_norm": per-step norms}}``.
     """
     if radius <= 0 or clip_norm <= 0:
-        raise SeqkitError("--radius and --clip-norm must be > 0 for the exploding demo; pass e.g. --radius 1.5 "
+        raise SeqkitError("--radius and --clip-norm must be > 0 for the exploding demo; pass e.g. --radius 2 "
                           "--clip-norm 1")
     runs = {}
     for name, clip in (("no clipping", 0.0), (f"clip-norm {clip_norm:g}", clip_norm)):
@@ -465,10 +477,29 @@ def exploding_demo(x, y, radius=1.5, clip_norm=1.0, units=64, batch_size=64, lr=
     return runs
 
 
-def diverged(loss):
-    """Whether a loss curve blew up: non-finite, or its last tenth above 10x its first tenth."""
+DIVERGED = 100  # "the loss blew up": a step's loss above this many times the first step's
+
+
+def diverged(loss, factor=DIVERGED):
+    """Whether a loss curve blew up: a non-finite loss, or a loss above
+    ``factor`` times the first step's at some step (a spike counts even when
+    the run recovers from it)."""
+    loss = np.asarray(loss)
+    return bool(not np.isfinite(loss).all() or loss.max() > factor * loss[0])
+
+
+def verdict(loss):
+    """What a loss curve did, in words: ``diverged (...)``, ``trained (...)``
+    (the last tenth's mean loss below the first tenth's) or ``did not train (...)``."""
+    loss = np.asarray(loss)
+    if not np.isfinite(loss).all():
+        return f"diverged (loss non-finite from step {int(np.argmin(np.isfinite(loss))) + 1})"
+    if diverged(loss):
+        return f"diverged (loss peaked at {loss.max():.3g}, {loss.max() / loss[0]:.3g}x step 1's)"
     tenth = max(1, len(loss) // 10)
-    return bool(not np.isfinite(loss).all() or np.mean(loss[-tenth:]) > 10 * np.mean(loss[:tenth]))
+    first, last = np.mean(loss[:tenth]), np.mean(loss[-tenth:])
+    return (f"{'trained' if last < first else 'did not train'} (mean loss {first:.3g} over the first tenth "
+            f"of the steps, {last:.3g} over the last)")
 
 
 def exploding_report(runs, out, rows=15):
@@ -488,8 +519,9 @@ def exploding_report(runs, out, rows=15):
     for i in sorted(set(np.linspace(0, n - 1, min(rows, n)).astype(int))):
         lines.append(f"{i + 1:6d}" + "".join(f"{runs[name]['loss'][i]:.4g}".rjust(width + 8) for name in names))
     for name in names:
-        lines.append(f"{name}: " + ("diverged" if diverged(runs[name]["loss"]) else "trained")
-                     + f", max gradient norm {np.nanmax(runs[name]['grad_norm']):.3g}")
+        norms = runs[name]["grad_norm"]
+        lines.append(f"{name}: {verdict(runs[name]['loss'])}; gradient norm {norms[0]:.3g} at step 1, "
+                     f"max {np.nanmax(norms):.3g}")
     text = "\n".join(lines) + "\n"
     write_text(out / "exploding.txt", text)
     return {"summary": text, "plot": data, "files": [out / "exploding.png", out / "exploding.csv",

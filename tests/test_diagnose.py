@@ -9,6 +9,7 @@ own steps.csv for the history plot.
 import csv
 import struct
 
+import keras
 import numpy as np
 import pytest
 
@@ -143,14 +144,52 @@ def test_history_plots_the_runs_steps_csv(run_dir, tmp_path):
     assert png_size(tmp_path / "history.png")[0] > 0
 
 
+def test_exploding_first_step_is_a_cliff_equal_to_float64():
+    """Oracle: the float64 NumPy reference (hand-derived BPTT) from the same
+    initial weights. The demo's explosion is in its first gradient, a function
+    of the initial weights and the first batch (not of a trajectory), so it
+    is the same on every CPU and kernel path up to float32 rounding: at radius
+    2 over T = 30 the gradient norm is > 100 and one unclipped SGD step
+    (lr 0.1) moves the weights further than the recurrent kernel's own norm."""
+    x, y = diag.exploding_data(length=30, steps=1, seed=0)
+    model = diag.exploding_model(30, 2, 32, radius=2.0, clip_norm=0.0, seed=0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    W, U, b, w, c = (v.numpy().astype(np.float64) for v in model.trainable_variables)
+    model.train_on_batch(x, y)
+
+    cell = ref.SimpleRNNRef(W, U, b, activation="tanh")
+    _, (h_T,), _ = ref.forward(cell, x)
+    d_yhat = 2 * (h_T @ w + c - y) / len(x)  # ∂(mean squared error)/∂ŷ, (B, 1)
+    grads = ref.bptt(cell, x, None, np.zeros((len(x), 30, 32)), (d_yhat @ w.T,))
+    norm = np.sqrt(sum(np.sum(g**2) for g in (grads["kernel"], grads["recurrent_kernel"], grads["bias"],
+                                                h_T.T @ d_yhat, d_yhat.sum(0))))
+    assert float(model.last_grad_norm.numpy()) == pytest.approx(norm, rel=1e-4)
+    assert norm > 100 and 0.1 * norm > np.linalg.norm(U)  # the reference: 163; ‖U‖_F = 2 √32 = 11.3
+
+
 def test_exploding_rnn_diverges_without_clipping_and_trains_with_it(tmp_path):
+    """The demo's claim, on the test's setup (seed 0, 80 SGD steps of batch 64).
+
+    Measured on AMD EPYC (Zen 3; AVX2 + FMA, no AVX-512), seeds 0-4 x {XLA
+    loops (SEQKIT_KERNELS=0), AVX2 kernels, generic kernels}, 15 runs:
+    unclipped, the peak loss over the first step's 1.5e4 to inf (non-finite
+    in 9 runs), against diverged()'s 100 (margin >= 148x); clipped, the peak
+    loss <= 1.91x the first (margin >= 52x), the last tenth's mean loss
+    0.097-0.30 of the first tenth's (asserted < 0.6), the peak gradient norm
+    <= 1.89x the first step's (asserted < 10). AVX-512: not measured on this
+    machine; the old setup (radius 1.5, lr 0.05, "diverged": the last tenth
+    above 10x the first) last passed there, and here diverged neither on the
+    XLA loops nor on the kernels.
+    The first step itself is checked against float64 in the test above.
+    """
     x, y = diag.exploding_data(length=30, steps=80, seed=0)
-    runs = diag.exploding_demo(x, y, radius=1.5, clip_norm=1.0, units=32)
+    runs = diag.exploding_demo(x, y)
     unclipped, clipped = runs.values()
+    assert unclipped["grad_norm"][0] > 100
     assert diag.diverged(unclipped["loss"])
     assert not diag.diverged(clipped["loss"])
-    assert np.mean(clipped["loss"][-10:]) < np.mean(clipped["loss"][:10])
-    assert np.nanmax(unclipped["grad_norm"]) > 1e3
+    assert np.mean(clipped["loss"][-8:]) < 0.6 * np.mean(clipped["loss"][:8])
+    assert np.nanmax(clipped["grad_norm"]) < 10 * clipped["grad_norm"][0]
     report = diag.exploding_report(runs, tmp_path)
     assert [len(panel) for panel in report["plot"]] == [2, 2]
     assert "no clipping: diverged" in report["summary"] and "clip-norm 1: trained" in report["summary"]
