@@ -111,6 +111,9 @@ def training_options(d, unit):
         click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True,
                      help="Global gradient-norm clip (0 disables)."),
         click.option("--val-fraction", type=float, default=d.val_fraction, show_default=True),
+        click.option("--mixed-precision", "dtype_policy", flag_value="mixed_float16", default=d.dtype_policy,
+                     help="Compute in float16, keep float32 weights (Keras' mixed_float16 policy, with dynamic loss "
+                     "scaling); faster on GPUs with float16 units, slower on CPUs."),
     ]
 
 

@@ -25,6 +25,7 @@ SOURCE_TOKENIZERS = ("char", "word")
 TARGET_TOKENIZERS = ("char", "word", "space")
 ATTENTIONS = ("none", "dot", "general", "additive")
 DECODERS = ("greedy", "beam", "sample")
+DTYPE_POLICIES = ("float32", "mixed_float16")  # Keras' names; mixed_float16: float16 compute, float32 weights
 
 # --resume continues a run with its saved config. These fields set how long and
 # how fast it trains, so a resume may change them (the change is recorded in the
@@ -93,6 +94,9 @@ def check_options(config, positive, non_negative, choices):
         raise SeqkitError(f"--lr must be > 0; received {config.lr}")
     if config.clip_norm < 0:
         raise SeqkitError(f"--clip-norm must be >= 0 (0 disables clipping); received {config.clip_norm}")
+    if config.dtype_policy not in DTYPE_POLICIES:
+        raise SeqkitError(f"unknown dtype_policy {config.dtype_policy!r}; choose one of {', '.join(DTYPE_POLICIES)} "
+                          "(the flag --mixed-precision sets mixed_float16)")
     check_seed(config.seed)
 
 
@@ -118,6 +122,7 @@ class CharLMConfig:
     lr: float = 2e-3  # learning rate
     optimizer: str = "adam"  # adam, rmsprop (char-rnn) or sgd
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
+    dtype_policy: str = "float32"  # Keras dtype policy: float32, or mixed_float16 (--mixed-precision)
     val_fraction: float = 0.05  # tail of the text held out for validation
     stateful: bool = False  # carry the state across consecutive batches (char-rnn's TBPTT)
     seed: int = -1  # random seed (-1: pick one and record it)
@@ -168,6 +173,7 @@ class ClassifyConfig:
     lr: float = 1e-3  # learning rate
     optimizer: str = "adam"  # adam, rmsprop or sgd
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
+    dtype_policy: str = "float32"  # Keras dtype policy: float32, or mixed_float16 (--mixed-precision)
     val_fraction: float = 0.1  # share of the examples held out for validation
     seed: int = -1  # random seed (-1: pick one and record it)
     out: str = "runs/classify"  # run directory
@@ -221,6 +227,7 @@ class Seq2SeqConfig:
     lr: float = 1e-3  # learning rate
     optimizer: str = "adam"  # adam, rmsprop or sgd
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
+    dtype_policy: str = "float32"  # Keras dtype policy: float32, or mixed_float16 (--mixed-precision)
     val_fraction: float = 0.1  # share of the pairs held out for validation
     val_decode: int = 1000  # validation pairs decoded (greedy) each epoch for val_exact_match (0: off)
     max_target_length: int = 0  # longest training target in tokens (set from the data)

@@ -93,18 +93,26 @@ class SeqModel(keras.Model):
         variables = self.trainable_variables
         if not self.optimizer.built:
             self.optimizer.build(variables)
+        scale = loss_scale(self.optimizer)  # None in float32 (see loss_scale)
+        dynamic = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
 
         # 2. Forward pass and loss, recorded by the tape. Under a strategy
-        # Keras' losses are already divided by the number of replicas.
+        # Keras' losses are already divided by the number of replicas. Under a
+        # mixed policy the loss is multiplied by the loss scale, so that small
+        # float16 gradients do not underflow to 0 (Micikevicius et al. 2018).
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight, training=True)
+            scaled_loss = loss if scale is None else loss * scale
 
         # 3. Gradients of this replica, summed over replicas: the gradient of
-        # the mean loss over the global batch (one device: unchanged).
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+        # the mean loss over the global batch (one device: unchanged); then
+        # unscaled, so that everything below sees the true gradient.
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled_loss, variables)]
         replica = tf.distribute.get_replica_context()
         grads = replica.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        if scale is not None:
+            grads = [g / scale for g in grads]
 
         # 4. Global norm before clipping; a non-finite norm skips the step.
         grad_norm = tf.linalg.global_norm(grads)
@@ -116,18 +124,30 @@ class SeqModel(keras.Model):
             grads, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=grad_norm)
             clipped = grad_norm > self.clip_norm
 
-        # 6. Apply. The TF optimizer all-reduces (sums) again, so each replica
-        # passes its share of the already-reduced gradient.
+        # 6. Apply (under a mixed policy: update the loss scale too). The TF
+        # optimizer all-reduces (sums) again, so each replica passes its share
+        # of the already-reduced gradient.
         shares = [g / replica.num_replicas_in_sync for g in grads]
         apply_if_finite(self.optimizer, shares, variables, finite)
 
+        # A skipped step counts towards max_nonfinite unless it was a loss-scale
+        # overflow: the loss finite, the scaled gradient not, at a scale above 1
+        # (lowering the scale is then the remedy, and apply_if_finite applied it).
+        diverged = tf.logical_not(finite)
+        if dynamic:
+            loss_finite = tf.math.is_finite(replica.all_reduce(tf.distribute.ReduceOp.SUM, loss))
+            diverged = diverged & tf.logical_not(loss_finite & (scale > 1.0))
         self.last_grad_norm.assign(grad_norm)
         self.last_loss.assign(loss * replica.num_replicas_in_sync)
-        self.nonfinite_streak.assign(tf.where(finite, 0, self.nonfinite_streak + 1))
+        self.nonfinite_streak.assign(
+            tf.where(finite, 0, tf.where(diverged, self.nonfinite_streak + 1, self.nonfinite_streak))
+        )
         self.update_step_metrics(loss * replica.num_replicas_in_sync, grad_norm, clipped, finite, x)
         logs = self.compute_metrics(x, y, y_pred, sample_weight)
         # The loss mean leaves out skipped steps; with none left it would read 0, say NaN.
         logs["loss"] = tf.where(self.loss_tracker().count > 0, logs["loss"], float("nan"))
+        if dynamic:
+            logs["loss_scale"] = tf.convert_to_tensor(self.optimizer.dynamic_scale)
         return logs_for_strategy(logs)
 
     def test_step(self, data):
@@ -199,6 +219,23 @@ def seed_everything(seed):
     tf.config.experimental.enable_op_determinism()
 
 
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Build layers under the Keras dtype policy ``name`` (``"float32"`` or
+    ``"mixed_float16"``); the global policy is restored on exit.
+
+    A model built inside under ``mixed_float16`` computes in float16 and keeps
+    float32 weights; ``compile`` wraps its optimizer in a ``LossScaleOptimizer``,
+    which ``SeqModel.train_step`` honours (see ``loss_scale``).
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def logs_for_strategy(logs):
     """Work around Keras 3 under MultiWorkerMirroredStrategy (tensorflow#72388):
     it averages each worker's logs with ``strategy.reduce("MEAN", v, axis=0)``,
@@ -216,28 +253,66 @@ def batch_size(x):
     return tf.shape(tf.nest.flatten(x)[0])[0]
 
 
+def loss_scale(optimizer):
+    """The factor ``train_step`` multiplies the loss by, or None (float32 training).
+
+    Under a ``mixed_float16`` policy Keras' ``compile`` wraps the optimizer in a
+    ``keras.optimizers.LossScaleOptimizer``: its ``dynamic_scale`` (2**15 at
+    first). An optimizer given a fixed ``loss_scale_factor``: that factor.
+    """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return tf.convert_to_tensor(optimizer.dynamic_scale)
+    return optimizer.loss_scale_factor
+
+
 def apply_if_finite(optimizer, grads, variables, finite):
     """``optimizer.apply(grads)`` only where ``finite``; otherwise touch nothing.
 
-    A skipped step leaves weights and optimizer state (moments, iterations)
-    as they were. Under strategies that need ``merge_call`` the condition must
-    be taken in cross-replica context, as Keras' LossScaleOptimizer does.
+    ``grads`` are true (unscaled) gradients. A skipped step leaves weights and
+    optimizer state (moments, iterations) as they were. Under strategies that
+    need ``merge_call`` the condition must be taken in cross-replica context,
+    as Keras' LossScaleOptimizer does.
+
+    A ``LossScaleOptimizer`` is applied as its own ``apply`` would, on the
+    gradients already unscaled: the inner optimizer applies them, and the loss
+    scale is updated, halved after a non-finite step, doubled after
+    ``dynamic_growth_steps`` finite ones in a row. An optimizer with a fixed
+    ``loss_scale_factor`` divides by it inside ``apply``: it gets the scaled
+    gradients back.
     """
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        inner = optimizer.inner_optimizer
+
+        def grow():  # after a finite step
+            grown = optimizer.step_counter == optimizer.dynamic_growth_steps - 1
+            optimizer.step_counter.assign(tf.where(grown, tf.zeros_like(optimizer.step_counter),
+                                                   optimizer.step_counter + 1))
+            optimizer.dynamic_scale.assign(tf.where(grown, optimizer.dynamic_scale * 2.0, optimizer.dynamic_scale))
+
+        def shrink():  # after a skipped one
+            optimizer.step_counter.assign(tf.zeros_like(optimizer.step_counter))
+            optimizer.dynamic_scale.assign(optimizer.dynamic_scale * 0.5)
+    else:
+        inner, grow, shrink = optimizer, (lambda: None), (lambda: None)
+        if optimizer.loss_scale_factor is not None:
+            grads = [g * optimizer.loss_scale_factor for g in grads]
 
     def apply():
-        optimizer.apply(grads, variables)
+        inner.apply(grads, variables)
+        grow()
 
     if tf.__internal__.distribute.strategy_supports_no_merge_call():
-        tf.cond(finite, apply, lambda: None)
+        tf.cond(finite, apply, shrink)
         return
 
     def cross_replica(distribution, grads, finite):
         first = distribution.experimental_local_results(finite)[0]
 
         def apply_each():
-            distribution.extended.call_for_each_replica(optimizer.apply, args=(grads, variables))
+            distribution.extended.call_for_each_replica(inner.apply, args=(grads, variables))
+            grow()  # in cross-replica context: the loss-scale variables are mirrored, not per replica
 
-        tf.cond(first, apply_each, lambda: None)
+        tf.cond(first, apply_each, shrink)
 
     tf.distribute.get_replica_context().merge_call(cross_replica, args=(grads, finite))
 

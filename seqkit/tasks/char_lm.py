@@ -123,7 +123,7 @@ def build_model(config, vocab_size, stateful=False):
         h = recurrent_layer(config.cell, config.units, return_sequences=True, stateful=stateful, name=f"rnn_{i}")(h)
     if config.dropout:
         h = keras.layers.Dropout(config.dropout, name=f"dropout_{config.layers}")(h)
-    logits = keras.layers.Dense(vocab_size, name="logits")(h)  # (B, T, V)
+    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(h)  # (B, T, V); float32 under a mixed policy
     return training.SeqModel(inputs, logits, clip_norm=config.clip_norm, name="char_lm")
 
 
@@ -218,14 +218,15 @@ def train_in(out, config, resume, strategy, verbose):
     runs.save_config(out, config, start["global_step"] if start else None)
 
     training.seed_everything(config.seed)
-    with strategy.scope():
+    with strategy.scope(), training.dtype_policy(config.dtype_policy):
         model = compile_model(build_model(config, len(vocab), stateful=config.stateful), config)
     global_step = start["global_step"] if start else 0
     callbacks, fit_kwargs = [], {}
     if config.val_fraction > 0:
         val = eval_batches(val_ids, config.seq_len, config.batch_size)
         if config.stateful:
-            twin = compile_model(build_model(config, len(vocab)), config)
+            with training.dtype_policy(config.dtype_policy):
+                twin = compile_model(build_model(config, len(vocab)), config)
             callbacks.append(StatefulValidation(twin, val))
         else:
             fit_kwargs["validation_data"] = val

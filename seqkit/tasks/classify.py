@@ -216,10 +216,10 @@ def build_model(config, vocab_size, n_labels, masked=True):
     if config.dropout:
         h = keras.layers.Dropout(config.dropout, name=f"dropout_{config.layers}")(h)
     if is_regression(config):
-        outputs = keras.layers.Dense(1, name="value")(h)  # (B, 1), linear
+        outputs = keras.layers.Dense(1, dtype="float32", name="value")(h)  # (B, 1), linear; float32 under a mixed policy
     else:
         k = outputs_per_example(config)
-        outputs = keras.layers.Dense(k * n_labels, name="logits")(h)  # (B, K * C)
+        outputs = keras.layers.Dense(k * n_labels, dtype="float32", name="logits")(h)  # (B, K * C); float32 too
         if k > 1:
             outputs = keras.layers.Reshape((k, n_labels), name="per_symbol")(outputs)  # (B, K, C)
     return training.SeqModel(inputs, outputs, clip_norm=config.clip_norm, name="classifier")
@@ -311,7 +311,8 @@ def train_in(out, config, resume, verbose):
 
     training.seed_everything(config.seed)
     vocab_size = len(vocab) if vocab is not None else 0
-    model = compile_model(build_model(config, vocab_size, len(labels), masked=not config.synthetic), config)
+    with training.dtype_policy(config.dtype_policy):
+        model = compile_model(build_model(config, vocab_size, len(labels), masked=not config.synthetic), config)
     fit_kwargs = {}
     if len(val_idx):
         fit_kwargs["validation_data"] = eval_batches(x_val, [y_val], config.batch_size)

@@ -174,7 +174,7 @@ class EncoderDecoder:
         layers = {
             "source_embedding": keras.layers.Embedding(source_size, c.embedding_dim, name="source_embedding"),
             "target_embedding": keras.layers.Embedding(target_size, c.embedding_dim, name="target_embedding"),
-            "logits": keras.layers.Dense(target_size, name="logits"),
+            "logits": keras.layers.Dense(target_size, dtype="float32", name="logits"),  # float32 under a mixed policy
         }
         if c.reverse_source:
             layers["reverse_source"] = ReverseTokens(name="reverse_source")
@@ -517,7 +517,8 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     runs.save_config(out, config, start["global_step"] if start else None)
 
     training.seed_everything(config.seed)
-    model = compile_model(build_model(config, len(source_vocab), len(target_vocab)), config)
+    with training.dtype_policy(config.dtype_policy):
+        model = compile_model(build_model(config, len(source_vocab), len(target_vocab)), config)
     extra, callbacks, fit_kwargs = list(callbacks), [], {}
     val_sources = [source_ids[i] for i in val_idx]
     val_references = [target_tokens[i] for i in val_idx]
