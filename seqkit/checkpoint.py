@@ -3,10 +3,12 @@
 A checkpoint is one ``.keras`` file (weights, optimizer variables, config)
 plus its entry in ``latest.json`` (epoch, step within the epoch, global
 step, val loss, and the states of the model's random seed generators, which
-the ``.keras`` format leaves out, so that dropout masks resume exactly). The ``.keras`` file is written under a temporary name and
-renamed; ``latest.json`` is replaced only after that, and older files are
-deleted only after ``latest.json`` names the new one. A process killed at any
-moment therefore leaves the previous checkpoint loadable.
+the ``.keras`` format leaves out, so that dropout masks resume exactly). The
+``.keras`` file is written under a temporary name and renamed; ``latest.json``
+is replaced only after that, and older files are deleted only after
+``latest.json`` names the new one. A process killed at any moment therefore
+leaves the previous checkpoint loadable, and a newest file damaged afterwards
+(truncated, zeroed, replaced by a symlink) is passed over for it.
 """
 
 import json
@@ -80,7 +82,7 @@ class CheckpointManager:
                 raise TypeError("not a JSON object")
             newest = check_state(data["latest"])
             history = data.get("history", [])
-            older = [check_state(s) for s in (history if isinstance(history, list) else [])]
+            older = [s for s in (history if isinstance(history, list) else []) if intact_entry(s)]
         except KeyError as e:
             raise SeqkitError(f"checkpoint index {index} is damaged (no key {e}); delete it to start over, "
                               "or restore it from a backup") from e

@@ -157,7 +157,7 @@ def config_from_dict(config_class, values, source=CONFIG):
     fields = {f.name: f.type for f in dataclasses.fields(config_class)}
     for name, kind in fields.items():
         if name in values and not has_type(values[name], kind):
-            raise SeqkitError(f"{source} is damaged: {name!r} must be {KINDS[kind]}, not {values[name]!r}; "
+            raise SeqkitError(f"{source} is damaged: {name!r} must be {KINDS.get(kind, kind)}, not {values[name]!r}; "
                               "retrain, or restore it from the run's backup")
     config = config_class(**{k: v for k, v in values.items() if k in fields})
     try:
@@ -220,9 +220,10 @@ def resolve_config(config, resume, given=None):
                        and not same_value(name, getattr(config, name), getattr(saved, name)))
     if conflicts:
         shown = ", ".join(f"{flag(n)} {getattr(config, n)!r} (the run's: {getattr(saved, n)!r})" for n in conflicts)
-        raise SeqkitError(f"cannot resume {out} with {shown}: {'this changes' if len(conflicts) == 1 else 'these change'} "
-                          "the model or its data; drop it to continue the run as it was, or start a new run "
-                          "with another --out")
+        one = len(conflicts) == 1
+        raise SeqkitError(f"cannot resume {out} with {shown}: {'this changes' if one else 'these change'} the model "
+                          f"or its data; drop {'it' if one else 'them'} to continue the run as it was, or start a "
+                          "new run with another --out")
     steps = config.steps if "steps" in given else saved.steps
     if "epochs" in given and config.epochs != saved.epochs and steps:
         raise SeqkitError(f"--epochs does not set the length of the run in {out}: it is planned by --steps "

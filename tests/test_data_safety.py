@@ -181,6 +181,21 @@ def test_resume_with_options_that_change_the_model_or_data_is_a_one_line_error(b
     assert tree_hashes(workspace, base[0]) == before
 
 
+def test_resume_rules_for_a_run_planned_by_steps(tmp_path):
+    """resolve_config alone (no training): what a resume may change, what it keeps."""
+    runs.save_config(tmp_path, CharLMConfig(data=["/data/a.txt"], steps=6, steps_per_epoch=3, seed=7, out="old/path"))
+    with pytest.raises(SeqkitError, match=r"--epochs does not set the length of the run in .*: it is planned by "
+                       r"--steps 6; pass --steps"):
+        runs.resolve_config(CharLMConfig(epochs=5, out=str(tmp_path)), True, given={"epochs", "out"})
+    config = runs.resolve_config(CharLMConfig(steps=12, lr=0.1, seed=-1, out=str(tmp_path)), True,
+                                 given={"steps", "lr", "seed", "out"})
+    assert (config.steps, config.lr, config.seed, config.steps_per_epoch) == (12, 0.1, 7, 3)  # -1: the run's seed
+    assert config.out == str(tmp_path) and config.data == ["/data/a.txt"]
+    with pytest.raises(SeqkitError, match=r"with --batch-size 4 \(the run's: 64\), --layers 3 \(the run's: 2\): "
+                       r"these change the model or its data; drop them"):
+        runs.resolve_config(CharLMConfig(layers=3, batch_size=4, out=str(tmp_path)), True)
+
+
 def test_resume_applies_and_records_epochs_and_learning_rate(workspace, capsys):
     run_dir = workspace / "runs" / "lm"
     code, stdout, err = run_cli(["train", "char-lm", "--resume", "--out", run_dir, "--epochs", 3, "--lr", 0.05],
@@ -334,7 +349,8 @@ def test_val_fraction_zero_trains_every_task_and_plots_the_loss(base, tmp_path, 
 @pytest.mark.parametrize("file, change, command, message", [
     ("checkpoints/latest.json", lambda d: {**d, "latest": {k: v for k, v in d["latest"].items() if k != "global_step"}},
      "resume", r"checkpoint index .*latest.json is damaged \(no key 'global_step'\)"),
-    ("config.json", lambda d: {**d, "lr": "fast"}, "resume", r"config.json is damaged: 'lr' must be a number, not 'fast'"),
+    ("config.json", lambda d: {**d, "lr": "fast"}, "resume",
+     r"config.json is damaged: 'lr' must be a number, not 'fast'"),
     ("config.json", lambda d: {**d, "units": 1e9}, "resume",
      r"config.json is damaged: 'units' must be an integer, not 1000000000.0"),
     ("config.json", lambda d: {**d, "units": 0}, "generate", r"config.json is damaged: 'units' must be a positive"),

@@ -194,6 +194,7 @@ def train(config, resume=False, verbose="auto", given=None):
 
 
 def train_in(out, config, resume, strategy, verbose):
+    """``train`` inside the run directory ``out``, held (locked) by the caller."""
     text = load_text(config)
     if resume:
         vocab = Vocabulary.load(out / runs.VOCAB)

@@ -289,6 +289,7 @@ def train(config, resume=False, verbose="auto", given=None):
 
 
 def train_in(out, config, resume, verbose):
+    """``train`` inside the run directory ``out``, held (locked) by the caller."""
     x, y, labels, vocab = training_data(config, out, resume)
     train_idx, val_idx = training.split_indices(int(x.nrows()), config)
     x_train, y_train = tf.gather(x, train_idx), y[train_idx]

@@ -493,6 +493,7 @@ def train(config, resume=False, verbose="auto", callbacks=(), given=None):
 
 
 def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx):
+    """``train`` inside the run directory ``out``, held (locked) by the caller; ``pairs`` already read and split."""
     source_tokens = [tokenize(s, config.source_tokens) for s in pairs.sources]
     target_tokens = [tokenize(t, config.target_tokens) for t in pairs.targets]
     if resume:
