@@ -503,6 +503,7 @@ def _run_masked(name, args, mask, kernel):
 
 
 @pytest.mark.compute_path
+@pytest.mark.compute_path
 @pytest.mark.parametrize("name", list(MASKED_FUNCTIONS))
 @pytest.mark.parametrize("shape", [(7, 13, 21), (12, 16, 40)], ids=lambda s: "TxBxH=%dx%dx%d" % s)
 def test_masked_kernel_equals_the_masked_xla_loop(ops, name, shape):
@@ -517,6 +518,7 @@ def test_masked_kernel_equals_the_masked_xla_loop(ops, name, shape):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.compute_path
 @pytest.mark.parametrize("name", ["rnn-tanh", "lstm", "gru-reset-after"])
 def test_a_mask_of_ones_gives_the_unmasked_kernels_results(ops, name):
     """Known answer: with every step real, the masked ops compute what the

@@ -335,6 +335,7 @@ def _outputs_and_grads(layer, x, states, mask):
     return [np.asarray(o) for o in outs], tape.gradient(loss, [x, *states, *layer.trainable_weights])
 
 
+@pytest.mark.compute_path
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("zero_output_for_mask", [False, True])
@@ -383,6 +384,7 @@ def test_masked_fused_path_equals_each_sequence_run_alone(variant, go_backwards,
     assert masked_calls == [True]  # fused=False did not call the fused loops
 
 
+@pytest.mark.compute_path
 def test_bidirectional_over_embedding_mask_zero_trains_on_the_masked_fused_path(monkeypatch):
     """model.fit of Bidirectional(LSTM) over Embedding(mask_zero=True), padded
     batches of different lengths: both directions run the fused loops with the
