@@ -19,7 +19,7 @@ from seqkit import __version__
 from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_KINDS, OPTIMIZER_NAMES, POOLINGS,
                            STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY, TOKENIZERS, CharLMConfig, ClassifyConfig)
 from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZERS, TARGET_TOKENIZERS, TASK_SEQ2SEQ,
-                           Seq2SeqConfig)
+                           Seq2SeqConfig, check_count, check_seed)
 from seqkit.errors import SeqkitError, SeqkitWarning
 
 USER_ERRORS = (SeqkitError, ValueError, OSError)
@@ -582,6 +582,13 @@ def diagnose(run_dir, cell, compare, units, length, batch_size, input_dim, data,
     from seqkit.text import read_corpus
 
     out = out or (os.path.join(run_dir, "diagnose") if run_dir else "diagnose")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise SeqkitError(f"--out {out} is a file, not a folder; choose another --out")
+    for flag, value in (("--units", units), ("--length", length), ("--batch-size", batch_size),
+                        ("--input-dim", input_dim), ("--steps", steps)):
+        if value is not None:
+            check_count(value, flag)
+    check_seed(seed, unset=None)
     text = read_corpus([data]) if data else None
     defaults = (32, 30) if exploding else (128, 200)
     units, length = (defaults[0] if units is None else units), (defaults[1] if length is None else length)
@@ -640,6 +647,19 @@ def main(argv=None):
         message = " ".join(str(e).split()) or type(e).__name__
         click.echo(f"error: {message}", err=True)
         sys.exit(2)
+    except (MemoryError, *out_of_memory_errors()) as e:
+        if debug:
+            raise
+        reason = " ".join((str(e).strip().splitlines() or [type(e).__name__])[0].split())[:200]
+        click.echo(f"error: out of memory ({reason}); ask for less: lower --units, --batch-size, --length or "
+                   "--num-samples", err=True)
+        sys.exit(2)
+
+
+def out_of_memory_errors():
+    """TensorFlow's out-of-memory error, when TensorFlow is loaded (a failed allocation)."""
+    tf = sys.modules.get("tensorflow")
+    return (tf.errors.ResourceExhaustedError,) if tf is not None else ()
 
 
 if __name__ == "__main__":
