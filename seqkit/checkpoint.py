@@ -119,8 +119,13 @@ class CheckpointManager:
             rate.assign(compiled_rate)
         variables = seed_state_variables(model)
         if len(variables) == len(state.get("seed_states", [])):
-            for v, value in zip(variables, state["seed_states"]):
-                v.assign(value)
+            try:
+                for v, value in zip(variables, state["seed_states"]):
+                    v.assign(value)
+            except (ValueError, TypeError) as e:
+                raise SeqkitError(f"checkpoint index {self.directory / LATEST} is damaged: its 'seed_states' do "
+                                  f"not fit this model ({type(e).__name__}); restore it from a backup, or "
+                                  "retrain") from e
 
     def _index(self):
         """The parsed ``latest.json`` ({} when there is none); damage is a clear error."""

@@ -160,10 +160,10 @@ class SeqModel(keras.Model):
         logs = self.compute_metrics(x, y, y_pred, sample_weight)
         return logs_for_strategy({k: v for k, v in logs.items() if k not in STEP_METRICS})
 
-
     def predict_step(self, data):
         with fused.inference_kernels():  # as test_step
             return super().predict_step(data)
+
     def fit(self, *args, callbacks=None, **kwargs):
         """``keras.Model.fit``, plus a guard that stops on repeated non-finite steps.
 
@@ -594,12 +594,17 @@ class RunDirectoryGuard(keras.callbacks.Callback):
     on_train_batch_begin = on_train_batch_end = on_test_begin = on_epoch_end = check
 
 
-def checkpoint_to_resume(out):
-    """The newest intact checkpoint of the run in ``out`` (see ``CheckpointManager.latest``)."""
+def checkpoint_to_resume(out, steps_per_epoch):
+    """The newest intact checkpoint of the run in ``out`` (see ``CheckpointManager.latest``),
+    whose position agrees with the run's ``steps_per_epoch``."""
     directory = Path(out) / runs.CHECKPOINTS
     state = CheckpointManager(directory).latest()
     if state is None:
         raise SeqkitError(f"nothing to resume: no checkpoint in {directory}; run without --resume to start")
+    if state["global_step"] != state["epoch"] * steps_per_epoch + state["step_in_epoch"]:
+        raise SeqkitError(f"checkpoint index {directory / 'latest.json'} is damaged: 'global_step' "
+                          f"{state['global_step']} is not 'epoch' {state['epoch']} x {steps_per_epoch} steps per "
+                          f"epoch + 'step_in_epoch' {state['step_in_epoch']}; restore it from a backup, or retrain")
     return state
 
 

@@ -349,6 +349,8 @@ def test_val_fraction_zero_trains_every_task_and_plots_the_loss(base, tmp_path, 
 @pytest.mark.parametrize("file, change, command, message", [
     ("checkpoints/latest.json", lambda d: {**d, "latest": {k: v for k, v in d["latest"].items() if k != "global_step"}},
      "resume", r"checkpoint index .*latest.json is damaged \(no key 'global_step'\)"),
+    ("checkpoints/latest.json", lambda d: {**d, "latest": {**d["latest"], "global_step": 5}}, "resume",
+     r"latest.json is damaged: 'global_step' 5 is not 'epoch' 2 x 3 steps per epoch \+ 'step_in_epoch' 0"),
     ("config.json", lambda d: {**d, "lr": "fast"}, "resume",
      r"config.json is damaged: 'lr' must be a number, not 'fast'"),
     ("config.json", lambda d: {**d, "units": 1e9}, "resume",

@@ -209,7 +209,7 @@ def train_in(out, config, resume, strategy, verbose):
     else:
         batches, per_pass = window_batches(train_ids, config.seq_len, config.batch_size, config.seed)
     epochs, steps_per_epoch = training.plan_steps(config, per_pass, resume)
-    start = training.checkpoint_to_resume(out) if resume else None
+    start = training.checkpoint_to_resume(out, steps_per_epoch) if resume else None
     complete = training.complete_run(out, start, epochs, steps_per_epoch)
     if complete:
         return complete

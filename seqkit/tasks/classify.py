@@ -299,7 +299,7 @@ def train_in(out, config, resume, verbose):
         targets.append(balanced_weights(y_train, len(labels)))
     batches, per_pass = train_batches(x_train, targets, config.batch_size, config.seed)
     epochs, steps_per_epoch = training.plan_steps(config, per_pass, resume)
-    start = training.checkpoint_to_resume(out) if resume else None
+    start = training.checkpoint_to_resume(out, steps_per_epoch) if resume else None
     complete = training.complete_run(out, start, epochs, steps_per_epoch)
     if complete:
         return complete

@@ -507,7 +507,7 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     data = pair_ids(source_ids, target_ids)
     batches, per_pass = train_batches(take(data, train_idx), config.batch_size, config.seed)
     epochs, steps_per_epoch = training.plan_steps(config, per_pass, resume)
-    start = training.checkpoint_to_resume(out) if resume else None
+    start = training.checkpoint_to_resume(out, steps_per_epoch) if resume else None
     complete = training.complete_run(out, start, epochs, steps_per_epoch)
     if complete:
         return complete
