@@ -694,3 +694,22 @@ def test_serve_on_a_port_in_use_is_one_line(ws, flag, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2
     assert err == [f"error: cannot serve on 127.0.0.1:{port} (Address already in use); pass another {flag}"]
+
+
+@pytest.mark.parametrize("error", ["numpy", "tensorflow"])
+def test_out_of_memory_is_one_line(ws, error, capsys, monkeypatch):
+    """An allocation that fails (NumPy's MemoryError, TF's ResourceExhaustedError, whose text is many
+    lines) reaches the user as one line that says to ask for less, not a traceback."""
+    import tensorflow as tf
+
+    def fail(*args, **kwargs):
+        if error == "numpy":
+            raise MemoryError("Unable to allocate 8.00 TiB for an array with shape (1099511627776,)")
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[4,1000000000]\n"
+                                               "\t [[{{node lstm/MatMul}}]]")
+
+    monkeypatch.setattr(char_lm, "generate", fail)
+    code, lines = run_main(ws, ["generate", RUN, "--length", "5"], capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert re.fullmatch(r"error: out of memory \((Unable to allocate 8.00 TiB|OOM when allocating tensor).*\); ask "
+                        r"for less: lower --units, --batch-size, --length or --num-samples", lines[0]), lines[0]
