@@ -113,14 +113,15 @@ def run_dir_of(path):
 def save_config(out, config, global_step=None):
     """Write ``config`` as ``out/config.json``. With ``global_step`` (a resume) the
     file's ``resumes`` list gains an entry: the step it resumed at and the
-    RESUMABLE fields it changed, ``{name: [before, after]}``."""
+    fields it changed (RESUMABLE ones, or the new path of moved data),
+    ``{name: [before, after]}``."""
     path = Path(out) / CONFIG
     record = dataclasses.asdict(config)
     if global_step is not None:
         saved = json.loads(path.read_text(encoding="utf-8"))
         resumes = saved.get("resumes") if isinstance(saved.get("resumes"), list) else []
-        changed = {name: [saved.get(name), record[name]] for name in RESUMABLE
-                   if name in record and saved.get(name) != record[name]}
+        changed = {name: [saved.get(name), value] for name, value in record.items()
+                   if name != "out" and saved.get(name) != value}  # RESUMABLE ones, or relocated data
         record["resumes"] = [*resumes, {"global_step": global_step, "changed": changed}]
     write_json(path, record)
 
@@ -199,10 +200,7 @@ def resolve_config(config, resume, given=None):
     """
     if not resume:
         config = dataclasses.replace(config).validate()
-        if isinstance(config.data, list):
-            config.data = [os.path.abspath(p) for p in config.data]
-        elif config.data:
-            config.data = os.path.abspath(config.data)
+        config.data = absolute_paths(config.data)
         if config.seed < 0:
             config.seed = random.SystemRandom().randrange(2**31)
         return config
@@ -231,20 +229,34 @@ def resolve_config(config, resume, given=None):
     for name in sorted(given & set(RESUMABLE)):
         if hasattr(saved, name):
             setattr(saved, name, getattr(config, name))
+    if "data" in given and config.data:  # the same data, or the run's moved away (see same_value)
+        saved.data = absolute_paths(config.data)
     saved.out = str(config.out)
     return saved.validate()
 
 
+def absolute_paths(data):
+    """``--data`` (a path, or a list of them; "" for none) with each path made absolute."""
+    if isinstance(data, list):
+        return [os.path.abspath(p) for p in data]
+    return os.path.abspath(data) if data else data
+
+
+FLAGS = {"synthetic": "--task", "dtype_policy": "--mixed-precision"}  # config fields whose flag has another name
+
+
 def flag(name):
-    return "--task" if name == "synthetic" else "--" + name.replace("_", "-")
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def same_value(name, given, saved):
-    """Whether ``given`` and ``saved`` are the same setting (data paths: the same files)."""
+    """Whether ``given`` and ``saved`` are the same setting. Data paths: the same
+    files, or new paths for data the run can no longer find (moved with the run)."""
     if name != "data":
         return given == saved
 
     def paths(value):
         return [os.path.abspath(p) if p else p for p in ([value] if isinstance(value, str) else value)]
 
-    return paths(given) == paths(saved)
+    relocated = paths(saved) and given and not any(os.path.exists(p) for p in paths(saved))
+    return paths(given) == paths(saved) or bool(relocated)

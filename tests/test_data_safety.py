@@ -194,6 +194,16 @@ def test_resume_rules_for_a_run_planned_by_steps(tmp_path):
     with pytest.raises(SeqkitError, match=r"with --batch-size 4 \(the run's: 64\), --layers 3 \(the run's: 2\): "
                        r"these change the model or its data; drop them"):
         runs.resolve_config(CharLMConfig(layers=3, batch_size=4, out=str(tmp_path)), True)
+    # /data/a.txt is gone: the run's data moved, and --data may name its new place (recorded)
+    moved = tmp_path / "a.txt"
+    moved.write_text(TEXT, encoding="utf-8")
+    config = runs.resolve_config(CharLMConfig(data=[str(moved)], out=str(tmp_path)), True, given={"data", "out"})
+    assert config.data == [str(moved)]
+    runs.save_config(tmp_path, config, global_step=6)
+    assert json.loads((tmp_path / "config.json").read_text())["resumes"] == [
+        {"global_step": 6, "changed": {"data": [["/data/a.txt"], [str(moved)]]}}]
+    with pytest.raises(SeqkitError, match=r"--data .* \(the run's: .*a.txt'\]\)"):  # now it exists: no other data
+        runs.resolve_config(CharLMConfig(data=[str(tmp_path / "b.txt")], out=str(tmp_path)), True, given={"data"})
 
 
 def test_resume_applies_and_records_epochs_and_learning_rate(workspace, capsys):
