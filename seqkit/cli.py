@@ -387,7 +387,9 @@ def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samp
                 click.echo(f"{text}\t{score:.4f}")
             click.echo()
 
-        lines = (line.rstrip("\r\n") for line in sys.stdin) if not inputs else inputs
+        from seqkit.sequences import stdin_lines
+
+        lines = stdin_lines() if not inputs else inputs
         seq2seq.generate(path, lines, decode=decode, beam_width=beam_width, length_penalty=length_penalty,
                          max_length=max_length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
                          n_best=n_best, unknown=unknown, on_output=show)

@@ -324,6 +324,8 @@ STDIN_CASES = [
     ("prediction line past the first batch", ["predict", "{ws}/classify", "--batch-size", "2"],
      b"good\nfine\nbad\n\n", r"line 4 of standard input is empty"),
     ("seq2seq input not in the vocabulary", ["generate", "{ws}/seq2seq"], b"abc\nab#\n", r"'#'"),
+    ("seq2seq input not UTF-8", ["generate", "{ws}/seq2seq"], b"abc\nab\xe9\n",
+     r"line 2 of standard input is not valid UTF-8: byte 0xe9 at offset 2; convert it to UTF-8"),
 ]
 
 
