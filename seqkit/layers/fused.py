@@ -80,7 +80,7 @@ def _scan(body, xw, states, units, saved_widths=(), mask=None, fills=()):
     steps = tf.shape(xw)[0]
 
     def array(width):
-        return tf.TensorArray(xw.dtype, size=steps, element_shape=tf.TensorShape([None, width]))
+        return tf.TensorArray(xw.dtype, size=steps, element_shape=tf.TensorShape([xw.shape[1], width]))
 
     def loop(t, states, hs, saved):
         h, new_states, extras = body(xw[t], states)
@@ -116,7 +116,7 @@ def _backward_scan(step, dhs, dh_T, widths):
     """
     steps = tf.shape(dhs)[0]
     arrays = tuple(
-        tf.TensorArray(dhs.dtype, size=steps, element_shape=tf.TensorShape([None, w])) for w in widths
+        tf.TensorArray(dhs.dtype, size=steps, element_shape=tf.TensorShape([dhs.shape[1], w])) for w in widths
     )
 
     def loop(t, carries, arrays):
@@ -200,6 +200,20 @@ def _kernel_ops(kernel, *tensors):
     return kernels.load()
 
 
+def _loops(forward, backward, kernel):
+    """The XLA loops (``forward``, ``backward``, compiled with ``jit_compile``)
+    where they are fast and never exported: eager calls, training
+    (``kernel``) and ``inference_kernels``; elsewhere, i.e. a graph traced for
+    inference (an export, ``tf.saved_model.save``, ``model.export``, a TFLite
+    conversion, a user's ``tf.function``), the same loops as plain TensorFlow
+    ops inlined into that graph. A SavedModel then holds no function marked
+    ``_XlaMustCompile``, which TF Serving, run without XLA, cannot execute,
+    and the TFLite converter lowers the loops to its built-in ops."""
+    if tf.executing_eagerly() or kernel or getattr(_inference, "on", False):
+        return forward, backward
+    return forward.python_function, backward.python_function
+
+
 # -- SimpleRNN ------------------------------------------------------------------
 
 PHI = {"tanh": tf.tanh, "relu": tf.nn.relu, "linear": tf.identity}
@@ -254,6 +268,7 @@ def simple_rnn(xw, recurrent_kernel, h0, activation, kernel=False, mask=None):
     ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` forward.
     """
     ops = _kernel_ops(kernel, xw, recurrent_kernel, h0)
+    forward, backward = _loops(simple_rnn_forward, simple_rnn_backward, kernel)
     mask = _mask(mask, xw)
 
     @tf.custom_gradient
@@ -263,7 +278,7 @@ def simple_rnn(xw, recurrent_kernel, h0, activation, kernel=False, mask=None):
         elif ops:
             hs, h_T = ops.seqkit_simple_rnn_forward(*_constants(xw, U, h0), activation=activation)
         else:
-            hs, h_T = simple_rnn_forward(*_constants(xw, U, h0), activation, mask)
+            hs, h_T = forward(*_constants(xw, U, h0), activation, mask)
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
@@ -273,7 +288,7 @@ def simple_rnn(xw, recurrent_kernel, h0, activation, kernel=False, mask=None):
                 else:
                     dA, dh0 = ops.seqkit_simple_rnn_backward(d_hs, d_hT, hs, U, activation=activation)
                 return dA, _recurrent_grad(hs, h0, dA), dh0
-            return simple_rnn_backward(d_hs, d_hT, hs, U, h0, activation, mask)
+            return backward(d_hs, d_hT, hs, U, h0, activation, mask)
 
         return (hs, h_T), grad
 
@@ -337,6 +352,7 @@ def lstm(xw, recurrent_kernel, h0, c0, kernel=False, mask=None):
     ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` and ``c`` forward.
     """
     ops = _kernel_ops(kernel, xw, recurrent_kernel, h0, c0)
+    forward, backward = _loops(lstm_forward, lstm_backward, kernel)
     mask = _mask(mask, xw)
 
     @tf.custom_gradient
@@ -346,7 +362,7 @@ def lstm(xw, recurrent_kernel, h0, c0, kernel=False, mask=None):
         elif ops:
             hs, h_T, c_T, saved = ops.seqkit_lstm_forward(*_constants(xw, U, h0, c0))  # saved: (6, T, B, H)
         else:
-            hs, h_T, c_T, saved = lstm_forward(*_constants(xw, U, h0, c0), mask)
+            hs, h_T, c_T, saved = forward(*_constants(xw, U, h0, c0), mask)
 
         def grad(d_hs, d_hT, d_cT):
             d_hs, d_hT, d_cT = _zeros_for_none((d_hs, d_hT, d_cT), (hs, h_T, c_T))
@@ -356,7 +372,7 @@ def lstm(xw, recurrent_kernel, h0, c0, kernel=False, mask=None):
                 else:
                     dZ, dh0, dc0 = ops.seqkit_lstm_backward(d_hs, d_hT, d_cT, saved, U)
                 return dZ, _recurrent_grad(hs, h0, dZ), dh0, dc0
-            return lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0, mask)
+            return backward(d_hs, d_hT, d_cT, hs, saved, U, h0, mask)
 
         return (hs, h_T, c_T), grad
 
@@ -416,6 +432,7 @@ def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0, kernel=False, mask
     ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` forward.
     """
     ops = _kernel_ops(kernel, xw, recurrent_kernel, recurrent_bias, h0)
+    forward, backward = _loops(gru_reset_after_forward, gru_reset_after_backward, kernel)
     mask = _mask(mask, xw)
 
     @tf.custom_gradient
@@ -425,14 +442,14 @@ def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0, kernel=False, mask
         elif ops:
             hs, h_T, saved = ops.seqkit_gru_reset_after_forward(*_constants(xw, U, b, h0))  # saved: (5, T, B, H)
         else:
-            hs, h_T, saved = gru_reset_after_forward(*_constants(xw, U, b, h0), mask)
+            hs, h_T, saved = forward(*_constants(xw, U, b, h0), mask)
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
             if ops:
                 dXW, dHU, dh0 = ops.seqkit_gru_reset_after_backward(d_hs, d_hT, saved, U)
                 return dXW, _recurrent_grad(hs, h0, dHU), tf.reduce_sum(dHU, axis=[0, 1]), dh0
-            return gru_reset_after_backward(d_hs, d_hT, hs, saved, U, h0)
+            return backward(d_hs, d_hT, hs, saved, U, h0)
 
         return (hs, h_T), grad
 
@@ -496,6 +513,7 @@ def gru_reset_before(xw, recurrent_kernel, h0, kernel=False, mask=None):
     ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` forward.
     """
     ops = _kernel_ops(kernel, xw, recurrent_kernel, h0)
+    forward, backward = _loops(gru_reset_before_forward, gru_reset_before_backward, kernel)
     mask = _mask(mask, xw)
 
     @tf.custom_gradient
@@ -505,14 +523,14 @@ def gru_reset_before(xw, recurrent_kernel, h0, kernel=False, mask=None):
         elif ops:
             hs, h_T, saved = ops.seqkit_gru_reset_before_forward(*_constants(xw, U, h0))  # saved: (5, T, B, H)
         else:
-            hs, h_T, saved = gru_reset_before_forward(*_constants(xw, U, h0), mask)
+            hs, h_T, saved = forward(*_constants(xw, U, h0), mask)
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
             if ops:
                 dZ, dh0 = ops.seqkit_gru_reset_before_backward(d_hs, d_hT, saved, U)
                 return dZ, _gru_reset_before_dU(hs, h0, saved[4], dZ), dh0
-            return gru_reset_before_backward(d_hs, d_hT, hs, saved, U, h0)
+            return backward(d_hs, d_hT, hs, saved, U, h0)
 
         return (hs, h_T), grad
 

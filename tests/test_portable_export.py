@@ -1,0 +1,127 @@
+"""A model with seqkit's layers exports wherever one with Keras' does.
+
+* TFLite with its built-in ops only (no Flex delegate), as Keras' layers
+  convert. Oracle: the same model built from keras.layers with the weights
+  copied across. Shapes are static (batch and time), as TFLite needs them for
+  Keras' layers too; the fused loops' TensorArrays then have static element
+  shapes, and a graph traced for inference holds them as plain TensorFlow
+  loops (fused._loops), which the converter lowers to builtin ops.
+* SavedModels saved by model.export, tf.saved_model.save and
+  keras.export.ExportArchive hold no function marked _XlaMustCompile, and run
+  with XLA compilation switched off as tensorflow_model_server switches it off
+  (tensorflow/serving, model_servers/main.cc: unless
+  --xla_cpu_compilation_enabled, it calls tensorflow::DisableXlaCompilation(),
+  after which a must-compile function fails). Oracle: the model's own outputs.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import seqkit.layers
+
+CASES = {
+    "rnn-tanh": ("SimpleRNN", {"activation": "tanh"}),
+    "rnn-relu": ("SimpleRNN", {"activation": "relu"}),
+    "lstm": ("LSTM", {}),
+    "gru-reset-after": ("GRU", {"reset_after": True}),
+    "gru-reset-before": ("GRU", {"reset_after": False}),
+}
+SHAPES = {  # how the recurrent layers are put together
+    "sequences": lambda make: [make(return_sequences=True)],
+    "last": lambda make: [make()],
+    "bidirectional": lambda make: [keras.layers.Bidirectional(make(return_sequences=True))],
+    "stacked": lambda make: [make(return_sequences=True), make()],
+}
+
+
+def build(module, name, options, shape):
+    def make(**kw):
+        return getattr(module, name)(6, **options, **kw)
+
+    inputs = keras.Input((7, 3), batch_size=2)
+    x = inputs
+    for layer in SHAPES[shape](make):
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
+def run_tflite(model, x):
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex (SELECT_TF_OPS) delegate
+    interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("case", list(CASES))
+def test_builtin_ops_conversion_equals_keras(case, shape):
+    name, options = CASES[case]
+    ours = build(seqkit.layers, name, options, shape)
+    theirs = build(keras.layers, name, options, shape)
+    theirs.set_weights(ours.get_weights())
+    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype("float32")
+    expected = theirs(x).numpy()
+    np.testing.assert_allclose(ours(x), expected, atol=1e-5)
+    np.testing.assert_allclose(run_tflite(ours, x), expected, atol=1e-5)
+
+
+NO_XLA = textwrap.dedent("""
+    import ctypes, glob, os, sys
+    import numpy as np, tensorflow as tf
+    # What tensorflow_model_server does without --xla_cpu_compilation_enabled.
+    library = glob.glob(os.path.join(os.path.dirname(tf.__file__), "libtensorflow_cc.so*"))[0]
+    ctypes.CDLL(library)._ZN10tensorflow21DisableXlaCompilationEv()
+    loaded = tf.saved_model.load(sys.argv[1])
+    x = tf.constant(np.load(sys.argv[2]))
+    (y,) = loaded.signatures[sys.argv[3]](x).values()
+    np.save(sys.argv[2], y.numpy())
+""")
+
+
+def save_export(model, path):
+    model.export(str(path), verbose=False)
+    return "serve"
+
+
+def save_saved_model(model, path):
+    tf.saved_model.save(model, str(path))
+    return "serving_default"
+
+
+def save_archive(model, path):
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("predict", model.call, input_signature=[tf.TensorSpec((None, 7, 3), tf.float32)])
+    archive.write_out(str(path), verbose=False)
+    return "predict"
+
+
+@pytest.mark.parametrize("save", [save_export, save_saved_model, save_archive], ids=["model.export", "tf.saved_model.save", "ExportArchive"])
+@pytest.mark.parametrize("case", ["lstm", "gru-reset-after", "rnn-tanh"])
+def test_saved_models_hold_no_xla_and_run_with_xla_off(case, save, tmp_path):
+    name, options = CASES[case]
+    inputs = keras.Input((7, 3))
+    x = keras.layers.Bidirectional(getattr(seqkit.layers, name)(6, **options, return_sequences=True))(inputs)
+    model = keras.Model(inputs, getattr(seqkit.layers, name)(5, **options)(x))
+    data = np.random.default_rng(0).normal(size=(2, 7, 3)).astype("float32")
+    expected = model(data).numpy()  # eager: the XLA loops
+    model.predict(data, verbose=0)  # a traced inference function before saving, as users have
+    signature = save(model, tmp_path / "model")
+    graph = (tmp_path / "model" / "saved_model.pb").read_bytes()
+    assert b"_XlaMustCompile" not in graph
+    np.save(tmp_path / "x.npy", data)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run([sys.executable, "-c", NO_XLA, str(tmp_path / "model"), str(tmp_path / "x.npy"), signature],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-1500:]
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy"), expected, atol=1e-5)
