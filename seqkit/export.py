@@ -46,9 +46,9 @@ def encode_strings(table, text):
     chars = tf.strings.unicode_split(text, "UTF-8")  # ragged (B, None)
     lengths = chars.row_lengths()
     check = tf.debugging.assert_positive(lengths, message="every input string needs at least one character")
-    with tf.control_dependencies([check]):
-        ids = chars.with_flat_values(table.lookup(chars.flat_values))
-    return ids.to_tensor(0), tf.sequence_mask(lengths)
+    ids = chars.with_flat_values(table.lookup(chars.flat_values))
+    with tf.control_dependencies([check]):  # nothing downstream runs on an empty string (its loop would index step -1)
+        return tf.identity(ids.to_tensor(0)), tf.identity(tf.sequence_mask(lengths))
 
 
 def char_table(chars):
