@@ -106,7 +106,8 @@ class CheckpointManager:
         """Load a checkpoint (from ``latest()``) into ``model``: weights, optimizer, seeds."""
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        rate = getattr(model.optimizer, "_learning_rate", None)
+        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a LossScaleOptimizer: its inner one
+        rate = getattr(optimizer, "_learning_rate", None)
         compiled_rate = rate.numpy() if isinstance(rate, keras.Variable) else None
         try:
             model.load_weights(state["path"])

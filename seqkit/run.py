@@ -45,6 +45,15 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def _identity(folder):
+    """``(device, inode)`` of ``folder``, or None when it is gone: the same folder, not one made since at its path."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 @contextlib.contextmanager
 def run_directory(out, resume):
     """Hold the run directory ``out`` for one training command; yields it as a Path.
@@ -83,21 +92,33 @@ def run_directory(out, resume):
             (out / LOCK).unlink(missing_ok=True)
         raise SeqkitError(f"run directory {out} already exists and is not empty; pass --resume to continue it, "
                           "or choose another --out")
+    identity = _identity(out)
     try:
         yield out
     except BaseException:
+        # Undo this command while still holding the lock: only what it wrote into
+        # `out` (empty when it started), then the folders it made, bottom-up and
+        # only while empty (another run may have been started beside this one).
+        if not resume and _identity(out) == identity and not (out / CHECKPOINTS / LATEST).exists():
+            for p in out.iterdir():
+                if p.name == LOCK:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+            if not lock_existed:
+                (out / LOCK).unlink(missing_ok=True)
+            lock.release()
+            for folder in [out, *out.parents] if created is not None else []:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == created:
+                    break
+            raise
         lock.release()
-        if not resume and not (out / CHECKPOINTS / LATEST).exists():  # nothing resumable: undo this command
-            if created is not None:
-                shutil.rmtree(created, ignore_errors=True)
-            else:  # an empty folder the user made: empty it again
-                for p in out.iterdir():
-                    if p.name == LOCK and lock_existed:
-                        continue
-                    if p.is_dir() and not p.is_symlink():
-                        shutil.rmtree(p, ignore_errors=True)
-                    else:
-                        p.unlink(missing_ok=True)
         raise
     lock.release()
 

@@ -381,3 +381,62 @@ def test_damaged_run_metadata_is_a_one_line_error_naming_file_and_key(base, work
     assert code == 2
     assert re.search(message, one_error_line(err)) and str(path) in err, err
     assert tree_hashes(workspace) == before
+
+
+def test_a_failed_train_removes_only_what_it_made(tmp_path):
+    """Undoing a failed new run (no checkpoint yet) removes its own folder and the
+    parents it created while they are empty: a run started beside it in the
+    meantime, or its own folder moved aside mid-run, stays; a user-made --out
+    deleted mid-run leaves the run's own error, not a raw [Errno 2]."""
+    runs_dir = tmp_path / "runs"
+    with pytest.raises(SeqkitError, match="boom"):
+        with runs.run_directory(runs_dir / "a", resume=False) as out:
+            (out / "config.json").write_text("{}")
+            (runs_dir / "b").mkdir()  # another run, started meanwhile beside this one
+            (runs_dir / "b" / "config.json").write_text("{}")
+            raise SeqkitError("boom")
+    assert not (runs_dir / "a").exists() and (runs_dir / "b" / "config.json").is_file()
+
+    with pytest.raises(SeqkitError, match="boom"):
+        with runs.run_directory(runs_dir / "c", resume=False) as out:
+            (out / "steps.csv").write_text("kept\n")
+            out.rename(runs_dir / "c-kept")  # moved aside by the user; a new folder takes its name
+            (runs_dir / "c").mkdir()
+            (runs_dir / "c" / "notes.txt").write_text("someone else's\n")
+            raise SeqkitError("boom")
+    assert (runs_dir / "c-kept" / "steps.csv").read_text() == "kept\n"
+    assert (runs_dir / "c" / "notes.txt").read_text() == "someone else's\n"
+
+    made = tmp_path / "made"
+    made.mkdir()
+    with pytest.raises(SeqkitError, match="was deleted"):
+        with runs.run_directory(made, resume=False) as out:
+            (out / "config.json").write_text("{}")
+            shutil.rmtree(out)
+            raise SeqkitError(f"run directory {out} was deleted")
+    assert not made.exists()
+
+
+def test_resume_with_lr_applies_it_under_mixed_precision_too(tmp_path):
+    """Under a LossScaleOptimizer the rate lives in its inner optimizer: a
+    checkpoint's stored rate must not override the resumed run's --lr there either
+    (oracle: the float32 case, where the caller's rate wins)."""
+    import keras
+
+    from seqkit.training import SeqModel
+
+    def model(rate, scaled):
+        inputs = keras.Input((3,))
+        m = SeqModel(inputs, keras.layers.Dense(1)(inputs))
+        optimizer = keras.optimizers.SGD(rate)
+        m.compile(optimizer=keras.optimizers.LossScaleOptimizer(optimizer) if scaled else optimizer, loss="mse")
+        m.optimizer.build(m.trainable_variables)
+        return m
+
+    for scaled in (False, True):
+        manager = CheckpointManager(tmp_path / f"ckpt-{scaled}")
+        manager.save(model(0.1, scaled), 1, 0, 1)
+        resumed = model(0.5, scaled)
+        manager.restore(resumed, manager.latest())
+        inner = getattr(resumed.optimizer, "inner_optimizer", resumed.optimizer)
+        assert float(inner.learning_rate) == pytest.approx(0.5), scaled
