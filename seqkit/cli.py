@@ -653,9 +653,26 @@ def main(argv=None):
         if debug:
             raise
         reason = " ".join((str(e).strip().splitlines() or [type(e).__name__])[0].split())[:200]
-        click.echo(f"error: out of memory ({reason}); ask for less: lower --units, --batch-size, --length or "
-                   "--num-samples", err=True)
+        options = size_options(sys.argv[1:] if argv is None else argv)
+        fix = f"lower {', '.join(options[:-1])} or {options[-1]}" if len(options) > 1 else (
+            f"lower {options[0]}" if options else "pass smaller inputs")
+        click.echo(f"error: out of memory ({reason}); ask for less: {fix}", err=True)
         sys.exit(2)
+
+
+SIZE_OPTIONS = ("--units", "--layers", "--batch-size", "--seq-len", "--length", "--num-samples", "--beam-width",
+                "--max-length")
+
+
+def size_options(argv):
+    """The size options (SIZE_OPTIONS) of the command ``argv`` runs, for the out-of-memory hint."""
+    command, words = cli, [str(a) for a in argv]
+    while isinstance(command, click.Group) and words:
+        sub = command.commands.get(words.pop(0))
+        if sub is not None:
+            command = sub
+    names = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    return [o for o in SIZE_OPTIONS if o in names]
 
 
 def out_of_memory_errors():

@@ -701,7 +701,8 @@ def test_serve_on_a_port_in_use_is_one_line(ws, flag, capsys):
 @pytest.mark.parametrize("error", ["numpy", "tensorflow"])
 def test_out_of_memory_is_one_line(ws, error, capsys, monkeypatch):
     """An allocation that fails (NumPy's MemoryError, TF's ResourceExhaustedError, whose text is many
-    lines) reaches the user as one line that says to ask for less, not a traceback."""
+    lines) reaches the user as one line that says to ask for less, naming the size options of the
+    command that ran (generate's here), not a traceback."""
     import tensorflow as tf
 
     def fail(*args, **kwargs):
@@ -714,4 +715,4 @@ def test_out_of_memory_is_one_line(ws, error, capsys, monkeypatch):
     code, lines = run_main(ws, ["generate", RUN, "--length", "5"], capsys)
     assert code == 2 and len(lines) == 1, lines
     assert re.fullmatch(r"error: out of memory \((Unable to allocate 8.00 TiB|OOM when allocating tensor).*\); ask "
-                        r"for less: lower --units, --batch-size, --length or --num-samples", lines[0]), lines[0]
+                        r"for less: lower --length, --num-samples, --beam-width or --max-length", lines[0]), lines[0]

@@ -503,7 +503,6 @@ def _run_masked(name, args, mask, kernel):
 
 
 @pytest.mark.compute_path
-@pytest.mark.compute_path
 @pytest.mark.parametrize("name", list(MASKED_FUNCTIONS))
 @pytest.mark.parametrize("shape", [(7, 13, 21), (12, 16, 40)], ids=lambda s: "TxBxH=%dx%dx%d" % s)
 def test_masked_kernel_equals_the_masked_xla_loop(ops, name, shape):

@@ -140,6 +140,7 @@ def _compile(tf, cxx, target):
     """Compiles recurrence.cc into ``target`` (atomically); RuntimeError naming the compiler's first error."""
     log.info("seqkit: compiling the recurrence kernels (once, about 10 s) into %s", target.parent)
     tf_flags = _tf_flags(tf)
+    first = None  # the first failure: the one to report (later flag sets are fallbacks)
     for arch in arch_flags(isa()):
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".recurrence-", suffix=".so")
         os.close(fd)
@@ -154,9 +155,10 @@ def _compile(tf, cxx, target):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        first = first or result
         if not ARCH_ERROR.search(result.stderr):
             break
-    raise RuntimeError(f"{' '.join(cxx)} failed: {_first_error(result.stderr, result.returncode)}")
+    raise RuntimeError(f"{' '.join(cxx)} failed: {_first_error(first.stderr, first.returncode)}")
 
 
 def _build(tf, cxx):

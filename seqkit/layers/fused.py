@@ -22,14 +22,25 @@ TensorFlow ``while`` loop, which on a CPU costs as much as the matmuls at
 these sizes (what remains, about ten small kernels per step, is measured in
 docs/benchmarks.md). XLA compiles once per input shape.
 
-For training, the time loops themselves can also run as compiled TensorFlow
-ops (``seqkit/kernels/recurrence.cc``, built once per machine when a C++
+The time loops can also run as compiled TensorFlow ops
+(``seqkit/kernels/recurrence.cc``, built once per machine when a C++
 compiler is present): the same equations, the same saved derivatives, one
 pass over each batch row per step for the gate math and a register-blocked
 matmul over ``U`` packed once per call. The layers ask for them with
-``kernel=True`` when training; inference, and so every exported SavedModel,
-traces the XLA loops, which hold only TensorFlow's own ops. Tests check the
-two paths equal (tests/test_kernels.py).
+``kernel=True`` when training, and ``inference_kernels`` (entered by
+``SeqModel.test_step`` / ``predict_step``) asks for them in evaluation and
+prediction. Which loops run where (``_kernel_ops``, ``_loops``):
+
+* the kernels: training, ``inference_kernels``, when they are built and apply;
+* the XLA loops (``jit_compile``): otherwise in eager calls, training and
+  ``inference_kernels``;
+* the same loops as plain TensorFlow ops, inlined into the caller's graph: a
+  graph traced for inference anywhere else (an export, ``tf.saved_model.save``,
+  ``model.export``, a TFLite conversion, a user's or seqkit's own
+  ``tf.function`` such as seq2seq decoding), so that a SavedModel holds no
+  XLA must-compile function and only TensorFlow's own ops.
+
+Tests check the paths equal (tests/test_kernels.py, tests/test_portable_export.py).
 
 All sequences are time-major: ``xw`` is ``(T, B, G*H)``; the outputs are
 ``hs`` ``(T, B, H)`` and the final states.
@@ -175,9 +186,10 @@ def inference_kernels():
 
     ``SeqModel.test_step`` and ``predict_step`` enter it, so ``model.evaluate``,
     ``model.predict``, validation and ``seqkit evaluate`` / ``predict`` use the
-    kernels. Graphs traced anywhere else keep the XLA loops, so an export
-    (``seqkit export``, ``tf.saved_model.save``, ``model.export``) holds only
-    TensorFlow's own ops and loads where seqkit is not installed. The flag is
+    kernels. Graphs traced anywhere else get no kernel ops (see ``_loops``),
+    so an export (``seqkit export``, ``tf.saved_model.save``,
+    ``model.export``) holds only TensorFlow's own ops and loads where seqkit
+    is not installed. The flag is
     per thread and read while a function is traced.
     """
     previous = getattr(_inference, "on", False)
