@@ -209,7 +209,14 @@ def test_top_k_and_top_p_keep_the_right_set():
     assert draws == {1, 3}
 
 
+@pytest.mark.compute_path
 def test_stateful_training_learns_and_resumes(tmp_path):
+    """Measured on AMD EPYC (Zen 3; AVX2 + FMA, no AVX-512), config seeds 0-4 x
+    {XLA loops (SEQKIT_KERNELS=0), AVX2 kernels} (equal to 4 digits): first
+    run's train loss 1.60-2.32 (< 3.0: margin >= 1.29x, the test's seed 0
+    the worst), its val loss 0.95-1.46 and 1.58-1.88x below the train loss;
+    the resumed val loss 0.27-0.39, 2.5-4.4x below the first run's. AVX-512:
+    not measured on this machine; last known pass at the same thresholds."""
     corpus = tmp_path / "p.txt"
     corpus.write_text(PATTERN * 60, encoding="utf-8")
     config = tiny_config(tmp_path, data=[str(corpus)], stateful=True, batch_size=8, epochs=2, steps_per_epoch=20)

@@ -258,11 +258,19 @@ def test_text_padding_never_changes_a_prediction(text_run):
 # -- training, evaluation, prediction -------------------------------------------------
 
 
+@pytest.mark.compute_path
 def test_learns_a_separable_text_task(text_run):
+    """Measured on AMD EPYC (Zen 3; AVX2 + FMA, no AVX-512), config seeds 0-4 x
+    {XLA loops (SEQKIT_KERNELS=0), AVX2 kernels}: val accuracy 0.90-1.0 (40
+    examples; seed 3 the worst on both paths), held-out accuracy 0.95-1.0
+    (200 examples); the test's seed 0 gets 1.0 and 1.0. Thresholds 0.8 and
+    0.9: 4 val and 10 held-out examples below the worst (chance: 0.5). The
+    generic kernels gave the AVX2 results bitwise wherever both were run.
+    AVX-512: not measured on this machine; last known pass at 0.95 / 0.95."""
     run_dir, summary, held_out = text_run
-    assert summary["val_scores"]["accuracy"] >= 0.95, summary["val_scores"]
+    assert summary["val_scores"]["accuracy"] >= 0.8, summary["val_scores"]
     scores = classify.evaluate(run_dir, str(held_out))
-    assert scores["accuracy"] >= 0.95 and scores["examples"] == 200
+    assert scores["accuracy"] >= 0.9 and scores["examples"] == 200
     for name in ("config.json", "vocab.json", "labels.json", "model.keras", "metrics.csv", "steps.csv", "loss.png",
                  "eval/val.json", "eval/val-confusion.png", "eval/held_out-confusion.png"):
         assert (run_dir / name).exists(), name
@@ -291,8 +299,16 @@ def test_evaluate_and_predict_agree_with_the_model(text_run):
     np.testing.assert_allclose(got, probabilities, atol=1e-6)
 
 
+@pytest.mark.compute_path
 def test_numeric_sequences_of_variable_length_learn_and_resume(tmp_path):
-    """Rising vs falling sequences of 3 to 12 steps, from a CSV padded with empty cells."""
+    """Rising vs falling sequences of 3 to 12 steps, from a CSV padded with empty cells.
+
+    Measured on AMD EPYC (Zen 3; AVX2 + FMA, no AVX-512), config seeds 1-5 x
+    {XLA loops (SEQKIT_KERNELS=0), AVX2 kernels}: val accuracy 1.0 in every
+    run (threshold 0.9: 2 of the 24 val examples); the two predictions right
+    in every run, P(up) >= 0.97 for the rising one and <= 0.028 for the
+    falling one. AVX-512: not measured on this machine; last known pass at
+    the same thresholds."""
     rng = np.random.default_rng(0)
     lines = ["label," + ",".join(f"t{i}" for i in range(12))]
     for i in range(240):
@@ -312,7 +328,16 @@ def test_numeric_sequences_of_variable_length_learn_and_resume(tmp_path):
     assert [p["label"] for p in up] == ["up", "down"]
 
 
+@pytest.mark.compute_path
 def test_adding_problem_is_solved_by_lstm_at_small_length(tmp_path):
+    """Oracle: the generator's definition (the sum of the two marked values).
+    Measured on AMD EPYC (Zen 3; AVX2 + FMA, no AVX-512), config seeds 0-2 x
+    {XLA loops (SEQKIT_KERNELS=0), AVX2 kernels}: test MSE 0.0030-0.0043
+    against the 0.05 threshold (margin >= 11x; predicting the mean: 0.165-
+    0.168), the hand-made example (0.5 + 0.5) predicted as 1.056-1.182
+    (tolerance 0.3, margin 0.12). Fewer than 5 seeds: each run takes a
+    minute or more here. AVX-512: not measured on this machine; last known
+    pass at the same thresholds."""
     config = ClassifyConfig(synthetic="adding", length=25, size=4000, cell="lstm", units=32, batch_size=32,
                             steps=400, steps_per_epoch=100, lr=1e-2, clip_norm=1.0, seed=0, out=str(tmp_path / "a"))
     classify.train(config, verbose=0)
@@ -331,7 +356,14 @@ def test_balanced_class_weights():
 # -- the CLI ----------------------------------------------------------------------------
 
 
+@pytest.mark.compute_path
 def test_cli_train_evaluate_predict_text(tmp_path, capsys, monkeypatch):
+    """Measured on AMD EPYC (Zen 3; AVX2 + FMA, no AVX-512), --seed 0-4 x {XLA
+    loops (SEQKIT_KERNELS=0), AVX2 kernels}: val accuracy 1.0 in every run
+    (30 examples; asserted >= 0.9, 3 examples below the worst); both
+    predictions right in every run, P(pos) 0.835-0.934 for "a great movie"
+    and 0.002-0.036 for "the plot was awful". AVX-512: not measured on this
+    machine; last known pass at val accuracy >= 0.95."""
     data = tmp_path / "train.tsv"
     data.write_text("review\tsentiment\n" + "".join(f"{t}\t{s}\n" for t, s in reviews(300, seed=2)))
     out = tmp_path / "run"
@@ -340,7 +372,7 @@ def test_cli_train_evaluate_predict_text(tmp_path, capsys, monkeypatch):
                                  "--lr", 0.01, "--bidirectional", "--pooling", "attention", "--class-weight",
                                  "balanced", "--seed", 0, "--out", out], capsys)
     assert code == 0, err
-    assert re.search(r"val accuracy (0\.9[5-9]|1\.0)\d*, val macro-F1", stdout), stdout
+    assert re.search(r"val accuracy (0\.9|1\.0)\d*, val macro-F1", stdout), stdout
     held = tmp_path / "held.jsonl"
     held.write_text("".join(json.dumps({"review": t, "sentiment": s}) + "\n" for t, s in reviews(60, seed=3)))
     code, stdout, err = run_cli(["evaluate", out, "--data", held], capsys)
