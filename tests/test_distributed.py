@@ -26,10 +26,19 @@ def last_json_line(text):
     return json.loads([line for line in text.splitlines() if line.startswith("{")][-1])
 
 
+@pytest.mark.compute_path
 def test_mirrored_clipping_equals_single_device_clipping():
     """Two replicas, global batch 16, every step clipped: seqkit's weights equal
     single-device training to <= 1e-5, while Keras' optimizer global_clipnorm
-    (which clips each replica's gradient before the all-reduce) does not."""
+    (which clips each replica's gradient before the all-reduce) does not.
+
+    Measured on AMD EPYC (Zen 3; AVX2 + FMA, no AVX-512), the worker's seeds
+    (data and weights) 0-4 x {XLA loops (SEQKIT_KERNELS=0), AVX2 kernels}:
+    the smallest step gradient norm 0.25-0.42, >= 4.9x the clip norm 0.05,
+    so every step is clipped; seqkit's difference 1.5e-8 to 6e-8 (threshold
+    1e-5); Keras' 0.0100-0.0232 (threshold 1e-3, margin >= 9.9x); the weights
+    moved 0.029-0.052 (threshold 1e-3). AVX-512: not measured on this
+    machine; last known pass at the same thresholds."""
     proc = subprocess.run(
         [sys.executable, str(WORKER), "mirrored"], capture_output=True, text=True, timeout=TIMEOUT
     )
