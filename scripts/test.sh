@@ -17,7 +17,7 @@ if [ $# -gt 0 ]; then
     exec .venv/bin/python -m pytest "$@"
 fi
 status=0
-.venv/bin/python -m pytest || status=$?
+.venv/bin/python -m pytest --durations=15 || status=$?
 others=$(.venv/bin/python -c 'from seqkit import kernels; print(" ".join(i for i in kernels.cpu_isas() if i != kernels.isa()))')
 for isa in $others; do
     echo "== the compute_path tests with the kernels built for $isa (SEQKIT_KERNEL_ISA=$isa)"
