@@ -652,6 +652,10 @@ def main(argv=None):
     except (MemoryError, *out_of_memory_errors()) as e:
         if debug:
             raise
+        if disk_full(e):  # TensorFlow reports a full disk as RESOURCE_EXHAUSTED too
+            click.echo("error: no space left on the device being written to; free space there, or pass an "
+                       "--out on another device", err=True)
+            sys.exit(2)
         reason = " ".join((str(e).strip().splitlines() or [type(e).__name__])[0].split())[:200]
         options = size_options(sys.argv[1:] if argv is None else argv)
         fix = f"lower {', '.join(options[:-1])} or {options[-1]}" if len(options) > 1 else (
@@ -673,6 +677,12 @@ def size_options(argv):
             command = sub
     names = {opt for p in command.params for opt in getattr(p, "opts", [])}
     return [o for o in SIZE_OPTIONS if o in names]
+
+
+def disk_full(error):
+    """Whether a RESOURCE_EXHAUSTED error is TensorFlow failing to write a file (a full disk), not memory."""
+    text = str(error)
+    return "No space left" in text or any(op in text for op in ("SaveV2", "MergeV2Checkpoints", "WriteFile"))
 
 
 def out_of_memory_errors():

@@ -716,3 +716,25 @@ def test_out_of_memory_is_one_line(ws, error, capsys, monkeypatch):
     assert code == 2 and len(lines) == 1, lines
     assert re.fullmatch(r"error: out of memory \((Unable to allocate 8.00 TiB|OOM when allocating tensor).*\); ask "
                         r"for less: lower --length, --num-samples, --beam-width or --max-length", lines[0]), lines[0]
+
+
+def test_export_to_a_full_disk_is_one_line_and_leaves_no_partial_model(ws, tmp_path):
+    """A full disk (a 64 KiB tmpfs, mounted in a private mount namespace) under --out: TensorFlow
+    reports it as RESOURCE_EXHAUSTED, which must read as a full disk, not as out of memory; no
+    half-written version folder is left, and the run is untouched."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("no private mount namespaces here: no way to mount a small filesystem")
+    full = tmp_path / "full"
+    full.mkdir()
+    run = ws / "classify"
+    before = snapshot(run)
+    args = [sys.executable, "-m", "seqkit.cli", "export", str(run), "--out", str(full)]
+    command = ["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size=64k tmpfs "{full}" && "$@"; code=$?; '
+               f'find "{full}" -mindepth 2 > "{tmp_path}/left.txt"; exit $code', "sh", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result
+    assert len(lines) == 1 and lines[0].startswith("error: no space left on the device"), lines
+    assert (tmp_path / "left.txt").read_text() == ""  # no version folder, no temporary one
+    assert snapshot(run) == before
