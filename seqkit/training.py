@@ -618,6 +618,18 @@ def complete_run(out, start, epochs, steps_per_epoch):
             "val_scores": None}
 
 
+def plan_run(out, config, batches_per_pass, resume):
+    """Where a train command starts and ends: ``(epochs, steps_per_epoch, start, complete)``, with
+    ``start`` the checkpoint to resume (None for a new run) and ``complete`` the summary of a resumed
+    run that has nothing left to train (else None; then ``config.steps_per_epoch`` is set, to be saved)."""
+    epochs, steps_per_epoch = plan_steps(config, batches_per_pass, resume)
+    start = checkpoint_to_resume(out, steps_per_epoch) if resume else None
+    complete = complete_run(out, start, epochs, steps_per_epoch)
+    if not complete:
+        config.steps_per_epoch = steps_per_epoch
+    return epochs, steps_per_epoch, start, complete
+
+
 def read_metrics(out):
     """metrics.csv of the run in ``out`` as ``{column: [float per epoch]}``; Keras' CSVLogger
     writes "NA" for a value an epoch lacks (every val_ column without validation): NaN here."""

@@ -208,12 +208,9 @@ def train_in(out, config, resume, strategy, verbose):
         batches, per_pass = stripe_batches(train_ids, config.seq_len, config.batch_size)
     else:
         batches, per_pass = window_batches(train_ids, config.seq_len, config.batch_size, config.seed)
-    epochs, steps_per_epoch = training.plan_steps(config, per_pass, resume)
-    start = training.checkpoint_to_resume(out, steps_per_epoch) if resume else None
-    complete = training.complete_run(out, start, epochs, steps_per_epoch)
+    epochs, steps_per_epoch, start, complete = training.plan_run(out, config, per_pass, resume)
     if complete:
         return complete
-    config.steps_per_epoch = steps_per_epoch
     if not resume:
         vocab.save(out / runs.VOCAB)
     runs.save_config(out, config, start["global_step"] if start else None)

@@ -298,12 +298,9 @@ def train_in(out, config, resume, verbose):
     if config.class_weight == "balanced":
         targets.append(balanced_weights(y_train, len(labels)))
     batches, per_pass = train_batches(x_train, targets, config.batch_size, config.seed)
-    epochs, steps_per_epoch = training.plan_steps(config, per_pass, resume)
-    start = training.checkpoint_to_resume(out, steps_per_epoch) if resume else None
-    complete = training.complete_run(out, start, epochs, steps_per_epoch)
+    epochs, steps_per_epoch, start, complete = training.plan_run(out, config, per_pass, resume)
     if complete:
         return complete
-    config.steps_per_epoch = steps_per_epoch
     if not resume:
         if vocab is not None:
             vocab.save(out / runs.VOCAB)

@@ -506,12 +506,9 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     target_ids = [target_vocab.encode(t, unknown="map") for t in target_tokens]
     data = pair_ids(source_ids, target_ids)
     batches, per_pass = train_batches(take(data, train_idx), config.batch_size, config.seed)
-    epochs, steps_per_epoch = training.plan_steps(config, per_pass, resume)
-    start = training.checkpoint_to_resume(out, steps_per_epoch) if resume else None
-    complete = training.complete_run(out, start, epochs, steps_per_epoch)
+    epochs, steps_per_epoch, start, complete = training.plan_run(out, config, per_pass, resume)
     if complete:
         return complete
-    config.steps_per_epoch = steps_per_epoch
     if not resume:
         source_vocab.save(out / SOURCE_VOCAB)
         target_vocab.save(out / TARGET_VOCAB)
