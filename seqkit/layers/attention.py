@@ -94,10 +94,12 @@ class SequenceAttention(keras.layers.Layer):
             e = ops.matmul(ops.matmul(query, self.kernel), ops.transpose(keys, (0, 2, 1)))  # h_t W_a · h̄_s
         else:
             q = ops.matmul(query, self.query_kernel)  # h_t W_q: (B, T, A)
-            e = ops.matmul(ops.tanh(q[:, :, None, :] + keys[:, None, :, :]), self.score_vector[:, None])[..., 0]
+            # expand_dims, not [:, None]: a new axis by slicing is not a TFLite built-in op on dynamic shapes
+            pairs = ops.tanh(ops.expand_dims(q, 2) + ops.expand_dims(keys, 1))  # (B, T, S, A)
+            e = ops.squeeze(ops.matmul(pairs, ops.expand_dims(self.score_vector, 1)), -1)
             # e_ts = v_a · tanh(h_t W_q + h̄_s W_m): (B, T, S)
         if memory_mask is not None:
-            e = ops.where(ops.cast(memory_mask, "bool")[:, None, :], e, ops.full_like(e, MASKED_SCORE))
+            e = ops.where(ops.expand_dims(ops.cast(memory_mask, "bool"), 1), e, ops.full_like(e, MASKED_SCORE))
         alpha = ops.softmax(e, axis=-1)  # α_ts over the real positions s: (B, T, S)
         return ops.matmul(alpha, memory), alpha  # c_t = Σ_s α_ts h̄_s: (B, T, Hm)
 
