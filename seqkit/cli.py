@@ -512,14 +512,34 @@ def predict(run_dir, source, fmt, batch_size):
 @click.argument("run_dir", type=click.Path())
 @click.option("--name", help="Model name in the URL [default: the run directory's name].")
 @click.option("--version", type=int, help="Version folder [default: the next free one]; never overwritten.")
-@click.option("--out", default="saved_models", show_default=True, help="Model base folder (TF Serving's).")
-def export_command(run_dir, name, version, out):
-    """Export a run as a SavedModel: OUT/NAME/VERSION, string-in signatures."""
+@click.option("--format", "fmt", type=click.Choice(["saved_model", "tflite"]), default="saved_model",
+              show_default=True, help="SavedModel for TF Serving, or TFLite (built-in ops) for devices.")
+@click.option("--out", default=None,
+              help="Base folder [default: saved_models (TF Serving's), tflite_models for --format tflite].")
+@click.option("--quantize", type=click.Choice(["float16", "dynamic"]), default=None,
+              help="TFLite post-training quantization: float16 weights, or dynamic-range int8 weights.")
+@click.option("--max-length", type=click.IntRange(min=1), default=None,
+              help="TFLite classify/seq2seq: fixed tokens per input [default: the run's --max-length, else any].")
+def export_command(run_dir, name, version, fmt, out, quantize, max_length):
+    """Export a run: a SavedModel (OUT/NAME/VERSION, string-in signatures) or TFLite models.
+
+    \b
+    --format tflite writes OUT/NAME/VERSION/ with metadata.json and
+      char-lm: step.tflite   classify: classify.tflite
+      seq2seq: encoder.tflite, decoder_step.tflite
+    """
     quiet_tensorflow()
     from seqkit import export
 
-    path = export.export(run_dir, name=name, version=version, out=out)
+    path = export.export(run_dir, name=name, version=version, out=out, format=fmt, quantize=quantize,
+                         max_length=max_length)
     click.echo(f"exported {run_dir} to {path}")
+    if fmt == "tflite":
+        meta = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
+        for model in meta["models"].values():
+            click.echo(f"  {model['file']}: {model['bytes'] / 1024:,.1f} KiB (float32: "
+                       f"{model['float32_bytes'] / 1024:,.1f} KiB), max |TFLite - TensorFlow| on fixed inputs "
+                       f"{model['check']['max_abs_diff']:.2g}")
 
 
 @cli.command()

@@ -294,14 +294,45 @@ def build_export(run_dir):
                       "seq2seq run")
 
 
-def export(run_dir, name=None, version=None, out=DEFAULT_OUT):
+FORMATS = ("saved_model", "tflite")
+DEFAULT_OUTS = {"saved_model": DEFAULT_OUT, "tflite": "tflite_models"}
+
+
+def export(run_dir, name=None, version=None, out=None, format="saved_model", quantize=None, max_length=None):
     """Write the run in ``run_dir`` to ``out/NAME/VERSION`` and return that path.
 
-    ``name`` defaults to the run directory's name, ``version`` to one more
-    than the highest existing version (1 for a new model).
+    Args:
+        run_dir: A seqkit run directory.
+        name: Model name (a URL path part); default: the run directory's name.
+        version: Positive integer; default: one more than the highest existing
+            version (1 for a new model). An existing version is never overwritten.
+        out: Base folder; default ``saved_models`` (TF Serving's base path) for
+            a SavedModel, ``tflite_models`` for TFLite (kept apart: TF Serving
+            would try to load a version folder without ``saved_model.pb``).
+        format: ``"saved_model"`` (string-in signatures, see the module
+            docstring) or ``"tflite"`` (``seqkit.tflite``: built-in ops only,
+            ``metadata.json`` beside the models).
+        quantize: TFLite only: None, ``"float16"`` (float16 weights) or
+            ``"dynamic"`` (dynamic-range int8 weights), TFLite's post-training
+            quantization.
+        max_length: TFLite classify/seq2seq only: a fixed number of input
+            tokens (default: the run's ``max_length``, else any length).
+
+    Raises:
+        SeqkitError: not a run, a bad name/version/format/quantize/max_length,
+            an existing version, or an unwritable ``out``; nothing is left behind.
     """
+    if format not in FORMATS:
+        raise SeqkitError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+    if format != "tflite" and (quantize is not None or max_length is not None):
+        raise SeqkitError("quantize and max_length apply to format='tflite' only (--format tflite)")
+    out = DEFAULT_OUTS[format] if out is None else out
     run_dir = Path(run_dir)
-    runs.load_config(run_dir)  # a seqkit run directory, or a clear error
+    task = runs.load_config(run_dir)["task"]  # a seqkit run directory, or a clear error
+    if format == "tflite":
+        from seqkit import tflite
+
+        tflite.check_options(task, quantize, max_length)
     name = name or run_dir.resolve().name
     if not NAME_PATTERN.match(name):
         raise SeqkitError(f"model name {name!r} is not usable in a URL; pass --name with letters, digits, '.', "
@@ -314,18 +345,27 @@ def export(run_dir, name=None, version=None, out=DEFAULT_OUT):
     if target.exists():
         raise SeqkitError(f"{target} already exists; versions are never overwritten: pass another --version, "
                           "or omit it to take the next free one")
+    created = [p for p in (model_dir, *model_dir.parents) if not p.exists()]  # removed again if the export fails
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=model_dir))
     except OSError as e:
         raise SeqkitError(f"cannot write to {model_dir}: {e.strerror}; pass a writable --out") from e
     try:
-        _, module = build_export(run_dir)
-        tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+        if format == "tflite":
+            tflite.write(run_dir, tmp, quantize=quantize, max_length=max_length)
+        else:
+            _, module = build_export(run_dir)
+            tf.saved_model.save(module, str(tmp), signatures=module.signatures())
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the model from a server running as another user
         os.rename(tmp, target)  # atomic; fails rather than replace if a version appeared meanwhile
         fsync_dir(model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # innermost first; only while empty (another export may have written meanwhile)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return target
