@@ -1,9 +1,10 @@
 """A model with seqkit's layers exports wherever one with Keras' does.
 
 * TFLite with its built-in ops only (no Flex delegate), as Keras' layers
-  convert. Oracle: the same model built from keras.layers with the weights
-  copied across. Shapes are static (batch and time), as TFLite needs them for
-  Keras' layers too; the fused loops' TensorArrays then have static element
+  convert: every cell, uni- and bidirectional, stacked, return_sequences and
+  return_state, masked (padded ids) with a dynamic time axis. Oracle: the
+  same model built from keras.layers with the weights copied across. The
+  batch size is static, as TFLite needs it for Keras' layers too; the fused loops' TensorArrays then have static element
   shapes, and a graph traced for inference holds them as plain TensorFlow
   loops (fused._loops), which the converter lowers to builtin ops.
 * SavedModels saved by model.export, tf.saved_model.save and
@@ -53,14 +54,16 @@ def build(module, name, options, shape):
     return keras.Model(inputs, x)
 
 
-def run_tflite(model, x):
+def run_tflite(model, x, every_output=False):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex (SELECT_TF_OPS) delegate
     interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)  # a dynamic time axis
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+    return outputs if every_output else outputs[0]
 
 
 @pytest.mark.parametrize("case, shape", TFLITE_CASES)
@@ -73,6 +76,28 @@ def test_builtin_ops_conversion_equals_keras(case, shape):
     expected = theirs(x).numpy()
     np.testing.assert_allclose(ours(x), expected, atol=1e-5)
     np.testing.assert_allclose(run_tflite(ours, x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_return_state_and_masked_dynamic_time_convert_and_equal_keras(case):
+    """Ids padded with 0 (Embedding(mask_zero=True): the masked path), batch 1, any length, and a layer
+    returning its states: every output of the TFLite model equals the Keras-layer model's."""
+    name, options = CASES[case]
+
+    def build_masked(module):
+        ids = keras.Input((None,), batch_size=1, dtype="int32")
+        h = keras.layers.Embedding(20, 4, mask_zero=True)(ids)
+        h = keras.layers.Bidirectional(getattr(module, name)(5, **options, return_sequences=True))(h)
+        return keras.Model(ids, getattr(module, name)(6, **options, return_state=True)(h))
+
+    ours, theirs = build_masked(seqkit.layers), build_masked(keras.layers)
+    theirs.set_weights(ours.get_weights())
+    x = np.array([[3, 1, 7, 19, 2, 0, 0]], np.int32)  # 5 tokens, then padding
+    expected = [y.numpy() for y in theirs(x)]
+    outputs = run_tflite(ours, x, every_output=True)
+    assert len(outputs) == len(expected) == (3 if name == "LSTM" else 2)
+    for y in expected:  # TFLite's output order is not the model's: match each by value
+        assert min(np.abs(out - y).max() if out.shape == y.shape else np.inf for out in outputs) <= 1e-5
 
 
 NO_XLA = textwrap.dedent("""
