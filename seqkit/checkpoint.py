@@ -26,19 +26,31 @@ LATEST = "latest.json"
 
 
 class CheckpointManager:
-    """Save and find checkpoints in ``directory``, keeping the newest ``keep``.
+    """Save and find checkpoints in ``directory``: the newest ``keep``, and the best.
 
-    File names carry the epoch, step and val loss, as char-rnn's do:
-    ``ckpt-e0003-s000000-val1.2345.keras``.
+    File names carry the epoch (complete epochs before it), the global step and
+    the val loss when there is one, as char-rnn's carry the epoch and val loss:
+    ``ckpt-e0003-s000090-val1.2345.keras``; sorted by name, they are in the
+    order they were trained.
+
+    Args:
+        directory: Folder of the ``.keras`` files and ``latest.json``.
+        keep: How many of the newest checkpoints to keep (0: keep all, as
+            char-rnn). The best checkpoint, the one with the lowest finite val
+            loss (the earliest of equal ones), is kept besides them, as Keras'
+            ``ModelCheckpoint(save_best_only=True)`` keeps it; ``latest.json``
+            names it under ``"best"``.
     """
 
     def __init__(self, directory, keep=3):
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ValueError(f"keep must be an integer >= 0 (0 keeps every checkpoint); received {keep!r}.")
         self.directory = Path(directory)
         self.keep = keep
 
     def save(self, model, epoch, step_in_epoch, global_step, val_loss=None):
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"ckpt-e{epoch:04d}-s{step_in_epoch:06d}"
+        name = f"ckpt-e{epoch:04d}-s{global_step:06d}"
         if val_loss is not None and math.isfinite(val_loss):
             name += f"-val{val_loss:.4f}"
         path = save_model(model, self.directory / f"{name}.keras")
@@ -54,14 +66,39 @@ class CheckpointManager:
             index = self._index()
         except SeqkitError:  # a damaged index is replaced by this checkpoint's
             index = {}
-        history = index.get("history") if isinstance(index, dict) else None
+        index = index if isinstance(index, dict) else {}
+        history = index.get("history")
         history = [s for s in history if intact_entry(s)] if isinstance(history, list) else []
-        history = history + [state]
-        kept = history[-self.keep :]
-        write_text(self.directory / LATEST, json.dumps({"latest": state, "history": kept}, indent=2))
-        for name in {s["file"] for s in history} - {s["file"] for s in kept}:
+        previous_best = [index["best"]] if intact_entry(index.get("best")) else []
+        # One entry per file (a file saved again, e.g. after a resume, is its newest entry), in step order.
+        by_file = {s["file"]: s for s in [*previous_best, *history, state]}
+        history = sorted(by_file.values(), key=lambda s: s["global_step"])
+        best = min((s for s in history if is_finite(s.get("val_loss"))), key=lambda s: s["val_loss"], default=None)
+        newest = {s["file"] for s in (history[-self.keep :] if self.keep else history)} | {state["file"]}
+        kept = [s for s in history if s["file"] in newest or (best is not None and s["file"] == best["file"])]
+        write_text(self.directory / LATEST, json.dumps({"latest": state, "best": best, "history": kept}, indent=2))
+        for name in set(by_file) - {s["file"] for s in kept}:
             (self.directory / name).unlink(missing_ok=True)
         return path
+
+    def best(self):
+        """The best checkpoint's state dict (with ``path``): the lowest finite val loss that
+        ``latest.json`` records; None without one (no validation), or when its file is
+        missing or damaged (with a ``SeqkitWarning``)."""
+        try:
+            index = self._index()
+        except SeqkitError:
+            return None
+        state = index.get("best") if isinstance(index, dict) else None
+        if not intact_entry(state) or not is_finite(state.get("val_loss")):
+            return None
+        path = self.directory / state["file"]
+        problem = damage(path)
+        if problem is not None:
+            warnings.warn(f"the best checkpoint {path} {problem}; the last weights are used instead",
+                          SeqkitWarning, stacklevel=2)
+            return None
+        return {**state, "path": path}
 
     def latest(self):
         """The newest intact checkpoint's state dict (with ``path``), or None if there is none.
@@ -161,6 +198,10 @@ def check_state(state):
     if not isinstance(state.get("seed_states", []), list):
         raise TypeError(f"'seed_states' is {state['seed_states']!r}, not a list")
     return state
+
+
+def is_finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def intact_entry(state):

@@ -114,6 +114,12 @@ def training_options(d, unit):
         click.option("--mixed-precision", "dtype_policy", flag_value="mixed_float16", default=d.dtype_policy,
                      help="Compute in float16, keep float32 weights (Keras' mixed_float16 policy, with dynamic loss "
                      "scaling); faster on GPUs with float16 units, slower on CPUs."),
+        click.option("--keep", type=int, default=d.keep, show_default=True,
+                     help="Newest checkpoints kept; the best by val loss is always kept too (0: keep all)."),
+        click.option("--patience", type=int, default=d.patience, show_default=True,
+                     help="Stop after N epochs without a lower val loss; model.keras is the best (0: off)."),
+        click.option("--max-time", default=d.max_time, metavar="DURATION",
+                     help="Stop training after this long (e.g. 90s, 20m, 2h), checkpoint and finish as at the end."),
     ]
 
 
@@ -149,6 +155,13 @@ def report_training(summary, scores=""):
     if "val_loss" in summary:
         line += f", val loss {summary['val_loss']:.4f}"
     click.echo(line + scores + f"; run directory {summary['run_dir']}")
+    stopped = {"early_stopping": "stopped early: --patience epochs passed without a lower val loss",
+               "max_time": "stopped at the --max-time budget"}.get(summary.get("stopped"))
+    best = summary.get("best")
+    if stopped or best:
+        click.echo("; ".join(filter(None, [stopped, best and (
+            f"model.keras is the best checkpoint (step {best['global_step']}, val loss {best['val_loss']:.4f}); "
+            "the last weights are model_last.keras")])))
 
 
 def run_options(d):

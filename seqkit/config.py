@@ -4,6 +4,7 @@ No TensorFlow here, so the CLI can build its options (and --help) quickly.
 """
 
 import numbers
+import re
 from dataclasses import dataclass, field
 
 from seqkit.errors import SeqkitError
@@ -31,7 +32,7 @@ DTYPE_POLICIES = ("float32", "mixed_float16")  # Keras' names; mixed_float16: fl
 # how fast it trains, so a resume may change them (the change is recorded in the
 # run's config.json). Every other field fixes the model, the data or the order of
 # the batches, and a resume must not change it.
-RESUMABLE = ("epochs", "steps", "lr", "clip_norm", "val_decode", "strategy")
+RESUMABLE = ("epochs", "steps", "lr", "clip_norm", "val_decode", "strategy", "keep", "patience", "max_time")
 # Values that mean "resolve it when the run starts" (from the data, or a random
 # seed); the run saves the resolved value, which such a value given on resume keeps.
 UNRESOLVED = {"seed": -1, "inputs": "auto", "features": 0, "max_target_length": 0, "steps_per_epoch": 0}
@@ -68,6 +69,22 @@ def check_seed(seed, unset=-1):
         raise SeqkitError(f"--seed must be an integer in [0, {MAX_SEED}] (2**32 - 1){pick}; received {seed!r}")
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text):
+    """Seconds in a duration such as ``"90s"``, ``"20m"``, ``"1.5h"`` (a number > 0 and a
+    unit: s, m or h); ``""`` (no limit) gives None. Anything else: a one-line
+    SeqkitError naming --max-time."""
+    if text == "":
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh])\s*", text) if isinstance(text, str) else None
+    seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)] if match else 0
+    if not 0 < seconds < float("inf"):
+        raise SeqkitError(f"--max-time must be a duration > 0 with a unit, such as 90s, 20m or 2h; received {text!r}")
+    return seconds
+
+
 def check_options(config, positive, non_negative, choices):
     """The checks every task's config shares: ``positive`` integers, ``non_negative``
     numbers, ``choices`` (name -> allowed values), and the training options
@@ -98,6 +115,15 @@ def check_options(config, positive, non_negative, choices):
         raise SeqkitError(f"unknown dtype_policy {config.dtype_policy!r}; choose one of {', '.join(DTYPE_POLICIES)} "
                           "(the flag --mixed-precision sets mixed_float16)")
     check_seed(config.seed)
+    for name in ("keep", "patience"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_INT32:
+            raise SeqkitError(f"{flag(name)} must be an integer >= 0 (0: {'keep all' if name == 'keep' else 'off'}); "
+                              f"received {value!r}")
+    if config.patience and config.val_fraction == 0:
+        raise SeqkitError("--patience stops on the val loss, and --val-fraction 0 leaves no validation split; "
+                          "set --val-fraction > 0 or drop --patience")
+    parse_duration(config.max_time)
 
 
 @dataclass
@@ -126,6 +152,9 @@ class CharLMConfig:
     val_fraction: float = 0.05  # tail of the text held out for validation
     stateful: bool = False  # carry the state across consecutive batches (char-rnn's TBPTT)
     seed: int = -1  # random seed (-1: pick one and record it)
+    keep: int = 3  # newest checkpoints kept besides the best by val loss (0: keep all, as char-rnn)
+    patience: int = 0  # stop after N epochs without a lower val loss (0: off; Keras' EarlyStopping)
+    max_time: str = ""  # training time budget, e.g. 90s, 20m, 2h ("": none)
     strategy: str = "auto"  # tf.distribute strategy: auto, mirrored or multiworker
     out: str = "runs/char-lm"  # run directory
 
@@ -175,6 +204,9 @@ class ClassifyConfig:
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
     dtype_policy: str = "float32"  # Keras dtype policy: float32, or mixed_float16 (--mixed-precision)
     val_fraction: float = 0.1  # share of the examples held out for validation
+    keep: int = 3  # newest checkpoints kept besides the best by val loss (0: keep all, as char-rnn)
+    patience: int = 0  # stop after N epochs without a lower val loss (0: off; Keras' EarlyStopping)
+    max_time: str = ""  # training time budget, e.g. 90s, 20m, 2h ("": none)
     seed: int = -1  # random seed (-1: pick one and record it)
     out: str = "runs/classify"  # run directory
 
@@ -231,6 +263,9 @@ class Seq2SeqConfig:
     val_fraction: float = 0.1  # share of the pairs held out for validation
     val_decode: int = 1000  # validation pairs decoded (greedy) each epoch for val_exact_match (0: off)
     max_target_length: int = 0  # longest training target in tokens (set from the data)
+    keep: int = 3  # newest checkpoints kept besides the best by val loss (0: keep all, as char-rnn)
+    patience: int = 0  # stop after N epochs without a lower val loss (0: off; Keras' EarlyStopping)
+    max_time: str = ""  # training time budget, e.g. 90s, 20m, 2h ("": none)
     seed: int = -1  # random seed (-1: pick one and record it)
     out: str = "runs/seq2seq"  # run directory
 

@@ -1,14 +1,19 @@
 """Run directories: everything a training run writes, and how it is read back.
 
     RUN_DIR/
-      config.json      the fully resolved config, with "task" (repeat a run from it), and
-                       "resumes": the step of each --resume and what it changed
+      config.json      the fully resolved config, with "task" (repeat a run from it),
+                       "resumes": the step of each --resume and what it changed, and "end":
+                       how the last training command ended (completed, early_stopping,
+                       max_time, SIGINT, SIGTERM), at which step, and the best checkpoint
       .seqkit.lock     held while a training command runs in the folder
       vocab.json       the vocabulary (text tasks)
       labels.json      the class names (classify)
       source_vocab.json, target_vocab.json   the two vocabularies (seq2seq)
-      model.keras      the final model
-      checkpoints/     ckpt-eEEEE-sSSSSSS[-valL.LLLL].keras + latest.json
+      model.keras      the final model: the best checkpoint by val loss (without validation: the last
+                       weights); also written when training is interrupted (SIGINT, SIGTERM)
+      model_last.keras the last weights, beside a best model.keras (runs with validation)
+      checkpoints/     ckpt-eEEEE-sSSSSSS[-valL.LLLL].keras (E: epochs done, S: global step)
+                       + latest.json (newest, best, kept)
       metrics.csv      one row per epoch (Keras CSVLogger)
       steps.csv        one row per step: loss, grad_norm, clipped
       tensorboard/     TensorBoard logs
@@ -34,6 +39,7 @@ from seqkit.io import write_text
 
 CONFIG = "config.json"
 MODEL = "model.keras"
+MODEL_LAST = "model_last.keras"  # the last weights, beside a model.keras that holds the best
 VOCAB = "vocab.json"
 LABELS = "labels.json"
 CHECKPOINTS = "checkpoints"
@@ -145,6 +151,15 @@ def save_config(out, config, global_step=None):
                    if name != "out" and saved.get(name) != value}  # RESUMABLE ones, or relocated data
         record["resumes"] = [*resumes, {"global_step": global_step, "changed": changed}]
     write_json(path, record)
+
+
+def record_end(out, end):
+    """Record in ``out/config.json`` how the training command ended (``end``: a dict
+    with ``stopped``, the step reached and the best checkpoint), as its ``"end"``
+    key; a resume replaces it."""
+    path = Path(out) / CONFIG
+    record = json.loads(path.read_text(encoding="utf-8"))
+    write_json(path, {**record, "end": end})
 
 
 def load_config(run_dir, task=None):

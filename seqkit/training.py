@@ -24,6 +24,7 @@ import csv
 import math
 import signal
 import threading
+import time
 from pathlib import Path
 
 import keras
@@ -33,6 +34,7 @@ import tensorflow as tf
 from seqkit import run as runs
 from seqkit.layers import fused
 from seqkit.checkpoint import CheckpointManager, save_model
+from seqkit.config import parse_duration
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 
@@ -46,7 +48,13 @@ class NonFiniteError(SeqkitError):
 
 
 class TrainingInterrupted(SeqkitError):
-    """SIGINT/SIGTERM stopped training; a resumable checkpoint was saved."""
+    """SIGINT/SIGTERM stopped training; a resumable checkpoint was saved.
+
+    ``signal``: the signal's name (``"SIGINT"`` or ``"SIGTERM"``)."""
+
+    def __init__(self, message, signal=None):
+        super().__init__(message)
+        self.signal = signal
 
 
 @keras.saving.register_keras_serializable(package="seqkit")
@@ -422,14 +430,16 @@ def fit(
             iterator of the *same* dataset object a new order. (A dataset
             object is accepted where its order does not depend on that.)
         epochs, steps_per_epoch: Length of the run.
-        checkpoint_dir: Where checkpoints go (end of every epoch, and on
-            SIGINT/SIGTERM); None disables them.
+        checkpoint_dir: Where checkpoints go (end of every epoch, on
+            SIGINT/SIGTERM, and when a callback stops training mid-epoch,
+            such as ``Deadline``); None disables them.
         resume: Continue from the newest intact checkpoint in ``checkpoint_dir``:
             weights, optimizer state, epoch and step. The learning rate is the
             compiled optimizer's, not the checkpoint's.
         start: With ``resume``, the checkpoint to continue from, as
             ``CheckpointManager.latest()`` returned it (default: looked up).
-        keep_checkpoints: How many checkpoint files to keep.
+        keep_checkpoints: How many of the newest checkpoints to keep (0: all);
+            the best by val loss is kept besides them (see ``CheckpointManager``).
         callbacks, **fit_kwargs: Passed to ``model.fit`` (``validation_data``,
             ``verbose``, ...).
 
@@ -473,14 +483,18 @@ def fit(
                 history.setdefault(key, []).extend(values)
             if model.stop_training:  # a signal, or a callback such as EarlyStopping
                 break
+    where = None
+    if manager is not None and (stop.signal or (model.stop_training and position.step_in_epoch > 0)):
+        # Stopped mid-epoch (or by a signal): save here. Keras validated the partial
+        # epoch's weights after the break, so its val loss is these weights'.
+        val_loss = history.get("val_loss", [None])[-1] if position.step_in_epoch > 0 else None
+        where = manager.save(model, position.epoch, position.step_in_epoch, position.global_step, val_loss)
     if stop.signal:
-        where = None
-        if manager is not None:
-            where = manager.save(model, position.epoch, position.step_in_epoch, position.global_step)
         raise TrainingInterrupted(
             f"training interrupted by {stop.signal} at epoch {position.epoch}, step "
             f"{position.step_in_epoch}"
-            + (f"; checkpoint saved to {where}, continue with resume" if where else "")
+            + (f"; checkpoint saved to {where}, continue with resume" if where else ""),
+            signal=stop.signal,
         )
     return history
 
@@ -518,6 +532,71 @@ class StepLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.file.close()
+
+
+class Patience(keras.callbacks.Callback):
+    """Early stopping on the val loss, as Keras' ``EarlyStopping(monitor="val_loss",
+    patience=N)`` (``min_delta`` 0): stop once ``patience`` epochs in a row end
+    without a val loss below the best so far. ``best``: the run's best checkpoint
+    (``CheckpointManager.best``) when resuming, so the count goes on across
+    ``--resume``. The best weights are the best checkpoint's (see ``finish_run``).
+    ``reason`` is ``"early_stopping"`` once it stopped the run."""
+
+    def __init__(self, patience, best=None, epoch=0):
+        super().__init__()
+        self.patience, self.reason = patience, None
+        self.best = best["val_loss"] if best else math.inf
+        self.wait = max(epoch - best["epoch"], 0) if best else 0  # complete epochs since the best
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_loss = (logs or {}).get("val_loss")
+        if val_loss is None or (self.model.stop_training and self.reason is None):
+            return  # no validation, or a partial epoch (stopped by a signal or the time budget)
+        if val_loss < self.best:
+            self.best, self.wait = val_loss, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.model.stop_training, self.reason = True, "early_stopping"
+
+
+class Deadline(keras.callbacks.Callback):
+    """Stop training once ``seconds`` of wall time have passed since its first
+    step began (checked after each step; ``fit`` then saves a checkpoint). Time
+    spent validating counts; loading data and building the model before, and
+    the final scoring after, do not. ``reason`` is ``"max_time"`` once it stopped the run."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.start, self.reason = seconds, None, None
+
+    def on_train_begin(self, logs=None):
+        if self.start is None:  # fit() calls model.fit once more after a partial first epoch
+            self.start = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.start >= self.seconds:
+            self.model.stop_training, self.reason = True, "max_time"
+
+
+def finish_run(model, out, manager):
+    """Write ``out/model.keras``: the best checkpoint's weights (lowest val loss, see
+    ``CheckpointManager.best``), loaded into ``model`` too, with the last weights kept
+    beside it as ``model_last.keras``; without validation (no best), the last weights.
+    Returns the best checkpoint's state, or None."""
+    best = manager.best()
+    if best is None:
+        save_model(model, out / runs.MODEL)
+        return None
+    save_model(model, out / runs.MODEL_LAST)
+    model.load_weights(best["path"])
+    save_model(model, out / runs.MODEL)
+    return best
+
+
+def run_limits(config):
+    """The ``train_run`` keyword arguments set by a task config's ``keep``, ``patience`` and ``max_time``."""
+    return {"keep": config.keep, "patience": config.patience, "max_time": parse_duration(config.max_time)}
 
 
 def plan_steps(config, batches_per_pass, resume=False):
@@ -666,23 +745,61 @@ def trim_logs(out, epoch, global_step):
             write_text(path, "".join([lines[0], *kept]))
 
 
-def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(), verbose="auto", **fit_kwargs):
+def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(), verbose="auto", keep=3, patience=0,
+              max_time=None, **fit_kwargs):
     """``fit`` into the run directory ``out``: checkpoints, metrics.csv, steps.csv and
-    TensorBoard logs as it goes, model.keras at the end. ``start``: the checkpoint to
-    resume from (``checkpoint_to_resume``), or None for a new run. Returns the last epoch's logs."""
+    TensorBoard logs as it goes; at the end model.keras (the best checkpoint by val loss,
+    with model_last.keras beside it; see ``finish_run``) and the run's ``end`` in config.json.
+
+    Args:
+        start: The checkpoint to resume from (``checkpoint_to_resume``), or None for a new run.
+        keep: Newest checkpoints kept besides the best (0: all).
+        patience: Stop after this many epochs without a lower val loss (0: never; see ``Patience``).
+        max_time: Stop after this many seconds of training (None: no limit; see ``Deadline``).
+
+    Returns the last epoch's logs, with ``steps`` (the global step reached), ``stopped``
+    (``"completed"``, ``"early_stopping"``, ``"max_time"``, or ``"callback"``: one of
+    ``callbacks`` set ``stop_training``) and ``best`` (the best
+    checkpoint's ``epoch``, ``global_step``, ``val_loss`` and ``file``, or None).
+
+    Raises:
+        TrainingInterrupted: SIGINT/SIGTERM; model.keras was written first, as at a normal end.
+    """
     out = Path(out)
     global_step = start["global_step"] if start else 0
     if start:
         trim_logs(out, start["epoch"], global_step)
+    manager = CheckpointManager(out / runs.CHECKPOINTS, keep)
+    stoppers = ([Deadline(max_time)] if max_time else []) + (
+        [Patience(patience, manager.best() if start else None, start["epoch"] if start else 0)] if patience else [])
     callbacks = [
         RunDirectoryGuard(out),  # first: it runs before any callback that writes
         *callbacks,
         keras.callbacks.CSVLogger(out / "metrics.csv", append=start is not None),
         keras.callbacks.TensorBoard(out / "tensorboard"),
         StepLogger(out / "steps.csv", global_step),
+        *stoppers,
     ]
-    history = fit(model, lambda: batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                  checkpoint_dir=out / runs.CHECKPOINTS, resume=start is not None, start=start, callbacks=callbacks,
-                  verbose=verbose, **fit_kwargs)
-    save_model(model, out / runs.MODEL)
-    return {k: v[-1] for k, v in history.items() if v}
+    try:
+        history = fit(model, lambda: batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                      checkpoint_dir=out / runs.CHECKPOINTS, resume=start is not None, start=start,
+                      keep_checkpoints=keep, callbacks=callbacks, verbose=verbose, **fit_kwargs)
+    except TrainingInterrupted as e:
+        best = end_run(model, out, manager, e.signal)
+        raise TrainingInterrupted(f"{e}; {runs.MODEL} holds the {'best' if best else 'last'} weights so far "
+                                  "(evaluate, generate and export use it)", signal=e.signal) from None
+    reached = manager.latest()["global_step"]
+    reason = "completed" if reached >= epochs * steps_per_epoch else next((s.reason for s in stoppers if s.reason), "callback")
+    best = end_run(model, out, manager, reason)
+    return {**{k: v[-1] for k, v in history.items() if v}, "steps": reached, "stopped": reason, "best": best}
+
+
+def end_run(model, out, manager, reason):
+    """``finish_run``, then the run's ``end`` in config.json (see ``seqkit.run.record_end``);
+    returns the best checkpoint's fields (None without one)."""
+    best = finish_run(model, out, manager)
+    latest = manager.latest()
+    best = None if best is None else {k: best[k] for k in ("epoch", "global_step", "val_loss", "file")}
+    runs.record_end(out, {"stopped": reason, "global_step": latest["global_step"], "epoch": latest["epoch"],
+                          "step_in_epoch": latest["step_in_epoch"], "model": "best" if best else "last", "best": best})
+    return best

@@ -117,7 +117,7 @@ def test_run_directory_contents(pattern_run):
     steps = (run_dir / "steps.csv").read_text().splitlines()
     assert len(steps) == 1 + 3 * 60
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("*.keras"))
-    assert ckpts[-1].startswith("ckpt-e0003-s000000-val")
+    assert ckpts[-1].startswith("ckpt-e0003-s000180-val")  # 3 epochs done, global step 3 x 60
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
 

@@ -271,7 +271,7 @@ def test_interrupted_then_resumed_run_equals_uninterrupted_run(tmp_path, signum)
     full = run(tmp_path, "full").get_weights()
     with pytest.raises(TrainingInterrupted, match="at epoch 1, step 2; checkpoint saved to"):
         run(tmp_path, "cut", callbacks=[KillAt(6, signum)])
-    assert (tmp_path / "cut" / "ckpt-e0001-s000002.keras").exists()
+    assert (tmp_path / "cut" / "ckpt-e0001-s000006.keras").exists()  # 1 epoch done, global step 4 + 2
     resumed = run(tmp_path, "cut", resume=True).get_weights()
     for a, b in zip(full, resumed):
         np.testing.assert_array_equal(a, b)
@@ -289,12 +289,17 @@ def test_epoch_checkpoints_are_named_and_pruned(tmp_path):
     training.seed_everything(0)
     model = char_model()
     val = tf.data.Dataset.from_tensor_slices((SEQ[:16], np.roll(SEQ[:16], -1, 1))).batch(8)
-    training.fit(
+    history = training.fit(
         model, shuffled_batches, epochs=4, steps_per_epoch=2, checkpoint_dir=tmp_path,
         keep_checkpoints=2, validation_data=val, verbose=0,
     )
+    # Kept: the newest 2 (named by epochs done and global step) and the best by fit's own val losses.
+    best = int(np.argmin(history["val_loss"])) + 1
+    expected = sorted({f"ckpt-e{e:04d}-s{2 * e:06d}-val" for e in (3, 4, best)})
     names = sorted(p.name for p in tmp_path.glob("*.keras"))
-    assert len(names) == 2 and names[0].startswith("ckpt-e0003-s000000-val")
+    assert [n[: len(expected[0])] for n in names] == expected, (names, history["val_loss"])
+    index = json.loads((tmp_path / "latest.json").read_text())
+    assert index["best"]["file"].startswith(f"ckpt-e{best:04d}")
     assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
 
 

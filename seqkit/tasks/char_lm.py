@@ -231,7 +231,8 @@ def train_in(out, config, resume, strategy, verbose):
     if config.stateful:
         callbacks.append(ResetStates(per_pass, global_step))
     callbacks.append(LMMetrics())
-    last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks, verbose, **fit_kwargs)
+    last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks, verbose,
+                              **training.run_limits(config), **fit_kwargs)
     plot_history(out)
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last}
 

@@ -314,7 +314,8 @@ def train_in(out, config, resume, verbose):
     fit_kwargs = {}
     if len(val_idx):
         fit_kwargs["validation_data"] = eval_batches(x_val, [y_val], config.batch_size)
-    last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, verbose=verbose, **fit_kwargs)
+    last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, verbose=verbose,
+                              **training.run_limits(config), **fit_kwargs)
     plot_history(out, ylabel="mean squared error" if is_regression(config) else "cross-entropy (nats)",
                  title=f"{config.synthetic or Path(config.data).name} loss")
     val_scores = None

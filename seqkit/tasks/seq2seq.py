@@ -527,7 +527,7 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
                                           [target_ids[i] for i in val_idx[: config.val_decode]],
                                           default_max_length(config)))
     last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, [*callbacks, *extra], verbose,
-                              **fit_kwargs)
+                              **training.run_limits(config), **fit_kwargs)
     plot_run(out, f"{config.synthetic or Path(config.data).name} loss")
     val_scores = None
     if len(val_idx):

@@ -1,0 +1,212 @@
+"""Checkpoints kept and chosen, and how a run ends: --keep, keep-best, --patience, --max-time, signals.
+
+Every assertion holds by construction: which files exist, which checkpoint the
+run's own records (metrics.csv, latest.json) name as best, whose weights
+model.keras holds (the arrays of the two files' model.weights.h5, compared
+bitwise), which step a run stopped at and why. Where the choice of the best
+must not depend on what a tiny model happens to learn, a callback sets the
+epochs' val losses (``SetValLoss``), ahead of every callback that records them.
+The runs are tiny (8 units, 2 steps per epoch), a few seconds each.
+"""
+
+import io
+import json
+import os
+import re
+import signal
+import zipfile
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from conftest import assert_one_line_errors, run_cli
+
+from seqkit import run as runs
+from seqkit.config import ClassifyConfig, Seq2SeqConfig
+from seqkit.tasks import classify, seq2seq
+from seqkit.training import TrainingInterrupted, read_metrics
+
+REVERSE = dict(synthetic="reverse", length=4, size=64, units=8, batch_size=16, steps_per_epoch=2, seed=0,
+               val_decode=0)
+CLI_TASKS = {
+    "char-lm": ["--data", "{corpus}", "--units", 8, "--layers", 1, "--embedding-dim", 4, "--seq-len", 16,
+                "--batch-size", 8, "--steps-per-epoch", 3, "--seed", 0],
+    "classify": ["--task", "parity", "--length", 6, "--size", 96, "--units", 8, "--batch-size", 16,
+                 "--steps-per-epoch", 2, "--seed", 0],
+    "seq2seq": ["--task", "reverse", "--length", 4, "--size", 64, "--units", 8, "--batch-size", 16,
+                "--steps-per-epoch", 2, "--val-decode", 8, "--seed", 0],
+}
+
+
+def weights(path):
+    """``{dataset path: array}`` of the weights in the ``.keras`` file at ``path`` (its model.weights.h5)."""
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read("model.weights.h5")
+    arrays = {}
+    with h5py.File(io.BytesIO(data), "r") as f:
+        f.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def index(run_dir):
+    return json.loads((Path(run_dir) / "checkpoints" / "latest.json").read_text())
+
+
+def end(run_dir):
+    return json.loads((Path(run_dir) / runs.CONFIG).read_text())["end"]
+
+
+def checkpoint_files(run_dir):
+    return sorted(p.name for p in (Path(run_dir) / "checkpoints").glob("*.keras"))
+
+
+class SetValLoss(keras.callbacks.Callback):
+    """Replace epoch e's val_loss by ``values[e]`` (then the last value), as the run's callbacks will record it."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = self.values[min(epoch, len(self.values) - 1)]
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Send this process ``signum`` after the n-th training step of the run, as Ctrl-C or ``kill`` would."""
+
+    def __init__(self, n, signum):
+        super().__init__()
+        self.n, self.signum, self.seen = n, signum, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.n:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_keep_best_model_keras_is_the_best_and_model_last_the_last(tmp_path):
+    """Oracle: the set val losses (best: epoch 2 of 5). --keep 1 keeps the newest and the best;
+    model.keras holds the best checkpoint's weights, model_last.keras the last one's."""
+    out = tmp_path / "run"
+    summary = seq2seq.train(Seq2SeqConfig(**REVERSE, epochs=5, keep=1, out=str(out)), verbose=0,
+                            callbacks=[SetValLoss([3.0, 1.0, 2.0, 1.5, 4.0])])
+    # Names: epochs done, global step (2 per epoch), the val loss.
+    assert checkpoint_files(out) == ["ckpt-e0002-s000004-val1.0000.keras", "ckpt-e0005-s000010-val4.0000.keras"]
+    assert index(out)["best"]["file"] == "ckpt-e0002-s000004-val1.0000.keras"
+    assert same_weights(out / "model.keras", out / "checkpoints" / "ckpt-e0002-s000004-val1.0000.keras")
+    assert same_weights(out / "model_last.keras", out / "checkpoints" / "ckpt-e0005-s000010-val4.0000.keras")
+    assert not same_weights(out / "model.keras", out / "model_last.keras")  # 6 Adam steps apart
+    assert (summary["steps"], summary["stopped"], summary["best"]["global_step"]) == (10, "completed", 4)
+    assert end(out)["stopped"] == "completed" and end(out)["best"]["val_loss"] == 1.0
+
+
+def test_keep_zero_keeps_every_checkpoint_and_the_best_by_the_recorded_val_loss(tmp_path):
+    """Oracle: metrics.csv, the val loss of each epoch as Keras' CSVLogger wrote it (no loss is set)."""
+    out = tmp_path / "run"
+    classify.train(ClassifyConfig(synthetic="parity", length=6, size=96, units=8, batch_size=16, epochs=4,
+                                  steps_per_epoch=2, seed=0, keep=0, out=str(out)), verbose=0)
+    val = read_metrics(out)["val_loss"]
+    assert checkpoint_files(out) == [f"ckpt-e{e:04d}-s{2 * e:06d}-val{v:.4f}.keras" for e, v in enumerate(val, 1)]
+    best = int(np.argmin(val)) + 1  # the first of equal ones, as the manager picks
+    assert index(out)["best"]["file"].startswith(f"ckpt-e{best:04d}-")
+    assert same_weights(out / "model.keras", out / "checkpoints" / index(out)["best"]["file"])
+    assert same_weights(out / "model_last.keras", out / "checkpoints" / checkpoint_files(out)[-1])
+
+
+def test_patience_stops_when_the_val_loss_stops_improving_and_keeps_the_best(tmp_path):
+    """Oracle: the set val losses: best at epoch 2, then none lower, so --patience 2 stops
+    after epoch 4 of 10; the run ends as a normal end, model.keras the epoch-2 checkpoint."""
+    out = tmp_path / "run"
+    summary = seq2seq.train(Seq2SeqConfig(**REVERSE, epochs=10, patience=2, out=str(out)), verbose=0,
+                            callbacks=[SetValLoss([3.0, 1.0, 1.0, 2.0])])
+    assert (summary["steps"], summary["stopped"]) == (8, "early_stopping")
+    assert end(out)["stopped"] == "early_stopping" and end(out)["global_step"] == 8
+    assert len(read_metrics(out)["loss"]) == 4
+    assert same_weights(out / "model.keras", out / "checkpoints" / "ckpt-e0002-s000004-val1.0000.keras")
+    assert summary["val_scores"] is not None  # scored at the end, as a complete run is
+
+
+def test_patience_counts_on_across_resume(tmp_path):
+    """Oracle: the set val losses. Best at epoch 1; 2 epochs without improvement, then a resume with
+    --patience 3 stops after one more epoch (3 in a row since the best, counted from latest.json)."""
+    out = tmp_path / "run"
+    seq2seq.train(Seq2SeqConfig(**REVERSE, epochs=3, out=str(out)), verbose=0, callbacks=[SetValLoss([1.0, 2.0])])
+    summary = seq2seq.train(Seq2SeqConfig(**REVERSE, epochs=10, patience=3, out=str(out)), resume=True, verbose=0,
+                            callbacks=[SetValLoss([1.0, 2.0])], given={"epochs", "patience"})
+    assert (summary["steps"], summary["stopped"]) == (8, "early_stopping")
+    assert same_weights(out / "model.keras", out / "checkpoints" / "ckpt-e0001-s000002-val1.0000.keras")
+
+
+@pytest.mark.parametrize("signum, val_fraction", [(signal.SIGINT, 0.1), (signal.SIGTERM, 0.0)])
+def test_an_interrupted_run_is_usable_and_resumes(tmp_path, capsys, signum, val_fraction):
+    """A signal after step 3 (mid-epoch 2): a checkpoint at step 3, and a model.keras that
+    evaluate and generate read: the best checkpoint's weights (by the set val losses), or
+    without validation the last ones (the step-3 checkpoint's). --resume trains to the end."""
+    out = tmp_path / "run"
+    config = Seq2SeqConfig(**REVERSE, epochs=3, val_fraction=val_fraction, out=str(out))
+    with pytest.raises(TrainingInterrupted, match=r"at epoch 1, step 1; checkpoint saved to .*; model.keras holds"):
+        seq2seq.train(config, verbose=0, callbacks=[SetValLoss([1.0, 5.0])] * bool(val_fraction) + [SignalAt(3, signum)])
+    name = signal.Signals(signum).name
+    assert end(out)["stopped"] == name and end(out)["global_step"] == 3
+    if val_fraction:  # best: the epoch-1 checkpoint (val 1.0; the partial epoch 2 validated at 5.0)
+        assert checkpoint_files(out) == ["ckpt-e0001-s000002-val1.0000.keras", "ckpt-e0001-s000003-val5.0000.keras"]
+        assert same_weights(out / "model.keras", out / "checkpoints" / "ckpt-e0001-s000002-val1.0000.keras")
+        assert same_weights(out / "model_last.keras", out / "checkpoints" / "ckpt-e0001-s000003-val5.0000.keras")
+    else:
+        assert checkpoint_files(out) == ["ckpt-e0001-s000002.keras", "ckpt-e0001-s000003.keras"]
+        assert same_weights(out / "model.keras", out / "checkpoints" / "ckpt-e0001-s000003.keras")
+        assert not (out / "model_last.keras").exists()
+    code, stdout, err = run_cli(["evaluate", out], capsys)
+    assert code == 0 and stdout.startswith("exact match "), err
+    code, stdout, err = run_cli(["generate", out, "--input", "abc"], capsys)
+    assert code == 0 and len(stdout.splitlines()) == 1, err
+    summary = seq2seq.train(config, resume=True, verbose=0)
+    assert (summary["steps"], summary["stopped"]) == (6, "completed") and end(out)["stopped"] == "completed"
+
+
+@pytest.mark.parametrize("task", sorted(CLI_TASKS))
+def test_max_time_ends_the_run_early_as_a_normal_end(tmp_path, capsys, task):
+    """--max-time 1s against 100,000 planned steps (far more than a tiny model runs in a second):
+    the run stops at the first step past the budget, checkpoints it, writes model.keras (the best),
+    prints its summary and records max_time; evaluate reads it; --resume trains on from there."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 60, encoding="utf-8")
+    args = [corpus if a == "{corpus}" else a for a in CLI_TASKS[task]]
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["train", task, *args, "--steps", 100_000, "--max-time", "1s", "--keep", 1,
+                                 "--out", out], capsys)
+    assert code == 0, err
+    steps = int(re.search(r"trained (\d+) steps", stdout).group(1))
+    assert 0 < steps < 100_000 and "stopped at the --max-time budget" in stdout
+    assert end(out)["stopped"] == "max_time" and end(out)["global_step"] == steps == index(out)["latest"]["global_step"]
+    assert same_weights(out / "model.keras", out / "checkpoints" / index(out)["best"]["file"])
+    assert len(checkpoint_files(out)) <= 2  # --keep 1, and the best
+    code, stdout, err = run_cli(["evaluate", out] + (["--data", corpus] if task == "char-lm" else []), capsys)
+    assert code == 0, err
+    code, stdout, err = run_cli(["train", task, "--resume", "--max-time", "1s", "--out", out], capsys)
+    assert code == 0 and int(re.search(r"trained (\d+) steps", stdout).group(1)) > steps, err
+    resumes = json.loads((out / runs.CONFIG).read_text())["resumes"]
+    assert resumes[-1]["changed"] == {} and end(out)["stopped"] == "max_time"
+
+
+@pytest.mark.parametrize("task", sorted(CLI_TASKS))
+def test_bad_keep_patience_and_max_time_are_one_line_errors(tmp_path, capsys, task):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abc " * 100, encoding="utf-8")
+    base = ["train", task, *[corpus if a == "{corpus}" else a for a in CLI_TASKS[task]], "--out", tmp_path / "run"]
+    assert_one_line_errors([
+        (base + ["--max-time", "20"], r"--max-time must be a duration > 0 with a unit, such as 90s, 20m or 2h; "
+                                      r"received '20'"),
+        (base + ["--max-time", "0s"], r"--max-time must be a duration > 0 .* received '0s'"),
+        (base + ["--max-time", "2 days"], r"--max-time must be a duration .* received '2 days'"),
+        (base + ["--keep", -1], r"--keep must be an integer >= 0 \(0: keep all\); received -1"),
+        (base + ["--patience", -2], r"--patience must be an integer >= 0 \(0: off\); received -2"),
+        (base + ["--patience", 2, "--val-fraction", 0], r"--patience stops on the val loss, and --val-fraction 0"),
+    ], capsys, tmp_path / "run")
