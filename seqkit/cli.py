@@ -566,13 +566,19 @@ def export_command(run_dir, name, version, fmt, out, quantize, max_length):
               help="Largest request body.")
 @click.option("--max-length", type=click.IntRange(1), default=2000, show_default=True,
               help="Largest generate length.")
-def serve(base, host, port, grpc_port, max_body_bytes, max_length):
-    """Serve every model under BASE with TensorFlow Serving's REST and gRPC APIs."""
+@click.option("--file_system_poll_wait_seconds", "--file-system-poll-wait-seconds", "poll_seconds",
+              type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Seconds between polls of BASE for new and removed versions (TF Serving's flag; 0: only at start).")
+@click.option("--model-version-policy", "policy", default="latest", show_default=True,
+              help="Versions served per model: latest, latest:N, all or specific:V,V (TF Serving's policies).")
+def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds, policy):
+    """Serve the models under BASE with TensorFlow Serving's REST and gRPC APIs, picking up
+    versions as they are exported and dropping those removed."""
     quiet_tensorflow()
     from seqkit import serve as serving
 
     serving.serve(base, host=host, port=port, grpc_port=grpc_port, max_body_bytes=max_body_bytes,
-                  max_length=max_length, log=click.echo)
+                  max_length=max_length, policy=policy, poll_seconds=poll_seconds, log=click.echo)
 
 
 @cli.command()

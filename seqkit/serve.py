@@ -12,8 +12,10 @@ gRPC: ``tensorflow.serving.PredictionService`` (``Predict``,
 the ``tensorflow-serving-api`` package, so TF Serving's own clients work
 unchanged.
 
-Every ``NAME/VERSION`` folder under the base folder is loaded at start;
-requests without a version get the highest. Model calls run in worker
+The base folder is polled (``--file_system_poll_wait_seconds``, 1 s as TF
+Serving): versions and models that appear are loaded, versions the version
+policy drops or whose folder is gone are unloaded (``ModelRegistry``);
+requests without a version get the highest available. Model calls run in worker
 threads (TensorFlow releases the GIL), so the event loop keeps accepting
 requests while a long generation runs.
 """
@@ -21,6 +23,7 @@ requests while a long generation runs.
 import asyncio
 import base64
 import json
+import threading
 from concurrent import futures
 from pathlib import Path
 
@@ -191,44 +194,187 @@ def to_json(array):
     return array.tolist()
 
 
-class ModelRegistry:
-    """Every ``NAME/VERSION`` SavedModel under ``base``."""
+class VersionPolicy:
+    """Which versions of a model to serve: TF Serving's ``ServableVersionPolicy``.
 
-    def __init__(self, base, max_length=2000):
-        base = Path(base)
-        if not base.is_dir():
-            raise SeqkitError(f"model folder {base} does not exist; export a model with seqkit export RUN_DIR "
+    ``latest`` / ``latest:N`` (the N highest; TF Serving's default is 1),
+    ``all``, or ``specific:V[,V...]``.
+    """
+
+    def __init__(self, text="latest"):
+        kind, _, arg = str(text).partition(":")
+        self.text, self.kind, self.count, self.versions = text, kind, 1, set()
+        try:
+            if kind == "latest":
+                self.count = int(arg) if arg else 1
+                ok = self.count > 0
+            elif kind == "specific":
+                self.versions = {int(v) for v in arg.split(",")}
+                ok = bool(self.versions) and min(self.versions) > 0
+            else:
+                ok = kind == "all" and not arg
+        except ValueError:
+            ok = False
+        if not ok:
+            raise SeqkitError(f"--model-version-policy {text!r} is not a policy; pass latest, latest:N, all or "
+                              "specific:V,V (positive integers)")
+
+    def select(self, versions):
+        """The versions to serve out of ``versions`` (on disk)."""
+        if self.kind == "latest":
+            return set(sorted(versions)[-self.count :])
+        if self.kind == "specific":
+            return self.versions & set(versions)
+        return set(versions)
+
+
+# TF Serving's ModelVersionStatus.State names; what status answers for a version this server has seen.
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+class ModelRegistry:
+    """The models under ``base`` (``NAME/VERSION/`` SavedModels), kept in step with the folder.
+
+    ``poll()`` scans ``base`` as TF Serving's file-system source does: each
+    folder is a model, each numeric folder inside it a version (hidden
+    folders, such as ``seqkit export``'s temporary ones, are skipped). The
+    versions the policy selects are loaded; a loaded version the policy no
+    longer selects, or whose folder is gone, is unloaded, but never the last
+    available version of a model while its successor fails to load (the
+    failure is in its status: state END with the load error). Requests see
+    a consistent set: the tables are swapped whole, and a request already
+    running on an unloaded version finishes on it. ``start_polling`` polls
+    every ``interval`` seconds in a daemon thread.
+    """
+
+    def __init__(self, base, max_length=2000, policy="latest", log=lambda message: None, loader=None):
+        self.base = Path(base)
+        if not self.base.is_dir():
+            raise SeqkitError(f"model folder {self.base} does not exist; export a model with seqkit export RUN_DIR "
                               "or pass the folder that holds NAME/VERSION/")
-        self.models = {}
-        for model_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for version_dir in sorted(model_dir.iterdir(), key=lambda p: p.name):
-                if version_dir.name.isdigit() and (version_dir / "saved_model.pb").exists():
-                    servable = Servable(model_dir.name, int(version_dir.name), version_dir, max_length)
-                    self.models.setdefault(model_dir.name, {})[servable.version] = servable
-        if not self.models:
-            raise SeqkitError(f"no models under {base} (expected NAME/VERSION/saved_model.pb); export one with "
+        self.max_length, self.log = max_length, log
+        self.policy = policy if isinstance(policy, VersionPolicy) else VersionPolicy(policy)
+        self.loader = loader or (lambda name, version, path: Servable(name, version, path, max_length))
+        self.models = {}  # name -> {version: Servable}: what requests see (replaced, never changed in place)
+        self.states = {}  # name -> {version: (state, error message)}
+        self.failed = {}  # (name, version) -> the saved_model.pb stamp that failed to load (retried when it changes)
+        self._lock = threading.Lock()  # one poll at a time
+        self._stop = threading.Event()
+        self.poll()
+        if not self.states:
+            raise SeqkitError(f"no models under {self.base} (expected NAME/VERSION/saved_model.pb); export one with "
                               "seqkit export RUN_DIR")
 
+    def scan(self):
+        """``{name: {version: path}}`` of the version folders on disk."""
+        found = {}
+        try:
+            model_dirs = [p for p in self.base.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        except OSError:
+            return found
+        for model_dir in model_dirs:
+            try:
+                found[model_dir.name] = {int(p.name): p for p in model_dir.iterdir()
+                                         if p.is_dir() and p.name.isdigit() and int(p.name) > 0}
+            except OSError:
+                continue
+        return found
+
+    @staticmethod
+    def stamp(path):
+        try:
+            info = (path / "saved_model.pb").stat()
+            return info.st_mtime_ns, info.st_size
+        except OSError:
+            return None
+
+    def poll(self):
+        """Load and unload versions to match the folder and the policy; returns the names that changed."""
+        with self._lock:
+            found, changed = self.scan(), set()
+            models = {name: dict(versions) for name, versions in self.models.items()}
+            states = {name: dict(versions) for name, versions in self.states.items()}
+            for name in sorted(set(found) | set(models)):
+                on_disk = found.get(name, {})
+                wanted = self.policy.select(on_disk)
+                loaded = models.setdefault(name, {})
+                status = states.setdefault(name, {})
+                for version in sorted(wanted - set(loaded)):
+                    path, stamp = on_disk[version], self.stamp(on_disk[version])
+                    if self.failed.get((name, version), False) == stamp:
+                        continue  # failed before, unchanged since
+                    status[version] = (LOADING, "")
+                    try:
+                        loaded[version] = self.loader(name, version, path)
+                    except Exception as e:  # a damaged or foreign folder: this version fails, the others serve
+                        self.failed[(name, version)] = stamp
+                        message = first_message(e) if not isinstance(e, OSError) else str(e)
+                        status[version] = (END, f"{type(e).__name__}: {message}")
+                        self.log(f"failed to load {name} version {version}: {message}")
+                        continue
+                    self.failed.pop((name, version), None)
+                    status[version] = (AVAILABLE, "")
+                    changed.add(name)
+                    self.log(f"loaded {name} version {version} (signatures: "
+                             f"{', '.join(sorted(loaded[version].signature_defs))})")
+                keep_old = not (wanted & set(loaded))  # nothing wanted is available: keep serving what is
+                for version in sorted(loaded):
+                    gone = version not in on_disk
+                    if gone or (version not in wanted and not keep_old):
+                        del loaded[version]  # requests holding it finish; it is freed after them
+                        status[version] = (END, "")
+                        changed.add(name)
+                        self.log(f"unloaded {name} version {version}" + (" (its folder is gone)" if gone else ""))
+                if not loaded:
+                    del models[name]
+            self.models, self.states = models, states
+            return changed
+
+    def start_polling(self, interval):
+        """Poll every ``interval`` seconds in a daemon thread (``interval <= 0``: never)."""
+        if interval <= 0:
+            return None
+
+        def loop():
+            while not self._stop.wait(interval):
+                try:
+                    self.poll()
+                except Exception as e:  # a poll that fails is logged and retried at the next interval
+                    self.log(f"polling {self.base} failed: {type(e).__name__}: {e}")
+
+        thread = threading.Thread(target=loop, name="seqkit-serve-poll", daemon=True)
+        thread.start()
+        return thread
+
+    def stop_polling(self):
+        self._stop.set()
+
     def get(self, name, version=None):
-        if name not in self.models:
+        models = self.models
+        if name not in models:
             raise NotFound(f"Servable not found for request: Latest({name}); served models: "
-                           f"{', '.join(sorted(self.models))}")
-        versions = self.models[name]
+                           f"{', '.join(sorted(models)) or 'none'}")
+        versions = models[name]
         if version is None:
             return versions[max(versions)]
         if version not in versions:
-            raise NotFound(f"Servable not found for request: Specific({name}, {version}); versions: "
+            raise NotFound(f"Servable not found for request: Specific({name}, {version}); available versions: "
                            f"{', '.join(map(str, sorted(versions)))}")
         return versions[version]
 
     def status(self, name, version=None):
+        """TF Serving's GetModelStatus answer: every version this server has seen, or one."""
+        states = self.states.get(name)
+        if not states:
+            raise NotFound(f"Could not find any versions of model {name}")
         if version is not None:
-            servables = [self.get(name, version)]
-        else:
-            servables = [self.models[name][v] for v in sorted(self.models[self.get(name).name])]
+            if version not in states:
+                raise NotFound(f"Could not find version {version} of model {name}")
+            states = {version: states[version]}
         return {"model_version_status": [
-            {"version": str(s.version), "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-            for s in servables]}
+            {"version": str(v), "state": state,
+             "status": {"error_code": "UNKNOWN" if error else "OK", "error_message": error}}
+            for v, (state, error) in sorted(states.items())]}
 
 
 # -- REST ------------------------------------------------------------------------------
@@ -369,6 +515,7 @@ def make_app(registry, max_body_bytes=10 << 20):
 def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20):
     """A grpc.Server with TF Serving's PredictionService and ModelService on ``address``."""
     import grpc
+    from tensorflow.core.protobuf import error_codes_pb2
     from tensorflow_serving.apis import (
         get_model_metadata_pb2,
         get_model_status_pb2,
@@ -421,7 +568,10 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20):
             for entry in status["model_version_status"]:
                 item = response.model_version_status.add()
                 item.version = int(entry["version"])
-                item.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+                item.state = get_model_status_pb2.ModelVersionStatus.State.Value(entry["state"])
+                if entry["status"]["error_message"]:
+                    item.status.error_code = error_codes_pb2.UNKNOWN
+                    item.status.error_message = entry["status"]["error_message"]
             return response
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
@@ -455,24 +605,25 @@ def check_port(host, port, flag):
 
 
 def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_body_bytes=10 << 20,
-          max_length=2000, log=print):
-    """Load every model under ``base`` and serve it until interrupted."""
+          max_length=2000, policy="latest", poll_seconds=1.0, log=print):
+    """Serve the models under ``base`` until interrupted, polling it every ``poll_seconds``
+    (TF Serving's ``--file_system_poll_wait_seconds``; 0: only at start) for versions that
+    come and go; ``policy``: see ``VersionPolicy``."""
     import uvicorn
 
+    policy = VersionPolicy(policy)
     check_port(host, port, "--port")
     if grpc_port:
         check_port(host, grpc_port, "--grpc-port")
-    registry = ModelRegistry(base, max_length=max_length)
+    registry = ModelRegistry(base, max_length=max_length, policy=policy, log=log)
     grpc_server = None
     if grpc_port:
         grpc_server = make_grpc_server(registry, address(host, grpc_port), max_body_bytes=max_body_bytes)
         grpc_server.start()
-    for name, versions in sorted(registry.models.items()):
-        latest = versions[max(versions)]
-        log(f"serving {name} versions {', '.join(map(str, sorted(versions)))} "
-            f"(signatures: {', '.join(sorted(latest.signature_defs))})")
+    registry.start_polling(poll_seconds)
     log(f"REST on http://{address(host, port)}/v1/models/NAME"
-        + (f", gRPC on {address(host, grpc_port)}" if grpc_port else ""))
+        + (f", gRPC on {address(host, grpc_port)}" if grpc_port else "")
+        + (f"; polling {base} every {poll_seconds:g} s (version policy {policy.text})" if poll_seconds > 0 else ""))
     config = uvicorn.Config(make_app(registry, max_body_bytes), host=host, port=port, log_level="warning",
                             access_log=False)
     server = uvicorn.Server(config)
@@ -481,5 +632,6 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     except SystemExit as e:  # uvicorn exits when it cannot start (e.g. the port was taken meanwhile)
         raise SeqkitError(f"cannot serve REST on {address(host, port)} (in use?); pass another --port") from e
     finally:
+        registry.stop_polling()
         if grpc_server is not None:
             grpc_server.stop(grace=1)

@@ -494,7 +494,7 @@ SERVER_CASES = [
     ("too many rows", "/v1/models/model:predict", {"instances": ["a"] * 1025}, 400, "exceed this server's limit"),
     ("body not UTF-8", "/v1/models/model:predict", b'{"instances": ["\xff"]}', 400, "not valid JSON"),
     ("metadata of a missing model", "/v1/models/nope/metadata", None, 404, "Servable not found"),
-    ("version zero", "/v1/models/model/versions/0", None, 404, "Specific(model, 0)"),
+    ("version zero", "/v1/models/model/versions/0", None, 404, "Could not find version 0 of model model"),  # TF Serving's words
 ]
 
 

@@ -62,7 +62,8 @@ def server(tmp_path_factory):
     rest, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(rest), "--grpc-port",
-         str(grpc_port), "--max-body-bytes", str(MAX_BODY), "--max-length", str(MAX_LENGTH)],
+         str(grpc_port), "--max-body-bytes", str(MAX_BODY), "--max-length", str(MAX_LENGTH),
+         "--model-version-policy", "all"],  # both versions of abc (TF Serving's default, latest, serves only 2)
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )

@@ -1,0 +1,176 @@
+"""``seqkit serve`` keeps up with its folder as TF Serving does: versions and models that
+appear are loaded, versions the policy drops or whose folder goes are unloaded, a version
+that fails to load is reported and the others keep serving.
+
+A real ``seqkit serve`` subprocess polling every 0.2 s, spoken to over HTTP and with TF
+Serving's gRPC stubs. Oracle: the folder's contents and the exported model loaded here.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+from conftest import assert_one_line_errors
+from seqkit import export
+from seqkit.config import CharLMConfig
+from seqkit.serve import VersionPolicy
+from seqkit.tasks import char_lm
+
+POLL = 0.2  # seconds between polls
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(url, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def publish(source, target):
+    """Copy a version folder into place the way seqkit export writes one: a hidden folder, then a rename."""
+    tmp = target.parent / f".{target.name}.tmp"
+    shutil.copytree(source, tmp)
+    os.rename(tmp, target)
+
+
+def states(url, name):
+    status, body = request(f"{url}/v1/models/{name}")
+    if status != 200:
+        return {}
+    return {int(v["version"]): (v["state"], v["status"]["error_message"]) for v in body["model_version_status"]}
+
+
+def wait_for(condition, what, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(POLL / 2)
+    pytest.fail(f"not within {timeout} s: {what}")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("versions")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("abc abd abe. " * 100, encoding="utf-8")
+    run_dir = char_lm.train(CharLMConfig(data=[str(corpus)], units=8, layers=1, embedding_dim=4, seq_len=16,
+                                         batch_size=8, epochs=1, steps_per_epoch=3, seed=0, out=str(tmp / "run")),
+                            verbose=0)["run_dir"]
+    return export.export(run_dir, name="abc", out=tmp / "exported")  # .../abc/1
+
+
+@pytest.fixture
+def server(exported, tmp_path):
+    base = tmp_path / "models"
+    publish(exported, base / "abc" / "1")
+    rest, grpc_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(rest), "--grpc-port", str(grpc_port),
+         "--file_system_poll_wait_seconds", str(POLL)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    url = f"http://127.0.0.1:{rest}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            if states(url, "abc"):
+                break
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            process.kill()
+            pytest.fail(f"seqkit serve did not start: {process.stdout.read()}")
+        time.sleep(0.3)
+    yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "base": base, "source": exported, "process": process}
+    process.terminate()
+    log = process.communicate(timeout=30)[0]
+    print(log)
+
+
+def served_version(url, name="abc"):
+    """The version a request without a version reaches (the predict answer does not say; status does)."""
+    status, body = request(f"{url}/v1/models/{name}/metadata")
+    return int(body["model_spec"]["version"]) if status == 200 else None
+
+
+def test_new_versions_and_models_are_picked_up_and_the_latest_policy_unloads_the_old(server):
+    url, base = server["url"], server["base"]
+    assert states(url, "abc") == {1: ("AVAILABLE", "")}
+    publish(server["source"], base / "abc" / "2")
+    wait_for(lambda: states(url, "abc") == {1: ("END", ""), 2: ("AVAILABLE", "")}, "version 2 replaces 1")
+    assert served_version(url) == 2
+    status, body = request(f"{url}/v1/models/abc/versions/1:predict", {"instances": ["ab"]})
+    assert status == 404 and "Specific(abc, 1)" in body["error"]
+    status, body = request(f"{url}/v1/models/abc:predict", {"instances": ["ab"]})
+    expected = tf.saved_model.load(str(server["source"])).signatures["serving_default"](text=tf.constant(["ab"]))
+    assert status == 200
+    np.testing.assert_allclose(body["predictions"][0]["probabilities"], expected["probabilities"].numpy()[0],
+                               atol=1e-6)
+
+    publish(server["source"], base / "xyz" / "1")  # a new model, no restart
+    wait_for(lambda: states(url, "xyz") == {1: ("AVAILABLE", "")}, "model xyz is served")
+    assert request(f"{url}/v1/models/xyz:predict", {"instances": ["ab"]})[0] == 200
+
+
+def test_a_version_that_fails_to_load_is_reported_and_the_last_good_one_keeps_serving(server):
+    url, base = server["url"], server["base"]
+    broken = base / "abc" / "2"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    wait_for(lambda: states(url, "abc").get(2, ("",))[0] == "END", "version 2 fails")
+    state, error = states(url, "abc")[2]
+    assert error, "a failed load carries its error"
+    assert states(url, "abc")[1] == ("AVAILABLE", "") and served_version(url) == 1
+    status = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server["grpc"])).GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "abc"}), timeout=60)
+    by_version = {s.version: s for s in status.model_version_status}
+    assert by_version[2].state == get_model_status_pb2.ModelVersionStatus.END and by_version[2].status.error_message
+    assert by_version[1].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+    shutil.rmtree(broken)  # replaced by a good version 2: loaded (a changed folder is tried again)
+    publish(server["source"], broken)
+    wait_for(lambda: states(url, "abc") == {1: ("END", ""), 2: ("AVAILABLE", "")}, "the repaired version 2 loads")
+
+    shutil.rmtree(broken)  # roll back by deleting the newest: version 1 serves again
+    wait_for(lambda: states(url, "abc").get(1) == ("AVAILABLE", "") and states(url, "abc")[2][0] == "END",
+             "version 1 serves again")
+    assert served_version(url) == 1
+
+
+@pytest.mark.parametrize("text, on_disk, served", [
+    ("latest", [1, 2, 3], {3}), ("latest:2", [1, 2, 3], {2, 3}), ("all", [1, 2, 3], {1, 2, 3}),
+    ("specific:1,3", [1, 2, 3], {1, 3}), ("specific:4", [1, 2, 3], set()),
+])
+def test_version_policies_select_as_tf_serving(text, on_disk, served):
+    """Oracle: TF Serving's ServableVersionPolicy (latest N highest, all, specific listed)."""
+    assert VersionPolicy(text).select(on_disk) == served
+
+
+def test_bad_policy_and_poll_interval_are_one_line_errors(exported, tmp_path, capsys):
+    base = exported.parent.parent
+    assert_one_line_errors([
+        (["serve", base, "--model-version-policy", "newest"], r"--model-version-policy 'newest' is not a policy"),
+        (["serve", base, "--model-version-policy", "latest:0"], r"latest:N"),
+        (["serve", base, "--model-version-policy", "specific:a"], r"specific:V,V"),
+        (["serve", base, "--file_system_poll_wait_seconds", "-1"], r"file_system_poll_wait_seconds"),
+    ], capsys, tmp_path / "never")
