@@ -145,6 +145,35 @@ def to_tensor(name, value, info):
     return tensor
 
 
+def from_tensor_proto(name, proto, info, max_elements):
+    """A gRPC ``TensorProto`` as an array, checked before anything is materialised.
+
+    The dtype must be the input's own (as TF Serving: an int64 or a float is
+    not an int32), and the declared shape may hold at most ``max_elements``
+    elements and ``MAX_ROWS`` rows: a proto may declare a huge shape with one
+    value that ``tf.make_ndarray`` would repeat to fill it.
+    """
+    if info is None:  # an unknown input: predict names the expected ones
+        return np.zeros(0)
+    expected = tf.dtypes.as_dtype(info.dtype)
+    if proto.dtype != info.dtype:
+        got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "an unset dtype"
+        raise BadRequest(f"input {name} must be {expected.name}; got {got}")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if proto.tensor_shape.unknown_rank or any(d < 0 for d in dims):
+        raise BadRequest(f"input {name} must have a known shape; got {dims}")
+    elements = int(np.prod(dims, dtype=np.float64)) if dims else 1
+    if elements > max_elements:
+        raise BadRequest(f"input {name} declares {elements:,} elements, over this server's limit of "
+                         f"{max_elements:,}; send smaller batches")
+    if dims and dims[0] > MAX_ROWS:
+        raise BadRequest(f"{dims[0]} rows in one request exceed this server's limit of {MAX_ROWS}; split the batch")
+    try:
+        return tf.make_ndarray(proto)
+    except (ValueError, TypeError) as e:
+        raise BadRequest(f"input {name} is not a well-formed {expected.name} tensor: {e}") from e
+
+
 def check_json_types(value, dtype):
     """Raise TypeError where a JSON value does not fit ``dtype``: strings for numbers,
     numbers for strings, fractions for integers, booleans or nulls for numbers."""
@@ -534,9 +563,16 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20):
         def Predict(self, request, context):
             servable = servable_for(request.model_spec, context)
             try:
-                inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-                name, _ = servable.signature(request.model_spec.signature_name)
+                name, signature = servable.signature(request.model_spec.signature_name)
+                inputs = {k: from_tensor_proto(k, v, signature.inputs.get(k), max_body_bytes)
+                          for k, v in request.inputs.items()}
+                unknown = sorted(set(request.output_filter) - set(signature.outputs))
+                if unknown:
+                    raise BadRequest(f"output_filter names {', '.join(unknown)}, not outputs of signature {name} "
+                                     f"({', '.join(sorted(signature.outputs))})")
                 outputs = servable.predict(name, inputs)
+                if request.output_filter:
+                    outputs = {k: v for k, v in outputs.items() if k in set(request.output_filter)}
             except BadRequest as e:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             response = predict_pb2.PredictResponse()

@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -247,7 +248,48 @@ def test_grpc_errors_have_status_codes(server):
     with pytest.raises(grpc.RpcError) as error:
         stub.Predict(req, timeout=60)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "input text must hold string values" in error.value.details()
+    assert "input text must be string; got float" in error.value.details()
+
+
+def test_grpc_checks_dtypes_and_declared_sizes_before_materialising_and_honours_output_filter(server):
+    """As REST: an int64 or a float for an int32 input is refused, not cast (TF Serving refuses it too);
+    a 60-byte proto declaring 2e7 strings is refused from its shape (tf.make_ndarray would repeat its one
+    value 2e7 times: about 1 GB); output_filter keeps only the outputs named."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server["grpc"]))
+    base = {"prime": ["ab"], "length": [5], "temperature": [0.0], "top_k": [0], "top_p": [1.0], "seed": [1]}
+    dtypes = {"prime": tf.string, "length": tf.int32, "temperature": tf.float32, "top_k": tf.int32,
+              "top_p": tf.float32, "seed": tf.int64}
+
+    def generate(**changes):
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name, req.model_spec.signature_name = "abc", "generate"
+        for key, value in base.items():
+            value, dtype = changes.get(key, (value, dtypes[key]))
+            req.inputs[key].CopyFrom(value if isinstance(value, tensor_pb2.TensorProto)
+                                     else tf.make_tensor_proto(value, dtype=dtype))
+        return req
+
+    for changes, message in [({"length": ([5], tf.int64)}, "input length must be int32; got int64"),
+                             ({"length": ([20.7], tf.float32)}, "input length must be int32; got float"),
+                             ({"prime": (huge_strings(), None)}, "declares 20,000,000 elements")]:
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(generate(**changes), timeout=60)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
+    req = generate()
+    req.output_filter.append("text")
+    assert set(stub.Predict(req, timeout=60).outputs) == {"text"}
+    req.output_filter.append("nope")
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Predict(req, timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "output_filter names nope" in error.value.details()
+
+
+def huge_strings():
+    """A TensorProto of shape [2e7] with one string value: about 60 bytes on the wire."""
+    proto = tensor_pb2.TensorProto(dtype=tf.string.as_datatype_enum, string_val=[b"ab"])
+    proto.tensor_shape.dim.add(size=20_000_000)
+    assert len(proto.SerializeToString()) < 100
+    return proto
 
 
 def test_serve_refuses_a_folder_without_models(tmp_path):
