@@ -571,14 +571,18 @@ def export_command(run_dir, name, version, fmt, out, quantize, max_length):
               help="Seconds between polls of BASE for new and removed versions (TF Serving's flag; 0: only at start).")
 @click.option("--model-version-policy", "policy", default="latest", show_default=True,
               help="Versions served per model: latest, latest:N, all or specific:V,V (TF Serving's policies).")
-def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds, policy):
+@click.option("--metrics", is_flag=True, help="Serve Prometheus metrics (requests, latency, loads) over REST.")
+@click.option("--metrics-path", default="/monitoring/prometheus/metrics", show_default=True,
+              help="Path of the metrics (TF Serving's prometheus_config default).")
+def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds, policy, metrics, metrics_path):
     """Serve the models under BASE with TensorFlow Serving's REST and gRPC APIs, picking up
     versions as they are exported and dropping those removed."""
     quiet_tensorflow()
     from seqkit import serve as serving
 
     serving.serve(base, host=host, port=port, grpc_port=grpc_port, max_body_bytes=max_body_bytes,
-                  max_length=max_length, policy=policy, poll_seconds=poll_seconds, log=click.echo)
+                  max_length=max_length, policy=policy, poll_seconds=poll_seconds, metrics=metrics,
+                  metrics_path=metrics_path, log=click.echo)
 
 
 @cli.command()

@@ -24,6 +24,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -276,8 +277,10 @@ class ModelRegistry:
     every ``interval`` seconds in a daemon thread.
     """
 
-    def __init__(self, base, max_length=2000, policy="latest", log=lambda message: None, loader=None):
+    def __init__(self, base, max_length=2000, policy="latest", log=lambda message: None, loader=None,
+                 on_event=lambda name, version, event: None):
         self.base = Path(base)
+        self.on_event = on_event  # (name, version, "loaded" | "load_failed" | "unloaded")
         if not self.base.is_dir():
             raise SeqkitError(f"model folder {self.base} does not exist; export a model with seqkit export RUN_DIR "
                               "or pass the folder that holds NAME/VERSION/")
@@ -340,12 +343,14 @@ class ModelRegistry:
                         message = first_message(e) if not isinstance(e, OSError) else str(e)
                         status[version] = (END, f"{type(e).__name__}: {message}")
                         self.log(f"failed to load {name} version {version}: {message}")
+                        self.on_event(name, version, "load_failed")
                         continue
                     self.failed.pop((name, version), None)
                     status[version] = (AVAILABLE, "")
                     changed.add(name)
                     self.log(f"loaded {name} version {version} (signatures: "
                              f"{', '.join(sorted(loaded[version].signature_defs))})")
+                    self.on_event(name, version, "loaded")
                 keep_old = not (wanted & set(loaded))  # nothing wanted is available: keep serving what is
                 for version in sorted(loaded):
                     gone = version not in on_disk
@@ -354,6 +359,7 @@ class ModelRegistry:
                         status[version] = (END, "")
                         changed.add(name)
                         self.log(f"unloaded {name} version {version}" + (" (its folder is gone)" if gone else ""))
+                        self.on_event(name, version, "unloaded")
                 if not loaded:
                     del models[name]
             self.models, self.states = models, states
@@ -404,6 +410,44 @@ class ModelRegistry:
             {"version": str(v), "state": state,
              "status": {"error_code": "UNKNOWN" if error else "OK", "error_message": error}}
             for v, (state, error) in sorted(states.items())]}
+
+
+class Metrics:
+    """Prometheus metrics of a server (``prometheus-client``), served as text on ``--metrics``.
+
+    * ``seqkit_serve_requests_total{model, version, api, status}``: requests answered
+      (``api``: rest_predict, rest_metadata, rest_status, grpc_predict; ``status``: the
+      HTTP status, or the gRPC code's name);
+    * ``seqkit_serve_request_latency_seconds{model, version, api}``: their latency;
+    * ``seqkit_serve_model_events_total{model, version, event}``: loaded, load_failed, unloaded.
+
+    The names are seqkit's own; TF Serving's (``:tensorflow:serving:request_count``, ...)
+    carry other labels.
+    """
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("seqkit_serve_requests", "Requests answered", ["model", "version", "api", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("seqkit_serve_request_latency_seconds", "Request latency",
+                                 ["model", "version", "api"], registry=self.registry)
+        self.events = Counter("seqkit_serve_model_events", "Version loads, failed loads and unloads",
+                              ["model", "version", "event"], registry=self.registry)
+
+    def observe(self, model, version, api, status, seconds):
+        version = "" if version is None else str(version)
+        self.requests.labels(model, version, api, str(status)).inc()
+        self.latency.labels(model, version, api).observe(seconds)
+
+    def event(self, model, version, event):
+        self.events.labels(model, str(version), event).inc()
+
+    def text(self):
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
 
 
 # -- REST ------------------------------------------------------------------------------
@@ -465,8 +509,8 @@ def predict_response(outputs, row_format):
     return {"outputs": {k: to_json(v) for k, v in outputs.items()}}
 
 
-def make_app(registry, max_body_bytes=10 << 20):
-    """The Starlette application of the REST API."""
+def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/monitoring/prometheus/metrics"):
+    """The Starlette application of the REST API (and, with ``metrics``, its Prometheus text at ``metrics_path``)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
@@ -497,7 +541,7 @@ def make_app(registry, max_body_bytes=10 << 20):
         return b"".join(chunks)
 
     def handle(endpoint):
-        async def wrapped(request):
+        async def answer(request):
             try:
                 return await endpoint(request)
             except NotFound as e:
@@ -507,16 +551,28 @@ def make_app(registry, max_body_bytes=10 << 20):
             except Exception as e:  # a bug of ours: still an answer in the API's shape, and the server lives on
                 return error(500, f"internal error: {type(e).__name__}: {e}")
 
+        async def wrapped(request):
+            started = time.perf_counter()
+            response = await answer(request)
+            if metrics is not None:
+                version = getattr(request.state, "version", request.path_params.get("version"))
+                metrics.observe(request.path_params.get("name", ""), version, f"rest_{endpoint.__name__}",
+                                response.status_code, time.perf_counter() - started)
+            return response
+
         return wrapped
 
     async def status(request):
         return Response(registry.status(request.path_params["name"], version_of(request)))
 
     async def metadata(request):
-        return Response(registry.get(request.path_params["name"], version_of(request)).metadata_json())
+        servable = registry.get(request.path_params["name"], version_of(request))
+        request.state.version = servable.version
+        return Response(servable.metadata_json())
 
     async def predict(request):
         servable = registry.get(request.path_params["name"], version_of(request))
+        request.state.version = servable.version
         body = await read_body(request)
         signature_name, inputs, row_format = parse_predict_body(body, servable)
         outputs = await run_in_threadpool(servable.predict, signature_name, inputs)
@@ -526,7 +582,14 @@ def make_app(registry, max_body_bytes=10 << 20):
         return error(404, f"no such endpoint: {request.method} {request.url.path}; see TF Serving's REST API "
                           "(/v1/models/NAME[/versions/N][/metadata|:predict])")
 
-    routes = [
+    async def prometheus(request):
+        from prometheus_client import CONTENT_TYPE_LATEST
+        from starlette.responses import Response as Plain
+
+        return Plain(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [Route(metrics_path, prometheus, methods=["GET"])] if metrics is not None else []
+    routes += [
         Route("/v1/models/{name}/versions/{version:int}:predict", handle(predict), methods=["POST"]),
         Route("/v1/models/{name}:predict", handle(predict), methods=["POST"]),
         Route("/v1/models/{name}/versions/{version:int}/metadata", handle(metadata), methods=["GET"]),
@@ -541,7 +604,7 @@ def make_app(registry, max_body_bytes=10 << 20):
 # -- gRPC ------------------------------------------------------------------------------
 
 
-def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20):
+def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metrics=None):
     """A grpc.Server with TF Serving's PredictionService and ModelService on ``address``."""
     import grpc
     from tensorflow.core.protobuf import error_codes_pb2
@@ -561,6 +624,20 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20):
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
+            if metrics is None:
+                return self.predict(request, context)
+            started, code, version = time.perf_counter(), "OK", None
+            try:
+                response = self.predict(request, context)
+                version = response.model_spec.version.value
+                return response
+            except Exception:
+                code = context.code().name if context.code() is not None else "UNKNOWN"
+                raise
+            finally:
+                metrics.observe(request.model_spec.name, version, "grpc_predict", code, time.perf_counter() - started)
+
+        def predict(self, request, context):
             servable = servable_for(request.model_spec, context)
             try:
                 name, signature = servable.signature(request.model_spec.signature_name)
@@ -641,7 +718,8 @@ def check_port(host, port, flag):
 
 
 def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_body_bytes=10 << 20,
-          max_length=2000, policy="latest", poll_seconds=1.0, log=print):
+          max_length=2000, policy="latest", poll_seconds=1.0, metrics=False,
+          metrics_path="/monitoring/prometheus/metrics", log=print):
     """Serve the models under ``base`` until interrupted, polling it every ``poll_seconds``
     (TF Serving's ``--file_system_poll_wait_seconds``; 0: only at start) for versions that
     come and go; ``policy``: see ``VersionPolicy``."""
@@ -651,16 +729,23 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     check_port(host, port, "--port")
     if grpc_port:
         check_port(host, grpc_port, "--grpc-port")
-    registry = ModelRegistry(base, max_length=max_length, policy=policy, log=log)
+    if metrics and not metrics_path.startswith("/"):
+        raise SeqkitError(f"--metrics-path must start with '/'; got {metrics_path!r}")
+    metrics = Metrics() if metrics else None
+    registry = ModelRegistry(base, max_length=max_length, policy=policy, log=log,
+                             on_event=metrics.event if metrics else lambda *args: None)
     grpc_server = None
     if grpc_port:
-        grpc_server = make_grpc_server(registry, address(host, grpc_port), max_body_bytes=max_body_bytes)
+        grpc_server = make_grpc_server(registry, address(host, grpc_port), max_body_bytes=max_body_bytes,
+                                       metrics=metrics)
         grpc_server.start()
     registry.start_polling(poll_seconds)
     log(f"REST on http://{address(host, port)}/v1/models/NAME"
         + (f", gRPC on {address(host, grpc_port)}" if grpc_port else "")
         + (f"; polling {base} every {poll_seconds:g} s (version policy {policy.text})" if poll_seconds > 0 else ""))
-    config = uvicorn.Config(make_app(registry, max_body_bytes), host=host, port=port, log_level="warning",
+    if metrics:
+        log(f"Prometheus metrics on http://{address(host, port)}{metrics_path}")
+    config = uvicorn.Config(make_app(registry, max_body_bytes, metrics, metrics_path), host=host, port=port, log_level="warning",
                             access_log=False)
     server = uvicorn.Server(config)
     try:

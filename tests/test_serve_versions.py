@@ -20,7 +20,12 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from conftest import assert_one_line_errors
 from seqkit import export
@@ -87,7 +92,7 @@ def server(exported, tmp_path):
     rest, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(rest), "--grpc-port", str(grpc_port),
-         "--file_system_poll_wait_seconds", str(POLL)],
+         "--file_system_poll_wait_seconds", str(POLL), "--metrics"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     url = f"http://127.0.0.1:{rest}"
     deadline = time.time() + 180
@@ -155,6 +160,49 @@ def test_a_version_that_fails_to_load_is_reported_and_the_last_good_one_keeps_se
     wait_for(lambda: states(url, "abc").get(1) == ("AVAILABLE", "") and states(url, "abc")[2][0] == "END",
              "version 1 serves again")
     assert served_version(url) == 1
+
+
+def metric_samples(url):
+    """``{(name, labels...): value}`` of the server's Prometheus text, read by Prometheus' own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/monitoring/prometheus/metrics", timeout=60) as response:
+        text = response.read().decode()
+    return {(s.name, *sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_prometheus_metrics_count_requests_latencies_and_loads(server):
+    url, base = server["url"], server["base"]
+    for _ in range(3):
+        assert request(f"{url}/v1/models/abc:predict", {"instances": ["ab"]})[0] == 200
+    assert request(f"{url}/v1/models/abc/versions/7:predict", {"instances": ["ab"]})[0] == 404
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server["grpc"]))
+    for text in (["ab"], [1.0]):  # one answered, one INVALID_ARGUMENT
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = "abc"
+        req.inputs["text"].CopyFrom(tf.make_tensor_proto(text))
+        try:
+            stub.Predict(req, timeout=60)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+    publish(server["source"], base / "abc" / "2")
+    wait_for(lambda: states(url, "abc").get(2) == ("AVAILABLE", ""), "version 2 loads")
+    samples = metric_samples(url)
+
+    def value(name, **labels):
+        return samples.get((name, *sorted(labels.items())), 0)
+
+    assert value("seqkit_serve_requests_total", model="abc", version="1", api="rest_predict", status="200") == 3
+    assert value("seqkit_serve_requests_total", model="abc", version="7", api="rest_predict", status="404") == 1
+    assert value("seqkit_serve_request_latency_seconds_count", model="abc", version="1", api="rest_predict") == 3
+    assert value("seqkit_serve_request_latency_seconds_sum", model="abc", version="1", api="rest_predict") > 0
+    assert value("seqkit_serve_requests_total", model="abc", version="1", api="grpc_predict", status="OK") == 1
+    assert value("seqkit_serve_requests_total", model="abc", version="", api="grpc_predict",
+                 status="INVALID_ARGUMENT") == 1
+    assert value("seqkit_serve_model_events_total", model="abc", version="1", event="loaded") == 1
+    assert value("seqkit_serve_model_events_total", model="abc", version="2", event="loaded") == 1
+    assert value("seqkit_serve_model_events_total", model="abc", version="1", event="unloaded") == 1
 
 
 @pytest.mark.parametrize("text, on_disk, served", [
