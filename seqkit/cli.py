@@ -574,15 +574,66 @@ def export_command(run_dir, name, version, fmt, out, quantize, max_length):
 @click.option("--metrics", is_flag=True, help="Serve Prometheus metrics (requests, latency, loads) over REST.")
 @click.option("--metrics-path", default="/monitoring/prometheus/metrics", show_default=True,
               help="Path of the metrics (TF Serving's prometheus_config default).")
-def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds, policy, metrics, metrics_path):
+@click.option("--model_config_file", "--model-config-file", "model_config_file", type=click.Path(),
+              help="TF Serving's ModelServerConfig (text format): names, base paths, version policies and labels "
+                   "(instead of BASE).")
+@click.option("--model_name", "--model-name", "model_name", help="With --model_base_path: the model's name.")
+@click.option("--model_base_path", "--model-base-path", "model_base_path", type=click.Path(),
+              help="Serve the one model whose version folders are here (instead of BASE).")
+def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds, policy, metrics, metrics_path,
+          model_config_file, model_name, model_base_path):
     """Serve the models under BASE with TensorFlow Serving's REST and gRPC APIs, picking up
-    versions as they are exported and dropping those removed."""
+    versions as they are exported and dropping those removed.
+
+    \b
+    seqkit's flags: --port is REST (8501), --grpc-port gRPC (8500), bound to 127.0.0.1.
+    A tensorflow_model_server command line runs unchanged under seqkit model-server.
+    """
     quiet_tensorflow()
     from seqkit import serve as serving
 
     serving.serve(base, host=host, port=port, grpc_port=grpc_port, max_body_bytes=max_body_bytes,
                   max_length=max_length, policy=policy, poll_seconds=poll_seconds, metrics=metrics,
-                  metrics_path=metrics_path, log=click.echo)
+                  metrics_path=metrics_path, model_config_file=model_config_file, model_name=model_name,
+                  model_base_path=model_base_path, log=click.echo)
+
+
+@cli.command("model-server", context_settings={"help_option_names": ["--help", "-h"]})
+@click.option("--port", type=click.IntRange(0, 65535), default=8500, show_default=True,
+              help="gRPC port (tensorflow_model_server's --port).")
+@click.option("--rest_api_port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="REST port (0: no REST, as tensorflow_model_server).")
+@click.option("--model_name", default="default", show_default=True, help="Name of the --model_base_path model.")
+@click.option("--model_base_path", type=click.Path(), help="Folder of one model's numeric version folders.")
+@click.option("--model_config_file", type=click.Path(),
+              help="ModelServerConfig in text format (names, base paths, version policies, version labels).")
+@click.option("--file_system_poll_wait_seconds", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Seconds between polls of the base paths (0: only at start).")
+@click.option("--host", default="0.0.0.0", show_default=True,
+              help="Interface for both APIs (seqkit's; tensorflow_model_server binds every interface).")
+@click.option("--metrics", is_flag=True, help="seqkit's: Prometheus metrics over REST.")
+@click.option("--enable_batching", type=click.BOOL, default=False, is_flag=False, flag_value=True,
+              help="Not supported yet: refused when true.")
+@click.option("--monitoring_config_file", type=click.Path(), help="Not supported: use --metrics.")
+def model_server(port, rest_api_port, model_name, model_base_path, model_config_file,
+                 file_system_poll_wait_seconds, host, metrics, enable_batching, monitoring_config_file):
+    """tensorflow_model_server's command line over seqkit's server: --port is gRPC,
+    --rest_api_port REST, --model_name/--model_base_path or --model_config_file say what
+    to serve, with TF Serving's defaults (latest version, 1 s polls)."""
+    quiet_tensorflow()
+    from seqkit import serve as serving
+
+    if enable_batching:
+        raise SeqkitError("--enable_batching is not supported by seqkit's server yet; leave it out")
+    if monitoring_config_file:
+        raise SeqkitError("--monitoring_config_file is not supported; pass --metrics for Prometheus metrics at "
+                          "/monitoring/prometheus/metrics")
+    if not model_base_path and not model_config_file:
+        raise SeqkitError("pass --model_base_path (with --model_name) or --model_config_file: what to serve")
+    serving.serve(None, host=host, port=rest_api_port, grpc_port=port, policy="latest",
+                  poll_seconds=file_system_poll_wait_seconds, metrics=metrics, model_config_file=model_config_file,
+                  model_name=None if model_config_file else model_name, model_base_path=model_base_path,
+                  flags={"port": "--rest_api_port", "grpc_port": "--port"}, log=click.echo)
 
 
 @cli.command()

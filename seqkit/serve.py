@@ -258,6 +258,54 @@ class VersionPolicy:
         return set(versions)
 
 
+class ModelSource:
+    """One model from TF Serving's model config: its folder of versions, policy and version labels."""
+
+    def __init__(self, name, base_path, policy, labels=None):
+        self.name, self.base_path, self.policy, self.labels = name, Path(base_path), policy, dict(labels or {})
+
+
+def policy_from_proto(proto):
+    """A ``VersionPolicy`` from a ``FileSystemStoragePathSourceConfig.ServableVersionPolicy`` (default: latest 1)."""
+    kind = proto.WhichOneof("policy_choice")
+    if kind == "all":
+        return VersionPolicy("all")
+    if kind == "specific":
+        return VersionPolicy("specific:" + ",".join(str(v) for v in proto.specific.versions))
+    return VersionPolicy(f"latest:{proto.latest.num_versions or 1}" if kind == "latest" else "latest")
+
+
+def read_model_config(config, where="--model_config_file"):
+    """``[ModelSource]`` of a ``ModelServerConfig``: its text format (TF Serving's
+    ``--model_config_file``) or the proto itself (``HandleReloadConfigRequest``)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    if isinstance(config, str):
+        try:
+            config = text_format.Parse(config, model_server_config_pb2.ModelServerConfig())
+        except text_format.ParseError as e:
+            raise SeqkitError(f"{where} is not a ModelServerConfig in text format: {e}; see TF Serving's "
+                              "model_server_config.proto") from e
+    if config.WhichOneof("config") != "model_config_list":
+        raise SeqkitError(f"{where} needs a model_config_list {{ config {{ name: ... base_path: ... }} }}")
+    sources = []
+    for entry in config.model_config_list.config:
+        if not entry.name or not entry.base_path:
+            raise SeqkitError(f"{where}: every config needs a name and a base_path; got {entry.name or 'no name'!r}")
+        if entry.model_platform not in ("", "tensorflow"):
+            raise SeqkitError(f"{where}: model {entry.name} has model_platform {entry.model_platform!r}; seqkit "
+                              "serves tensorflow SavedModels")
+        if any(entry.name == s.name for s in sources):
+            raise SeqkitError(f"{where}: model {entry.name} is configured twice; give each config its own name")
+        try:
+            policy = policy_from_proto(entry.model_version_policy)
+        except SeqkitError as e:
+            raise SeqkitError(f"{where}: model {entry.name}: the model_version_policy is not usable ({e})") from e
+        sources.append(ModelSource(entry.name, entry.base_path, policy, entry.version_labels))
+    return sources
+
+
 # TF Serving's ModelVersionStatus.State names; what status answers for a version this server has seen.
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
 
@@ -277,11 +325,12 @@ class ModelRegistry:
     every ``interval`` seconds in a daemon thread.
     """
 
-    def __init__(self, base, max_length=2000, policy="latest", log=lambda message: None, loader=None,
-                 on_event=lambda name, version, event: None):
-        self.base = Path(base)
+    def __init__(self, base=None, max_length=2000, policy="latest", log=lambda message: None, loader=None,
+                 on_event=lambda name, version, event: None, sources=None):
+        self.base = None if base is None else Path(base)
         self.on_event = on_event  # (name, version, "loaded" | "load_failed" | "unloaded")
-        if not self.base.is_dir():
+        self.sources = None if sources is None else {s.name: s for s in sources}  # None: every folder of base
+        if self.sources is None and not self.base.is_dir():
             raise SeqkitError(f"model folder {self.base} does not exist; export a model with seqkit export RUN_DIR "
                               "or pass the folder that holds NAME/VERSION/")
         self.max_length, self.log = max_length, log
@@ -293,22 +342,36 @@ class ModelRegistry:
         self._lock = threading.Lock()  # one poll at a time
         self._stop = threading.Event()
         self.poll()
-        if not self.states:
+        if not self.states and self.sources is None:
             raise SeqkitError(f"no models under {self.base} (expected NAME/VERSION/saved_model.pb); export one with "
                               "seqkit export RUN_DIR")
+
+    def reload_config(self, sources):
+        """Serve the models of a new model config (``HandleReloadConfigRequest``): models it drops are
+        unloaded, new ones loaded, policies and labels replaced; returns when the poll is done."""
+        with self._lock:
+            self.sources = {s.name: s for s in sources}
+        self.poll()
+
+    def policy_of(self, name):
+        return self.sources[name].policy if self.sources is not None else self.policy
 
     def scan(self):
         """``{name: {version: path}}`` of the version folders on disk."""
         found = {}
-        try:
-            model_dirs = [p for p in self.base.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        except OSError:
-            return found
-        for model_dir in model_dirs:
+        if self.sources is not None:
+            model_dirs = {name: source.base_path for name, source in self.sources.items()}
+        else:
             try:
-                found[model_dir.name] = {int(p.name): p for p in model_dir.iterdir()
-                                         if p.is_dir() and p.name.isdigit() and int(p.name) > 0}
+                model_dirs = {p.name: p for p in self.base.iterdir() if p.is_dir() and not p.name.startswith(".")}
             except OSError:
+                return found
+        for model_name, model_dir in model_dirs.items():
+            found[model_name] = {}
+            try:
+                found[model_name] = {int(p.name): p for p in model_dir.iterdir()
+                                     if p.is_dir() and p.name.isdigit() and int(p.name) > 0}
+            except OSError:  # a configured base path that does not exist (yet): no versions
                 continue
         return found
 
@@ -328,7 +391,7 @@ class ModelRegistry:
             states = {name: dict(versions) for name, versions in self.states.items()}
             for name in sorted(set(found) | set(models)):
                 on_disk = found.get(name, {})
-                wanted = self.policy.select(on_disk)
+                wanted = self.policy_of(name).select(on_disk) if name in found else set()
                 loaded = models.setdefault(name, {})
                 status = states.setdefault(name, {})
                 for version in sorted(wanted - set(loaded)):
@@ -384,7 +447,16 @@ class ModelRegistry:
     def stop_polling(self):
         self._stop.set()
 
-    def get(self, name, version=None):
+    def version_for_label(self, name, label):
+        """The version a label names in the model config (TF Serving's ``version_labels``)."""
+        sources = self.sources or {}
+        if name not in sources or label not in sources[name].labels:
+            raise BadRequest(f"Unrecognized servable version label: {label}")
+        return sources[name].labels[label]
+
+    def get(self, name, version=None, label=None):
+        if label is not None:
+            version = self.version_for_label(name, label)
         models = self.models
         if name not in models:
             raise NotFound(f"Servable not found for request: Latest({name}); served models: "
@@ -397,8 +469,10 @@ class ModelRegistry:
                            f"{', '.join(map(str, sorted(versions)))}")
         return versions[version]
 
-    def status(self, name, version=None):
+    def status(self, name, version=None, label=None):
         """TF Serving's GetModelStatus answer: every version this server has seen, or one."""
+        if label is not None:
+            version = self.version_for_label(name, label)
         states = self.states.get(name)
         if not states:
             raise NotFound(f"Could not find any versions of model {name}")
@@ -527,6 +601,10 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
         v = request.path_params.get("version")
         return None if v is None else int(v)
 
+    def target(request):
+        """``(name, version, label)`` of a request's path."""
+        return request.path_params["name"], version_of(request), request.path_params.get("label")
+
     async def read_body(request):
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
@@ -563,15 +641,15 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
         return wrapped
 
     async def status(request):
-        return Response(registry.status(request.path_params["name"], version_of(request)))
+        return Response(registry.status(*target(request)))
 
     async def metadata(request):
-        servable = registry.get(request.path_params["name"], version_of(request))
+        servable = registry.get(*target(request))
         request.state.version = servable.version
         return Response(servable.metadata_json())
 
     async def predict(request):
-        servable = registry.get(request.path_params["name"], version_of(request))
+        servable = registry.get(*target(request))
         request.state.version = servable.version
         body = await read_body(request)
         signature_name, inputs, row_format = parse_predict_body(body, servable)
@@ -591,10 +669,13 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
     routes = [Route(metrics_path, prometheus, methods=["GET"])] if metrics is not None else []
     routes += [
         Route("/v1/models/{name}/versions/{version:int}:predict", handle(predict), methods=["POST"]),
+        Route("/v1/models/{name}/labels/{label}:predict", handle(predict), methods=["POST"]),
         Route("/v1/models/{name}:predict", handle(predict), methods=["POST"]),
         Route("/v1/models/{name}/versions/{version:int}/metadata", handle(metadata), methods=["GET"]),
+        Route("/v1/models/{name}/labels/{label}/metadata", handle(metadata), methods=["GET"]),
         Route("/v1/models/{name}/metadata", handle(metadata), methods=["GET"]),
         Route("/v1/models/{name}/versions/{version:int}", handle(status), methods=["GET"]),
+        Route("/v1/models/{name}/labels/{label}", handle(status), methods=["GET"]),
         Route("/v1/models/{name}", handle(status), methods=["GET"]),
         Route("/{path:path}", unknown, methods=["GET", "POST", "PUT", "DELETE"]),
     ]
@@ -611,16 +692,25 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
     from tensorflow_serving.apis import (
         get_model_metadata_pb2,
         get_model_status_pb2,
+        model_management_pb2,
         model_service_pb2_grpc,
         predict_pb2,
         prediction_service_pb2_grpc,
     )
 
+    def choice(spec):
+        """``(name, version, label)`` of a ModelSpec (its version_choice: a version, a label, or neither)."""
+        which = spec.WhichOneof("version_choice")
+        return (spec.name, spec.version.value if which == "version" else None,
+                spec.version_label if which == "version_label" else None)
+
     def servable_for(spec, context):
         try:
-            return registry.get(spec.name, spec.version.value if spec.HasField("version") else None)
+            return registry.get(*choice(spec))
         except NotFound as e:
             context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        except BadRequest as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
@@ -672,11 +762,12 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
 
     class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         def GetModelStatus(self, request, context):
-            spec = request.model_spec
             try:
-                status = registry.status(spec.name, spec.version.value if spec.HasField("version") else None)
+                status = registry.status(*choice(request.model_spec))
             except NotFound as e:
                 context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            except BadRequest as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             response = get_model_status_pb2.GetModelStatusResponse()
             for entry in status["model_version_status"]:
                 item = response.model_version_status.add()
@@ -685,6 +776,16 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
                 if entry["status"]["error_message"]:
                     item.status.error_code = error_codes_pb2.UNKNOWN
                     item.status.error_message = entry["status"]["error_message"]
+            return response
+
+        def HandleReloadConfigRequest(self, request, context):
+            """Serve the models of ``request.config`` instead (TF Serving's config reload)."""
+            response = model_management_pb2.ReloadConfigResponse()
+            try:
+                registry.reload_config(read_model_config(request.config, where="the ReloadConfigRequest"))
+            except SeqkitError as e:
+                response.status.error_code = error_codes_pb2.INVALID_ARGUMENT
+                response.status.error_message = str(e)
             return response
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
@@ -717,41 +818,86 @@ def check_port(host, port, flag):
         raise SeqkitError(f"cannot serve on {address(host, port)} ({e.strerror}); pass another {flag}") from e
 
 
+def model_sources(model_config_file, model_name, model_base_path, policy):
+    """The models to serve from TF Serving's flags, or None for every folder of the base folder."""
+    if model_config_file and (model_name or model_base_path):
+        raise SeqkitError("--model_config_file and --model_name/--model_base_path are two ways to say what to serve; "
+                          "pass one")
+    if model_config_file:
+        try:
+            text = Path(model_config_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise SeqkitError(f"cannot read --model_config_file {model_config_file}: {e}") from e
+        return read_model_config(text)
+    if model_base_path:
+        if not Path(model_base_path).is_dir():
+            raise SeqkitError(f"--model_base_path {model_base_path} is not a folder; pass the folder that holds the "
+                              "numeric version folders (e.g. saved_models/NAME)")
+        return [ModelSource(model_name or "default", model_base_path, policy)]  # TF Serving's default name
+    if model_name:
+        raise SeqkitError("--model_name needs --model_base_path, the folder of that model's versions")
+    return None
+
+
 def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_body_bytes=10 << 20,
           max_length=2000, policy="latest", poll_seconds=1.0, metrics=False,
-          metrics_path="/monitoring/prometheus/metrics", log=print):
-    """Serve the models under ``base`` until interrupted, polling it every ``poll_seconds``
-    (TF Serving's ``--file_system_poll_wait_seconds``; 0: only at start) for versions that
-    come and go; ``policy``: see ``VersionPolicy``."""
-    import uvicorn
+          metrics_path="/monitoring/prometheus/metrics", model_config_file=None, model_name=None,
+          model_base_path=None, flags=None, log=print):
+    """Serve models until interrupted, with TF Serving's REST API on ``port`` and its gRPC
+    API on ``grpc_port`` (0 turns either off, not both).
 
+    What to serve: every model folder under ``base``, or, as ``tensorflow_model_server``,
+    the models of ``model_config_file`` (a ``ModelServerConfig`` in text format: names,
+    base paths, version policies, version labels) or the one ``model_base_path`` (named
+    ``model_name``). The folders are polled every ``poll_seconds`` (TF Serving's
+    ``--file_system_poll_wait_seconds``; 0: only at start) for versions that come and go;
+    ``policy`` (``VersionPolicy``) applies where the config gives none. ``flags`` names
+    the CLI's flags for the ports in messages (``{"port": "--port", "grpc_port": ...}``).
+    """
+    flags = {"port": "--port", "grpc_port": "--grpc-port", **(flags or {})}
     policy = VersionPolicy(policy)
-    check_port(host, port, "--port")
-    if grpc_port:
-        check_port(host, grpc_port, "--grpc-port")
+    sources = model_sources(model_config_file, model_name, model_base_path, policy)
+    if not port and not grpc_port:
+        raise SeqkitError(f"{flags['port']} and {flags['grpc_port']} are both 0: turn one API on")
     if metrics and not metrics_path.startswith("/"):
         raise SeqkitError(f"--metrics-path must start with '/'; got {metrics_path!r}")
+    if metrics and not port:
+        raise SeqkitError(f"--metrics are served over REST: give {flags['port']} a port")
     metrics = Metrics() if metrics else None
-    registry = ModelRegistry(base, max_length=max_length, policy=policy, log=log,
-                             on_event=metrics.event if metrics else lambda *args: None)
+    if port:
+        check_port(host, port, flags["port"])
+    if grpc_port:
+        check_port(host, grpc_port, flags["grpc_port"])
+    registry = ModelRegistry(None if sources is not None else base, max_length=max_length, policy=policy, log=log,
+                             on_event=metrics.event if metrics else lambda *args: None, sources=sources)
     grpc_server = None
     if grpc_port:
         grpc_server = make_grpc_server(registry, address(host, grpc_port), max_body_bytes=max_body_bytes,
                                        metrics=metrics)
         grpc_server.start()
     registry.start_polling(poll_seconds)
-    log(f"REST on http://{address(host, port)}/v1/models/NAME"
-        + (f", gRPC on {address(host, grpc_port)}" if grpc_port else "")
-        + (f"; polling {base} every {poll_seconds:g} s (version policy {policy.text})" if poll_seconds > 0 else ""))
+    apis = ([f"REST on http://{address(host, port)}/v1/models/NAME"] if port else []) + (
+        [f"gRPC on {address(host, grpc_port)}"] if grpc_port else [])
+    log(", ".join(apis) + (f"; polling {'the configured base paths' if sources is not None else base} every "
+                           f"{poll_seconds:g} s" if poll_seconds > 0 else ""))
     if metrics:
         log(f"Prometheus metrics on http://{address(host, port)}{metrics_path}")
-    config = uvicorn.Config(make_app(registry, max_body_bytes, metrics, metrics_path), host=host, port=port, log_level="warning",
-                            access_log=False)
-    server = uvicorn.Server(config)
     try:
-        asyncio.run(server.serve())
-    except SystemExit as e:  # uvicorn exits when it cannot start (e.g. the port was taken meanwhile)
-        raise SeqkitError(f"cannot serve REST on {address(host, port)} (in use?); pass another --port") from e
+        if not port:  # gRPC only (tensorflow_model_server's default: --rest_api_port 0)
+            try:
+                grpc_server.wait_for_termination()
+            except KeyboardInterrupt:
+                pass
+            return
+        import uvicorn
+
+        config = uvicorn.Config(make_app(registry, max_body_bytes, metrics, metrics_path), host=host, port=port,
+                                log_level="warning", access_log=False)
+        try:
+            asyncio.run(uvicorn.Server(config).serve())
+        except SystemExit as e:  # uvicorn exits when it cannot start (e.g. the port was taken meanwhile)
+            raise SeqkitError(f"cannot serve REST on {address(host, port)} (in use?); pass another "
+                              f"{flags['port']}") from e
     finally:
         registry.stop_polling()
         if grpc_server is not None:

@@ -222,3 +222,128 @@ def test_bad_policy_and_poll_interval_are_one_line_errors(exported, tmp_path, ca
         (["serve", base, "--model-version-policy", "specific:a"], r"specific:V,V"),
         (["serve", base, "--file_system_poll_wait_seconds", "-1"], r"file_system_poll_wait_seconds"),
     ], capsys, tmp_path / "never")
+
+
+# -- tensorflow_model_server's command line: model config file, labels, config reload ------------------
+
+CONFIG = """
+model_config_list {{
+  config {{
+    name: "abc"
+    base_path: "{abc}"
+    model_platform: "tensorflow"
+    model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+    version_labels {{ key: "stable" value: 1 }}
+    version_labels {{ key: "canary" value: 2 }}
+  }}
+  config {{ name: "xyz" base_path: "{xyz}" }}
+}}
+"""
+
+
+def start(args, url, name):
+    process = subprocess.Popen([sys.executable, "-m", "seqkit.cli", *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    deadline = time.time() + 180
+    while True:
+        try:
+            if url is None or states(url, name):
+                return process
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            process.kill()
+            pytest.fail(f"seqkit did not start: {process.stdout.read()}")
+        time.sleep(0.3)
+
+
+def test_model_server_takes_a_model_config_file_with_labels_and_reloads_it(exported, tmp_path):
+    """tensorflow_model_server's flags (--port is gRPC, --rest_api_port REST, --model_config_file) and its
+    answers: labels name versions, an unknown label is INVALID_ARGUMENT ("Unrecognized servable version
+    label"), HandleReloadConfigRequest replaces the models, policies and labels."""
+    for v in (1, 2, 3):
+        publish(exported, tmp_path / "abc" / str(v))
+    publish(exported, tmp_path / "xyz" / "1")
+    config = tmp_path / "models.config"
+    config.write_text(CONFIG.format(abc=tmp_path / "abc", xyz=tmp_path / "xyz"), encoding="utf-8")
+    rest, grpc_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{rest}"
+    process = start(["model-server", f"--port={grpc_port}", f"--rest_api_port={rest}", f"--model_config_file={config}",
+                     "--file_system_poll_wait_seconds=0.2", "--host=127.0.0.1"], url, "xyz")
+    try:
+        wait_for(lambda: states(url, "abc") == {1: ("AVAILABLE", ""), 2: ("AVAILABLE", "")}, "abc 1 and 2 (specific)")
+        for label, version in (("stable", 1), ("canary", 2)):
+            status, body = request(f"{url}/v1/models/abc/labels/{label}/metadata")
+            assert status == 200 and body["model_spec"]["version"] == str(version)
+            status, body = request(f"{url}/v1/models/abc/labels/{label}:predict", {"instances": ["ab"]})
+            assert status == 200
+        status, body = request(f"{url}/v1/models/abc/labels/nope:predict", {"instances": ["ab"]})
+        assert status == 400 and body["error"] == "Unrecognized servable version label: nope"
+
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name, req.model_spec.version_label = "abc", "canary"
+        req.inputs["text"].CopyFrom(tf.make_tensor_proto(["ab"]))
+        assert stub.Predict(req, timeout=60).model_spec.version.value == 2
+        req.model_spec.version_label = "nope"
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(req, timeout=60)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        from google.protobuf import text_format
+        from tensorflow_serving.apis import model_management_pb2
+        from tensorflow_serving.config import model_server_config_pb2
+
+        reload = model_management_pb2.ReloadConfigRequest()
+        text_format.Parse(f'model_config_list {{ config {{ name: "abc" base_path: "{tmp_path / "abc"}" '
+                          'model_version_policy { latest { num_versions: 2 } } '
+                          'version_labels { key: "stable" value: 3 } } }', reload.config)
+        assert isinstance(reload.config, model_server_config_pb2.ModelServerConfig)
+        answer = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(reload, timeout=120)
+        assert answer.status.error_code == 0, answer.status.error_message
+        assert {v: s for v, (s, _) in states(url, "abc").items()} == {1: "END", 2: "AVAILABLE", 3: "AVAILABLE"}
+        assert request(f"{url}/v1/models/abc/labels/stable/metadata")[1]["model_spec"]["version"] == "3"
+        assert request(f"{url}/v1/models/xyz:predict", {"instances": ["ab"]})[0] == 404  # dropped by the reload
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_model_server_with_a_model_base_path_serves_grpc_only_by_default(exported, tmp_path):
+    publish(exported, tmp_path / "lm" / "4")
+    grpc_port = free_port()
+    process = start(["model-server", "--port", grpc_port, "--model_name", "lm", "--model_base_path", tmp_path / "lm",
+                     "--host", "127.0.0.1"], None, None)
+    try:
+        stub = model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+        deadline = time.time() + 120
+        while True:
+            try:
+                status = stub.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec={"name": "lm"}),
+                                             timeout=10)
+                if status.model_version_status and status.model_version_status[0].state == \
+                        get_model_status_pb2.ModelVersionStatus.AVAILABLE:
+                    break
+            except grpc.RpcError:
+                pass
+            assert time.time() < deadline and process.poll() is None, process.stdout.read()
+            time.sleep(0.3)
+        assert [s.version for s in status.model_version_status] == [4]
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_model_server_flags_are_one_line_errors(exported, tmp_path, capsys):
+    bad = tmp_path / "bad.config"
+    bad.write_text("model_config_list { config { name: 'a' base_path: ", encoding="utf-8")
+    assert_one_line_errors([
+        (["model-server"], r"pass --model_base_path .* or --model_config_file"),
+        (["model-server", "--model_base_path", exported.parent, "--enable_batching=true"], r"--enable_batching"),
+        (["model-server", "--model_config_file", bad], r"--model_config_file is not a ModelServerConfig"),
+        (["model-server", "--model_config_file", bad, "--model_base_path", exported.parent], r"pass one"),
+        (["model-server", "--model_base_path", tmp_path / "nowhere"], r"--model_base_path .* is not a folder"),
+        (["serve", "--model_name", "x"], r"--model_name needs --model_base_path"),
+    ], capsys, tmp_path / "never")
