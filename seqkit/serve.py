@@ -138,6 +138,8 @@ def to_tensor(name, value, info):
         tensor = tf.constant(array, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as e:
         raise BadRequest(f"input {name} must hold {dtype.name} values of one shape: {e}") from e
+    except RecursionError:
+        raise BadRequest(f"input {name} is nested too deeply; it has rank {len(info.tensor_shape.dim)}") from None
     if not info.tensor_shape.unknown_rank:
         rank = len(info.tensor_shape.dim)
         if tensor.shape.rank != rank:
@@ -533,6 +535,8 @@ def parse_predict_body(body, servable):
         request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"the body is not valid JSON ({e}); send {{\"instances\": [...]}} or {{\"inputs\": ...}}")
+    except RecursionError:
+        raise BadRequest("the body's JSON is nested too deeply; inputs have at most a few dimensions") from None
     if not isinstance(request, dict):
         raise BadRequest("the body must be a JSON object with \"instances\" or \"inputs\"")
     if ("instances" in request) == ("inputs" in request):
@@ -656,6 +660,9 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
         outputs = await run_in_threadpool(servable.predict, signature_name, inputs)
         return Response(predict_response(outputs, row_format))
 
+    async def post_only(request):
+        return error(405, f"{request.url.path} takes POST with a JSON body, not {request.method}")
+
     async def unknown(request):
         return error(404, f"no such endpoint: {request.method} {request.url.path}; see TF Serving's REST API "
                           "(/v1/models/NAME[/versions/N][/metadata|:predict])")
@@ -668,6 +675,9 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
 
     routes = [Route(metrics_path, prometheus, methods=["GET"])] if metrics is not None else []
     routes += [
+        Route("/v1/models/{name}/versions/{version:int}:predict", post_only, methods=["GET", "PUT", "DELETE"]),
+        Route("/v1/models/{name}/labels/{label}:predict", post_only, methods=["GET", "PUT", "DELETE"]),
+        Route("/v1/models/{name}:predict", post_only, methods=["GET", "PUT", "DELETE"]),
         Route("/v1/models/{name}/versions/{version:int}:predict", handle(predict), methods=["POST"]),
         Route("/v1/models/{name}/labels/{label}:predict", handle(predict), methods=["POST"]),
         Route("/v1/models/{name}:predict", handle(predict), methods=["POST"]),

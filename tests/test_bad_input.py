@@ -495,6 +495,19 @@ SERVER_CASES = [
     ("body not UTF-8", "/v1/models/model:predict", b'{"instances": ["\xff"]}', 400, "not valid JSON"),
     ("metadata of a missing model", "/v1/models/nope/metadata", None, 404, "Servable not found"),
     ("version zero", "/v1/models/model/versions/0", None, 404, "Could not find version 0 of model model"),  # TF Serving's words
+    ("JSON nested 100,000 deep", "/v1/models/model:predict", b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000
+     + b"}", 400, "nested too deeply"),
+    ("instances nested 900 deep", "/v1/models/model:predict", {"instances": [[[[[[[[["a"]]]]]]]]] * 1}, 400,
+     "input text must have rank 1"),
+    ("generate top_p NaN", "/v1/models/model:predict",
+     b'{"signature_name": "generate", "instances": [{"prime": "a", "length": 5, "temperature": 1.0, "top_k": 0, '
+     b'"top_p": NaN, "seed": 1}]}', 400, "top_p must be in (0, 1] (1: off)"),
+    ("step with a ragged state", "/v1/models/model:predict",
+     {"signature_name": "step", "inputs": {"text": ["a", "b"], "state": [[0.0] * 16, [0.0] * 3]}}, 400,
+     "input state must hold float32 values of one shape"),
+    ("unknown label", "/v1/models/model/labels/stable:predict", {"instances": ["a"]}, 400,
+     "Unrecognized servable version label: stable"),
+    ("GET on predict", "/v1/models/model:predict", None, 405, "POST"),
 ]
 
 
