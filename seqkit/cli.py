@@ -16,8 +16,9 @@ import warnings
 import click
 
 from seqkit import __version__
-from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_KINDS, OPTIMIZER_NAMES, POOLINGS,
-                           STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY, TOKENIZERS, CharLMConfig, ClassifyConfig)
+from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_KINDS, LR_SCHEDULES, OPTIMIZER_NAMES,
+                           POOLINGS, STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY, TOKENIZERS, CharLMConfig,
+                           ClassifyConfig)
 from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZERS, TARGET_TOKENIZERS, TASK_SEQ2SEQ,
                            Seq2SeqConfig, check_count, check_seed)
 from seqkit.errors import SeqkitError, SeqkitWarning
@@ -107,6 +108,12 @@ def training_options(d, unit):
         click.option("--steps-per-epoch", type=int, default=d.steps_per_epoch, show_default=True,
                      help=f"Steps between evaluations (0: one pass over the {unit})."),
         click.option("--lr", type=float, default=d.lr, show_default=True),
+        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=d.lr_schedule, show_default=True,
+                     help="step / exponential: x --lr-decay per epoch (char-rnn); cosine: to 0 at the last step."),
+        click.option("--lr-decay", type=float, default=d.lr_decay, show_default=True,
+                     help="--lr-schedule step / exponential: factor per epoch."),
+        click.option("--warmup-steps", type=int, default=d.warmup_steps, show_default=True,
+                     help="Steps of linear warm-up from 0 to --lr before the schedule (0: none)."),
         click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
         click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True,
                      help="Global gradient-norm clip (0 disables)."),
@@ -580,8 +587,11 @@ def export_command(run_dir, name, version, fmt, out, quantize, max_length):
 @click.option("--model_name", "--model-name", "model_name", help="With --model_base_path: the model's name.")
 @click.option("--model_base_path", "--model-base-path", "model_base_path", type=click.Path(),
               help="Serve the one model whose version folders are here (instead of BASE).")
+@click.option("--op-allowlist", metavar="seqkit|FILE",
+              help="Load only models whose every op is listed: 'seqkit' (the ops of seqkit's own exports) or a "
+                   "file of op names. SavedModels are programs: without it, trust every folder you serve.")
 def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds, policy, metrics, metrics_path,
-          model_config_file, model_name, model_base_path):
+          model_config_file, model_name, model_base_path, op_allowlist):
     """Serve the models under BASE with TensorFlow Serving's REST and gRPC APIs, picking up
     versions as they are exported and dropping those removed.
 
@@ -595,7 +605,7 @@ def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds,
     serving.serve(base, host=host, port=port, grpc_port=grpc_port, max_body_bytes=max_body_bytes,
                   max_length=max_length, policy=policy, poll_seconds=poll_seconds, metrics=metrics,
                   metrics_path=metrics_path, model_config_file=model_config_file, model_name=model_name,
-                  model_base_path=model_base_path, log=click.echo)
+                  model_base_path=model_base_path, op_allowlist=op_allowlist, log=click.echo)
 
 
 @cli.command("model-server", context_settings={"help_option_names": ["--help", "-h"]})

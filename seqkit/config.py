@@ -26,13 +26,15 @@ SOURCE_TOKENIZERS = ("char", "word")
 TARGET_TOKENIZERS = ("char", "word", "space")
 ATTENTIONS = ("none", "dot", "general", "additive")
 DECODERS = ("greedy", "beam", "sample")
+LR_SCHEDULES = ("constant", "step", "exponential", "cosine")  # see seqkit.training.learning_rate
 DTYPE_POLICIES = ("float32", "mixed_float16")  # Keras' names; mixed_float16: float16 compute, float32 weights
 
 # --resume continues a run with its saved config. These fields set how long and
 # how fast it trains, so a resume may change them (the change is recorded in the
 # run's config.json). Every other field fixes the model, the data or the order of
 # the batches, and a resume must not change it.
-RESUMABLE = ("epochs", "steps", "lr", "clip_norm", "val_decode", "strategy", "keep", "patience", "max_time")
+RESUMABLE = ("epochs", "steps", "lr", "clip_norm", "val_decode", "strategy", "keep", "patience", "max_time",
+             "lr_schedule", "lr_decay", "warmup_steps")
 # Values that mean "resolve it when the run starts" (from the data, or a random
 # seed); the run saves the resolved value, which such a value given on resume keeps.
 UNRESOLVED = {"seed": -1, "inputs": "auto", "features": 0, "max_target_length": 0, "steps_per_epoch": 0}
@@ -124,6 +126,13 @@ def check_options(config, positive, non_negative, choices):
         raise SeqkitError("--patience stops on the val loss, and --val-fraction 0 leaves no validation split; "
                           "set --val-fraction > 0 or drop --patience")
     parse_duration(config.max_time)
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise SeqkitError(f"unknown --lr-schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    if not 0 < config.lr_decay <= 1:
+        raise SeqkitError(f"--lr-decay must be in (0, 1] (the factor per epoch); received {config.lr_decay}")
+    check = config.warmup_steps
+    if isinstance(check, bool) or not isinstance(check, numbers.Integral) or not 0 <= check <= MAX_INT32:
+        raise SeqkitError(f"--warmup-steps must be an integer >= 0 (0: none); received {check!r}")
 
 
 @dataclass
@@ -146,6 +155,9 @@ class CharLMConfig:
     steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
     steps_per_epoch: int = 0  # steps per round (0: one pass over the training text)
     lr: float = 2e-3  # learning rate
+    lr_schedule: str = "constant"  # constant, step / exponential (x lr_decay per epoch), or cosine (to 0 at the end)
+    lr_decay: float = 0.97  # step, exponential: factor per epoch (char-rnn's learning_rate_decay)
+    warmup_steps: int = 0  # steps of linear warm-up from 0 to lr before the schedule (0: none)
     optimizer: str = "adam"  # adam, rmsprop (char-rnn) or sgd
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
     dtype_policy: str = "float32"  # Keras dtype policy: float32, or mixed_float16 (--mixed-precision)
@@ -200,6 +212,9 @@ class ClassifyConfig:
     steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
     steps_per_epoch: int = 0  # steps per round (0: one pass over the training examples)
     lr: float = 1e-3  # learning rate
+    lr_schedule: str = "constant"  # constant, step / exponential (x lr_decay per epoch), or cosine (to 0 at the end)
+    lr_decay: float = 0.97  # step, exponential: factor per epoch (char-rnn's learning_rate_decay)
+    warmup_steps: int = 0  # steps of linear warm-up from 0 to lr before the schedule (0: none)
     optimizer: str = "adam"  # adam, rmsprop or sgd
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
     dtype_policy: str = "float32"  # Keras dtype policy: float32, or mixed_float16 (--mixed-precision)
@@ -257,6 +272,9 @@ class Seq2SeqConfig:
     steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
     steps_per_epoch: int = 0  # steps per round (0: one pass over the training pairs)
     lr: float = 1e-3  # learning rate
+    lr_schedule: str = "constant"  # constant, step / exponential (x lr_decay per epoch), or cosine (to 0 at the end)
+    lr_decay: float = 0.97  # step, exponential: factor per epoch (char-rnn's learning_rate_decay)
+    warmup_steps: int = 0  # steps of linear warm-up from 0 to lr before the schedule (0: none)
     optimizer: str = "adam"  # adam, rmsprop or sgd
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
     dtype_policy: str = "float32"  # Keras dtype policy: float32, or mixed_float16 (--mixed-precision)

@@ -504,19 +504,103 @@ def fit(
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
 
 
+@keras.saving.register_keras_serializable(package="seqkit")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then ``schedule`` (a number or a Keras schedule) shifted by the warm-up:
+
+        lr(t) = schedule(0) * t / warmup_steps   for t < warmup_steps   (0 at t = 0, as Keras' CosineDecay warms up)
+        lr(t) = schedule(t - warmup_steps)       after
+
+    ``t`` is the optimizer's step count (``optimizer.iterations``)."""
+
+    def __init__(self, schedule, warmup_steps):
+        self.schedule, self.warmup_steps = schedule, warmup_steps
+
+    def rate(self, step):
+        return self.schedule(step) if callable(self.schedule) else keras.ops.convert_to_tensor(self.schedule, "float32")
+
+    def __call__(self, step):
+        t = keras.ops.cast(step, "float32")
+        after = self.rate(keras.ops.maximum(t - self.warmup_steps, 0.0))
+        return keras.ops.where(t < self.warmup_steps, self.rate(0.0) * t / self.warmup_steps, after)
+
+    def get_config(self):
+        schedule = self.schedule
+        if callable(schedule):
+            schedule = keras.saving.serialize_keras_object(schedule)
+        return {"schedule": schedule, "warmup_steps": self.warmup_steps}
+
+    @classmethod
+    def from_config(cls, config):
+        schedule = config["schedule"]
+        if isinstance(schedule, dict):
+            schedule = keras.saving.deserialize_keras_object(schedule)
+        return cls(schedule, config["warmup_steps"])
+
+
+def learning_rate(config):
+    """The learning rate of a task config (``lr``, ``lr_schedule``, ``lr_decay``, ``warmup_steps``),
+    a number or a ``keras.optimizers.schedules`` object of the optimizer's step ``t``; an epoch is
+    ``config.steps_per_epoch`` steps (resolved by ``plan_run``), the run ``config.steps`` or
+    ``epochs x steps_per_epoch``:
+
+    - ``constant``: ``lr``;
+    - ``step``: ``lr * lr_decay ** floor(t / steps_per_epoch)`` (char-rnn's ``learning_rate_decay``,
+      ``ExponentialDecay(staircase=True)``);
+    - ``exponential``: ``lr * lr_decay ** (t / steps_per_epoch)`` (``ExponentialDecay``);
+    - ``cosine``: ``lr * (1 + cos(pi t / T)) / 2`` over the ``T`` steps after the warm-up (``CosineDecay``).
+
+    With ``warmup_steps`` w > 0 the rate first rises linearly from 0 to ``lr`` over w steps, and
+    the schedule starts after them (``CosineDecay``'s own warm-up, or ``LinearWarmup``)."""
+    per_epoch = max(config.steps_per_epoch, 1)
+    total = config.steps or config.epochs * per_epoch
+    warmup = config.warmup_steps
+    schedules = keras.optimizers.schedules
+    if config.lr_schedule == "cosine":
+        return schedules.CosineDecay(0.0 if warmup else config.lr, max(total - warmup, 1),
+                                     warmup_target=config.lr if warmup else None, warmup_steps=warmup)
+    if config.lr_schedule == "constant":
+        schedule = config.lr
+    else:
+        schedule = schedules.ExponentialDecay(config.lr, per_epoch, config.lr_decay,
+                                              staircase=config.lr_schedule == "step")
+    return LinearWarmup(schedule, warmup) if warmup else schedule
+
+
+def optimizer(config):
+    """The optimizer of a task config: ``config.optimizer`` at ``learning_rate(config)``."""
+    return OPTIMIZERS[config.optimizer](learning_rate(config))
+
+
+def current_learning_rate(model):
+    """The rate the model's optimizer applies at its next step (under a LossScaleOptimizer, its inner one's)."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
 class StepLogger(keras.callbacks.Callback):
-    """steps.csv: one row per step with the raw grad norm and whether it was clipped."""
+    """steps.csv: one row per step with the raw grad norm, whether it was clipped, and
+    ``lr``, the learning rate the step applied (read before it; a run begun before
+    seqkit logged it keeps its columns)."""
 
     def __init__(self, path, global_step):
         super().__init__()
         self.path, self.step = Path(path), global_step
 
     def on_train_begin(self, logs=None):
-        new = not self.path.exists()
+        new = not self.path.exists() or not self.path.stat().st_size
+        if not new:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                self.with_lr = "lr" in next(csv.reader(f), [])
+        else:
+            self.with_lr = True
         self.file = open(self.path, "a", newline="", encoding="utf-8")
         self.writer = csv.writer(self.file)
         if new:
-            self.writer.writerow(["step", "epoch_mean_loss", "grad_norm", "clipped", "skipped"])
+            self.writer.writerow(["step", "epoch_mean_loss", "grad_norm", "clipped", "skipped", "lr"])
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.lr = current_learning_rate(self.model) if self.with_lr else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.skipped = 0.0
@@ -526,8 +610,9 @@ class StepLogger(keras.callbacks.Callback):
         norm = float(self.model.last_grad_norm.numpy())
         skipped = logs.get("skipped", 0.0)
         clip = self.model.clip_norm
-        self.writer.writerow([self.step, f"{logs.get('loss', float('nan')):.6f}", f"{norm:.6g}",
-                              int(bool(clip) and norm > clip), int(skipped > self.skipped)])
+        row = [self.step, f"{logs.get('loss', float('nan')):.6f}", f"{norm:.6g}", int(bool(clip) and norm > clip),
+               int(skipped > self.skipped)]
+        self.writer.writerow(row + ([f"{self.lr:.6g}"] if self.with_lr else []))
         self.skipped = skipped
 
     def on_train_end(self, logs=None):
@@ -789,7 +874,8 @@ def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(),
         raise TrainingInterrupted(f"{e}; {runs.MODEL} holds the {'best' if best else 'last'} weights so far "
                                   "(evaluate, generate and export use it)", signal=e.signal) from None
     reached = manager.latest()["global_step"]
-    reason = "completed" if reached >= epochs * steps_per_epoch else next((s.reason for s in stoppers if s.reason), "callback")
+    reason = next((s.reason for s in stoppers if s.reason), "callback")  # why it stopped before its planned end
+    reason = "completed" if reached >= epochs * steps_per_epoch else reason
     best = end_run(model, out, manager, reason)
     return {**{k: v[-1] for k, v in history.items() if v}, "steps": reached, "stopped": reason, "best": best}
 

@@ -9,6 +9,7 @@ epochs' val losses (``SetValLoss``), ahead of every callback that records them.
 The runs are tiny (8 units, 2 steps per epoch), a few seconds each.
 """
 
+import csv
 import io
 import json
 import os
@@ -151,8 +152,9 @@ def test_an_interrupted_run_is_usable_and_resumes(tmp_path, capsys, signum, val_
     without validation the last ones (the step-3 checkpoint's). --resume trains to the end."""
     out = tmp_path / "run"
     config = Seq2SeqConfig(**REVERSE, epochs=3, val_fraction=val_fraction, out=str(out))
+    set_val = [SetValLoss([1.0, 5.0])] if val_fraction else []  # without validation there is no val_loss to set
     with pytest.raises(TrainingInterrupted, match=r"at epoch 1, step 1; checkpoint saved to .*; model.keras holds"):
-        seq2seq.train(config, verbose=0, callbacks=[SetValLoss([1.0, 5.0])] * bool(val_fraction) + [SignalAt(3, signum)])
+        seq2seq.train(config, verbose=0, callbacks=[*set_val, SignalAt(3, signum)])
     name = signal.Signals(signum).name
     assert end(out)["stopped"] == name and end(out)["global_step"] == 3
     if val_fraction:  # best: the epoch-1 checkpoint (val 1.0; the partial epoch 2 validated at 5.0)
@@ -197,7 +199,7 @@ def test_max_time_ends_the_run_early_as_a_normal_end(tmp_path, capsys, task):
 
 
 @pytest.mark.parametrize("task", sorted(CLI_TASKS))
-def test_bad_keep_patience_and_max_time_are_one_line_errors(tmp_path, capsys, task):
+def test_bad_keep_patience_max_time_and_schedules_are_one_line_errors(tmp_path, capsys, task):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("abc " * 100, encoding="utf-8")
     base = ["train", task, *[corpus if a == "{corpus}" else a for a in CLI_TASKS[task]], "--out", tmp_path / "run"]
@@ -209,4 +211,50 @@ def test_bad_keep_patience_and_max_time_are_one_line_errors(tmp_path, capsys, ta
         (base + ["--keep", -1], r"--keep must be an integer >= 0 \(0: keep all\); received -1"),
         (base + ["--patience", -2], r"--patience must be an integer >= 0 \(0: off\); received -2"),
         (base + ["--patience", 2, "--val-fraction", 0], r"--patience stops on the val loss, and --val-fraction 0"),
+        (base + ["--lr-schedule", "linear"], r"Invalid value for '--lr-schedule': 'linear' is not one of 'constant', "),
+        (base + ["--lr-decay", 0], r"--lr-decay must be in \(0, 1\] \(the factor per epoch\); received 0"),
+        (base + ["--warmup-steps", -1], r"--warmup-steps must be an integer >= 0 \(0: none\); received -1"),
     ], capsys, tmp_path / "run")
+
+
+# -- learning-rate schedules ---------------------------------------------------------------------------
+
+LR, DECAY, PER_EPOCH, WARMUP, TOTAL = 0.01, 0.5, 2, 2, 8
+
+
+def closed_form(schedule, t):
+    """The rate at optimizer step t, written out from the README's formulas (NumPy, not Keras)."""
+    if t < WARMUP:
+        return LR * t / WARMUP
+    s = t - WARMUP
+    return {"constant": LR, "step": LR * DECAY ** np.floor(s / PER_EPOCH), "exponential": LR * DECAY ** (s / PER_EPOCH),
+            "cosine": LR * (1 + np.cos(np.pi * min(s, TOTAL - WARMUP) / (TOTAL - WARMUP))) / 2}[schedule]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "step", "exponential", "cosine"])
+def test_learning_rate_schedules_follow_their_formulas(schedule):
+    """Oracle: the closed forms above, at steps 0-11 (past the end, cosine stays at 0)."""
+    from seqkit.training import learning_rate
+
+    config = Seq2SeqConfig(**{**REVERSE, "steps_per_epoch": PER_EPOCH}, steps=TOTAL, lr=LR, lr_schedule=schedule,
+                           lr_decay=DECAY, warmup_steps=WARMUP)
+    rate = learning_rate(config)
+    got = [float(keras.ops.convert_to_numpy(rate(t))) for t in range(12)]
+    np.testing.assert_allclose(got, [closed_form(schedule, t) for t in range(12)], rtol=1e-5, atol=1e-9)
+
+
+def test_steps_csv_logs_the_rate_of_each_step_across_a_resume(tmp_path):
+    """Oracle: the closed form of lr_schedule cosine with warmup_steps 2 over 8 planned steps; the
+    run is stopped by SIGINT after step 5 and resumed: the optimizer's step count, and so the rate,
+    goes on from the checkpoint (the horizon is the planned run's, the same after the resume)."""
+    out = tmp_path / "run"
+    config = Seq2SeqConfig(**{**REVERSE, "steps_per_epoch": PER_EPOCH}, steps=TOTAL, lr=LR, lr_schedule="cosine",
+                           warmup_steps=WARMUP, out=str(out))
+    with pytest.raises(TrainingInterrupted):
+        seq2seq.train(config, verbose=0, callbacks=[SignalAt(5, signal.SIGINT)])
+    seq2seq.train(config, resume=True, verbose=0)
+    rows = list(csv.DictReader((out / "steps.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(1, TOTAL + 1))
+    # Step k (1-based) applied the rate at optimizer step k - 1.
+    np.testing.assert_allclose([float(r["lr"]) for r in rows],
+                               [closed_form("cosine", t) for t in range(TOTAL)], rtol=1e-5, atol=1e-9)
