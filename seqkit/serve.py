@@ -62,12 +62,42 @@ def read_signature_defs(path):
     raise SeqkitError(f"{path} has no 'serve' meta graph; export it with seqkit export")
 
 
-class Servable:
-    """One loaded version of a model."""
+def saved_model_ops(path):
+    """The op types of every node and function in ``path/saved_model.pb`` (read, not loaded)."""
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((Path(path) / "saved_model.pb").read_bytes())
+    ops = set()
+    for meta_graph in saved_model.meta_graphs:
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    functions = {f.signature.name for m in saved_model.meta_graphs for f in m.graph_def.library.function}
+    return ops - functions  # a call of a library function by name is no op type
 
-    def __init__(self, name, version, path, max_length):
+
+def read_allowlist(spec):
+    """The op types of ``--op-allowlist``: ``seqkit`` (the ops of seqkit's own exports,
+    ``seqkit/allowed_ops.txt``) or a file with one op type per line (``#`` comments)."""
+    path = Path(__file__).parent / "allowed_ops.txt" if spec == "seqkit" else Path(spec)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SeqkitError(f"cannot read --op-allowlist {spec}: {e}; pass seqkit or a file of op names") from e
+    return frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
+
+
+class Servable:
+    """One loaded version of a model. With ``allowed_ops``, a model holding any other op
+    type is refused before TensorFlow loads it (``saved_model_ops``)."""
+
+    def __init__(self, name, version, path, max_length, allowed_ops=None):
         self.name, self.version, self.path, self.max_length = name, version, Path(path), max_length
         self.signature_defs = read_signature_defs(path)
+        if allowed_ops is not None:
+            outside = sorted(saved_model_ops(path) - allowed_ops)
+            if outside:
+                raise PermissionError(f"{path} uses ops outside --op-allowlist: {', '.join(outside[:12])}"
+                                      + (f" and {len(outside) - 12} more" if len(outside) > 12 else ""))
         self.model = tf.saved_model.load(str(path))
 
     def metadata_proto(self):
@@ -328,7 +358,7 @@ class ModelRegistry:
     """
 
     def __init__(self, base=None, max_length=2000, policy="latest", log=lambda message: None, loader=None,
-                 on_event=lambda name, version, event: None, sources=None):
+                 on_event=lambda name, version, event: None, sources=None, allowed_ops=None):
         self.base = None if base is None else Path(base)
         self.on_event = on_event  # (name, version, "loaded" | "load_failed" | "unloaded")
         self.sources = None if sources is None else {s.name: s for s in sources}  # None: every folder of base
@@ -337,7 +367,7 @@ class ModelRegistry:
                               "or pass the folder that holds NAME/VERSION/")
         self.max_length, self.log = max_length, log
         self.policy = policy if isinstance(policy, VersionPolicy) else VersionPolicy(policy)
-        self.loader = loader or (lambda name, version, path: Servable(name, version, path, max_length))
+        self.loader = loader or (lambda name, version, path: Servable(name, version, path, max_length, allowed_ops))
         self.models = {}  # name -> {version: Servable}: what requests see (replaced, never changed in place)
         self.states = {}  # name -> {version: (state, error message)}
         self.failed = {}  # (name, version) -> the saved_model.pb stamp that failed to load (retried when it changes)
@@ -405,7 +435,7 @@ class ModelRegistry:
                         loaded[version] = self.loader(name, version, path)
                     except Exception as e:  # a damaged or foreign folder: this version fails, the others serve
                         self.failed[(name, version)] = stamp
-                        message = first_message(e) if not isinstance(e, OSError) else str(e)
+                        message = str(e) if isinstance(e, OSError) else first_message(e)
                         status[version] = (END, f"{type(e).__name__}: {message}")
                         self.log(f"failed to load {name} version {version}: {message}")
                         self.on_event(name, version, "load_failed")
@@ -852,7 +882,7 @@ def model_sources(model_config_file, model_name, model_base_path, policy):
 def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_body_bytes=10 << 20,
           max_length=2000, policy="latest", poll_seconds=1.0, metrics=False,
           metrics_path="/monitoring/prometheus/metrics", model_config_file=None, model_name=None,
-          model_base_path=None, flags=None, log=print):
+          model_base_path=None, op_allowlist=None, flags=None, log=print):
     """Serve models until interrupted, with TF Serving's REST API on ``port`` and its gRPC
     API on ``grpc_port`` (0 turns either off, not both).
 
@@ -863,6 +893,8 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     ``--file_system_poll_wait_seconds``; 0: only at start) for versions that come and go;
     ``policy`` (``VersionPolicy``) applies where the config gives none. ``flags`` names
     the CLI's flags for the ports in messages (``{"port": "--port", "grpc_port": ...}``).
+    ``op_allowlist``: ``"seqkit"`` or a file of op types (``read_allowlist``); a model
+    holding another op is refused at load (its status says which ops).
     """
     flags = {"port": "--port", "grpc_port": "--grpc-port", **(flags or {})}
     policy = VersionPolicy(policy)
@@ -878,8 +910,10 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
         check_port(host, port, flags["port"])
     if grpc_port:
         check_port(host, grpc_port, flags["grpc_port"])
+    allowed_ops = read_allowlist(op_allowlist) if op_allowlist else None
     registry = ModelRegistry(None if sources is not None else base, max_length=max_length, policy=policy, log=log,
-                             on_event=metrics.event if metrics else lambda *args: None, sources=sources)
+                             on_event=metrics.event if metrics else lambda *args: None, sources=sources,
+                             allowed_ops=allowed_ops)
     grpc_server = None
     if grpc_port:
         grpc_server = make_grpc_server(registry, address(host, grpc_port), max_body_bytes=max_body_bytes,

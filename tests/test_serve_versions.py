@@ -347,3 +347,42 @@ def test_model_server_flags_are_one_line_errors(exported, tmp_path, capsys):
         (["model-server", "--model_base_path", tmp_path / "nowhere"], r"--model_base_path .* is not a folder"),
         (["serve", "--model_name", "x"], r"--model_name needs --model_base_path"),
     ], capsys, tmp_path / "never")
+
+
+# -- the op allowlist: SavedModels are programs -----------------------------------------------------------
+
+
+def test_op_allowlist_loads_seqkits_exports_and_refuses_a_model_that_reads_files(exported, tmp_path):
+    """A planted SavedModel whose signature reads a file (tf.io.read_file) and writes one (tf.io.write_file)
+    is refused under --op-allowlist seqkit, naming the ops, before TensorFlow loads it (the file it would
+    write never appears); seqkit's own export loads. Oracle: the ops of the planted graph."""
+    from seqkit.serve import ModelRegistry, read_allowlist, saved_model_ops
+
+    class Planted(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve(self, text):
+            tf.io.write_file(str(tmp_path / "written"), text[0])
+            return {"out": tf.strings.join([text, tf.io.read_file("/etc/hostname")])}
+
+    planted = Planted()
+    base = tmp_path / "models"
+    tf.saved_model.save(planted, str(base / "planted" / "1"), signatures={"serving_default": planted.serve})
+    publish(exported, base / "abc" / "1")
+    assert {"ReadFile", "WriteFile"} <= saved_model_ops(base / "planted" / "1")
+    messages = []
+    registry = ModelRegistry(base, allowed_ops=read_allowlist("seqkit"), log=messages.append)
+    assert registry.status("abc")["model_version_status"][0]["state"] == "AVAILABLE"
+    (entry,) = registry.status("planted")["model_version_status"]
+    assert entry["state"] == "END" and "ops outside --op-allowlist: ReadFile, WriteFile" in entry["status"]["error_message"]
+    assert not (tmp_path / "written").exists()
+    trusting = ModelRegistry(base)  # without the list every folder is trusted: the planted model loads
+    assert trusting.status("planted")["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+def test_the_allowlist_holds_the_ops_of_every_seqkit_export_here(exported):
+    """Every op of the seqkit exports this file serves is on seqkit/allowed_ops.txt (scripts/allowed_ops.py
+    writes it from one export per task form)."""
+    from seqkit.serve import read_allowlist, saved_model_ops
+
+    assert saved_model_ops(exported) <= read_allowlist("seqkit")
+    assert {"ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "EagerPyFunc"}.isdisjoint(read_allowlist("seqkit"))
