@@ -551,7 +551,8 @@ def learning_rate(config):
     - ``cosine``: ``lr * (1 + cos(pi t / T)) / 2`` over the ``T`` steps after the warm-up (``CosineDecay``).
 
     With ``warmup_steps`` w > 0 the rate first rises linearly from 0 to ``lr`` over w steps, and
-    the schedule starts after them (``CosineDecay``'s own warm-up, or ``LinearWarmup``)."""
+    the schedule starts after them (``CosineDecay``'s own warm-up, or ``LinearWarmup``).
+    ``train_run`` applies a schedule with ``ScheduledRate``."""
     per_epoch = max(config.steps_per_epoch, 1)
     total = config.steps or config.epochs * per_epoch
     warmup = config.warmup_steps
@@ -567,15 +568,31 @@ def learning_rate(config):
     return LinearWarmup(schedule, warmup) if warmup else schedule
 
 
-def optimizer(config):
-    """The optimizer of a task config: ``config.optimizer`` at ``learning_rate(config)``."""
-    return OPTIMIZERS[config.optimizer](learning_rate(config))
+def inner_optimizer(model):
+    """The optimizer that applies the updates (under a LossScaleOptimizer, its inner one)."""
+    return getattr(model.optimizer, "inner_optimizer", model.optimizer)
 
 
 def current_learning_rate(model):
-    """The rate the model's optimizer applies at its next step (under a LossScaleOptimizer, its inner one's)."""
-    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    """The rate the model's optimizer applies at its next step."""
+    return float(keras.ops.convert_to_numpy(inner_optimizer(model).learning_rate))
+
+
+class ScheduledRate(keras.callbacks.Callback):
+    """Before each step, set the optimizer's learning-rate variable to ``schedule(t)``, ``t`` the
+    optimizer's step count (``iterations``: restored with a checkpoint, not advanced by a skipped
+    step), as a Keras schedule passed to the optimizer would give it. The optimizer keeps its
+    ``learning_rate`` variable, so a checkpoint of a run with any schedule, or none, loads into
+    an optimizer built for any other (a schedule object instead of the variable would change the
+    optimizer's variables, and Keras skips loading optimizer state that does not match)."""
+
+    def __init__(self, schedule):
+        super().__init__()
+        self.schedule = schedule
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = inner_optimizer(self.model)
+        optimizer.learning_rate.assign(self.schedule(optimizer.iterations))
 
 
 class StepLogger(keras.callbacks.Callback):
@@ -680,8 +697,11 @@ def finish_run(model, out, manager):
 
 
 def run_limits(config):
-    """The ``train_run`` keyword arguments set by a task config's ``keep``, ``patience`` and ``max_time``."""
-    return {"keep": config.keep, "patience": config.patience, "max_time": parse_duration(config.max_time)}
+    """The ``train_run`` keyword arguments set by a task config's ``keep``, ``patience``, ``max_time``
+    and learning-rate schedule (``learning_rate``; None for a constant ``lr``)."""
+    schedule = learning_rate(config)
+    return {"keep": config.keep, "patience": config.patience, "max_time": parse_duration(config.max_time),
+            "schedule": schedule if callable(schedule) else None}
 
 
 def plan_steps(config, batches_per_pass, resume=False):
@@ -831,7 +851,7 @@ def trim_logs(out, epoch, global_step):
 
 
 def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(), verbose="auto", keep=3, patience=0,
-              max_time=None, **fit_kwargs):
+              max_time=None, schedule=None, **fit_kwargs):
     """``fit`` into the run directory ``out``: checkpoints, metrics.csv, steps.csv and
     TensorBoard logs as it goes; at the end model.keras (the best checkpoint by val loss,
     with model_last.keras beside it; see ``finish_run``) and the run's ``end`` in config.json.
@@ -841,6 +861,8 @@ def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(),
         keep: Newest checkpoints kept besides the best (0: all).
         patience: Stop after this many epochs without a lower val loss (0: never; see ``Patience``).
         max_time: Stop after this many seconds of training (None: no limit; see ``Deadline``).
+        schedule: A learning-rate schedule of the optimizer's step (``learning_rate``; see
+            ``ScheduledRate``), or None: the compiled optimizer's rate throughout.
 
     Returns the last epoch's logs, with ``steps`` (the global step reached), ``stopped``
     (``"completed"``, ``"early_stopping"``, ``"max_time"``, or ``"callback"``: one of
@@ -862,6 +884,7 @@ def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(),
         *callbacks,
         keras.callbacks.CSVLogger(out / "metrics.csv", append=start is not None),
         keras.callbacks.TensorBoard(out / "tensorboard"),
+        *([ScheduledRate(schedule)] if schedule is not None else []),  # before StepLogger reads the rate
         StepLogger(out / "steps.csv", global_step),
         *stoppers,
     ]

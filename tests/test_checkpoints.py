@@ -258,3 +258,19 @@ def test_steps_csv_logs_the_rate_of_each_step_across_a_resume(tmp_path):
     # Step k (1-based) applied the rate at optimizer step k - 1.
     np.testing.assert_allclose([float(r["lr"]) for r in rows],
                                [closed_form("cosine", t) for t in range(TOTAL)], rtol=1e-5, atol=1e-9)
+
+
+def test_a_schedule_given_on_resume_goes_on_from_the_restored_step(tmp_path, capsys):
+    """Oracle: the closed forms. 4 steps at a constant --lr, then --resume --steps 8 --lr-schedule cosine
+    --warmup-steps 2: steps 5-8 apply the cosine rate at optimizer steps 4-7 (the optimizer's state,
+    its step count included, loaded from the checkpoint although the schedule changed)."""
+    out = tmp_path / "run"
+    args = [*CLI_TASKS["seq2seq"], "--lr", LR]  # 2 steps per epoch
+    code, _, err = run_cli(["train", "seq2seq", *args, "--steps", 4, "--out", out], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["train", "seq2seq", "--resume", "--steps", TOTAL, "--lr-schedule", "cosine",
+                            "--warmup-steps", WARMUP, "--out", out], capsys)
+    assert code == 0 and "warning" not in err.lower(), err
+    rates = [float(r["lr"]) for r in csv.DictReader((out / "steps.csv").open())]
+    np.testing.assert_allclose(rates, [LR] * 4 + [closed_form("cosine", t) for t in range(4, TOTAL)],
+                               rtol=1e-5, atol=1e-9)

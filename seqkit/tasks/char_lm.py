@@ -128,7 +128,7 @@ def build_model(config, vocab_size, stateful=False):
 
 
 def compile_model(model, config):
-    model.compile(optimizer=training.optimizer(config), loss=SequenceCrossentropy())
+    model.compile(optimizer=training.OPTIMIZERS[config.optimizer](config.lr), loss=SequenceCrossentropy())
     return model
 
 

@@ -231,7 +231,7 @@ def compile_model(model, config):
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         scores = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    model.compile(optimizer=training.optimizer(config), loss=loss, metrics=scores)
+    model.compile(optimizer=training.OPTIMIZERS[config.optimizer](config.lr), loss=loss, metrics=scores)
     return model
 
 

@@ -273,7 +273,7 @@ def build_model(config, source_size, target_size):
 
 
 def compile_model(model, config):
-    model.compile(optimizer=training.optimizer(config), loss=SequenceCrossentropy(pad_id=PAD))
+    model.compile(optimizer=training.OPTIMIZERS[config.optimizer](config.lr), loss=SequenceCrossentropy(pad_id=PAD))
     return model
 
 
