@@ -183,10 +183,44 @@ class ClassifyExport(tf.Module):
         return {"label": tf.gather(self.labels, tf.argmax(probabilities, axis=-1)), "probabilities": probabilities,
                 "classes": classes}
 
+    def examples(self, serialized):
+        """The model's inputs from serialized ``tf.Example`` protos ``(B,)``: feature ``text``
+        (bytes) for text models, ``values`` (floats, ``T x D`` of them, row-major) for numbers."""
+        if self.config.inputs == "text":
+            parsed = tf.io.parse_example(serialized, {"text": tf.io.FixedLenFeature([], tf.string)})
+            return self.inputs(parsed["text"])
+        values = tf.io.parse_example(serialized, {"values": tf.io.RaggedFeature(tf.float32,
+                                                                                row_splits_dtype=tf.int64)})["values"]
+        d = self.config.features
+        check = tf.debugging.assert_equal(values.row_lengths() % d, tf.zeros([], tf.int64),
+                                          message=f"feature values must hold T x {d} floats (T steps of {d})")
+        with tf.control_dependencies([check]):
+            steps = tf.RaggedTensor.from_row_lengths(values.flat_values, values.row_lengths() // d * d)
+            padded = steps.to_tensor(float("nan"))  # (B, T * D), NaN-padded
+        return self.inputs(tf.reshape(padded, [tf.shape(padded)[0], -1, d]))
+
+    def _classification(self, inputs):
+        probabilities = tf.nn.softmax(self.model(self.examples(inputs), training=False))  # (B, C)
+        return {"classes": tf.broadcast_to(self.labels, tf.shape(probabilities)), "scores": probabilities}
+
+    def _regression(self, inputs):
+        return {"outputs": self.model(self.examples(inputs), training=False)[:, 0]}
+
     def signatures(self):
+        """Predict-style signatures, and TF Serving's Classify / Regress ones over ``tf.Example``s
+        (``method_names``): ``classification`` (``inputs`` [B] serialized Examples -> ``classes``,
+        ``scores`` [B, C]; not for the copy task) or, for the adding problem, ``regression``
+        (-> ``outputs`` [B])."""
+        spec = [tf.TensorSpec([None], tf.string, name="inputs")]
         if self.config.synthetic == "adding":
-            return {"serving_default": self.classify}
-        return {"serving_default": self.classify, "classify": self.classify}
+            return {"serving_default": self.classify,
+                    "regression": tf.function(self._regression, input_signature=spec)}
+        out = {"serving_default": self.classify, "classify": self.classify}
+        if self.config.synthetic != "copy":
+            out["classification"] = tf.function(self._classification, input_signature=spec)
+        return out
+
+    method_names = {"classification": "tensorflow/serving/classify", "regression": "tensorflow/serving/regress"}
 
 
 class Seq2SeqExport(tf.Module):
@@ -270,6 +304,23 @@ def versions(model_dir):
     if not model_dir.is_dir():
         return []
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+
+
+def set_method_names(folder, method_names):
+    """Give signatures TF Serving's Classify / Regress method names in ``folder/saved_model.pb``:
+    ``tf.saved_model.save`` marks every signature ``tensorflow/serving/predict``, and TF
+    Serving's Classify and Regress APIs take only a signature with their own method name."""
+    if not method_names:
+        return
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = Path(folder) / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString(path.read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        for name, method in method_names.items():
+            meta_graph.signature_def[name].method_name = method
+    path.write_bytes(saved_model.SerializeToString())  # inside the temporary folder, before its rename
 
 
 def build_export(run_dir):
@@ -356,7 +407,9 @@ def export(run_dir, name=None, version=None, out=None, format="saved_model", qua
             tflite.write(run_dir, tmp, quantize=quantize, max_length=max_length)
         else:
             _, module = build_export(run_dir)
-            tf.saved_model.save(module, str(tmp), signatures=module.signatures())
+            signatures = module.signatures()
+            tf.saved_model.save(module, str(tmp), signatures=signatures)
+            set_method_names(tmp, {k: v for k, v in getattr(module, "method_names", {}).items() if k in signatures})
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide the model from a server running as another user
         os.rename(tmp, target)  # atomic; fails rather than replace if a version appeared meanwhile
         fsync_dir(model_dir)

@@ -6,10 +6,13 @@ REST (Starlette on Uvicorn), the paths and bodies of TF Serving's API:
     GET  /v1/models/NAME[/versions/N]/metadata     signature defs
     POST /v1/models/NAME[/versions/N]:predict      {"signature_name": ..., "instances": [...]}
                                                    or {"signature_name": ..., "inputs": {...}}
+    POST /v1/models/NAME[/versions/N]:classify     {"signature_name": ..., "examples": [{feature: value}]}
+    POST /v1/models/NAME[/versions/N]:regress      (the same; /labels/LABEL for /versions/N everywhere)
 
-gRPC: ``tensorflow.serving.PredictionService`` (``Predict``,
-``GetModelMetadata``) and ``ModelService.GetModelStatus``, from the protos of
-the ``tensorflow-serving-api`` package, so TF Serving's own clients work
+gRPC: ``tensorflow.serving.PredictionService`` (``Predict``, ``Classify``,
+``Regress``, ``MultiInference``, ``GetModelMetadata``) and ``ModelService``
+(``GetModelStatus``, ``HandleReloadConfigRequest``), from the protos of the
+``tensorflow-serving-api`` package, so TF Serving's own clients work
 unchanged.
 
 The base folder is polled (``--file_system_poll_wait_seconds``, 1 s as TF
@@ -144,6 +147,83 @@ class Servable:
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
             raise BadRequest(first_message(e)) from e
         return {key: value.numpy() for key, value in outputs.items()}
+
+
+METHODS = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
+
+
+def infer(servable, method, signature_name, examples):
+    """TF Serving's Classify / Regress on a servable: ``examples`` are serialized
+    ``tf.Example`` protos; returns ``[[(label, score), ...], ...]`` (classify) or
+    ``[value, ...]`` (regress), one per example. The signature must carry the
+    method's name (``seqkit export`` gives classifiers ``classification`` and the
+    adding problem ``regression``)."""
+    name = signature_name or "serving_default"
+    if name not in servable.signature_defs:
+        raise BadRequest(f"Serving signature name: \"{name}\" not found in signature def; this model has "
+                         f"{', '.join(sorted(servable.signature_defs))}")
+    signature = servable.signature_defs[name]
+    kind = "classification" if method == "classify" else "regression"
+    if signature.method_name != METHODS[method]:
+        raise BadRequest(f"Expected {kind} signature method_name to be {METHODS[method]}. Was: "
+                         f"{signature.method_name}; pass the signature_name of one ({kind} in a seqkit export)")
+    if not examples:
+        raise BadRequest("Input is empty: send at least one example")
+    if len(examples) > MAX_ROWS:
+        raise BadRequest(f"{len(examples)} examples in one request exceed this server's limit of {MAX_ROWS}")
+    try:
+        outputs = servable.model.signatures[name](inputs=tf.constant(examples, tf.string))
+    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+        raise BadRequest(first_message(e)) from e
+    if method == "regress":
+        return [float(v) for v in outputs["outputs"].numpy().reshape(-1)]
+    scores = outputs["scores"].numpy()
+    classes = outputs["classes"].numpy() if "classes" in outputs else np.full(scores.shape, b"", dtype=object)
+    return [[(c.decode("utf-8", "replace"), float(v)) for c, v in zip(row_c, row_s)]
+            for row_c, row_s in zip(classes, scores)]
+
+
+def json_examples(body):
+    """``(signature_name, [serialized tf.Example])`` from a TF Serving classify/regress JSON body:
+    ``{"signature_name": ..., "context": {feature: value}, "examples": [{feature: value}, ...]}``;
+    strings become bytes_list, integers int64_list, other numbers float_list, ``{"b64": ...}`` bytes."""
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"the body is not valid JSON ({e}); send {{\"examples\": [{{...}}]}}")
+    except RecursionError:
+        raise BadRequest("the body's JSON is nested too deeply") from None
+    if not isinstance(request, dict) or not isinstance(request.get("examples"), list):
+        raise BadRequest("the body must be a JSON object with \"examples\": a list of objects of features")
+    context = request.get("context", {})
+    signature_name = request.get("signature_name")
+    if not isinstance(context, dict) or (signature_name is not None and not isinstance(signature_name, str)):
+        raise BadRequest("\"context\" must be an object of features and \"signature_name\" a string")
+    return signature_name, [to_example({**context, **e}) if isinstance(e, dict) else
+                            _not_an_object() for e in request["examples"]]
+
+
+def _not_an_object():
+    raise BadRequest("every example must be a JSON object of features")
+
+
+def to_example(features):
+    """A serialized ``tf.Example`` of ``{name: value or [values]}``."""
+    example = tf.train.Example()
+    for key, value in features.items():
+        values = value if isinstance(value, list) else [value]
+        feature = example.features.feature[key]
+        if all(isinstance(v, str) or (isinstance(v, dict) and set(v) == {"b64"}) for v in values):
+            feature.bytes_list.value.extend(strings(values))
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            if any(not -2**63 <= v < 2**63 for v in values):
+                raise BadRequest(f"feature {key}: an integer beyond int64")
+            feature.int64_list.value.extend(values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            feature.float_list.value.extend(float(v) for v in values)
+        else:
+            raise BadRequest(f"feature {key} must hold strings or numbers, all of one kind")
+    return example.SerializeToString()
 
 
 def first_message(error):
@@ -690,6 +770,20 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
         outputs = await run_in_threadpool(servable.predict, signature_name, inputs)
         return Response(predict_response(outputs, row_format))
 
+    async def classify(request):
+        return await inference(request, "classify")
+
+    async def regress(request):
+        return await inference(request, "regress")
+
+    async def inference(request, method):
+        servable = registry.get(*target(request))
+        request.state.version = servable.version
+        signature_name, examples = json_examples(await read_body(request))
+        results = await run_in_threadpool(infer, servable, method, signature_name, examples)
+        return Response({"results": [[list(pair) for pair in row] for row in results] if method == "classify"
+                         else results})
+
     async def post_only(request):
         return error(405, f"{request.url.path} takes POST with a JSON body, not {request.method}")
 
@@ -711,6 +805,9 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
         Route("/v1/models/{name}/versions/{version:int}:predict", handle(predict), methods=["POST"]),
         Route("/v1/models/{name}/labels/{label}:predict", handle(predict), methods=["POST"]),
         Route("/v1/models/{name}:predict", handle(predict), methods=["POST"]),
+        *[Route(f"/v1/models/{{name}}{at}:{method}", handle(endpoint), methods=["POST"])
+          for at in ("/versions/{version:int}", "/labels/{label}", "")
+          for method, endpoint in (("classify", classify), ("regress", regress))],
         Route("/v1/models/{name}/versions/{version:int}/metadata", handle(metadata), methods=["GET"]),
         Route("/v1/models/{name}/labels/{label}/metadata", handle(metadata), methods=["GET"]),
         Route("/v1/models/{name}/metadata", handle(metadata), methods=["GET"]),
@@ -731,12 +828,35 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
     from tensorflow.core.protobuf import error_codes_pb2
     from tensorflow_serving.apis import (
         get_model_metadata_pb2,
+        classification_pb2,
         get_model_status_pb2,
+        inference_pb2,
         model_management_pb2,
+        regression_pb2,
         model_service_pb2_grpc,
         predict_pb2,
         prediction_service_pb2_grpc,
     )
+
+    def proto_examples(input_proto):
+        """Serialized ``tf.Example``s of a ``tensorflow.serving.Input`` (a list, or a list with a context
+        merged into each, as TF Serving does)."""
+        kind = input_proto.WhichOneof("kind")
+        if kind == "example_list":
+            return [e.SerializeToString() for e in input_proto.example_list.examples]
+        if kind == "example_list_with_context":  # the context's bytes, then the example's: a feature in both
+            context = input_proto.example_list_with_context.context.SerializeToString()  # reads as the example's
+            return [context + e.SerializeToString() for e in input_proto.example_list_with_context.examples]
+        return []
+
+    def fill_result(result, method, results):
+        for row in results:
+            if method == "classify":
+                item = result.classifications.add()
+                for label, score in row:
+                    item.classes.add(label=label, score=score)
+            else:
+                result.regressions.add(value=row)
 
     def choice(spec):
         """``(name, version, label)`` of a ModelSpec (its version_choice: a version, a label, or neither)."""
@@ -788,6 +908,56 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
             response.model_spec.signature_name = name
             for key, value in outputs.items():
                 response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+        def Classify(self, request, context):
+            return self.infer(request, context, "classify")
+
+        def Regress(self, request, context):
+            return self.infer(request, context, "regress")
+
+        def infer(self, request, context, method):
+            servable = servable_for(request.model_spec, context)
+            try:
+                results = infer(servable, method, request.model_spec.signature_name, proto_examples(request.input))
+            except BadRequest as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            response = (classification_pb2.ClassificationResponse() if method == "classify"
+                        else regression_pb2.RegressionResponse())
+            fill_result(response.result, method, results)
+            response.model_spec.name, response.model_spec.version.value = servable.name, servable.version
+            response.model_spec.signature_name = request.model_spec.signature_name or "serving_default"
+            return response
+
+        def MultiInference(self, request, context):
+            """Several Classify / Regress tasks of one model over one input (TF Serving's rules:
+            one model, each signature once)."""
+            response = inference_pb2.MultiInferenceResponse()
+            if not request.tasks:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Empty task list")
+            names = {t.model_spec.name for t in request.tasks}
+            signatures = [t.model_spec.signature_name or "serving_default" for t in request.tasks]
+            if len(names) != 1:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "All ModelSpecs in a MultiInferenceRequest must "
+                                                                "access the same model name")
+            if len(set(signatures)) != len(signatures):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Duplicate evaluation of signature")
+            examples = proto_examples(request.input)
+            for task in request.tasks:
+                method = {v: k for k, v in METHODS.items()}.get(task.method_name)
+                if method is None:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Unsupported signature method_name: "
+                                                                    f"{task.method_name}")
+                servable = servable_for(task.model_spec, context)
+                try:
+                    results = infer(servable, method, task.model_spec.signature_name, examples)
+                except BadRequest as e:
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                result = response.results.add()
+                result.model_spec.name, result.model_spec.version.value = servable.name, servable.version
+                result.model_spec.signature_name = task.model_spec.signature_name or "serving_default"
+                fill_result(result.classification_result if method == "classify" else result.regression_result,
+                            method, results)
             return response
 
         def GetModelMetadata(self, request, context):

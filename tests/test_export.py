@@ -179,7 +179,7 @@ def test_classify_signature_equals_predict_on_raw_strings(tmp_path, tokens):
     names = [c.decode() for c in out["classes"].numpy()[0]]
     for row, probabilities in zip(expected, out["probabilities"].numpy()):
         np.testing.assert_allclose(probabilities, [row["probabilities"][n] for n in names], atol=1e-6)
-    assert set(loaded.signatures) == {"serving_default", "classify"}
+    assert set(loaded.signatures) == {"serving_default", "classify", "classification"}  # + the Classify API's
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least one token"):
         loaded.signatures["classify"](text=tf.constant(["ok", ""]))
 

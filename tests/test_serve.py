@@ -60,6 +60,9 @@ def server(tmp_path_factory):
     export.export(seq2seq.train(Seq2SeqConfig(synthetic="reverse", length=4, size=300, units=8, embedding_dim=8,
                                               epochs=1, seed=0, out=str(tmp / "reverse")), verbose=0)["run_dir"],
                   name="reverse", out=base)
+    export.export(classify.train(ClassifyConfig(synthetic="adding", length=6, size=64, units=8, epochs=1,
+                                                steps_per_epoch=2, seed=0, out=str(tmp / "adding")),
+                                 verbose=0)["run_dir"], name="adding", out=base)
     rest, grpc_port = free_port(), free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(rest), "--grpc-port",
@@ -81,7 +84,8 @@ def server(tmp_path_factory):
             time.sleep(0.5)
     yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "model": tf.saved_model.load(str(base / "abc" / "2")),
            "reviews": tf.saved_model.load(str(base / "reviews" / "1")),
-           "reverse": tf.saved_model.load(str(base / "reverse" / "1"))}
+           "reverse": tf.saved_model.load(str(base / "reverse" / "1")),
+           "adding": tf.saved_model.load(str(base / "adding" / "1"))}
     process.terminate()
     process.wait(timeout=30)
 
@@ -309,3 +313,85 @@ def test_non_finite_outputs_are_json_and_outputs_without_rows_are_a_400():
         serving.predict_response({"a": np.zeros(3), "b": np.zeros(2)}, row_format=True)
     with pytest.raises(serving.BadRequest, match="do not share a batch dimension"):
         serving.predict_response({"a": np.float32(1.0)}, row_format=True)
+
+
+# -- Classify, Regress, MultiInference: TF Serving's APIs over tf.Example ---------------------------------
+
+
+def example(**features):
+    """A serialized tf.Example: strings as bytes_list, lists of floats as float_list."""
+    out = tf.train.Example()
+    for key, value in features.items():
+        if isinstance(value, str):
+            out.features.feature[key].bytes_list.value.append(value.encode())
+        else:
+            out.features.feature[key].float_list.value.extend(value)
+    return out
+
+
+def test_classify_and_regress_over_rest_and_grpc_equal_the_predict_signatures(server):
+    """Oracle: the export's own predict-style signatures (classify on text, serving_default on NaN-padded
+    values) in this process. REST answers {"results": ...} as TF Serving's json_tensor does."""
+    from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2
+
+    texts = ["great film", "dull bad"]
+    expected = server["reviews"].signatures["classify"](text=tf.constant(texts))
+    classes = [c.decode() for c in expected["classes"].numpy()[0]]
+    status, body = request(f"{server['url']}/v1/models/reviews:classify",
+                           {"signature_name": "classification", "examples": [{"text": t} for t in texts]})
+    assert status == 200
+    for row, probabilities in zip(body["results"], expected["probabilities"].numpy()):
+        assert [label for label, _ in row] == classes
+        np.testing.assert_allclose([score for _, score in row], probabilities, atol=1e-6)
+
+    x = np.random.default_rng(0).uniform(size=(6, 2)).astype(np.float32)
+    x[:, 1] = 0
+    x[[1, 4], 1] = 1
+    value = server["adding"].signatures["serving_default"](values=tf.constant(x[None]))["value"].numpy()[0]
+    status, body = request(f"{server['url']}/v1/models/adding/versions/1:regress",
+                           {"signature_name": "regression", "examples": [{"values": x.ravel().tolist()}]})
+    assert status == 200 and abs(body["results"][0] - value) < 1e-5
+
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server["grpc"]))
+    req = classification_pb2.ClassificationRequest()
+    req.model_spec.name, req.model_spec.signature_name = "reviews", "classification"
+    req.input.example_list_with_context.context.CopyFrom(example(text="ignored: each example has its own"))
+    for t in texts:
+        req.input.example_list_with_context.examples.append(example(text=t))
+    reply = stub.Classify(req, timeout=60)
+    got = [[c.score for c in item.classes] for item in reply.result.classifications]
+    np.testing.assert_allclose(got, expected["probabilities"].numpy(), atol=1e-6)
+
+    req = regression_pb2.RegressionRequest()
+    req.model_spec.name, req.model_spec.signature_name = "adding", "regression"
+    req.input.example_list.examples.append(example(values=x.ravel().tolist()))
+    assert abs(stub.Regress(req, timeout=60).result.regressions[0].value - value) < 1e-5
+
+    req = inference_pb2.MultiInferenceRequest()
+    task = req.tasks.add()
+    task.model_spec.name, task.model_spec.signature_name = "reviews", "classification"
+    task.method_name = "tensorflow/serving/classify"
+    req.input.example_list.examples.append(example(text=texts[0]))
+    (result,) = stub.MultiInference(req, timeout=60).results
+    np.testing.assert_allclose([c.score for c in result.classification_result.classifications[0].classes],
+                               expected["probabilities"].numpy()[0], atol=1e-6)
+
+
+def test_classify_errors_are_tf_servings(server):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(server["grpc"]))
+    status, body = request(f"{server['url']}/v1/models/reviews:classify", {"examples": [{"text": "great"}]})
+    assert status == 400 and "Expected classification signature method_name to be tensorflow/serving/classify" \
+        in body["error"]  # serving_default is a predict signature
+    status, body = request(f"{server['url']}/v1/models/reviews:classify",
+                           {"signature_name": "classification", "examples": [{"words": "great"}]})
+    assert status == 400 and "text" in body["error"]  # the feature the signature parses is missing
+    status, body = request(f"{server['url']}/v1/models/reviews:classify", {"examples": "great"})
+    assert status == 400 and "examples" in body["error"]
+    from tensorflow_serving.apis import regression_pb2
+
+    req = regression_pb2.RegressionRequest()
+    req.model_spec.name, req.model_spec.signature_name = "reviews", "classification"
+    req.input.example_list.examples.append(example(text="great"))
+    with pytest.raises(grpc.RpcError) as error:
+        stub.Regress(req, timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "regression signature" in error.value.details()
