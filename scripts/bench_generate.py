@@ -11,7 +11,7 @@ Variants:
   keras OneStep        the TensorFlow text-generation tutorial: a tf.function that
                        runs the Keras LSTM layer on a length-1 sequence (initial_state,
                        return_state) and samples, called from Python once per character
-  seqkit generate      seqkit.tasks.char_lm.Sampler: the whole sampling loop (cell step,
+  seqkit generate      seqkit.decoding.Sampler: the whole sampling loop (cell step,
                        logits, temperature/top-k/top-p sampling) in one tf.function while loop
   seqkit generate XLA  the same loop compiled with XLA (jit_compile=True)
   torch per-step       PyTorch (when installed): nn.Embedding -> nn.LSTM -> nn.Linear on one
@@ -67,6 +67,7 @@ def measure(args, torch=None, log=print):
     import keras
     import tensorflow as tf
 
+    from seqkit import decoding
     from seqkit.config import CharLMConfig
     from seqkit.tasks import char_lm
 
@@ -74,7 +75,7 @@ def measure(args, torch=None, log=print):
     keras.utils.set_random_seed(0)
     config = CharLMConfig(units=H, layers=1, embedding_dim=E)
     model = char_lm.build_model(config, V)  # seqkit LSTM
-    sampler, xla = char_lm.Sampler(model), char_lm.Sampler(model, xla=True)
+    sampler, xla = decoding.Sampler(model), decoding.Sampler(model, xla=True)
 
     # The tutorial's model: keras.layers.LSTM with the same weights, stepped as a layer.
     emb, dense = model.get_layer("embedding"), model.get_layer("logits")

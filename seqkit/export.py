@@ -64,7 +64,7 @@ class CharLMExport(tf.Module):
 
     def __init__(self, model, vocab):
         super().__init__()
-        from seqkit.tasks.char_lm import Sampler
+        from seqkit.decoding import Sampler
 
         self.sampler = Sampler(model)
         self.table = char_table(vocab.chars)

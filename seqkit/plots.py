@@ -1,5 +1,8 @@
 """PNG plots (matplotlib, no display needed), written atomically."""
 
+import math
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -81,3 +84,12 @@ def plot_confusion(path, matrix, labels, title):
     fig.tight_layout()
     save(fig, path)
     return path
+
+
+def plot_history(out, metrics, ylabel, title):
+    """``out/loss.png`` from a run's ``metrics`` (``training.read_metrics``: so a resumed run
+    plots its whole history; without validation, the training loss alone)."""
+    curves = {name: metrics[name] for name in ("loss", "val_loss")
+              if name in metrics and not all(math.isnan(v) for v in metrics[name])}
+    if curves:
+        plot_curves(Path(out) / "loss.png", curves, xlabel="epoch", ylabel=ylabel, title=title)

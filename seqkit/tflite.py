@@ -37,8 +37,6 @@ must be static for the built-in ops); the step models take any batch.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np

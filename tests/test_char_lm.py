@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_one_line_errors, run_cli
+from seqkit import decoding
 from seqkit.config import CharLMConfig
 from seqkit.errors import SeqkitError
 from seqkit.tasks import char_lm
@@ -169,7 +170,7 @@ def test_sampler_steps_give_the_full_models_logits(cell):
 
     keras.utils.set_random_seed(1)
     model = char_lm.build_model(CharLMConfig(cell=cell, units=16, layers=2, embedding_dim=8), 11)
-    sampler = char_lm.Sampler(model)
+    sampler = decoding.Sampler(model)
     ids = np.array([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]], dtype="int32")
     logits, states = sampler.warm(tf.constant(ids[:, :2]), sampler.initial_states(2))
     table = sampler.input_table()
@@ -194,7 +195,7 @@ def test_top_k_and_top_p_keep_the_right_set():
     logits = tf.constant(np.log(probs), tf.float32)
 
     def kept(top_k, top_p):
-        out = char_lm.filter_logits(logits, tf.constant(top_k), tf.constant(top_p)).numpy()[0]
+        out = decoding.filter_logits(logits, tf.constant(top_k), tf.constant(top_p)).numpy()[0]
         return set(np.flatnonzero(np.isfinite(out)))
 
     assert kept(2, 1.0) == {1, 3}
@@ -204,7 +205,7 @@ def test_top_k_and_top_p_keep_the_right_set():
     assert kept(0, 0.71) == {1, 3, 4}
     assert kept(0, 0.01) == {1}  # the most likely is always kept
     assert kept(3, 0.9) == {1, 3, 4}
-    draws = {int(char_lm.choose(logits, tf.constant(1.0), tf.constant(2), tf.constant(1.0),
+    draws = {int(decoding.choose(logits, tf.constant(1.0), tf.constant(2), tf.constant(1.0),
                                 tf.constant([i, 0], tf.int64))[0]) for i in range(60)}
     assert draws == {1, 3}
 
@@ -308,7 +309,7 @@ def test_xla_sampling_matches_the_distribution_and_is_reproducible(pattern_run):
 
 def test_gumbel_max_sampling_follows_the_softmax():
     logits = tf.constant([[2.0, 1.0, 0.0, -1.0]] * 4000)
-    ids = char_lm.choose(logits, tf.constant(1.0), tf.constant(0), tf.constant(1.0),
+    ids = decoding.choose(logits, tf.constant(1.0), tf.constant(0), tf.constant(1.0),
                          tf.constant([7, 0], tf.int64)).numpy()
     freq = np.bincount(ids, minlength=4) / len(ids)
     p = tf.nn.softmax(logits[0]).numpy()

@@ -9,7 +9,6 @@ Python API (the CLI only calls these):
 """
 
 import math
-import numbers
 import random
 from pathlib import Path
 
@@ -22,11 +21,12 @@ from seqkit import training
 from seqkit.checkpoint import load_weights
 from seqkit.config import TASK_CHAR_LM as TASK
 from seqkit.config import CharLMConfig, check_count, check_seed
+from seqkit.decoding import Sampler, check_sampler
 from seqkit.distribute import get_strategy
 from seqkit.errors import SeqkitError
 from seqkit.layers import recurrent_layer
 from seqkit.losses import SequenceCrossentropy
-from seqkit.plots import plot_curves
+from seqkit.plots import plot_history
 from seqkit.text import Vocabulary, default_corpus, read_corpus
 
 LN2 = math.log(2.0)
@@ -233,18 +233,8 @@ def train_in(out, config, resume, strategy, verbose):
     callbacks.append(LMMetrics())
     last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks, verbose,
                               **training.run_limits(config), **fit_kwargs)
-    plot_history(out)
+    plot_history(out, training.read_metrics(out), ylabel="cross-entropy (nats/char)", title="char-LM loss")
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last}
-
-
-def plot_history(out, ylabel="cross-entropy (nats/char)", title="char-LM loss"):
-    """loss.png from metrics.csv (so a resumed run plots its whole history; without
-    validation, the training loss alone)."""
-    metrics = training.read_metrics(out)
-    curves = {name: metrics[name] for name in ("loss", "val_loss")
-              if name in metrics and not all(math.isnan(v) for v in metrics[name])}
-    if curves:
-        plot_curves(Path(out) / "loss.png", curves, xlabel="epoch", ylabel=ylabel, title=title)
 
 
 # -- loading a trained model --------------------------------------------------
@@ -293,110 +283,6 @@ def evaluate(path, data, errors="strict", batch_size=None):
 
 
 # -- generation ---------------------------------------------------------------
-
-
-def filter_logits(logits, top_k, top_p):
-    """Keep the ``top_k`` largest logits (0: all) and the smallest set whose
-    probability reaches ``top_p`` (nucleus sampling, Holtzman et al. 2020;
-    1: all); the rest become -inf. ``logits``: ``(B, V)``. One sort serves
-    both (``tf.math.top_k`` would need a constant k to compile with XLA)."""
-    vocab = tf.shape(logits)[-1]
-    k = tf.where(top_k > 0, tf.minimum(top_k, vocab), vocab)
-    sorted_logits = tf.sort(logits, direction="DESCENDING", axis=-1)  # (B, V)
-    kth = tf.gather(sorted_logits, [k - 1], axis=1)  # (B, 1): the k-th largest
-    logits = tf.where(logits < kth, -np.inf, logits)
-    sorted_logits = tf.where(sorted_logits < kth, -np.inf, sorted_logits)  # still sorted
-    before = tf.math.cumsum(tf.nn.softmax(sorted_logits), axis=-1, exclusive=True)  # mass of the larger ones
-    kept = tf.where(before < top_p, sorted_logits, np.inf)  # the first is always kept
-    cutoff = tf.reduce_min(kept, axis=-1, keepdims=True)  # smallest kept logit
-    return tf.where(logits < cutoff, -np.inf, logits)
-
-
-def choose(logits, temperature, top_k, top_p, seed):
-    """Next ids ``(B,)``: argmax when ``temperature == 0``, else a sample from
-    ``softmax(filter(logits) / temperature)`` with a stateless seed, by the
-    Gumbel-max trick: ``argmax(z - log(-log(u)))``, ``u ~ U(0, 1)``, is
-    distributed as ``softmax(z)`` (and, unlike ``stateless_categorical``,
-    compiles with XLA)."""
-    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    scaled = logits / tf.maximum(temperature, 1e-6)
-    scaled = tf.cond((top_k > 0) | (top_p < 1), lambda: filter_logits(scaled, top_k, top_p), lambda: scaled)
-    u = tf.random.stateless_uniform(tf.shape(scaled), seed=seed, minval=np.finfo(np.float32).tiny, maxval=1.0)
-    sampled = tf.argmax(scaled - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
-    return tf.where(temperature > 0, sampled, greedy)
-
-
-class Sampler(tf.Module):
-    """Autoregressive sampling with the recurrent state carried step to step.
-
-    The prime warms the state in one pass of each layer; then each step runs
-    every cell once on the previous character (never re-running the prefix),
-    inside one ``tf.function`` ``while`` loop per chunk of characters.
-    """
-
-    def __init__(self, model, xla=False):
-        super().__init__()
-        self.embedding = model.get_layer("embedding")
-        self.rnns = [layer for layer in model.layers if layer.name.startswith("rnn_")]
-        self.logits = model.get_layer("logits")
-        # XLA compiles the loop once per (batch, n): about 1 s, then about three times
-        # the speed at batch 1 on CPU (docs/benchmarks.md). Same distribution; a seed's
-        # text may differ.
-        self.sample = tf.function(self.sample_loop, jit_compile=xla, reduce_retracing=True)
-
-    def initial_states(self, batch):
-        return [layer.cell.get_initial_state(batch_size=batch) for layer in self.rnns]
-
-    @tf.function(reduce_retracing=True)
-    def warm(self, ids, states, mask=None):
-        """Run the prime ``ids`` ``(B, P)``: logits for the next character ``(B, V)`` and the states.
-
-        ``mask`` ``(B, P)`` marks the characters of right-padded primes of
-        different lengths: the state stops at each row's last character.
-        """
-        h = self.embedding(ids)  # (B, P, E)
-        new_states = []
-        for layer, s in zip(self.rnns, states):
-            last, h, s = layer.inner_loop(h, list(s), mask=mask, training=False)  # h: (B, P, H)
-            new_states.append(list(s))
-        return self.logits(last), new_states
-
-    def input_table(self):
-        """The first layer's input projection ``x W + b`` of every character's
-        embedding, ``(V, gates * units)``: computed once per call of ``sample``,
-        it turns each step's ``(1, E) @ (E, gates * units)`` matmul into a row lookup."""
-        return self.rnns[0].cell.project_inputs(self.embedding.embeddings)
-
-    def step(self, token, states, table):
-        """One character ``(B,)`` in: next logits ``(B, V)`` and the new states."""
-        new_states = []
-        for n, (layer, s) in enumerate(zip(self.rnns, states)):
-            xw = tf.gather(table, token) if n == 0 else layer.cell.project_inputs(h)  # x_t W + b
-            h, s = layer.cell.step(xw, s)  # h_t from x_t and the state: one step of the cell
-            new_states.append(list(s))
-        return self.logits(h), new_states
-
-    def sample_loop(self, logits, states, n, temperature, top_k, top_p, seed, step0):
-        """``n`` characters ``(B, n)``, sampling step ``i`` with seed ``(seed, step0 + i)``
-        (``self.sample`` is this loop as a ``tf.function``)."""
-        out = tf.TensorArray(tf.int32, size=n)
-        table = self.input_table()
-        for i in tf.range(n):
-            token = choose(logits, temperature, top_k, top_p, tf.stack([seed, step0 + tf.cast(i, tf.int64)]))
-            out = out.write(i, token)
-            logits, states = self.step(token, states, table)
-        return tf.transpose(out.stack()), logits, states  # (B, n)
-
-
-def check_sampler(temperature, top_k, top_p):
-    """The sampling settings ``choose`` takes (char-LM generation and seq2seq sampling).
-    A ``top_k`` above the vocabulary size keeps every token, as 0 does."""
-    if not temperature >= 0:
-        raise SeqkitError(f"--temperature must be >= 0 (0 means argmax); received {temperature}")
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
-        raise SeqkitError(f"--top-k must be >= 0, an integer (0 disables it); received {top_k!r}")
-    if not 0 < top_p <= 1:
-        raise SeqkitError(f"--top-p must be in (0, 1] (1 disables it); received {top_p}")
 
 
 MAX_NUM_SAMPLES = 10_000  # samples are drawn as one batch

@@ -41,9 +41,8 @@ from seqkit.config import ClassifyConfig, check_count
 from seqkit.errors import SeqkitError
 from seqkit.io import check_writable, read_run_json
 from seqkit.layers import PaddingMask, SequencePooling, recurrent_layer
-from seqkit.plots import plot_confusion
+from seqkit.plots import plot_confusion, plot_history
 from seqkit.sequences import Examples, read_examples, read_lines, steps_array
-from seqkit.tasks.char_lm import plot_history
 from seqkit.text import Vocabulary
 
 PAD = 0  # token id of padding; vocabulary ids are shifted up by one
@@ -316,7 +315,8 @@ def train_in(out, config, resume, verbose):
         fit_kwargs["validation_data"] = eval_batches(x_val, [y_val], config.batch_size)
     last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, verbose=verbose,
                               **training.run_limits(config), **fit_kwargs)
-    plot_history(out, ylabel="mean squared error" if is_regression(config) else "cross-entropy (nats)",
+    plot_history(out, training.read_metrics(out),
+                 ylabel="mean squared error" if is_regression(config) else "cross-entropy (nats)",
                  title=f"{config.synthetic or Path(config.data).name} loss")
     val_scores = None
     if len(val_idx):

@@ -62,6 +62,7 @@ from seqkit.checkpoint import load_weights
 from seqkit.config import DECODERS, check_count, check_seed
 from seqkit.config import TASK_SEQ2SEQ as TASK
 from seqkit.config import Seq2SeqConfig
+from seqkit.decoding import check_sampler, choose
 from seqkit.errors import SeqkitError
 from seqkit.io import check_writable, write_text
 from seqkit.layers import SequenceAttention, recurrent_layer
@@ -69,7 +70,6 @@ from seqkit.losses import SequenceCrossentropy
 from seqkit.pairs import END, PAD, START, TokenVocabulary, detokenize, read_pairs, synthetic_pairs, tokenize
 from seqkit.plots import plot_panels
 from seqkit.sequence_scores import sequence_scores
-from seqkit.tasks.char_lm import check_sampler, choose
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqDecoder", "evaluate", "generate", "load", "train"]
 
