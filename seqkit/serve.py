@@ -559,6 +559,11 @@ class ModelRegistry:
     def stop_polling(self):
         self._stop.set()
 
+    def known(self, name):
+        """``name`` if this server has seen the model, else "": a metrics label, so that requests
+        for made-up names cannot grow the number of series without bound."""
+        return name if name in self.states else ""
+
     def version_for_label(self, name, label):
         """The version a label names in the model config (TF Serving's ``version_labels``)."""
         sources = self.sources or {}
@@ -602,6 +607,7 @@ class Metrics:
     """Prometheus metrics of a server (``prometheus-client``), served as text on ``--metrics``.
 
     * ``seqkit_serve_requests_total{model, version, api, status}``: requests answered
+      (``model`` "" for a name the server has never seen)
       (``api``: rest_predict, rest_metadata, rest_status, grpc_predict; ``status``: the
       HTTP status, or the gRPC code's name);
     * ``seqkit_serve_request_latency_seconds{model, version, api}``: their latency;
@@ -748,8 +754,8 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
             response = await answer(request)
             if metrics is not None:
                 version = getattr(request.state, "version", request.path_params.get("version"))
-                metrics.observe(request.path_params.get("name", ""), version, f"rest_{endpoint.__name__}",
-                                response.status_code, time.perf_counter() - started)
+                metrics.observe(registry.known(request.path_params.get("name", "")), version,
+                                f"rest_{endpoint.__name__}", response.status_code, time.perf_counter() - started)
             return response
 
         return wrapped
@@ -885,7 +891,8 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
                 code = context.code().name if context.code() is not None else "UNKNOWN"
                 raise
             finally:
-                metrics.observe(request.model_spec.name, version, "grpc_predict", code, time.perf_counter() - started)
+                metrics.observe(registry.known(request.model_spec.name), version, "grpc_predict", code,
+                                time.perf_counter() - started)
 
         def predict(self, request, context):
             servable = servable_for(request.model_spec, context)
