@@ -607,7 +607,7 @@ class Metrics:
     """Prometheus metrics of a server (``prometheus-client``), served as text on ``--metrics``.
 
     * ``seqkit_serve_requests_total{model, version, api, status}``: requests answered
-      (``model`` "" for a name the server has never seen)
+      (``model`` "" for a name the server has never seen, ``version`` "" unless a served version answered)
       (``api``: rest_predict, rest_metadata, rest_status, grpc_predict; ``status``: the
       HTTP status, or the gRPC code's name);
     * ``seqkit_serve_request_latency_seconds{model, version, api}``: their latency;
@@ -753,7 +753,7 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
             started = time.perf_counter()
             response = await answer(request)
             if metrics is not None:
-                version = getattr(request.state, "version", request.path_params.get("version"))
+                version = getattr(request.state, "version", None)  # a served version, or "": bounded labels
                 metrics.observe(registry.known(request.path_params.get("name", "")), version,
                                 f"rest_{endpoint.__name__}", response.status_code, time.perf_counter() - started)
             return response
