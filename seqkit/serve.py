@@ -323,10 +323,14 @@ def shape_text(info):
     return "[" + ", ".join("None" if d.size < 0 else str(d.size) for d in info.tensor_shape.dim) + "]"
 
 
-def to_json(array):
-    """An output array as JSON values (UTF-8 text for strings; ``{"b64": ...}`` if not UTF-8)."""
+def to_json(array, name=""):
+    """An output array as JSON values. Strings: ``{"b64": ...}`` when the output's name ends
+    in ``_bytes`` (TF Serving's rule for binary outputs), else UTF-8 text (and ``{"b64": ...}``
+    for a value that is not UTF-8, where TF Serving would write invalid JSON)."""
     if array.dtype == object:
         def text(b):
+            if name.endswith("_bytes"):
+                return {"b64": base64.b64encode(b).decode("ascii")}
             try:
                 return b.decode("utf-8")
             except UnicodeDecodeError:
@@ -693,14 +697,15 @@ def predict_response(outputs, row_format):
         if None in firsts.values() or len(set(firsts.values())) != 1:
             raise BadRequest(f"the outputs do not share a batch dimension ({firsts}), so they have no row format; "
                              "send \"inputs\" (columnar) instead of \"instances\"")
-        columns = {k: to_json(v) for k, v in outputs.items()}
+        columns = {k: to_json(v, k) for k, v in outputs.items()}
         rows = next(iter(firsts.values()))
         if len(names) == 1:
             return {"predictions": columns[names[0]]}
         return {"predictions": [{k: columns[k][i] for k in names} for i in range(rows)]}
     if len(outputs) == 1:
-        return {"outputs": to_json(next(iter(outputs.values())))}
-    return {"outputs": {k: to_json(v) for k, v in outputs.items()}}
+        ((name, value),) = outputs.items()
+        return {"outputs": to_json(value, name)}
+    return {"outputs": {k: to_json(v, k) for k, v in outputs.items()}}
 
 
 def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/monitoring/prometheus/metrics"):

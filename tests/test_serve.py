@@ -304,6 +304,18 @@ def test_serve_refuses_a_folder_without_models(tmp_path):
     assert not list(Path(tmp_path).iterdir())
 
 
+def test_binary_outputs_follow_tf_servings_bytes_name_rule():
+    """TF Serving base64-encodes an output whose name ends in _bytes ({"b64": ...}), whatever it holds;
+    other string outputs are text."""
+    from seqkit import serve as serving
+
+    outputs = {"image_bytes": np.array([b"abc"], dtype=object), "label": np.array(["é".encode()], dtype=object)}
+    assert serving.predict_response(outputs, row_format=True) == {
+        "predictions": [{"image_bytes": {"b64": "YWJj"}, "label": "é"}]}
+    assert serving.predict_response({"x_bytes": np.array([b"\x00"], dtype=object)}, row_format=False) == {
+        "outputs": [{"b64": "AA=="}]}
+
+
 def test_non_finite_outputs_are_json_and_outputs_without_rows_are_a_400():
     from seqkit import serve as serving
 
