@@ -33,6 +33,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from seqkit import run as runs
+from seqkit.config import TASK_CHAR_LM, TASK_CLASSIFY, TASK_SEQ2SEQ
 from seqkit.errors import SeqkitError
 from seqkit.io import current_umask, fsync_dir
 
@@ -140,7 +141,10 @@ class ClassifyExport(tf.Module):
 
     def __init__(self, model, config, vocab, labels):
         super().__init__()
+        from seqkit.tasks.classify import is_regression, outputs_per_example
+
         self.model, self.config = model, config
+        self.regression, self.per_example = is_regression(config), outputs_per_example(config)
         self.labels = tf.Variable(labels or [""], trainable=False, dtype=tf.string, name="labels")
         if config.inputs == "text":
             initializer = tf.lookup.KeyValueTensorInitializer(  # id 0 is padding: token ids are shifted by one
@@ -176,7 +180,7 @@ class ClassifyExport(tf.Module):
 
     def _classify(self, x):
         outputs = self.model(self.inputs(x), training=False)
-        if self.config.synthetic == "adding":
+        if self.regression:
             return {"value": outputs[:, 0]}
         probabilities = tf.nn.softmax(outputs)  # (B, C) or, copy, (B, K, C)
         classes = tf.broadcast_to(self.labels, tf.shape(probabilities))
@@ -212,11 +216,11 @@ class ClassifyExport(tf.Module):
         ``scores`` [B, C]; not for the copy task) or, for the adding problem, ``regression``
         (-> ``outputs`` [B])."""
         spec = [tf.TensorSpec([None], tf.string, name="inputs")]
-        if self.config.synthetic == "adding":
+        if self.regression:
             return {"serving_default": self.classify,
                     "regression": tf.function(self._regression, input_signature=spec)}
         out = {"serving_default": self.classify, "classify": self.classify}
-        if self.config.synthetic != "copy":
+        if self.per_example == 1:  # not the copy task: one label per example
             out["classification"] = tf.function(self._classification, input_signature=spec)
         return out
 
@@ -326,17 +330,17 @@ def set_method_names(folder, method_names):
 def build_export(run_dir):
     """``(task, tf.Module with signatures())`` for the run in ``run_dir``."""
     task = runs.load_config(run_dir)["task"]
-    if task == "char-lm":
+    if task == TASK_CHAR_LM:
         from seqkit.tasks import char_lm
 
         _, vocab, model = char_lm.load(run_dir)
         return task, CharLMExport(model, vocab)
-    if task == "classify":
+    if task == TASK_CLASSIFY:
         from seqkit.tasks import classify
 
         config, vocab, labels, model = classify.load(run_dir)
         return task, ClassifyExport(model, config, vocab, labels)
-    if task == "seq2seq":
+    if task == TASK_SEQ2SEQ:
         from seqkit.tasks import seq2seq
 
         config, source_vocab, target_vocab, model = seq2seq.load(run_dir)

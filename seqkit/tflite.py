@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqkit import run as runs
+from seqkit.config import TASK_CHAR_LM, TASK_CLASSIFY, TASK_SEQ2SEQ
 from seqkit.errors import SeqkitError
 
 QUANTIZATIONS = ("float16", "dynamic")  # TFLite post-training: float16 weights; dynamic-range int8 weights
@@ -98,7 +99,9 @@ class CharLMStep:
 class ClassifyModel:
     def __init__(self, model, config, max_length):
         self.model, self.config = model, config
-        self.regression = config.synthetic == "adding"
+        from seqkit.tasks.classify import is_regression
+
+        self.regression = is_regression(config)
         if config.inputs == "text":
             self.spec = tf.TensorSpec([1, max_length], tf.int32, name="tokens")
         else:
@@ -223,11 +226,11 @@ def io_spec(content):
 def probe_inputs(task, module):
     """Fixed inputs for each model of ``module``: ``{model: [feed dict, ...]}``."""
     rng = np.random.default_rng(0)
-    if task == "char-lm":
+    if task == TASK_CHAR_LM:
         vocab = int(module.logits.units)
         state = np.zeros((1, module.state_size), np.float32)
         return {"step": [{"char_id": np.array([i % vocab], np.int32), "state": state} for i in range(1, 9)]}
-    if task == "classify":
+    if task == TASK_CLASSIFY:
         n = module.spec.shape[1] or 12
         if module.config.inputs == "text":
             vocab = int(module.model.get_layer("embedding").input_dim)
@@ -272,7 +275,7 @@ def check_options(task, quantize, max_length):
         return
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
         raise SeqkitError(f"--max-length must be a positive integer (tokens per input); got {max_length!r}")
-    if task == "char-lm":
+    if task == TASK_CHAR_LM:
         raise SeqkitError("--max-length applies to classify and seq2seq runs; a char-LM's step model takes one "
                           "character per call: leave it out")
 
@@ -281,7 +284,7 @@ def build(run_dir, max_length=None):
     """``(task, module, metadata)`` for the run in ``run_dir``: ``module.functions()`` gives the models."""
     task = runs.load_config(run_dir)["task"]
     check_options(task, None, max_length)
-    if task == "char-lm":
+    if task == TASK_CHAR_LM:
         from seqkit.tasks import char_lm
 
         _, vocab, model = char_lm.load(run_dir)
@@ -289,7 +292,7 @@ def build(run_dir, max_length=None):
         meta = {"chars": list(vocab.chars), "unknown_id": 0, "state_size": module.state_size,
                 "default_prime": char_lm.default_prime(vocab)}
         return task, module, meta
-    if task == "classify":
+    if task == TASK_CLASSIFY:
         from seqkit.tasks import classify
 
         config, vocab, labels, model = classify.load(run_dir)
@@ -301,10 +304,10 @@ def build(run_dir, max_length=None):
                         first_id=1)  # token i of "tokens" has id i + 1
         else:
             meta.update(features=config.features, padding="NaN")
-        if config.synthetic != "adding":
+        if not module.regression:
             meta["labels"] = list(labels or [])
         return task, module, meta
-    if task == "seq2seq":
+    if task == TASK_SEQ2SEQ:
         from seqkit.pairs import END, PAD, SPECIALS, START, UNK
         from seqkit.tasks import seq2seq
 
