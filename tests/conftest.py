@@ -58,3 +58,16 @@ def assert_one_line_errors(cases, capsys, unwritten):
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, err)
         assert re.search(message, lines[0]), (args, lines[0])
         assert not unwritten.exists()
+
+
+class SignalAt(keras.callbacks.Callback):
+    """Send this process ``signum`` after the n-th training step of the run, as Ctrl-C or ``kill`` would."""
+
+    def __init__(self, n, signum):
+        super().__init__()
+        self.n, self.signum, self.seen = n, signum, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.n:
+            os.kill(os.getpid(), self.signum)

@@ -12,7 +12,6 @@ The runs are tiny (8 units, 2 steps per epoch), a few seconds each.
 import csv
 import io
 import json
-import os
 import re
 import signal
 import zipfile
@@ -22,7 +21,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from conftest import assert_one_line_errors, run_cli
+from conftest import SignalAt, assert_one_line_errors, run_cli
 
 from seqkit import run as runs
 from seqkit.config import ClassifyConfig, Seq2SeqConfig
@@ -77,19 +76,6 @@ class SetValLoss(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs["val_loss"] = self.values[min(epoch, len(self.values) - 1)]
-
-
-class SignalAt(keras.callbacks.Callback):
-    """Send this process ``signum`` after the n-th training step of the run, as Ctrl-C or ``kill`` would."""
-
-    def __init__(self, n, signum):
-        super().__init__()
-        self.n, self.signum, self.seen = n, signum, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.n:
-            os.kill(os.getpid(), self.signum)
 
 
 def test_keep_best_model_keras_is_the_best_and_model_last_the_last(tmp_path):

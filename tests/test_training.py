@@ -9,7 +9,6 @@ from the same weights (and Keras' own layers and LossScaleOptimizer's rule).
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import run_cli
+from conftest import SignalAt, run_cli
 from seqkit import training
 from seqkit.layers import LSTM
 from seqkit.losses import SequenceCrossentropy
@@ -251,26 +250,13 @@ def run(tmp_path, name, seed=0, resume=False, callbacks=(), epochs=3):
     return model
 
 
-class KillAt(keras.callbacks.Callback):
-    """Send ourselves a signal after the n-th training step (as Ctrl-C would)."""
-
-    def __init__(self, n, signum):
-        super().__init__()
-        self.n, self.signum, self.seen = n, signum, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.n:
-            os.kill(os.getpid(), self.signum)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_then_resumed_run_equals_uninterrupted_run(tmp_path, signum):
     """Oracle: the uninterrupted run. Stopped mid-epoch 1 by a signal, resumed
     from the checkpoint it saved, the final weights are bitwise equal."""
     full = run(tmp_path, "full").get_weights()
     with pytest.raises(TrainingInterrupted, match="at epoch 1, step 2; checkpoint saved to"):
-        run(tmp_path, "cut", callbacks=[KillAt(6, signum)])
+        run(tmp_path, "cut", callbacks=[SignalAt(6, signum)])
     assert (tmp_path / "cut" / "ckpt-e0001-s000006.keras").exists()  # 1 epoch done, global step 4 + 2
     resumed = run(tmp_path, "cut", resume=True).get_weights()
     for a, b in zip(full, resumed):
