@@ -187,24 +187,16 @@ def json_examples(body):
     """``(signature_name, [serialized tf.Example])`` from a TF Serving classify/regress JSON body:
     ``{"signature_name": ..., "context": {feature: value}, "examples": [{feature: value}, ...]}``;
     strings become bytes_list, integers int64_list, other numbers float_list, ``{"b64": ...}`` bytes."""
-    try:
-        request = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"the body is not valid JSON ({e}); send {{\"examples\": [{{...}}]}}")
-    except RecursionError:
-        raise BadRequest("the body's JSON is nested too deeply") from None
+    request = read_json(body, "send {\"examples\": [{...}]}")
     if not isinstance(request, dict) or not isinstance(request.get("examples"), list):
         raise BadRequest("the body must be a JSON object with \"examples\": a list of objects of features")
     context = request.get("context", {})
     signature_name = request.get("signature_name")
     if not isinstance(context, dict) or (signature_name is not None and not isinstance(signature_name, str)):
         raise BadRequest("\"context\" must be an object of features and \"signature_name\" a string")
-    return signature_name, [to_example({**context, **e}) if isinstance(e, dict) else
-                            _not_an_object() for e in request["examples"]]
-
-
-def _not_an_object():
-    raise BadRequest("every example must be a JSON object of features")
+    if not all(isinstance(e, dict) for e in request["examples"]):
+        raise BadRequest("every example must be a JSON object of features")
+    return signature_name, [to_example({**context, **e}) for e in request["examples"]]
 
 
 def to_example(features):
@@ -649,14 +641,19 @@ class Metrics:
 # -- REST ------------------------------------------------------------------------------
 
 
-def parse_predict_body(body, servable):
-    """``(signature_name, inputs, row_format)`` from a TF Serving predict request body."""
+def read_json(body, fix):
+    """A request body's JSON, or a BadRequest naming the problem and ``fix``."""
     try:
-        request = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"the body is not valid JSON ({e}); send {{\"instances\": [...]}} or {{\"inputs\": ...}}")
+        raise BadRequest(f"the body is not valid JSON ({e}); {fix}") from None
     except RecursionError:
         raise BadRequest("the body's JSON is nested too deeply; inputs have at most a few dimensions") from None
+
+
+def parse_predict_body(body, servable):
+    """``(signature_name, inputs, row_format)`` from a TF Serving predict request body."""
+    request = read_json(body, "send {\"instances\": [...]} or {\"inputs\": ...}")
     if not isinstance(request, dict):
         raise BadRequest("the body must be a JSON object with \"instances\" or \"inputs\"")
     if ("instances" in request) == ("inputs" in request):
