@@ -90,22 +90,9 @@ def server(exported, tmp_path):
     base = tmp_path / "models"
     publish(exported, base / "abc" / "1")
     rest, grpc_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "seqkit.cli", "serve", str(base), "--port", str(rest), "--grpc-port", str(grpc_port),
-         "--file_system_poll_wait_seconds", str(POLL), "--metrics"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     url = f"http://127.0.0.1:{rest}"
-    deadline = time.time() + 180
-    while True:
-        try:
-            if states(url, "abc"):
-                break
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if process.poll() is not None or time.time() > deadline:
-            process.kill()
-            pytest.fail(f"seqkit serve did not start: {process.stdout.read()}")
-        time.sleep(0.3)
+    process = start(["serve", base, "--port", rest, "--grpc-port", grpc_port, "--file_system_poll_wait_seconds", POLL,
+                     "--metrics"], url, "abc")
     yield {"url": url, "grpc": f"127.0.0.1:{grpc_port}", "base": base, "source": exported, "process": process}
     process.terminate()
     log = process.communicate(timeout=30)[0]
