@@ -562,6 +562,30 @@ def export_command(run_dir, name, version, fmt, out, quantize, max_length):
                        f"{model['check']['max_abs_diff']:.2g}")
 
 
+def model_call_options(command):
+    """The flags both serving commands share: batching, deadlines, concurrency, monitoring
+    (TF Serving's names where it has the flag)."""
+    options = [
+        click.option("--enable_batching", "--enable-batching", "enable_batching", type=click.BOOL, default=False,
+                     is_flag=False, flag_value=True, help="Batch concurrent requests as TF Serving does."),
+        click.option("--batching_parameters_file", "--batching-parameters-file", "batching_parameters_file",
+                     type=click.Path(), help="TF Serving's BatchingParameters in text format (max_batch_size, "
+                                             "batch_timeout_micros, max_enqueued_batches, num_batch_threads, "
+                                             "allowed_batch_sizes)."),
+        click.option("--rest_api_timeout_in_ms", "--rest-api-timeout-in-ms", "rest_api_timeout_in_ms",
+                     type=click.IntRange(0), default=30000, show_default=True,
+                     help="Deadline of a model call (REST; gRPC: or the client's, if sooner); 0: none."),
+        click.option("--max-concurrent-per-model", "max_concurrent", type=click.IntRange(1),
+                     help="Model calls run at once per model; the rest wait [default: one per core].",),
+        click.option("--monitoring_config_file", "--monitoring-config-file", "monitoring_config_file",
+                     type=click.Path(), help="TF Serving's MonitoringConfig in text format "
+                                             "(prometheus_config { enable: true }): like --metrics."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.argument("base", default="saved_models", type=click.Path())
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0: every one).")
@@ -590,8 +614,9 @@ def export_command(run_dir, name, version, fmt, out, quantize, max_length):
 @click.option("--op-allowlist", metavar="seqkit|FILE",
               help="Load only models whose every op is listed: 'seqkit' (the ops of seqkit's own exports) or a "
                    "file of op names. SavedModels are programs: without it, trust every folder you serve.")
+@model_call_options
 def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds, policy, metrics, metrics_path,
-          model_config_file, model_name, model_base_path, op_allowlist):
+          model_config_file, model_name, model_base_path, op_allowlist, **model_calls):
     """Serve the models under BASE with TensorFlow Serving's REST and gRPC APIs, picking up
     versions as they are exported and dropping those removed.
 
@@ -605,7 +630,7 @@ def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds,
     serving.serve(base, host=host, port=port, grpc_port=grpc_port, max_body_bytes=max_body_bytes,
                   max_length=max_length, policy=policy, poll_seconds=poll_seconds, metrics=metrics,
                   metrics_path=metrics_path, model_config_file=model_config_file, model_name=model_name,
-                  model_base_path=model_base_path, op_allowlist=op_allowlist, log=click.echo)
+                  model_base_path=model_base_path, op_allowlist=op_allowlist, **model_calls, log=click.echo)
 
 
 @cli.command("model-server", context_settings={"help_option_names": ["--help", "-h"]})
@@ -622,28 +647,21 @@ def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds,
 @click.option("--host", default="0.0.0.0", show_default=True,
               help="Interface for both APIs (seqkit's; tensorflow_model_server binds every interface).")
 @click.option("--metrics", is_flag=True, help="seqkit's: Prometheus metrics over REST.")
-@click.option("--enable_batching", type=click.BOOL, default=False, is_flag=False, flag_value=True,
-              help="Not supported yet: refused when true.")
-@click.option("--monitoring_config_file", type=click.Path(), help="Not supported: use --metrics.")
+@model_call_options
 def model_server(port, rest_api_port, model_name, model_base_path, model_config_file,
-                 file_system_poll_wait_seconds, host, metrics, enable_batching, monitoring_config_file):
+                 file_system_poll_wait_seconds, host, metrics, **model_calls):
     """tensorflow_model_server's command line over seqkit's server: --port is gRPC,
     --rest_api_port REST, --model_name/--model_base_path or --model_config_file say what
     to serve, with TF Serving's defaults (latest version, 1 s polls)."""
     quiet_tensorflow()
     from seqkit import serve as serving
 
-    if enable_batching:
-        raise SeqkitError("--enable_batching is not supported by seqkit's server yet; leave it out")
-    if monitoring_config_file:
-        raise SeqkitError("--monitoring_config_file is not supported; pass --metrics for Prometheus metrics at "
-                          "/monitoring/prometheus/metrics")
     if not model_base_path and not model_config_file:
         raise SeqkitError("pass --model_base_path (with --model_name) or --model_config_file: what to serve")
     serving.serve(None, host=host, port=rest_api_port, grpc_port=port, policy="latest",
                   poll_seconds=file_system_poll_wait_seconds, metrics=metrics, model_config_file=model_config_file,
                   model_name=None if model_config_file else model_name, model_base_path=model_base_path,
-                  flags={"port": "--rest_api_port", "grpc_port": "--port"}, log=click.echo)
+                  flags={"port": "--rest_api_port", "grpc_port": "--port"}, **model_calls, log=click.echo)
 
 
 @cli.command()

@@ -20,7 +20,9 @@ Serving): versions and models that appear are loaded, versions the version
 policy drops or whose folder is gone are unloaded (``ModelRegistry``);
 requests without a version get the highest available. Model calls run in worker
 threads (TensorFlow releases the GIL), so the event loop keeps accepting
-requests while a long generation runs.
+requests while a long generation runs; ``scheduling`` bounds them per model,
+batches them (``--enable_batching``) and stops them at their deadline or when
+their client goes.
 """
 
 import asyncio
@@ -37,22 +39,24 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from seqkit.errors import SeqkitError
+from seqkit.scheduling import (  # noqa: F401 (the errors are serve's API too)
+    BadRequest,
+    Batcher,
+    BatchingParameters,
+    Call,
+    Cancelled,
+    DeadlineExceeded,
+    Direct,
+    NotFound,
+    RequestError,
+    TooLarge,
+    Unavailable,
+    tf_serving_message,
+)
 
 LENGTH_INPUTS = ("length", "max_length")  # inputs capped by --max-length
 MAX_BEAM_WIDTH = 64  # beam_width inputs above this are refused
 MAX_ROWS = 1024  # rows (batch entries) in one request
-
-
-class NotFound(Exception):
-    """A model, version or signature that is not served: HTTP 404 / gRPC NOT_FOUND."""
-
-
-class BadRequest(Exception):
-    """A request the server cannot run: HTTP 400 / gRPC INVALID_ARGUMENT."""
-
-
-class TooLarge(BadRequest):
-    """A request body over the limit: HTTP 413."""
 
 
 def read_signature_defs(path):
@@ -91,10 +95,12 @@ def read_allowlist(spec):
 
 class Servable:
     """One loaded version of a model. With ``allowed_ops``, a model holding any other op
-    type is refused before TensorFlow loads it (``saved_model_ops``)."""
+    type is refused before TensorFlow loads it (``saved_model_ops``). Its graph is run by
+    ``scheduler`` (``scheduling.Direct`` or ``scheduling.Batcher``)."""
 
-    def __init__(self, name, version, path, max_length, allowed_ops=None):
+    def __init__(self, name, version, path, max_length, allowed_ops=None, scheduler=None):
         self.name, self.version, self.path, self.max_length = name, version, Path(path), max_length
+        self.scheduler = scheduler or Direct()
         self.signature_defs = read_signature_defs(path)
         if allowed_ops is not None:
             outside = sorted(saved_model_ops(path) - allowed_ops)
@@ -120,8 +126,17 @@ class Servable:
                              f"this model has {', '.join(sorted(self.signature_defs))}")
         return name, self.signature_defs[name]
 
-    def predict(self, signature_name, inputs):
-        """Run a signature on ``inputs`` (name -> nested lists or arrays); returns name -> ndarray."""
+    def call(self, signature_name, tensors, call=None):
+        """``{output: ndarray}`` of a signature on ``tensors``, through the scheduler, under ``call``'s
+        deadline and cancellation; TensorFlow's complaints about the inputs are BadRequests."""
+        try:
+            return self.scheduler.run(self, signature_name, tensors, call or Call())
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+            raise BadRequest(first_message(e)) from e
+
+    def predict(self, signature_name, inputs, call=None):
+        """Run a signature on ``inputs`` (name -> nested lists or arrays) under ``call`` (a
+        ``scheduling.Call``: deadline, cancellation); returns name -> ndarray."""
         name, signature = self.signature(signature_name)
         expected = signature.inputs
         missing = sorted(set(expected) - set(inputs))
@@ -142,17 +157,13 @@ class Servable:
             if key in tensors and tensors[key].dtype.is_integer and np.any(tensors[key].numpy() > limit):
                 raise BadRequest(f"{key} exceeds this server's limit of {limit}; ask for less"
                                  + (f", or restart seqkit serve with a larger {flag}" if flag else ""))
-        try:
-            outputs = self.model.signatures[name](**tensors)
-        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-            raise BadRequest(first_message(e)) from e
-        return {key: value.numpy() for key, value in outputs.items()}
+        return self.call(name, tensors, call)
 
 
 METHODS = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
 
 
-def infer(servable, method, signature_name, examples):
+def infer(servable, method, signature_name, examples, call=None):
     """TF Serving's Classify / Regress on a servable: ``examples`` are serialized
     ``tf.Example`` protos; returns ``[[(label, score), ...], ...]`` (classify) or
     ``[value, ...]`` (regress), one per example. The signature must carry the
@@ -171,14 +182,11 @@ def infer(servable, method, signature_name, examples):
         raise BadRequest("Input is empty: send at least one example")
     if len(examples) > MAX_ROWS:
         raise BadRequest(f"{len(examples)} examples in one request exceed this server's limit of {MAX_ROWS}")
-    try:
-        outputs = servable.model.signatures[name](inputs=tf.constant(examples, tf.string))
-    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-        raise BadRequest(first_message(e)) from e
+    outputs = servable.call(name, {"inputs": tf.constant(examples, tf.string)}, call)
     if method == "regress":
-        return [float(v) for v in outputs["outputs"].numpy().reshape(-1)]
-    scores = outputs["scores"].numpy()
-    classes = outputs["classes"].numpy() if "classes" in outputs else np.full(scores.shape, b"", dtype=object)
+        return [float(v) for v in outputs["outputs"].reshape(-1)]
+    scores = outputs["scores"]
+    classes = outputs["classes"] if "classes" in outputs else np.full(scores.shape, b"", dtype=object)
     return [[(c.decode("utf-8", "replace"), float(v)) for c, v in zip(row_c, row_s)]
             for row_c, row_s in zip(classes, scores)]
 
@@ -434,7 +442,7 @@ class ModelRegistry:
     """
 
     def __init__(self, base=None, max_length=2000, policy="latest", log=lambda message: None, loader=None,
-                 on_event=lambda name, version, event: None, sources=None, allowed_ops=None):
+                 on_event=lambda name, version, event: None, sources=None, allowed_ops=None, scheduler=None):
         self.base = None if base is None else Path(base)
         self.on_event = on_event  # (name, version, "loaded" | "load_failed" | "unloaded")
         self.sources = None if sources is None else {s.name: s for s in sources}  # None: every folder of base
@@ -443,7 +451,8 @@ class ModelRegistry:
                               "or pass the folder that holds NAME/VERSION/")
         self.max_length, self.log = max_length, log
         self.policy = policy if isinstance(policy, VersionPolicy) else VersionPolicy(policy)
-        self.loader = loader or (lambda name, version, path: Servable(name, version, path, max_length, allowed_ops))
+        self.loader = loader or (lambda name, version, path: Servable(name, version, path, max_length, allowed_ops,
+                                                                      scheduler))
         self.models = {}  # name -> {version: Servable}: what requests see (replaced, never changed in place)
         self.states = {}  # name -> {version: (state, error message)}
         self.failed = {}  # (name, version) -> the saved_model.pb stamp that failed to load (retried when it changes)
@@ -604,10 +613,12 @@ class Metrics:
 
     * ``seqkit_serve_requests_total{model, version, api, status}``: requests answered
       (``model`` "" for a name the server has never seen, ``version`` "" unless a served version answered)
-      (``api``: rest_predict, rest_metadata, rest_status, grpc_predict; ``status``: the
+      (``api``: rest_predict, rest_classify, rest_regress, rest_metadata, rest_status, grpc_predict,
+      grpc_classify, grpc_regress, grpc_multi_inference, grpc_metadata; ``status``: the
       HTTP status, or the gRPC code's name);
     * ``seqkit_serve_request_latency_seconds{model, version, api}``: their latency;
-    * ``seqkit_serve_model_events_total{model, version, event}``: loaded, load_failed, unloaded.
+    * ``seqkit_serve_model_events_total{model, version, event}``: loaded, load_failed, unloaded;
+    * ``seqkit_serve_batch_size{model}`` (with ``--enable_batching``): rows per batch run.
 
     The names are seqkit's own; TF Serving's (``:tensorflow:serving:request_count``, ...)
     carry other labels.
@@ -623,11 +634,16 @@ class Metrics:
                                  ["model", "version", "api"], registry=self.registry)
         self.events = Counter("seqkit_serve_model_events", "Version loads, failed loads and unloads",
                               ["model", "version", "event"], registry=self.registry)
+        self.batch_size = Histogram("seqkit_serve_batch_size", "Rows per batch run (--enable_batching)", ["model"],
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
 
     def observe(self, model, version, api, status, seconds):
         version = "" if version is None else str(version)
         self.requests.labels(model, version, api, str(status)).inc()
         self.latency.labels(model, version, api).observe(seconds)
+
+    def batch(self, model, rows):
+        self.batch_size.labels(model).observe(rows)
 
     def event(self, model, version, event):
         self.events.labels(model, str(version), event).inc()
@@ -705,8 +721,10 @@ def predict_response(outputs, row_format):
     return {"outputs": {k: to_json(v, k) for k, v in outputs.items()}}
 
 
-def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/monitoring/prometheus/metrics"):
-    """The Starlette application of the REST API (and, with ``metrics``, its Prometheus text at ``metrics_path``)."""
+def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/monitoring/prometheus/metrics",
+             timeout=30.0):
+    """The Starlette application of the REST API (and, with ``metrics``, its Prometheus text at ``metrics_path``).
+    A model call gets ``timeout`` seconds (None: no limit) and is cancelled when its client disconnects."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse
@@ -744,10 +762,8 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
         async def answer(request):
             try:
                 return await endpoint(request)
-            except NotFound as e:
-                return error(404, str(e))
-            except BadRequest as e:
-                return error(413 if isinstance(e, TooLarge) else 400, str(e))
+            except RequestError as e:
+                return error(e.http_status, str(e))
             except Exception as e:  # a bug of ours: still an answer in the API's shape, and the server lives on
                 return error(500, f"internal error: {type(e).__name__}: {e}")
 
@@ -762,6 +778,23 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
 
         return wrapped
 
+    async def run_call(request, function, *args):
+        """``function(*args, call)`` in a worker thread, under a ``Call`` cancelled at the deadline or
+        when the client disconnects (the ASGI server then sends ``http.disconnect``)."""
+        call = Call(timeout)
+
+        async def disconnected():
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        work = asyncio.ensure_future(run_in_threadpool(function, *args, call))
+        gone = asyncio.ensure_future(disconnected())
+        done, _ = await asyncio.wait({work, gone}, timeout=call.remaining(), return_when=asyncio.FIRST_COMPLETED)
+        if work not in done:
+            call.cancel("cancelled" if gone in done else "deadline")
+        gone.cancel()
+        return await work
+
     async def status(request):
         return Response(registry.status(*target(request)))
 
@@ -775,7 +808,7 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
         request.state.version = servable.version
         body = await read_body(request)
         signature_name, inputs, row_format = parse_predict_body(body, servable)
-        outputs = await run_in_threadpool(servable.predict, signature_name, inputs)
+        outputs = await run_call(request, servable.predict, signature_name, inputs)
         return Response(predict_response(outputs, row_format))
 
     async def classify(request):
@@ -788,7 +821,7 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
         servable = registry.get(*target(request))
         request.state.version = servable.version
         signature_name, examples = json_examples(await read_body(request))
-        results = await run_in_threadpool(infer, servable, method, signature_name, examples)
+        results = await run_call(request, infer, servable, method, signature_name, examples)
         return Response({"results": [[list(pair) for pair in row] for row in results] if method == "classify"
                          else results})
 
@@ -830,20 +863,22 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
 # -- gRPC ------------------------------------------------------------------------------
 
 
-def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metrics=None):
-    """A grpc.Server with TF Serving's PredictionService and ModelService on ``address``."""
+def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metrics=None, timeout=30.0):
+    """A grpc.Server with TF Serving's PredictionService and ModelService on ``address``. A model
+    call ends at the client's deadline or after ``timeout`` seconds (None: no limit), whichever
+    comes first, and stops when the client cancels."""
     import grpc
     from tensorflow.core.protobuf import error_codes_pb2
     from tensorflow_serving.apis import (
-        get_model_metadata_pb2,
         classification_pb2,
+        get_model_metadata_pb2,
         get_model_status_pb2,
         inference_pb2,
         model_management_pb2,
-        regression_pb2,
         model_service_pb2_grpc,
         predict_pb2,
         prediction_service_pb2_grpc,
+        regression_pb2,
     )
 
     def proto_examples(input_proto):
@@ -872,31 +907,55 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
         return (spec.name, spec.version.value if which == "version" else None,
                 spec.version_label if which == "version_label" else None)
 
+    def abort(context, e):
+        context.abort(getattr(grpc.StatusCode, e.grpc_code), str(e))
+
     def servable_for(spec, context):
         try:
             return registry.get(*choice(spec))
-        except NotFound as e:
-            context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-        except BadRequest as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except RequestError as e:
+            abort(context, e)
+
+    def call_for(context):
+        """A ``Call`` ending at the client's deadline or the server's limit, cancelled with the RPC."""
+        remaining = context.time_remaining()
+        limits = [t for t in (remaining, timeout) if t is not None]
+        call = Call(min(limits) if limits else None,
+                    "the client's deadline" if remaining is not None and (timeout is None or remaining <= timeout)
+                    else "--rest_api_timeout_in_ms")
+        def ended():  # the RPC is over: done, past the client's deadline, or cancelled by the client
+            left = context.time_remaining()
+            call.cancel("deadline" if left is not None and left <= 0.01 else "cancelled")
+
+        context.add_callback(ended)
+        return call
+
+    def observed(api):
+        """Count and time a method's requests in ``metrics`` as ``api``."""
+        def decorate(method):
+            def wrapped(self, request, context):
+                if metrics is None:
+                    return method(self, request, context)
+                started, code, version = time.perf_counter(), "OK", None
+                try:
+                    response = method(self, request, context)
+                    spec = response.results[0].model_spec if api == "grpc_multi_inference" else response.model_spec
+                    version = spec.version.value if spec.HasField("version") else None
+                    return response
+                except Exception:
+                    code = context.code().name if context.code() is not None else "UNKNOWN"
+                    raise
+                finally:
+                    specs = ([t.model_spec for t in request.tasks] if api == "grpc_multi_inference"
+                             else [request.model_spec])
+                    name = specs[0].name if specs else ""
+                    metrics.observe(registry.known(name), version, api, code, time.perf_counter() - started)
+            return wrapped
+        return decorate
 
     class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+        @observed("grpc_predict")
         def Predict(self, request, context):
-            if metrics is None:
-                return self.predict(request, context)
-            started, code, version = time.perf_counter(), "OK", None
-            try:
-                response = self.predict(request, context)
-                version = response.model_spec.version.value
-                return response
-            except Exception:
-                code = context.code().name if context.code() is not None else "UNKNOWN"
-                raise
-            finally:
-                metrics.observe(registry.known(request.model_spec.name), version, "grpc_predict", code,
-                                time.perf_counter() - started)
-
-        def predict(self, request, context):
             servable = servable_for(request.model_spec, context)
             try:
                 name, signature = servable.signature(request.model_spec.signature_name)
@@ -906,11 +965,11 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
                 if unknown:
                     raise BadRequest(f"output_filter names {', '.join(unknown)}, not outputs of signature {name} "
                                      f"({', '.join(sorted(signature.outputs))})")
-                outputs = servable.predict(name, inputs)
+                outputs = servable.predict(name, inputs, call_for(context))
                 if request.output_filter:
                     outputs = {k: v for k, v in outputs.items() if k in set(request.output_filter)}
-            except BadRequest as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            except RequestError as e:
+                abort(context, e)
             response = predict_pb2.PredictResponse()
             response.model_spec.name = servable.name
             response.model_spec.version.value = servable.version
@@ -919,18 +978,21 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
                 response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
             return response
 
+        @observed("grpc_classify")
         def Classify(self, request, context):
             return self.infer(request, context, "classify")
 
+        @observed("grpc_regress")
         def Regress(self, request, context):
             return self.infer(request, context, "regress")
 
         def infer(self, request, context, method):
             servable = servable_for(request.model_spec, context)
             try:
-                results = infer(servable, method, request.model_spec.signature_name, proto_examples(request.input))
-            except BadRequest as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                results = infer(servable, method, request.model_spec.signature_name, proto_examples(request.input),
+                                call_for(context))
+            except RequestError as e:
+                abort(context, e)
             response = (classification_pb2.ClassificationResponse() if method == "classify"
                         else regression_pb2.RegressionResponse())
             fill_result(response.result, method, results)
@@ -938,6 +1000,7 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
             response.model_spec.signature_name = request.model_spec.signature_name or "serving_default"
             return response
 
+        @observed("grpc_multi_inference")
         def MultiInference(self, request, context):
             """Several Classify / Regress tasks of one model over one input (TF Serving's rules:
             one model, each signature once)."""
@@ -951,7 +1014,7 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
                                                                 "access the same model name")
             if len(set(signatures)) != len(signatures):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Duplicate evaluation of signature")
-            examples = proto_examples(request.input)
+            examples, call = proto_examples(request.input), call_for(context)
             for task in request.tasks:
                 method = {v: k for k, v in METHODS.items()}.get(task.method_name)
                 if method is None:
@@ -959,9 +1022,9 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
                                                                     f"{task.method_name}")
                 servable = servable_for(task.model_spec, context)
                 try:
-                    results = infer(servable, method, task.model_spec.signature_name, examples)
-                except BadRequest as e:
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+                    results = infer(servable, method, task.model_spec.signature_name, examples, call)
+                except RequestError as e:
+                    abort(context, e)
                 result = response.results.add()
                 result.model_spec.name, result.model_spec.version.value = servable.name, servable.version
                 result.model_spec.signature_name = task.model_spec.signature_name or "serving_default"
@@ -969,6 +1032,7 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
                             method, results)
             return response
 
+        @observed("grpc_metadata")
         def GetModelMetadata(self, request, context):
             servable = servable_for(request.model_spec, context)
             if list(request.metadata_field) != ["signature_def"]:
@@ -983,10 +1047,8 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
         def GetModelStatus(self, request, context):
             try:
                 status = registry.status(*choice(request.model_spec))
-            except NotFound as e:
-                context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-            except BadRequest as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            except RequestError as e:
+                abort(context, e)
             response = get_model_status_pb2.GetModelStatusResponse()
             for entry in status["model_version_status"]:
                 item = response.model_version_status.add()
@@ -1058,10 +1120,51 @@ def model_sources(model_config_file, model_name, model_base_path, policy):
     return None
 
 
+def read_text_config(path, flag):
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SeqkitError(f"cannot read {flag} {path}: {e}") from e
+
+
+def read_batching_parameters(enable_batching, path):
+    """``BatchingParameters`` for ``--enable_batching`` (from ``--batching_parameters_file``, a text
+    proto, or TF Serving's defaults), or None when batching is off."""
+    from google.protobuf import text_format
+
+    if not enable_batching:
+        if path:
+            raise SeqkitError("--batching_parameters_file is set without --enable_batching; add --enable_batching")
+        return None
+    if not path:
+        return BatchingParameters()
+    try:
+        return BatchingParameters.from_text(read_text_config(path, "--batching_parameters_file"))
+    except (text_format.ParseError, ValueError) as e:
+        raise SeqkitError(f"--batching_parameters_file {path}: {e}; write BatchingParameters in text format, e.g. "
+                          "max_batch_size { value: 32 } batch_timeout_micros { value: 1000 }") from e
+
+
+def read_monitoring_config(path, metrics, metrics_path):
+    """``(metrics, metrics_path)`` after TF Serving's ``--monitoring_config_file`` (a ``MonitoringConfig``
+    text proto: ``prometheus_config { enable: true path: "..." }``)."""
+    from google.protobuf import text_format
+
+    config = tf_serving_message("MonitoringConfig")()
+    try:
+        text_format.Parse(read_text_config(path, "--monitoring_config_file"), config)
+    except text_format.ParseError as e:
+        raise SeqkitError(f"--monitoring_config_file {path}: {e}; write a MonitoringConfig in text format, e.g. "
+                          "prometheus_config { enable: true }") from e
+    prometheus = config.prometheus_config
+    return metrics or prometheus.enable, prometheus.path or metrics_path
+
+
 def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_body_bytes=10 << 20,
           max_length=2000, policy="latest", poll_seconds=1.0, metrics=False,
           metrics_path="/monitoring/prometheus/metrics", model_config_file=None, model_name=None,
-          model_base_path=None, op_allowlist=None, flags=None, log=print):
+          model_base_path=None, op_allowlist=None, enable_batching=False, batching_parameters_file=None,
+          rest_api_timeout_in_ms=30000, max_concurrent=None, monitoring_config_file=None, flags=None, log=print):
     """Serve models until interrupted, with TF Serving's REST API on ``port`` and its gRPC
     API on ``grpc_port`` (0 turns either off, not both).
 
@@ -1074,8 +1177,23 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     the CLI's flags for the ports in messages (``{"port": "--port", "grpc_port": ...}``).
     ``op_allowlist``: ``"seqkit"`` or a file of op types (``read_allowlist``); a model
     holding another op is refused at load (its status says which ops).
+
+    Model calls: each gets ``rest_api_timeout_in_ms`` (0: no limit; gRPC: or the client's
+    deadline, if sooner) and is stopped when its client goes; at most ``max_concurrent``
+    (default: a call per core) run at once per model. ``enable_batching`` batches them as
+    TF Serving does, with the ``BatchingParameters`` of ``batching_parameters_file``
+    (``scheduling.Batcher``). ``monitoring_config_file``: TF Serving's ``MonitoringConfig``
+    (text format), the other way to turn on ``metrics`` and set ``metrics_path``.
     """
     flags = {"port": "--port", "grpc_port": "--grpc-port", **(flags or {})}
+    if monitoring_config_file:
+        metrics, metrics_path = read_monitoring_config(monitoring_config_file, metrics, metrics_path)
+    batching = read_batching_parameters(enable_batching, batching_parameters_file)
+    if rest_api_timeout_in_ms < 0:
+        raise SeqkitError(f"--rest_api_timeout_in_ms must be >= 0 (0: no limit); got {rest_api_timeout_in_ms}")
+    if max_concurrent is not None and max_concurrent < 1:
+        raise SeqkitError(f"--max-concurrent-per-model must be >= 1; got {max_concurrent}")
+    timeout = rest_api_timeout_in_ms / 1000 or None
     policy = VersionPolicy(policy)
     sources = model_sources(model_config_file, model_name, model_base_path, policy)
     if not port and not grpc_port:
@@ -1090,13 +1208,15 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     if grpc_port:
         check_port(host, grpc_port, flags["grpc_port"])
     allowed_ops = read_allowlist(op_allowlist) if op_allowlist else None
+    scheduler = (Batcher(batching, metrics.batch if metrics else lambda *args: None, max_concurrent)
+                 if batching else Direct(max_concurrent))
     registry = ModelRegistry(None if sources is not None else base, max_length=max_length, policy=policy, log=log,
                              on_event=metrics.event if metrics else lambda *args: None, sources=sources,
-                             allowed_ops=allowed_ops)
+                             allowed_ops=allowed_ops, scheduler=scheduler)
     grpc_server = None
     if grpc_port:
         grpc_server = make_grpc_server(registry, address(host, grpc_port), max_body_bytes=max_body_bytes,
-                                       metrics=metrics)
+                                       metrics=metrics, timeout=timeout)
         grpc_server.start()
     registry.start_polling(poll_seconds)
     apis = ([f"REST on http://{address(host, port)}/v1/models/NAME"] if port else []) + (
@@ -1105,6 +1225,9 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
                            f"{poll_seconds:g} s" if poll_seconds > 0 else ""))
     if metrics:
         log(f"Prometheus metrics on http://{address(host, port)}{metrics_path}")
+    if batching:
+        log(f"batching: up to {batching.max_batch_size} rows, {batching.batch_timeout_micros} us timeout, "
+            f"{batching.num_batch_threads} threads")
     try:
         if not port:  # gRPC only (tensorflow_model_server's default: --rest_api_port 0)
             try:
@@ -1114,7 +1237,7 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
             return
         import uvicorn
 
-        config = uvicorn.Config(make_app(registry, max_body_bytes, metrics, metrics_path), host=host, port=port,
+        config = uvicorn.Config(make_app(registry, max_body_bytes, metrics, metrics_path, timeout), host=host, port=port,
                                 log_level="warning", access_log=False)
         try:
             asyncio.run(uvicorn.Server(config).serve())
@@ -1125,3 +1248,4 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
         registry.stop_polling()
         if grpc_server is not None:
             grpc_server.stop(grace=1)
+        scheduler.close()

@@ -332,7 +332,8 @@ def test_model_server_flags_are_one_line_errors(exported, tmp_path, capsys):
     bad.write_text("model_config_list { config { name: 'a' base_path: ", encoding="utf-8")
     assert_one_line_errors([
         (["model-server"], r"pass --model_base_path .* or --model_config_file"),
-        (["model-server", "--model_base_path", exported.parent, "--enable_batching=true"], r"--enable_batching"),
+        (["model-server", "--model_base_path", exported.parent, "--rest_api_timeout_in_ms", "-1"],
+         r"--rest_api_timeout_in_ms"),
         (["model-server", "--model_config_file", bad], r"--model_config_file is not a ModelServerConfig"),
         (["model-server", "--model_config_file", bad, "--model_base_path", exported.parent], r"pass one"),
         (["model-server", "--model_base_path", tmp_path / "nowhere"], r"--model_base_path .* is not a folder"),
