@@ -11,7 +11,7 @@ the end for nobody.
 A servable reaches its graph through a scheduler:
 
 * ``Direct``: each request its own call, at most ``max_concurrent`` at once per model
-  name; the others wait for a free slot until their deadline.
+  name; the others wait in order for a free slot, until their deadline.
 * ``Batcher``: TF Serving's dynamic batching (``--enable_batching``, with
   ``--batching_parameters_file``'s ``BatchingParameters``): requests for one
   signature of one version are queued and concatenated along the batch axis; a
@@ -29,6 +29,8 @@ Source: TF Serving's ``batching/README.md`` and ``session_bundle_config.proto``
 (``BatchingParameters``), its ``http_server.cc`` (status mapping).
 """
 
+import collections
+import heapq
 import os
 import threading
 import time
@@ -86,6 +88,7 @@ class Call:
         self.expires = None if timeout is None else time.monotonic() + timeout
         self.manager = CancellationManager()
         self.reason = None  # None, "deadline" or "cancelled"
+        self.finished = False  # the model call has returned
         self._callbacks = []
         self._lock = threading.Lock()
 
@@ -127,11 +130,8 @@ class Call:
         """``function(**tensors)`` (a concrete TF function), stopped when this call is cancelled
         or its deadline passes."""
         self.check()
-        timer = None
         if self.expires is not None:
-            timer = threading.Timer(max(0.0, self.remaining()), self.cancel, ("deadline",))
-            timer.daemon = True
-            timer.start()
+            WATCHDOG.watch(self)
         try:
             return self.manager.get_cancelable_function(function)(**tensors)
         except tf.errors.CancelledError:
@@ -139,32 +139,98 @@ class Call:
                 raise
             raise self.error() from None
         finally:
-            if timer is not None:
-                timer.cancel()
+            self.finished = True
+
+
+class Watchdog:
+    """Cancels calls at their deadline: one thread and a heap of deadlines, cheaper per request
+    than a timer thread each (a call that finishes first is dropped when its deadline comes)."""
+
+    def __init__(self):
+        self._heap, self._count = [], 0
+        self._cond = threading.Condition()
+        self._thread = None
+
+    def watch(self, call):
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="seqkit-deadlines", daemon=True)
+                self._thread.start()
+            self._count += 1
+            heapq.heappush(self._heap, (call.expires, self._count, call))
+            if self._heap[0][2] is call:  # the earliest deadline changed: wake the thread
+                self._cond.notify()
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(None if not self._heap else self._heap[0][0] - time.monotonic())
+                call = heapq.heappop(self._heap)[2]
+            if not call.finished:
+                call.cancel("deadline")
+
+
+WATCHDOG = Watchdog()  # the process's deadline thread, started by the first call with a deadline
 
 
 def numpy_outputs(outputs):
     return {key: value.numpy() for key, value in outputs.items()}
 
 
+class Slots:
+    """At most ``n`` holders at once, handed out first come, first served (a semaphore is not
+    fair: a waiter could lose every race and wait out its deadline while later ones run)."""
+
+    def __init__(self, n):
+        self.free, self.waiters = n, collections.deque()
+        self._lock = threading.Lock()
+
+    def acquire(self, call):
+        """Wait for a slot until ``call`` is cancelled or past its deadline (then its error)."""
+        with self._lock:
+            if self.free and not self.waiters:
+                self.free -= 1
+                return
+            granted = threading.Event()
+            self.waiters.append(granted)
+        while not granted.wait(0.05):
+            try:
+                call.check()
+            except RequestError:
+                with self._lock:
+                    if granted in self.waiters:
+                        self.waiters.remove(granted)
+                        raise
+                self.release()  # handed a slot just now: pass it on
+                raise
+
+    def release(self):
+        with self._lock:
+            if self.waiters:
+                self.waiters.popleft().set()  # the slot goes straight to the longest waiter
+            else:
+                self.free += 1
+
+
 class Direct:
     """Each request its own model call; at most ``max_concurrent`` calls at once per model name
-    (the rest wait, until their deadline or cancellation)."""
+    (default: four per core, TF Serving's REST thread count; the rest wait in order, until their
+    deadline or cancellation)."""
 
     def __init__(self, max_concurrent=None):
-        self.max_concurrent = max_concurrent or os.cpu_count() or 1
+        self.max_concurrent = max_concurrent or 4 * (os.cpu_count() or 1)
         self._slots = {}
         self._lock = threading.Lock()
 
     def slots(self, model):
         with self._lock:
-            return self._slots.setdefault(model, threading.BoundedSemaphore(self.max_concurrent))
+            return self._slots.setdefault(model, Slots(self.max_concurrent))
 
     def run(self, servable, signature_name, tensors, call):
         """``{output: ndarray}`` of ``servable``'s signature on ``tensors``."""
         slots = self.slots(servable.name)
-        while not slots.acquire(timeout=0.05):
-            call.check()
+        slots.acquire(call)
         try:
             return numpy_outputs(call.run(servable.model.signatures[signature_name], tensors))
         finally:

@@ -167,6 +167,27 @@ def test_direct_calls_wait_for_a_free_slot_of_their_model_until_their_deadline()
     assert direct.run(model, "serving_default", {"x": tf.ones([1])}, Call(5))["y"].tolist() == [2.0]
 
 
+def test_waiting_calls_get_a_slot_in_the_order_they_came():
+    slots = scheduling.Slots(1)
+    slots.acquire(Call())
+    order, threads = [], []
+
+    def waiter(i):
+        slots.acquire(Call(30))
+        order.append(i)
+        slots.release()
+
+    for i in range(4):
+        threads.append(threading.Thread(target=waiter, args=(i,)))
+        threads[-1].start()
+        while len(slots.waiters) < i + 1:  # queued before the next one comes
+            time.sleep(0.005)
+    slots.release()
+    for t in threads:
+        t.join()
+    assert order == [0, 1, 2, 3] and slots.free == 1
+
+
 def test_a_cancelled_call_stops_inside_its_graph_loop():
     """Oracle: a counter the loop increments; after the deadline it stops short of the end and
     no longer moves (by construction, whatever the machine's speed)."""
