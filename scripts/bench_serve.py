@@ -2,11 +2,17 @@
 
     python scripts/bench_serve.py                       # trains a throwaway 1 x 256 LSTM char-LM
     python scripts/bench_serve.py --run runs/NAME --seconds 10 --clients 1,8,32 --markdown docs/benchmarks.md
+    python scripts/bench_serve.py --batching --markdown docs/benchmarks.md   # --enable_batching on vs off
 
 Starts `seqkit serve` as a subprocess on free ports, then for each endpoint
 and each number of concurrent clients runs that many threads for a fixed
 time, each with its own keep-alive HTTP connection sending one request after
 another. Reports requests/s, p50/p99 latency, errors and the server's RSS.
+With --batching: one server without batching and one per batching setting
+(TF Serving's --batching_parameters_file), --clients concurrent 1-row predict
+clients, the servers taking turns for --rounds rounds; reports requests/s,
+latency and each setting's throughput over the unbatched server's (the median
+of the per-round ratios), and that every server gave the same answers.
 Only 127.0.0.1 is ever contacted.
 """
 
@@ -130,13 +136,85 @@ def load(port, path, body, clients, seconds):
     return latencies, errors[0]
 
 
+BATCHING = {  # name -> BatchingParameters text
+    "batching, timeout 0": "max_batch_size { value: 32 } batch_timeout_micros { value: 0 } "
+                           "num_batch_threads { value: 2 }",
+    "batching, timeout 2 ms": "max_batch_size { value: 32 } batch_timeout_micros { value: 2000 } "
+                              "num_batch_threads { value: 2 }",
+}
+
+
+def answer(port, body):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.request("POST", "/v1/models/bench:predict", body, {"Content-Type": "application/json"})
+    return json.loads(conn.getresponse().read())
+
+
+def batching(args):
+    """Throughput of 1-row predicts with and without --enable_batching, servers taking turns."""
+    from seqkit import export
+
+    clients = max(int(c) for c in args.clients.split(","))
+    body = bodies()["predict"]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "saved_models"
+        export.export(args.run or make_run(tmp), name="bench", out=base)
+        servers = {}
+        try:
+            for name, text in {"no batching": None, **BATCHING}.items():
+                options = []
+                if text:
+                    params = Path(tmp) / f"batching{len(servers)}.txt"
+                    params.write_text(text, encoding="utf-8")
+                    options = ["--enable_batching", "--batching_parameters_file", str(params)]
+                port = free_port()
+                servers[name] = (port, start_server(base, port, "bench", *options))
+                load(port, "/v1/models/bench:predict", body, clients, 1.0)  # warm-up
+            answers = {name: answer(port, body) for name, (port, _) in servers.items()}
+            same = all(a == answers["no batching"] for a in answers.values())
+            results = {name: [] for name in servers}
+            for r in range(args.rounds):
+                for name, (port, _) in servers.items():
+                    latencies, errors = load(port, "/v1/models/bench:predict", body, clients, args.seconds)
+                    results[name].append((latencies, errors))
+                    print(f"round {r + 1} {name:24s}: {len(latencies) / args.seconds:8.1f} req/s  errors {errors}",
+                          flush=True)
+        finally:
+            for _, server in servers.values():
+                server.terminate()
+                server.wait(timeout=30)
+    base_rates = [len(lat) / args.seconds for lat, _ in results["no batching"]]
+    table = ["| server | requests/s (median of rounds) | x no batching | p50 ms | p99 ms | errors |",
+             "|---|---|---|---|---|---|"]
+    for name, rounds in results.items():
+        rates = [len(lat) / args.seconds for lat, _ in rounds]
+        ratio = statistics.median(r / b for r, b in zip(rates, base_rates))
+        q = statistics.quantiles([x for lat, _ in rounds for x in lat], n=100)
+        table.append(f"| {name} | {statistics.median(rates):.1f} | {ratio:.2f} | {1000 * q[49]:.1f} | "
+                     f"{1000 * q[98]:.1f} | {sum(e for _, e in rounds)} |")
+    settings = "; ".join(f"{name}: `{text}`" for name, text in BATCHING.items())
+    text = "\n".join(table) + f"\n\nSame answer from every server: {same}. Batching parameters: {settings}.\n"
+    print("\n" + text)
+    if args.markdown:
+        command = "python scripts/bench_serve.py " + " ".join(sys.argv[1:])
+        section = (f"## Serving: batching\n\n`{command}` ({clients} concurrent clients each sending 1-row predict "
+                   f"requests one after another, {args.rounds} rounds of {args.seconds:g} s per server, servers "
+                   f"taking turns; 1 x 256 LSTM char-LM, {os.cpu_count()} cores, REST on loopback, server and "
+                   f"clients on the same machine):\n\n{text}")
+        write_section(args.markdown, "## Serving: batching", section)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="A char-LM run directory (default: train a throwaway one).")
     parser.add_argument("--seconds", type=float, default=8.0, help="Time per (endpoint, clients) cell.")
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--markdown", help="Write the table into this file as its '## Serving' section.")
+    parser.add_argument("--batching", action="store_true", help="Compare --enable_batching settings with none.")
+    parser.add_argument("--rounds", type=int, default=3, help="With --batching: turns per server.")
     args = parser.parse_args()
+    if args.batching:
+        return batching(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         port, server = serve_run(tmp, args.run, "bench")
