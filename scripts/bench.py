@@ -45,7 +45,7 @@ import sys
 import time
 from types import SimpleNamespace
 
-from benchdoc import choices_list, log, write_report
+from benchdoc import choices_list, cpu_model, log, write_report
 
 CELLS = {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -132,19 +132,6 @@ def torch_step(cell, H, args, torch):
         return loss.item()
 
     return step
-
-
-def cpu_model():
-    """The CPU's model name (/proc/cpuinfo), or the platform's word for it."""
-    import platform
-
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def loops_in_use():

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from benchdoc import write_section  # noqa: E402
+from benchdoc import cpu_model, write_section  # noqa: E402
 
 
 def free_port():
@@ -199,8 +199,8 @@ def batching(args):
         command = "python scripts/bench_serve.py " + " ".join(sys.argv[1:])
         section = (f"## Serving: batching\n\n`{command}` ({clients} concurrent clients each sending 1-row predict "
                    f"requests one after another, {args.rounds} rounds of {args.seconds:g} s per server, servers "
-                   f"taking turns; 1 x 256 LSTM char-LM, {os.cpu_count()} cores, REST on loopback, server and "
-                   f"clients on the same machine):\n\n{text}")
+                   f"taking turns; 1 x 256 LSTM char-LM, {cpu_model()}, {os.cpu_count()} cores, REST on loopback, "
+                   f"server and clients on the same machine):\n\n{text}")
         write_section(args.markdown, "## Serving: batching", section)
 
 
@@ -241,7 +241,8 @@ def main():
     if args.markdown:
         command = "python scripts/bench_serve.py " + " ".join(sys.argv[1:])
         section = (f"## Serving\n\n`{command}` ({args.seconds:g} s per cell, 1 x 256 LSTM char-LM, "
-                   f"{os.cpu_count()} cores, REST on loopback, server and clients on the same machine):\n\n{text}")
+                   f"{cpu_model()}, {os.cpu_count()} cores, REST on loopback, server and clients on the same "
+                   f"machine):\n\n{text}")
         write_section(args.markdown, "## Serving", section)
 
 

@@ -42,6 +42,8 @@ warnings.simplefilter("ignore")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdoc import cpu_model  # noqa: E402
 from seqkit import export, synthetic  # noqa: E402
 from seqkit.config import CharLMConfig, ClassifyConfig, Seq2SeqConfig  # noqa: E402
 from seqkit.pairs import synthetic_pairs  # noqa: E402
@@ -200,16 +202,6 @@ def seq2seq_scores(run_dir, folders, length, n):
 
 
 # -- report ---------------------------------------------------------------------------------
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv=None):

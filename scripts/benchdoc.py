@@ -7,6 +7,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def cpu_model():
+    """The CPU's model name (/proc/cpuinfo), or the platform's word for it."""
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def log(msg):
     """A progress line on stderr (stdout carries the report)."""
     print(msg, file=sys.stderr, flush=True)

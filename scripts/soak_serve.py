@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serve import ROOT, rss_mib, serve_run  # noqa: E402
-from benchdoc import write_section  # noqa: E402
+from benchdoc import cpu_model, write_section  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -197,7 +197,7 @@ def main():
         command = "python scripts/soak_serve.py " + " ".join(sys.argv[1:])
         title = "## Serving soak test, versions coming and going" if args.churn else "## Serving soak test"
         write_section(args.markdown, title,
-                      f"{title}\n\n`{command}` (1 x 256 LSTM char-LM, {os.cpu_count()} cores, "
+                      f"{title}\n\n`{command}` (1 x 256 LSTM char-LM, {cpu_model()}, {os.cpu_count()} cores, "
                       f"clients and server on one machine, --max-body-bytes {MAX_BODY}, --max-length {MAX_LENGTH}):"
                       f"\n\n{text}")
     sys.exit(1 if wrong or not alive or not churn_ok else 0)

@@ -563,8 +563,8 @@ def export_command(run_dir, name, version, fmt, out, quantize, max_length):
 
 
 def model_call_options(command):
-    """The flags both serving commands share: batching, deadlines, concurrency, monitoring
-    (TF Serving's names where it has the flag)."""
+    """The flags both serving commands share: batching, deadlines, concurrency, config polling,
+    monitoring (TF Serving's names where it has the flag)."""
     options = [
         click.option("--enable_batching", "--enable-batching", "enable_batching", type=click.BOOL, default=False,
                      is_flag=False, flag_value=True, help="Batch concurrent requests as TF Serving does."),
@@ -576,7 +576,11 @@ def model_call_options(command):
                      type=click.IntRange(0), default=30000, show_default=True,
                      help="Deadline of a model call (REST; gRPC: or the client's, if sooner); 0: none."),
         click.option("--max-concurrent-per-model", "max_concurrent", type=click.IntRange(1),
-                     help="Model calls run at once per model; the rest wait [default: one per core].",),
+                     help="Model calls run at once per model; the rest wait in order [default: four per core]."),
+        click.option("--model_config_file_poll_wait_seconds", "--model-config-file-poll-wait-seconds",
+                     "model_config_file_poll_wait_seconds", type=click.FloatRange(0), default=0.0, show_default=True,
+                     help="Re-read --model_config_file this often and serve what it says (0: only at start)."),
+        click.option("--access-log", is_flag=True, help="A line per request (REST and gRPC) on standard output."),
         click.option("--monitoring_config_file", "--monitoring-config-file", "monitoring_config_file",
                      type=click.Path(), help="TF Serving's MonitoringConfig in text format "
                                              "(prometheus_config { enable: true }): like --metrics."),

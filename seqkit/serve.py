@@ -561,6 +561,29 @@ class ModelRegistry:
         thread.start()
         return thread
 
+    def watch_config(self, path, interval):
+        """Re-read the model config file ``path`` every ``interval`` seconds and serve what it says
+        when it changes (TF Serving's ``--model_config_file_poll_wait_seconds``); a file that does
+        not parse is logged and the models served stay as they are."""
+        if interval <= 0:
+            return None
+        seen = [Path(path).read_text(encoding="utf-8")]
+
+        def loop():
+            while not self._stop.wait(interval):
+                try:
+                    text = Path(path).read_text(encoding="utf-8")
+                    if text != seen[0]:
+                        seen[0] = text
+                        self.reload_config(read_model_config(text))
+                        self.log(f"reloaded --model_config_file {path}")
+                except (OSError, UnicodeDecodeError, SeqkitError) as e:
+                    self.log(f"--model_config_file {path} not reloaded, still serving the last good config: {e}")
+
+        thread = threading.Thread(target=loop, name="seqkit-serve-config", daemon=True)
+        thread.start()
+        return thread
+
     def stop_polling(self):
         self._stop.set()
 
@@ -863,10 +886,11 @@ def make_app(registry, max_body_bytes=10 << 20, metrics=None, metrics_path="/mon
 # -- gRPC ------------------------------------------------------------------------------
 
 
-def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metrics=None, timeout=30.0):
+def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metrics=None, timeout=30.0,
+                     access_log=None):
     """A grpc.Server with TF Serving's PredictionService and ModelService on ``address``. A model
     call ends at the client's deadline or after ``timeout`` seconds (None: no limit), whichever
-    comes first, and stops when the client cancels."""
+    comes first, and stops when the client cancels. ``access_log``: called with a line per request."""
     import grpc
     from tensorflow.core.protobuf import error_codes_pb2
     from tensorflow_serving.apis import (
@@ -931,10 +955,11 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
         return call
 
     def observed(api):
-        """Count and time a method's requests in ``metrics`` as ``api``."""
+        """Count and time a method's requests in ``metrics`` as ``api``, and write a line of
+        ``access_log`` for each."""
         def decorate(method):
             def wrapped(self, request, context):
-                if metrics is None:
+                if metrics is None and access_log is None:
                     return method(self, request, context)
                 started, code, version = time.perf_counter(), "OK", None
                 try:
@@ -948,8 +973,12 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
                 finally:
                     specs = ([t.model_spec for t in request.tasks] if api == "grpc_multi_inference"
                              else [request.model_spec])
-                    name = specs[0].name if specs else ""
-                    metrics.observe(registry.known(name), version, api, code, time.perf_counter() - started)
+                    name, seconds = (specs[0].name if specs else ""), time.perf_counter() - started
+                    if metrics is not None:
+                        metrics.observe(registry.known(name), version, api, code, seconds)
+                    if access_log is not None:
+                        access_log(f'{context.peer()} - "gRPC {type(request).__name__} {name[:100]!r}" {code} '
+                                   f'{1000 * seconds:.1f} ms')
             return wrapped
         return decorate
 
@@ -1164,7 +1193,8 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
           max_length=2000, policy="latest", poll_seconds=1.0, metrics=False,
           metrics_path="/monitoring/prometheus/metrics", model_config_file=None, model_name=None,
           model_base_path=None, op_allowlist=None, enable_batching=False, batching_parameters_file=None,
-          rest_api_timeout_in_ms=30000, max_concurrent=None, monitoring_config_file=None, flags=None, log=print):
+          rest_api_timeout_in_ms=30000, max_concurrent=None, monitoring_config_file=None,
+          model_config_file_poll_wait_seconds=0, access_log=False, flags=None, log=print):
     """Serve models until interrupted, with TF Serving's REST API on ``port`` and its gRPC
     API on ``grpc_port`` (0 turns either off, not both).
 
@@ -1180,10 +1210,14 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
 
     Model calls: each gets ``rest_api_timeout_in_ms`` (0: no limit; gRPC: or the client's
     deadline, if sooner) and is stopped when its client goes; at most ``max_concurrent``
-    (default: a call per core) run at once per model. ``enable_batching`` batches them as
+    (default: four per core) run at once per model. ``enable_batching`` batches them as
     TF Serving does, with the ``BatchingParameters`` of ``batching_parameters_file``
     (``scheduling.Batcher``). ``monitoring_config_file``: TF Serving's ``MonitoringConfig``
     (text format), the other way to turn on ``metrics`` and set ``metrics_path``.
+    ``model_config_file_poll_wait_seconds``: re-read ``model_config_file`` this often (0:
+    only at start, TF Serving's default) and serve what it says when it changes.
+    ``access_log``: a line per request (REST: Uvicorn's access log; gRPC: peer, method, model,
+    code, milliseconds).
     """
     flags = {"port": "--port", "grpc_port": "--grpc-port", **(flags or {})}
     if monitoring_config_file:
@@ -1191,6 +1225,10 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     batching = read_batching_parameters(enable_batching, batching_parameters_file)
     if rest_api_timeout_in_ms < 0:
         raise SeqkitError(f"--rest_api_timeout_in_ms must be >= 0 (0: no limit); got {rest_api_timeout_in_ms}")
+    if model_config_file_poll_wait_seconds < 0:
+        raise SeqkitError("--model_config_file_poll_wait_seconds must be >= 0 (0: read the file only at start)")
+    if model_config_file_poll_wait_seconds and not model_config_file:
+        raise SeqkitError("--model_config_file_poll_wait_seconds needs --model_config_file, the file to re-read")
     if max_concurrent is not None and max_concurrent < 1:
         raise SeqkitError(f"--max-concurrent-per-model must be >= 1; got {max_concurrent}")
     timeout = rest_api_timeout_in_ms / 1000 or None
@@ -1216,9 +1254,11 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     grpc_server = None
     if grpc_port:
         grpc_server = make_grpc_server(registry, address(host, grpc_port), max_body_bytes=max_body_bytes,
-                                       metrics=metrics, timeout=timeout)
+                                       metrics=metrics, timeout=timeout, access_log=log if access_log else None)
         grpc_server.start()
     registry.start_polling(poll_seconds)
+    if model_config_file:
+        registry.watch_config(model_config_file, model_config_file_poll_wait_seconds)
     apis = ([f"REST on http://{address(host, port)}/v1/models/NAME"] if port else []) + (
         [f"gRPC on {address(host, grpc_port)}"] if grpc_port else [])
     log(", ".join(apis) + (f"; polling {'the configured base paths' if sources is not None else base} every "
@@ -1238,7 +1278,7 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
         import uvicorn
 
         config = uvicorn.Config(make_app(registry, max_body_bytes, metrics, metrics_path, timeout), host=host, port=port,
-                                log_level="warning", access_log=False)
+                                log_level="info" if access_log else "warning", access_log=access_log)
         try:
             asyncio.run(uvicorn.Server(config).serve())
         except SystemExit as e:  # uvicorn exits when it cannot start (e.g. the port was taken meanwhile)

@@ -10,6 +10,7 @@ here), and a cancelled request stops using the server's CPU (read from /proc).
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -275,7 +276,8 @@ def test_batched_answers_equal_the_model_run_a_request_at_a_time(exported, tmp_p
     rest, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{rest}"
     process = start(["serve", tmp_path / "models", "--port", rest, "--grpc-port", grpc_port, "--metrics",
-                     "--enable_batching", "--batching_parameters_file", params], url, "abc")
+                     "--enable_batching", "--batching_parameters_file", params, "--access-log"], url, "abc")
+    log = ""
     try:
         texts = [f"ab{'c' * i} a" for i in range(12)]
         answers, barrier = {}, threading.Barrier(len(texts))
@@ -311,7 +313,11 @@ def test_batched_answers_equal_the_model_run_a_request_at_a_time(exported, tmp_p
         assert status == 200 and len(body["predictions"][0]) == 5
     finally:
         process.terminate()
-        print(process.communicate(timeout=30)[0])
+        log = process.communicate(timeout=30)[0]
+        print(log)
+    # --access-log: a line per request, REST (Uvicorn's) and gRPC
+    assert len(re.findall(r'"POST /v1/models/abc(?::|%3A)predict HTTP/1.1" 200', log)) == len(texts) // 2 + 1
+    assert log.count("\"gRPC PredictRequest 'abc'\" OK") == len(texts) // 2
 
 
 def test_deadlines_and_gone_clients_stop_the_model_call_and_calls_per_model_are_bounded(exported, tmp_path):  # noqa: F811

@@ -302,6 +302,38 @@ def test_model_server_takes_a_model_config_file_with_labels_and_reloads_it(expor
         process.communicate(timeout=30)
 
 
+def test_the_model_config_file_is_reread_when_it_changes(exported, tmp_path):
+    """--model_config_file_poll_wait_seconds: an edited file moves the labels; a broken one is
+    reported and the last good config keeps serving (TF Serving's behaviour)."""
+    for v in (1, 2):
+        publish(exported, tmp_path / "abc" / str(v))
+    publish(exported, tmp_path / "xyz" / "1")
+    config = tmp_path / "models.config"
+    config.write_text(CONFIG.format(abc=tmp_path / "abc", xyz=tmp_path / "xyz"), encoding="utf-8")
+    rest = free_port()
+    url = f"http://127.0.0.1:{rest}"
+    process = start(["model-server", f"--port={free_port()}", f"--rest_api_port={rest}",
+                     f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.2",
+                     "--host=127.0.0.1"], url, "xyz")
+
+    def label(name):
+        status, body = request(f"{url}/v1/models/abc/labels/{name}/metadata")
+        return int(body["model_spec"]["version"]) if status == 200 else None
+
+    try:
+        wait_for(lambda: label("stable") == 1 and label("canary") == 2, "the labels of the first config")
+        swapped = CONFIG.replace('value: 1 }', 'value: @ }').replace('value: 2 }', 'value: 1 }').replace('@', '2')
+        config.write_text(swapped.format(abc=tmp_path / "abc", xyz=tmp_path / "xyz"), encoding="utf-8")
+        wait_for(lambda: label("stable") == 2 and label("canary") == 1, "the labels of the edited config")
+        config.write_text("model_config_list { config { name: ", encoding="utf-8")
+        time.sleep(1.0)  # five polls
+        assert label("stable") == 2 and request(f"{url}/v1/models/xyz:predict", {"instances": ["ab"]})[0] == 200
+    finally:
+        process.terminate()
+        log = process.communicate(timeout=30)[0]
+    assert "not reloaded, still serving the last good config" in log
+
+
 def test_model_server_with_a_model_base_path_serves_grpc_only_by_default(exported, tmp_path):
     publish(exported, tmp_path / "lm" / "4")
     grpc_port = free_port()
