@@ -160,7 +160,9 @@ def main():
                 t.start()
             while any(t.is_alive() for t in threads):
                 time.sleep(min(5.0, max(0.1, stop - time.perf_counter())))
-                rss.append((time.perf_counter() - start, rss_mib(server.pid)))
+                if time.perf_counter() - start >= rss[-1][0] + (5.0 if args.seconds <= 120 else 30.0):
+                    rss.append((time.perf_counter() - start, rss_mib(server.pid)))
+            rss.append((time.perf_counter() - start, rss_mib(server.pid)))
             alive = server.poll() is None
             served = None
             if args.churn:

@@ -27,9 +27,11 @@ their client goes.
 
 import asyncio
 import base64
+import gc
 import json
 import threading
 import time
+import weakref
 from concurrent import futures
 from pathlib import Path
 
@@ -101,6 +103,7 @@ class Servable:
     def __init__(self, name, version, path, max_length, allowed_ops=None, scheduler=None):
         self.name, self.version, self.path, self.max_length = name, version, Path(path), max_length
         self.scheduler = scheduler or Direct()
+        self.active, self._active_lock = 0, threading.Lock()  # model calls running on this version
         self.signature_defs = read_signature_defs(path)
         if allowed_ops is not None:
             outside = sorted(saved_model_ops(path) - allowed_ops)
@@ -129,10 +132,15 @@ class Servable:
     def call(self, signature_name, tensors, call=None):
         """``{output: ndarray}`` of a signature on ``tensors``, through the scheduler, under ``call``'s
         deadline and cancellation; TensorFlow's complaints about the inputs are BadRequests."""
+        with self._active_lock:
+            self.active += 1
         try:
             return self.scheduler.run(self, signature_name, tensors, call or Call())
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
             raise BadRequest(first_message(e)) from e
+        finally:
+            with self._active_lock:
+                self.active -= 1
 
     def predict(self, signature_name, inputs, call=None):
         """Run a signature on ``inputs`` (name -> nested lists or arrays) under ``call`` (a
@@ -456,6 +464,7 @@ class ModelRegistry:
         self.models = {}  # name -> {version: Servable}: what requests see (replaced, never changed in place)
         self.states = {}  # name -> {version: (state, error message)}
         self.failed = {}  # (name, version) -> the saved_model.pb stamp that failed to load (retried when it changes)
+        self._unloaded = []  # (weak reference, collections tried) of unloaded versions not yet freed
         self._lock = threading.Lock()  # one poll at a time
         self._stop = threading.Event()
         self.poll()
@@ -535,7 +544,7 @@ class ModelRegistry:
                 for version in sorted(loaded):
                     gone = version not in on_disk
                     if gone or (version not in wanted and not keep_old):
-                        del loaded[version]  # requests holding it finish; it is freed after them
+                        self._unloaded.append((weakref.ref(loaded.pop(version)), 0))  # freed after its requests
                         status[version] = (END, "")
                         changed.add(name)
                         self.log(f"unloaded {name} version {version}" + (" (its folder is gone)" if gone else ""))
@@ -543,7 +552,19 @@ class ModelRegistry:
                 if not loaded:
                     del models[name]
             self.models, self.states = models, states
-            return changed
+        self.free_unloaded()
+        return changed
+
+    def free_unloaded(self):
+        """Free the unloaded versions once no request runs on them. A loaded SavedModel sits in
+        reference cycles, which Python frees only at a full collection, rare in a server: without
+        this, each version that comes and goes keeps ~30 MiB. A full collection takes 0.2-0.8 s of
+        the interpreter, so it runs only when an unloaded version is idle, at most 3 times for it."""
+        pending = [(ref, tries) for ref, tries in self._unloaded if ref() is not None and tries < 3]
+        idle = {id(ref) for ref, _ in pending if getattr(ref(), "active", 0) == 0}
+        if idle:
+            gc.collect()
+        self._unloaded = [(ref, tries + (id(ref) in idle)) for ref, tries in pending if ref() is not None]
 
     def start_polling(self, interval):
         """Poll every ``interval`` seconds in a daemon thread (``interval <= 0``: never)."""

@@ -410,3 +410,36 @@ def test_the_allowlist_holds_the_ops_of_every_seqkit_export_here(exported):
 
     assert saved_model_ops(exported) <= read_allowlist("seqkit")
     assert {"ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "EagerPyFunc"}.isdisjoint(read_allowlist("seqkit"))
+
+
+# -- unloaded versions are freed ---------------------------------------------------------------------------
+
+
+def test_an_unloaded_version_is_freed_once_its_requests_are_done(tmp_path):
+    """A loaded SavedModel sits in reference cycles that only a full collection frees (rare in a
+    server): the registry collects once an unloaded version is idle. Automatic collection is off
+    here, so only the registry's can free it; oracle: a weak reference to the version."""
+    import gc
+    import weakref
+
+    from seqkit.serve import ModelRegistry
+
+    class Version:  # a stand-in servable in a reference cycle, as a loaded SavedModel is
+        def __init__(self, name, version, path):
+            self.name, self.version, self.signature_defs, self.active = name, version, {}, 0
+            self.cycle = self
+
+    (tmp_path / "lm" / "1").mkdir(parents=True)
+    registry = ModelRegistry(tmp_path, loader=Version)
+    first = weakref.ref(registry.get("lm"))
+    gc.disable()
+    try:
+        first().active = 1  # a request is running on it
+        (tmp_path / "lm" / "2").mkdir()
+        registry.poll()  # 2 loaded, 1 unloaded (latest policy) but busy: kept
+        assert registry.get("lm").version == 2 and first() is not None
+        first().active = 0  # the request is done
+        registry.poll()
+        assert first() is None
+    finally:
+        gc.enable()
