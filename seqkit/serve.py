@@ -1155,11 +1155,7 @@ def model_sources(model_config_file, model_name, model_base_path, policy):
         raise SeqkitError("--model_config_file and --model_name/--model_base_path are two ways to say what to serve; "
                           "pass one")
     if model_config_file:
-        try:
-            text = Path(model_config_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SeqkitError(f"cannot read --model_config_file {model_config_file}: {e}") from e
-        return read_model_config(text)
+        return read_model_config(read_text_config(model_config_file, "--model_config_file"))
     if model_base_path:
         if not Path(model_base_path).is_dir():
             raise SeqkitError(f"--model_base_path {model_base_path} is not a folder; pass the folder that holds the "
