@@ -150,6 +150,16 @@ def answer(port, body):
     return json.loads(conn.getresponse().read())
 
 
+def report(args, heading, setup, text):
+    """Print ``text`` and, with --markdown, write it as the section ``heading`` with the command and machine."""
+    print("\n" + text)
+    if args.markdown:
+        command = "python scripts/bench_serve.py " + " ".join(sys.argv[1:])
+        write_section(args.markdown, heading,
+                      f"{heading}\n\n`{command}` ({setup}; 1 x 256 LSTM char-LM, {cpu_model()}, {os.cpu_count()} "
+                      f"cores, REST on loopback, server and clients on the same machine):\n\n{text}")
+
+
 def batching(args):
     """Throughput of 1-row predicts with and without --enable_batching, servers taking turns."""
     from seqkit import export
@@ -194,14 +204,8 @@ def batching(args):
                      f"{1000 * q[98]:.1f} | {sum(e for _, e in rounds)} |")
     settings = "; ".join(f"{name}: `{text}`" for name, text in BATCHING.items())
     text = "\n".join(table) + f"\n\nSame answer from every server: {same}. Batching parameters: {settings}.\n"
-    print("\n" + text)
-    if args.markdown:
-        command = "python scripts/bench_serve.py " + " ".join(sys.argv[1:])
-        section = (f"## Serving: batching\n\n`{command}` ({clients} concurrent clients each sending 1-row predict "
-                   f"requests one after another, {args.rounds} rounds of {args.seconds:g} s per server, servers "
-                   f"taking turns; 1 x 256 LSTM char-LM, {cpu_model()}, {os.cpu_count()} cores, REST on loopback, "
-                   f"server and clients on the same machine):\n\n{text}")
-        write_section(args.markdown, "## Serving: batching", section)
+    report(args, "## Serving: batching", f"{clients} concurrent clients each sending 1-row predict requests one "
+           f"after another, {args.rounds} rounds of {args.seconds:g} s per server, servers taking turns", text)
 
 
 def main():
@@ -237,13 +241,7 @@ def main():
     table = ["| request | clients | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
     table += [f"| {n} | {c} | {r:.1f} | {p50:.1f} | {p99:.1f} | {e} |" for n, c, r, p50, p99, e in rows]
     text = "\n".join(table) + f"\n\nServer RSS: {rss_start:.0f} MiB after start-up, {rss_end:.0f} MiB at the end.\n"
-    print("\n" + text)
-    if args.markdown:
-        command = "python scripts/bench_serve.py " + " ".join(sys.argv[1:])
-        section = (f"## Serving\n\n`{command}` ({args.seconds:g} s per cell, 1 x 256 LSTM char-LM, "
-                   f"{cpu_model()}, {os.cpu_count()} cores, REST on loopback, server and clients on the same "
-                   f"machine):\n\n{text}")
-        write_section(args.markdown, "## Serving", section)
+    report(args, "## Serving", f"{args.seconds:g} s per cell", text)
 
 
 if __name__ == "__main__":
