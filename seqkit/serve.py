@@ -95,6 +95,17 @@ def read_allowlist(spec):
     return frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
+_LOADING = threading.Lock()  # one load at a time, so that the gradients a load registers are its own
+
+
+def _gradient_registry():
+    """TensorFlow's gradient registry, ``{op type: entry}`` (private: ``ops.gradient_registry``;
+    an empty dict where a TensorFlow version lacks it, which turns ``Servable.release`` off)."""
+    from tensorflow.python.framework import ops
+
+    return getattr(getattr(ops, "gradient_registry", None), "_registry", {})
+
+
 class Servable:
     """One loaded version of a model. With ``allowed_ops``, a model holding any other op
     type is refused before TensorFlow loads it (``saved_model_ops``). Its graph is run by
@@ -110,7 +121,22 @@ class Servable:
             if outside:
                 raise PermissionError(f"{path} uses ops outside --op-allowlist: {', '.join(outside[:12])}"
                                       + (f" and {len(outside) - 12} more" if len(outside) > 12 else ""))
-        self.model = tf.saved_model.load(str(path))
+        with _LOADING:
+            before = set(_gradient_registry())
+            self.model = tf.saved_model.load(str(path))
+            self._gradients = set(_gradient_registry()) - before
+
+    def release(self):
+        """Drop what loading registered outside the model, so that the version can be freed once
+        its last request is done. ``tf.saved_model.load`` registers each custom gradient of the
+        SavedModel (``CustomGradient-N``) in TensorFlow's global gradient registry and never removes
+        it; those gradient functions hold the loaded functions, so every version ever loaded stayed
+        in memory (+21 MiB a version for the test char-LM; TensorFlow issues #40171, #45453). A
+        served model never takes gradients, so its entries can go as soon as it is unloaded."""
+        registry = _gradient_registry()
+        for name in self._gradients:
+            registry.pop(name, None)
+        self._gradients = set()
 
     def metadata_proto(self):
         from tensorflow_serving.apis import get_model_metadata_pb2
@@ -544,7 +570,10 @@ class ModelRegistry:
                 for version in sorted(loaded):
                     gone = version not in on_disk
                     if gone or (version not in wanted and not keep_old):
-                        self._unloaded.append((weakref.ref(loaded.pop(version)), 0))  # freed after its requests
+                        servable = loaded.pop(version)
+                        servable.release()
+                        self._unloaded.append((weakref.ref(servable), 0))  # freed after its requests
+                        del servable
                         status[version] = (END, "")
                         changed.add(name)
                         self.log(f"unloaded {name} version {version}" + (" (its folder is gone)" if gone else ""))
@@ -558,7 +587,7 @@ class ModelRegistry:
     def free_unloaded(self):
         """Free the unloaded versions once no request runs on them. A loaded SavedModel sits in
         reference cycles, which Python frees only at a full collection, rare in a server: without
-        this, each version that comes and goes keeps ~30 MiB. A full collection takes 0.2-0.8 s of
+        this (and ``Servable.release``), each version that comes and goes keeps ~30 MiB. A full collection takes 0.2-0.8 s of
         the interpreter, so it runs only when an unloaded version is idle, at most 3 times for it."""
         pending = [(ref, tries) for ref, tries in self._unloaded if ref() is not None and tries < 3]
         idle = {id(ref) for ref, _ in pending if getattr(ref(), "active", 0) == 0}
