@@ -8,16 +8,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def cpu_model():
-    """The CPU's model name (/proc/cpuinfo), or the platform's word for it."""
+    """The CPU's model name with its family/model numbers and vector ISA (/proc/cpuinfo; a VM often
+    names only the vendor line, e.g. "AMD EPYC"), or the platform's word for it."""
     import platform
 
+    fields = {}
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    isa = ("AVX-512" if "avx512f" in flags else "AVX2 + FMA, no AVX-512" if {"avx2", "fma"} <= flags
+           else "no AVX2")
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}; {isa})"
 
 
 def log(msg):
