@@ -139,8 +139,10 @@ class CheckpointManager:
             problems.append(f"checkpoint {path} {problem}")
         raise SeqkitError(f"{problems[0]}, and {index} lists no intact earlier one; delete {index} to start over")
 
-    def restore(self, model, state):
-        """Load a checkpoint (from ``latest()``) into ``model``: weights, optimizer, seeds."""
+    def restore(self, model, state, keep_rate=False):
+        """Load a checkpoint (from ``latest()``) into ``model``: weights, optimizer, seeds. The
+        learning rate stays the compiled one (``--lr`` on resume wins), or with ``keep_rate``
+        is the checkpoint's (a rate reduce-on-plateau reached)."""
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a LossScaleOptimizer: its inner one
@@ -153,7 +155,7 @@ class CheckpointManager:
                 f"cannot load checkpoint {state['path']}: {e}; it does not match this model "
                 "or is damaged: delete it (and its entry in latest.json) or start a new run"
             ) from e
-        if compiled_rate is not None:  # the checkpoint holds the old rate; the caller's (--lr on resume) wins
+        if compiled_rate is not None and not keep_rate:  # the checkpoint holds the old rate; the caller's wins
             rate.assign(compiled_rate)
         variables = seed_state_variables(model)
         if len(variables) == len(state.get("seed_states", [])):

@@ -109,9 +109,13 @@ def training_options(d, unit):
                      help=f"Steps between evaluations (0: one pass over the {unit})."),
         click.option("--lr", type=float, default=d.lr, show_default=True),
         click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=d.lr_schedule, show_default=True,
-                     help="step / exponential: x --lr-decay per epoch (char-rnn); cosine: to 0 at the last step."),
-        click.option("--lr-decay", type=float, default=d.lr_decay, show_default=True,
-                     help="--lr-schedule step / exponential: factor per epoch."),
+                     help="step / exponential: x --lr-decay per epoch (char-rnn); cosine: to 0 at the last step; "
+                     "plateau: x --lr-decay after --lr-patience epochs without a lower val loss."),
+        click.option("--lr-decay", type=float, default=d.lr_decay,
+                     help="The factor of --lr-schedule step / exponential (per epoch; default 0.97) or plateau "
+                     "(per cut; default 0.5)."),
+        click.option("--lr-patience", type=int, default=d.lr_patience, show_default=True,
+                     help="--lr-schedule plateau: epochs without a lower val loss before the rate is cut."),
         click.option("--warmup-steps", type=int, default=d.warmup_steps, show_default=True,
                      help="Steps of linear warm-up from 0 to --lr before the schedule (0: none)."),
         click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
@@ -127,6 +131,9 @@ def training_options(d, unit):
                      help="Stop after N epochs without a lower val loss; model.keras is the best (0: off)."),
         click.option("--max-time", default=d.max_time, metavar="DURATION",
                      help="Stop training after this long (e.g. 90s, 20m, 2h), checkpoint and finish as at the end."),
+        click.option("--init-from", default=d.init_from, metavar="RUN_DIR|FILE.keras",
+                     help="Start from another run's weights (fine-tuning; char-rnn's -init_from): its model flags "
+                     "and vocabulary are used, the optimizer starts afresh."),
     ]
 
 

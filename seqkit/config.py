@@ -26,7 +26,7 @@ SOURCE_TOKENIZERS = ("char", "word")
 TARGET_TOKENIZERS = ("char", "word", "space")
 ATTENTIONS = ("none", "dot", "general", "additive")
 DECODERS = ("greedy", "beam", "sample")
-LR_SCHEDULES = ("constant", "step", "exponential", "cosine")  # see seqkit.training.learning_rate
+LR_SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")  # see seqkit.training.learning_rate
 DTYPE_POLICIES = ("float32", "mixed_float16")  # Keras' names; mixed_float16: float16 compute, float32 weights
 
 # --resume continues a run with its saved config. These fields set how long and
@@ -34,7 +34,18 @@ DTYPE_POLICIES = ("float32", "mixed_float16")  # Keras' names; mixed_float16: fl
 # run's config.json). Every other field fixes the model, the data or the order of
 # the batches, and a resume must not change it.
 RESUMABLE = ("epochs", "steps", "lr", "clip_norm", "val_decode", "strategy", "keep", "patience", "max_time",
-             "lr_schedule", "lr_decay", "warmup_steps")
+             "lr_schedule", "lr_decay", "warmup_steps", "lr_patience")
+# The default --lr-decay of each schedule that has one: char-rnn's 0.97 per epoch, and a halving per
+# plateau (Keras' and PyTorch's ReduceLROnPlateau cut to 0.1; halving suits runs of a few epochs).
+LR_DECAY_DEFAULTS = {"step": 0.97, "exponential": 0.97, "plateau": 0.5}
+# The fields that fix a task's model (its weights' shapes): --init-from takes them from the run it
+# starts from (given ones must agree). inputs and features are resolved from the data afterwards.
+MODEL_FIELDS = {
+    TASK_CHAR_LM: ("cell", "units", "layers", "embedding_dim"),
+    TASK_CLASSIFY: ("inputs", "tokens", "cell", "units", "layers", "bidirectional", "pooling", "embedding_dim"),
+    TASK_SEQ2SEQ: ("source_tokens", "target_tokens", "reverse_source", "cell", "units", "layers", "bidirectional",
+                   "attention", "embedding_dim"),
+}
 # Values that mean "resolve it when the run starts" (from the data, or a random
 # seed); the run saves the resolved value, which such a value given on resume keeps.
 UNRESOLVED = {"seed": -1, "inputs": "auto", "features": 0, "max_target_length": 0, "steps_per_epoch": 0}
@@ -128,8 +139,17 @@ def check_options(config, positive, non_negative, choices):
     parse_duration(config.max_time)
     if config.lr_schedule not in LR_SCHEDULES:
         raise SeqkitError(f"unknown --lr-schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-    if not 0 < config.lr_decay <= 1:
-        raise SeqkitError(f"--lr-decay must be in (0, 1] (the factor per epoch); received {config.lr_decay}")
+    decay = config.lr_decay
+    if decay is not None and (isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 < decay <= 1
+                              or (config.lr_schedule == "plateau" and decay == 1)):
+        raise SeqkitError(f"--lr-decay must be in (0, 1{')' if config.lr_schedule == 'plateau' else ']'} (the factor "
+                          f"per {'plateau' if config.lr_schedule == 'plateau' else 'epoch'}); received {decay!r}")
+    check = config.lr_patience
+    if isinstance(check, bool) or not isinstance(check, numbers.Integral) or not 1 <= check <= MAX_INT32:
+        raise SeqkitError(f"--lr-patience must be an integer >= 1 (epochs); received {check!r}")
+    if config.lr_schedule == "plateau" and config.val_fraction == 0:
+        raise SeqkitError("--lr-schedule plateau cuts the rate when the val loss stops falling, and --val-fraction 0 "
+                          "leaves no validation split; set --val-fraction > 0 or choose another --lr-schedule")
     check = config.warmup_steps
     if isinstance(check, bool) or not isinstance(check, numbers.Integral) or not 0 <= check <= MAX_INT32:
         raise SeqkitError(f"--warmup-steps must be an integer >= 0 (0: none); received {check!r}")
@@ -155,8 +175,10 @@ class CharLMConfig:
     steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
     steps_per_epoch: int = 0  # steps per round (0: one pass over the training text)
     lr: float = 2e-3  # learning rate
-    lr_schedule: str = "constant"  # constant, step / exponential (x lr_decay per epoch), or cosine (to 0 at the end)
-    lr_decay: float = 0.97  # step, exponential: factor per epoch (char-rnn's learning_rate_decay)
+    lr_schedule: str = "constant"  # constant, step / exponential (x lr_decay per epoch), cosine (to 0 at the end),
+    # or plateau (x lr_decay after lr_patience epochs without a lower val loss)
+    lr_decay: float | None = None  # the factor of step, exponential, plateau (None: LR_DECAY_DEFAULTS)
+    lr_patience: int = 2  # plateau: epochs without a lower val loss before the rate is cut
     warmup_steps: int = 0  # steps of linear warm-up from 0 to lr before the schedule (0: none)
     optimizer: str = "adam"  # adam, rmsprop (char-rnn) or sgd
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
@@ -167,6 +189,7 @@ class CharLMConfig:
     keep: int = 3  # newest checkpoints kept besides the best by val loss (0: keep all, as char-rnn)
     patience: int = 0  # stop after N epochs without a lower val loss (0: off; Keras' EarlyStopping)
     max_time: str = ""  # training time budget, e.g. 90s, 20m, 2h ("": none)
+    init_from: str = ""  # start from this run's weights (a run directory or a .keras file in one; "": none)
     strategy: str = "auto"  # tf.distribute strategy: auto, mirrored or multiworker
     out: str = "runs/char-lm"  # run directory
 
@@ -212,8 +235,10 @@ class ClassifyConfig:
     steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
     steps_per_epoch: int = 0  # steps per round (0: one pass over the training examples)
     lr: float = 1e-3  # learning rate
-    lr_schedule: str = "constant"  # constant, step / exponential (x lr_decay per epoch), or cosine (to 0 at the end)
-    lr_decay: float = 0.97  # step, exponential: factor per epoch (char-rnn's learning_rate_decay)
+    lr_schedule: str = "constant"  # constant, step / exponential (x lr_decay per epoch), cosine (to 0 at the end),
+    # or plateau (x lr_decay after lr_patience epochs without a lower val loss)
+    lr_decay: float | None = None  # the factor of step, exponential, plateau (None: LR_DECAY_DEFAULTS)
+    lr_patience: int = 2  # plateau: epochs without a lower val loss before the rate is cut
     warmup_steps: int = 0  # steps of linear warm-up from 0 to lr before the schedule (0: none)
     optimizer: str = "adam"  # adam, rmsprop or sgd
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
@@ -222,6 +247,7 @@ class ClassifyConfig:
     keep: int = 3  # newest checkpoints kept besides the best by val loss (0: keep all, as char-rnn)
     patience: int = 0  # stop after N epochs without a lower val loss (0: off; Keras' EarlyStopping)
     max_time: str = ""  # training time budget, e.g. 90s, 20m, 2h ("": none)
+    init_from: str = ""  # start from this run's weights (a run directory or a .keras file in one; "": none)
     seed: int = -1  # random seed (-1: pick one and record it)
     out: str = "runs/classify"  # run directory
 
@@ -272,8 +298,10 @@ class Seq2SeqConfig:
     steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
     steps_per_epoch: int = 0  # steps per round (0: one pass over the training pairs)
     lr: float = 1e-3  # learning rate
-    lr_schedule: str = "constant"  # constant, step / exponential (x lr_decay per epoch), or cosine (to 0 at the end)
-    lr_decay: float = 0.97  # step, exponential: factor per epoch (char-rnn's learning_rate_decay)
+    lr_schedule: str = "constant"  # constant, step / exponential (x lr_decay per epoch), cosine (to 0 at the end),
+    # or plateau (x lr_decay after lr_patience epochs without a lower val loss)
+    lr_decay: float | None = None  # the factor of step, exponential, plateau (None: LR_DECAY_DEFAULTS)
+    lr_patience: int = 2  # plateau: epochs without a lower val loss before the rate is cut
     warmup_steps: int = 0  # steps of linear warm-up from 0 to lr before the schedule (0: none)
     optimizer: str = "adam"  # adam, rmsprop or sgd
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
@@ -284,6 +312,7 @@ class Seq2SeqConfig:
     keep: int = 3  # newest checkpoints kept besides the best by val loss (0: keep all, as char-rnn)
     patience: int = 0  # stop after N epochs without a lower val loss (0: off; Keras' EarlyStopping)
     max_time: str = ""  # training time budget, e.g. 90s, 20m, 2h ("": none)
+    init_from: str = ""  # start from this run's weights (a run directory or a .keras file in one; "": none)
     seed: int = -1  # random seed (-1: pick one and record it)
     out: str = "runs/seq2seq"  # run directory
 

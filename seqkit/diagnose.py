@@ -351,7 +351,8 @@ def write_report(profiles, out, title=None):
 
 
 def read_steps(run_dir):
-    """steps.csv of a run as columns: step, epoch_mean_loss, grad_norm, clipped, skipped."""
+    """steps.csv of a run as columns: step, epoch_mean_loss, grad_norm, clipped, skipped, and loss (the
+    step's own) where the run logged it (see ``training.StepLogger``)."""
     path = Path(run_dir) / "steps.csv"
     if not Path(run_dir).is_dir():
         raise SeqkitError(f"{run_dir} is not a directory; pass a seqkit run directory (made by seqkit train)")
@@ -360,8 +361,8 @@ def read_steps(run_dir):
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        columns = {name: np.array([float(r[name]) for r in rows]) for name in
-                   ("step", "epoch_mean_loss", "grad_norm", "clipped", "skipped")}
+        names = ("step", "epoch_mean_loss", "grad_norm", "clipped", "skipped") + ("loss",) * bool(rows and "loss" in rows[0])
+        columns = {name: np.array([float(r[name]) for r in rows]) for name in names}
     except (KeyError, ValueError, TypeError) as e:
         raise SeqkitError(f"{path} is damaged ({e}); it must be the steps.csv that seqkit train writes") from e
     if not rows:
@@ -398,7 +399,8 @@ def history(run_dir, out):
          "title": f"gradient norm (clip at {clip_norm:g})" if clip_norm else "gradient norm"},
         {"curves": {f"clip rate ({window}-step mean)": clip_rate}, "x": steps["step"],
          "ylabel": "fraction of steps clipped", "title": "clip rate"},
-        {"curves": {"loss": steps["epoch_mean_loss"]}, "x": steps["step"], "ylabel": "loss (running epoch mean)",
+        {"curves": {**({"step loss": steps["loss"]} if "loss" in steps else {}),
+                    "running epoch mean": steps["epoch_mean_loss"]}, "x": steps["step"], "ylabel": "loss",
          "title": "training loss"},
     ]
     out = Path(out)
@@ -459,7 +461,10 @@ def exploding_demo(x, y, radius=2.0, clip_norm=1.0, units=32, batch_size=64, lr=
     follows is a trajectory: measured on seeds 0-4 and every path of an AVX2
     machine, the unclipped loss peaked at 1.5e4 to inf times its first value
     (overflow in 9 of 15 runs), the clipped one at most 1.91 times, and the
-    clipped run ended at 0.097-0.30 of its starting loss. The same SGD at
+    clipped run ended at 0.097-0.30 of its starting loss (last 8 steps' mean
+    over the first 8's); on an AVX-512 machine, every path: the unclipped
+    diverged in all 20 runs, the clipped peaked at most 2.16 times and ended
+    at 0.11-0.61. The same SGD at
     radius 0.9 trains without clipping.
 
     Returns ``{run name: {"loss": per-step losses, "grad_norm": per-step norms}}``.

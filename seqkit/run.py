@@ -33,7 +33,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from seqkit.config import RESUMABLE, UNRESOLVED
+from seqkit.config import MODEL_FIELDS, RESUMABLE, UNRESOLVED
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 
@@ -180,7 +180,8 @@ def load_config(run_dir, task=None):
     return config
 
 
-KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list of strings"}
+KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list of strings",
+         float | None: "a number or null"}
 
 
 def config_from_dict(config_class, values, source=CONFIG):
@@ -205,6 +206,8 @@ def config_from_dict(config_class, values, source=CONFIG):
 
 
 def has_type(value, kind):
+    if kind == float | None:
+        return value is None or has_type(value, float)
     if kind is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int:
@@ -234,21 +237,24 @@ def resolve_config(config, resume, given=None):
     that differs from the saved run is an error naming it, since it would
     change the model, the data or the order of the batches.
     """
+    if given is None:
+        defaults = type(config)()
+        given = {f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(defaults, f.name)}
     if not resume:
         config = dataclasses.replace(config).validate()
         config.data = absolute_paths(config.data)
         if config.seed < 0:
             config.seed = random.SystemRandom().randrange(2**31)
+        if config.init_from:
+            config = init_config(config, given)
         return config
     out = Path(config.out)
     if not (out / CONFIG).is_file():
         raise SeqkitError(f"cannot resume: {out} is not a seqkit run directory (no {CONFIG}); "
                           "drop --resume to start a new run")
     saved = read_config(out, type(config), config.task)
-    if given is None:
-        defaults = type(config)()
-        given = {f.name for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(defaults, f.name)}
-    given = set(given) & {f.name for f in dataclasses.fields(config)} - {"out", "task"}
+    # --init-from on a resume: the run goes on from its checkpoint, whatever it started from.
+    given = set(given) & {f.name for f in dataclasses.fields(config)} - {"out", "task", "init_from"}
     conflicts = sorted(name for name in given - set(RESUMABLE)
                        if UNRESOLVED.get(name, object()) != getattr(config, name)
                        and not same_value(name, getattr(config, name), getattr(saved, name)))
@@ -269,6 +275,50 @@ def resolve_config(config, resume, given=None):
         saved.data = absolute_paths(config.data)
     saved.out = str(config.out)
     return saved.validate()
+
+
+def init_source(path, config_class, task):
+    """``(run directory, weights file, config)`` of ``--init-from path``: a run directory (its
+    model.keras, the best weights) or a ``.keras`` file inside one (e.g. a checkpoint). The run
+    directory is needed for the vocabulary and the model's fields. Errors are one line naming the flag."""
+    path = Path(path)
+    if not path.exists():
+        raise SeqkitError(f"--init-from {path} does not exist; pass a run directory or a .keras file inside one")
+    run_dir = run_dir_of(path)
+    try:
+        source = read_config(run_dir, config_class, task)
+    except SeqkitError as e:
+        raise SeqkitError(f"--init-from {path}: {e}") from None
+    weights = path if path.suffix == ".keras" else path / MODEL
+    if not weights.is_file():
+        raise SeqkitError(f"--init-from {path}: the run has no {MODEL} (it never finished an epoch); pass one of "
+                          f"its checkpoints ({run_dir / CHECKPOINTS}/*.keras) or another run")
+    return run_dir.resolve(), weights.resolve(), source
+
+
+def init_vocabulary(config, name, load):
+    """The vocabulary file ``name`` of the run ``config.init_from`` names, read by ``load``."""
+    return load(run_dir_of(config.init_from) / name)
+
+
+def init_config(config, given):
+    """A new run's ``config`` with ``--init-from``: the fields that fix the model
+    (``seqkit.config.MODEL_FIELDS``) taken from the run it starts from, where not ``given``;
+    a given one that differs is an error (the weights would not fit). ``init_from`` becomes the
+    absolute path of the weights file used: the run's record of where it came from."""
+    _, weights, source = init_source(config.init_from, type(config), config.task)
+    conflicts = [name for name in MODEL_FIELDS[config.task]
+                 if name in given and UNRESOLVED.get(name, object()) != getattr(config, name)
+                 and getattr(config, name) != getattr(source, name)]
+    if conflicts:
+        shown = ", ".join(f"{flag(n)} {getattr(config, n)!r} (that run's: {getattr(source, n)!r})" for n in conflicts)
+        raise SeqkitError(f"cannot --init-from {config.init_from} with {shown}: the weights would not fit; drop "
+                          f"{'it' if len(conflicts) == 1 else 'them'} (the model's fields come from that run), "
+                          "or train from scratch without --init-from")
+    for name in MODEL_FIELDS[config.task]:
+        setattr(config, name, getattr(source, name))
+    config.init_from = str(weights)
+    return config.validate()
 
 
 def absolute_paths(data):

@@ -25,6 +25,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -33,8 +34,8 @@ import tensorflow as tf
 
 from seqkit import run as runs
 from seqkit.layers import fused
-from seqkit.checkpoint import CheckpointManager, save_model
-from seqkit.config import parse_duration
+from seqkit.checkpoint import CheckpointManager, load_weights, save_model
+from seqkit.config import LR_DECAY_DEFAULTS, parse_duration
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 
@@ -416,6 +417,7 @@ def fit(
     start=None,
     keep_checkpoints=3,
     callbacks=(),
+    keep_rate=False,
     **fit_kwargs,
 ):
     """Train ``model`` with ``model.fit``, checkpointing and resuming at the exact step.
@@ -435,7 +437,8 @@ def fit(
             such as ``Deadline``); None disables them.
         resume: Continue from the newest intact checkpoint in ``checkpoint_dir``:
             weights, optimizer state, epoch and step. The learning rate is the
-            compiled optimizer's, not the checkpoint's.
+            compiled optimizer's, not the checkpoint's, unless ``keep_rate``
+            (reduce-on-plateau: the rate reached is the checkpoint's).
         start: With ``resume``, the checkpoint to continue from, as
             ``CheckpointManager.latest()`` returned it (default: looked up).
         keep_checkpoints: How many of the newest checkpoints to keep (0: all);
@@ -459,7 +462,7 @@ def fit(
             raise SeqkitError(
                 f"nothing to resume: no checkpoint in {checkpoint_dir}; run without --resume to start"
             )
-        manager.restore(model, state)
+        manager.restore(model, state, keep_rate)
         epoch, step = state["epoch"], state["step_in_epoch"]
     position = Position(manager, steps_per_epoch, epoch, step)
     stop = StopOnSignal()
@@ -542,13 +545,14 @@ def learning_rate(config):
     """The learning rate of a task config (``lr``, ``lr_schedule``, ``lr_decay``, ``warmup_steps``),
     a number or a ``keras.optimizers.schedules`` object of the optimizer's step ``t``; an epoch is
     ``config.steps_per_epoch`` steps (resolved by ``plan_run``), the run ``config.steps`` or
-    ``epochs x steps_per_epoch``:
+    ``epochs x steps_per_epoch``; ``d`` is ``lr_decay`` (default: ``LR_DECAY_DEFAULTS``):
 
     - ``constant``: ``lr``;
-    - ``step``: ``lr * lr_decay ** floor(t / steps_per_epoch)`` (char-rnn's ``learning_rate_decay``,
+    - ``step``: ``lr * d ** floor(t / steps_per_epoch)`` (char-rnn's ``learning_rate_decay``,
       ``ExponentialDecay(staircase=True)``);
-    - ``exponential``: ``lr * lr_decay ** (t / steps_per_epoch)`` (``ExponentialDecay``);
-    - ``cosine``: ``lr * (1 + cos(pi t / T)) / 2`` over the ``T`` steps after the warm-up (``CosineDecay``).
+    - ``exponential``: ``lr * d ** (t / steps_per_epoch)`` (``ExponentialDecay``);
+    - ``cosine``: ``lr * (1 + cos(pi t / T)) / 2`` over the ``T`` steps after the warm-up (``CosineDecay``);
+    - ``plateau``: ``lr`` here; ``Plateau`` multiplies it by ``d`` when the val loss stops falling.
 
     With ``warmup_steps`` w > 0 the rate first rises linearly from 0 to ``lr`` over w steps, and
     the schedule starts after them (``CosineDecay``'s own warm-up, or ``LinearWarmup``).
@@ -560,12 +564,17 @@ def learning_rate(config):
     if config.lr_schedule == "cosine":
         return schedules.CosineDecay(0.0 if warmup else config.lr, max(total - warmup, 1),
                                      warmup_target=config.lr if warmup else None, warmup_steps=warmup)
-    if config.lr_schedule == "constant":
+    if config.lr_schedule in ("constant", "plateau"):
         schedule = config.lr
     else:
-        schedule = schedules.ExponentialDecay(config.lr, per_epoch, config.lr_decay,
+        schedule = schedules.ExponentialDecay(config.lr, per_epoch, lr_decay(config),
                                               staircase=config.lr_schedule == "step")
     return LinearWarmup(schedule, warmup) if warmup else schedule
+
+
+def lr_decay(config):
+    """The factor of the config's schedule: ``lr_decay``, or the schedule's default (``LR_DECAY_DEFAULTS``)."""
+    return config.lr_decay if config.lr_decay is not None else LR_DECAY_DEFAULTS.get(config.lr_schedule, 1.0)
 
 
 def inner_optimizer(model):
@@ -584,21 +593,27 @@ class ScheduledRate(keras.callbacks.Callback):
     step), as a Keras schedule passed to the optimizer would give it. The optimizer keeps its
     ``learning_rate`` variable, so a checkpoint of a run with any schedule, or none, loads into
     an optimizer built for any other (a schedule object instead of the variable would change the
-    optimizer's variables, and Keras skips loading optimizer state that does not match)."""
+    optimizer's variables, and Keras skips loading optimizer state that does not match). With
+    ``until`` it sets the rate only before that step (a warm-up, after which ``Plateau`` rules)."""
 
-    def __init__(self, schedule):
+    def __init__(self, schedule, until=None):
         super().__init__()
-        self.schedule = schedule
+        self.schedule, self.until = schedule, until  # until: the last step whose rate it sets
 
     def on_train_batch_begin(self, batch, logs=None):
         optimizer = inner_optimizer(self.model)
-        optimizer.learning_rate.assign(self.schedule(optimizer.iterations))
+        if self.until is None or int(optimizer.iterations) <= self.until:
+            optimizer.learning_rate.assign(self.schedule(optimizer.iterations))
 
 
 class StepLogger(keras.callbacks.Callback):
-    """steps.csv: one row per step with the raw grad norm, whether it was clipped, and
-    ``lr``, the learning rate the step applied (read before it; a run begun before
-    seqkit logged it keeps its columns)."""
+    """steps.csv: one row per step: ``step`` (global), ``epoch_mean_loss`` (Keras' running mean
+    over the epoch so far, as the progress bar shows it), ``grad_norm`` (raw, before clipping),
+    ``clipped``, ``skipped`` (non-finite gradients), ``lr`` (the learning rate the step applied,
+    read before it) and ``loss`` (the step's own loss, on its batch). A run begun before seqkit
+    logged a column keeps the columns it began with."""
+
+    COLUMNS = ("step", "epoch_mean_loss", "grad_norm", "clipped", "skipped", "lr", "loss")
 
     def __init__(self, path, global_step):
         super().__init__()
@@ -606,18 +621,17 @@ class StepLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         new = not self.path.exists() or not self.path.stat().st_size
+        self.columns = list(self.COLUMNS)
         if not new:
             with open(self.path, newline="", encoding="utf-8") as f:
-                self.with_lr = "lr" in next(csv.reader(f), [])
-        else:
-            self.with_lr = True
+                self.columns = next(csv.reader(f), self.columns)
         self.file = open(self.path, "a", newline="", encoding="utf-8")
         self.writer = csv.writer(self.file)
         if new:
-            self.writer.writerow(["step", "epoch_mean_loss", "grad_norm", "clipped", "skipped", "lr"])
+            self.writer.writerow(self.columns)
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.lr = current_learning_rate(self.model) if self.with_lr else None
+        self.lr = current_learning_rate(self.model) if "lr" in self.columns else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.skipped = 0.0
@@ -627,9 +641,11 @@ class StepLogger(keras.callbacks.Callback):
         norm = float(self.model.last_grad_norm.numpy())
         skipped = logs.get("skipped", 0.0)
         clip = self.model.clip_norm
-        row = [self.step, f"{logs.get('loss', float('nan')):.6f}", f"{norm:.6g}", int(bool(clip) and norm > clip),
-               int(skipped > self.skipped)]
-        self.writer.writerow(row + ([f"{self.lr:.6g}"] if self.with_lr else []))
+        row = {"step": self.step, "epoch_mean_loss": f"{logs.get('loss', float('nan')):.6f}",
+               "grad_norm": f"{norm:.6g}", "clipped": int(bool(clip) and norm > clip),
+               "skipped": int(skipped > self.skipped), "lr": self.lr and f"{self.lr:.6g}",
+               "loss": f"{float(self.model.last_loss.numpy()):.6f}"}
+        self.writer.writerow([row.get(column, "") for column in self.columns])
         self.skipped = skipped
 
     def on_train_end(self, logs=None):
@@ -660,6 +676,29 @@ class Patience(keras.callbacks.Callback):
         self.wait += 1
         if self.wait >= self.patience:
             self.model.stop_training, self.reason = True, "early_stopping"
+
+
+class Plateau(keras.callbacks.ReduceLROnPlateau):
+    """Reduce-on-plateau: multiply the optimizer's learning rate by ``factor`` once ``patience``
+    epochs in a row end without a val loss below the best so far (Keras' ``ReduceLROnPlateau
+    (monitor="val_loss")``, ``min_delta`` 0, no cooldown). As ``Patience``, ``best`` and ``epoch``
+    (the run's best checkpoint and the epoch resumed from) carry the count across ``--resume``;
+    the rate reached is the optimizer's ``learning_rate`` variable, saved in every checkpoint.
+    A partial epoch (stopped by a signal or the time budget) does not count."""
+
+    def __init__(self, factor, patience, best=None, epoch=0):
+        super().__init__(monitor="val_loss", factor=factor, patience=patience, min_delta=0.0)
+        self.resumed = (best["val_loss"], max(epoch - best["epoch"], 0)) if best else (None, 0)
+
+    def on_train_begin(self, logs=None):
+        if self.resumed is not None:  # fit() calls model.fit once more after a partial first epoch
+            self._reset()
+            (self.best, self.wait), self.resumed = self.resumed, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (logs or {}).get("val_loss") is None or self.model.stop_training:
+            return
+        super().on_epoch_end(epoch, dict(logs))  # a copy: Keras adds "learning_rate" to the logs it gets
 
 
 class Deadline(keras.callbacks.Callback):
@@ -698,10 +737,25 @@ def finish_run(model, out, manager):
 
 def run_limits(config):
     """The ``train_run`` keyword arguments set by a task config's ``keep``, ``patience``, ``max_time``
-    and learning-rate schedule (``learning_rate``; None for a constant ``lr``)."""
+    and learning-rate schedule (``learning_rate``, None for a constant ``lr``; ``plateau``:
+    ``(factor, patience)`` for ``lr_schedule`` plateau, else None)."""
     schedule = learning_rate(config)
+    plateau = (lr_decay(config), config.lr_patience) if config.lr_schedule == "plateau" else None
     return {"keep": config.keep, "patience": config.patience, "max_time": parse_duration(config.max_time),
-            "schedule": schedule if callable(schedule) else None}
+            "schedule": schedule if callable(schedule) else None, "plateau": plateau,
+            "init_from": config.init_from or None}
+
+
+def init_weights(model, path):
+    """Load the weights of the ``.keras`` file ``path`` into the compiled ``model`` (``--init-from``):
+    the layers' weights only; the optimizer starts afresh (step 0, no moments), as char-rnn's
+    ``-init_from`` does. A file whose weights do not fit the model is a one-line error."""
+    with warnings.catch_warnings():  # Keras says so when it skips the saved optimizer state, on purpose here
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        try:
+            return load_weights(model, path)
+        except SeqkitError as e:
+            raise SeqkitError(f"--init-from: {e}") from None
 
 
 def plan_steps(config, batches_per_pass, resume=False):
@@ -851,7 +905,7 @@ def trim_logs(out, epoch, global_step):
 
 
 def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(), verbose="auto", keep=3, patience=0,
-              max_time=None, schedule=None, **fit_kwargs):
+              max_time=None, schedule=None, plateau=None, init_from=None, **fit_kwargs):
     """``fit`` into the run directory ``out``: checkpoints, metrics.csv, steps.csv and
     TensorBoard logs as it goes; at the end model.keras (the best checkpoint by val loss,
     with model_last.keras beside it; see ``finish_run``) and the run's ``end`` in config.json.
@@ -863,6 +917,10 @@ def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(),
         max_time: Stop after this many seconds of training (None: no limit; see ``Deadline``).
         schedule: A learning-rate schedule of the optimizer's step (``learning_rate``; see
             ``ScheduledRate``), or None: the compiled optimizer's rate throughout.
+        plateau: ``(factor, patience)``: cut the rate when the val loss stops falling (``Plateau``;
+            a ``schedule`` then only warms up), or None.
+        init_from: A ``.keras`` file whose weights a new run starts from (``init_weights``; a
+            resumed run starts from its checkpoint instead).
 
     Returns the last epoch's logs, with ``steps`` (the global step reached), ``stopped``
     (``"completed"``, ``"early_stopping"``, ``"max_time"``, or ``"callback"``: one of
@@ -876,22 +934,28 @@ def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(),
     global_step = start["global_step"] if start else 0
     if start:
         trim_logs(out, start["epoch"], global_step)
+    elif init_from:
+        init_weights(model, init_from)
     manager = CheckpointManager(out / runs.CHECKPOINTS, keep)
-    stoppers = ([Deadline(max_time)] if max_time else []) + (
-        [Patience(patience, manager.best() if start else None, start["epoch"] if start else 0)] if patience else [])
+    # Where a resumed run's counts start (its best checkpoint), read only by the callbacks that count.
+    best, epoch = (manager.best(), start["epoch"]) if start and (patience or plateau) else (None, 0)
+    stoppers = ([Deadline(max_time)] if max_time else []) + ([Patience(patience, best, epoch)] if patience else [])
+    warmup = getattr(schedule, "warmup_steps", None) if plateau else None
     callbacks = [
         RunDirectoryGuard(out),  # first: it runs before any callback that writes
         *callbacks,
         keras.callbacks.CSVLogger(out / "metrics.csv", append=start is not None),
         keras.callbacks.TensorBoard(out / "tensorboard"),
-        *([ScheduledRate(schedule)] if schedule is not None else []),  # before StepLogger reads the rate
+        *([ScheduledRate(schedule, until=warmup)] if schedule is not None else []),  # before StepLogger reads it
         StepLogger(out / "steps.csv", global_step),
+        *([Plateau(*plateau, best, epoch)] if plateau else []),
         *stoppers,
     ]
     try:
         history = fit(model, lambda: batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
                       checkpoint_dir=out / runs.CHECKPOINTS, resume=start is not None, start=start,
-                      keep_checkpoints=keep, callbacks=callbacks, verbose=verbose, **fit_kwargs)
+                      keep_checkpoints=keep, callbacks=callbacks, verbose=verbose, keep_rate=plateau is not None,
+                      **fit_kwargs)
     except TrainingInterrupted as e:
         best = end_run(model, out, manager, e.signal)
         raise TrainingInterrupted(f"{e}; {runs.MODEL} holds the {'best' if best else 'last'} weights so far "

@@ -5,6 +5,7 @@ cross-entropy from the model's own predictions for bpc; step-by-step argmax
 with the full model for greedy generation; crafted logits for top-k/top-p.
 """
 
+import csv
 import json
 import re
 import math
@@ -115,8 +116,13 @@ def test_run_directory_contents(pattern_run):
     assert config["task"] == "char-lm" and config["seed"] == 0 and config["units"] == 48
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "val_loss", "val_bpc", "val_perplexity", "grad_norm", "clip_rate"} <= set(header)
-    steps = (run_dir / "steps.csv").read_text().splitlines()
-    assert len(steps) == 1 + 3 * 60
+    steps = list(csv.DictReader((run_dir / "steps.csv").open()))
+    assert len(steps) == 3 * 60
+    # Each step's own loss; oracle: their mean over the epoch so far is Keras' running mean.
+    losses = np.array([float(r["loss"]) for r in steps]).reshape(3, 60)
+    running = np.cumsum(losses, axis=1) / np.arange(1, 61)
+    np.testing.assert_allclose([float(r["epoch_mean_loss"]) for r in steps], running.ravel(), rtol=1e-4)
+    assert losses.std(axis=1).min() > 1e-3  # not one value repeated
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("*.keras"))
     assert ckpts[-1].startswith("ckpt-e0003-s000180-val")  # 3 epochs done, global step 3 x 60
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -200,6 +200,9 @@ def test_bad_keep_patience_max_time_and_schedules_are_one_line_errors(tmp_path, 
         (base + ["--lr-schedule", "linear"], r"Invalid value for '--lr-schedule': 'linear' is not one of 'constant', "),
         (base + ["--lr-decay", 0], r"--lr-decay must be in \(0, 1\] \(the factor per epoch\); received 0"),
         (base + ["--warmup-steps", -1], r"--warmup-steps must be an integer >= 0 \(0: none\); received -1"),
+        (base + ["--lr-schedule", "plateau", "--lr-decay", 1], r"--lr-decay must be in \(0, 1\) \(the factor per plateau\)"),
+        (base + ["--lr-schedule", "plateau", "--lr-patience", 0], r"--lr-patience must be an integer >= 1 \(epochs\)"),
+        (base + ["--lr-schedule", "plateau", "--val-fraction", 0], r"--lr-schedule plateau cuts the rate when the val"),
     ], capsys, tmp_path / "run")
 
 
@@ -246,6 +249,65 @@ def test_steps_csv_logs_the_rate_of_each_step_across_a_resume(tmp_path):
                                [closed_form("cosine", t) for t in range(TOTAL)], rtol=1e-5, atol=1e-9)
 
 
+def plateau_rates(val_losses, lr, factor, patience):
+    """The rate each epoch trains at under reduce-on-plateau, replayed from the val losses by the
+    rule the README states (NumPy-free, not Keras): after ``patience`` epochs in a row without a
+    val loss below the best so far, the rate is multiplied by ``factor`` and the count restarts."""
+    rates, best, wait = [lr], float("inf"), 0
+    for loss in val_losses[:-1]:
+        if loss < best:
+            best, wait = loss, 0
+        else:
+            wait += 1
+            if wait >= patience:
+                lr, wait = lr * factor, 0
+        rates.append(lr)
+    return rates
+
+
+PLATEAU_LOSSES = [3.0, 2.0, 2.5, 2.2, 1.0, 1.5, 1.2, 1.1, 0.5, 0.9]
+
+
+class SetValLossByStep(SetValLoss):
+    """``SetValLoss`` by the epochs done (the optimizer's step / PER_EPOCH), the same before and after a resume."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        done = int(self.model.optimizer.iterations) // PER_EPOCH
+        logs["val_loss"] = self.values[min(done - 1, len(self.values) - 1)]
+
+
+def test_reduce_on_plateau_cuts_the_rate_when_the_val_loss_stops_falling(tmp_path):
+    """--lr-schedule plateau --lr-patience 2 --lr-decay 0.5 with set val losses; oracle: the rule
+    replayed on them (``plateau_rates``): steps.csv's lr for each epoch's steps. The run is
+    interrupted (SIGINT) in epoch 6 and resumed: the cut rate and the count go on."""
+    out = tmp_path / "run"
+    epochs = len(PLATEAU_LOSSES)
+    config = Seq2SeqConfig(**{**REVERSE, "steps_per_epoch": PER_EPOCH}, epochs=epochs, lr=LR, lr_schedule="plateau",
+                           lr_decay=DECAY, lr_patience=2, out=str(out))
+    with pytest.raises(TrainingInterrupted):
+        seq2seq.train(config, verbose=0, callbacks=[SetValLossByStep(PLATEAU_LOSSES), SignalAt(11, signal.SIGINT)])
+    seq2seq.train(config, resume=True, verbose=0, callbacks=[SetValLossByStep(PLATEAU_LOSSES)])
+    rows = list(csv.DictReader((out / "steps.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(1, epochs * PER_EPOCH + 1))
+    expected = np.repeat(plateau_rates(PLATEAU_LOSSES, LR, DECAY, 2), PER_EPOCH)
+    assert len(set(expected)) == 3  # two cuts to see
+    np.testing.assert_allclose([float(r["lr"]) for r in rows], expected, rtol=1e-6)
+
+
+def test_plateau_warms_up_first_and_its_default_factor_halves(tmp_path):
+    """--warmup-steps 2 with plateau: the rate rises linearly over the first 2 steps, then the
+    plateau rule rules, with --lr-decay unset: 0.5 (``LR_DECAY_DEFAULTS``). Oracle: the formulas."""
+    out = tmp_path / "run"
+    losses = [3.0, 4.0, 4.0, 4.0]
+    config = Seq2SeqConfig(**{**REVERSE, "steps_per_epoch": PER_EPOCH}, epochs=4, lr=LR, lr_schedule="plateau",
+                           lr_patience=1, warmup_steps=WARMUP, out=str(out))
+    seq2seq.train(config, verbose=0, callbacks=[SetValLoss(losses)])
+    rates = [float(r["lr"]) for r in csv.DictReader((out / "steps.csv").open())]
+    expected = np.repeat(plateau_rates(losses, LR, 0.5, 1), PER_EPOCH)
+    expected[:WARMUP] = [LR * t / WARMUP for t in range(WARMUP)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6, atol=1e-12)
+
+
 def test_a_schedule_given_on_resume_goes_on_from_the_restored_step(tmp_path, capsys):
     """Oracle: the closed forms. 4 steps at a constant --lr, then --resume --steps 8 --lr-schedule cosine
     --warmup-steps 2: steps 5-8 apply the cosine rate at optimizer steps 4-7 (the optimizer's state,
@@ -260,3 +322,68 @@ def test_a_schedule_given_on_resume_goes_on_from_the_restored_step(tmp_path, cap
     rates = [float(r["lr"]) for r in csv.DictReader((out / "steps.csv").open())]
     np.testing.assert_allclose(rates, [LR] * 4 + [closed_form("cosine", t) for t in range(4, TOTAL)],
                                rtol=1e-5, atol=1e-9)
+
+
+# -- --init-from ---------------------------------------------------------------------------------------
+
+
+class WeightsAtStart(keras.callbacks.Callback):
+    """The model's weights ``{path: array}`` and the optimizer's step count before the first step."""
+
+    def on_train_begin(self, logs=None):
+        if not hasattr(self, "weights"):
+            self.weights = {v.path: v.numpy() for v in self.model.weights}
+            self.iterations = int(self.model.optimizer.iterations)
+
+
+def test_init_from_starts_from_the_runs_best_weights_with_a_fresh_optimizer(tmp_path):
+    """Oracle: the weights in the source's model.keras (loaded with seqkit.tasks.seq2seq.load),
+    compared bitwise with the new run's before its first step; the optimizer at step 0. The model's
+    fields (units 8 here, not the default 128) come from the source, its vocabularies too, and
+    config.json records the weights file it started from."""
+    source = tmp_path / "source"
+    seq2seq.train(Seq2SeqConfig(**REVERSE, epochs=2, out=str(source)), verbose=0)
+    start = WeightsAtStart()
+    fields = {k: v for k, v in REVERSE.items() if k not in ("units", "seed")}
+    seq2seq.train(Seq2SeqConfig(**fields, epochs=1, seed=1, init_from=str(source), out=str(tmp_path / "run")),
+                  verbose=0, callbacks=[start])
+    _, _, _, model = seq2seq.load(source)
+    expected = {v.path: v.numpy() for v in model.weights}
+    assert start.weights.keys() == expected.keys()
+    assert all(np.array_equal(start.weights[k], expected[k]) for k in expected) and start.iterations == 0
+    config = json.loads((tmp_path / "run" / runs.CONFIG).read_text())
+    assert config["init_from"] == str((source / "model.keras").resolve()) and config["units"] == 8
+    for name in ("source_vocab.json", "target_vocab.json"):
+        assert (tmp_path / "run" / name).read_text() == (source / name).read_text()
+
+
+@pytest.mark.parametrize("task", sorted(CLI_TASKS))
+def test_init_from_on_every_train_command(tmp_path, capsys, task):
+    """The same flag on all three: fine-tune from a run directory and from a checkpoint file; a
+    model flag that differs from the source's, a missing path, a run of another task and a
+    folder that is not a run are one-line errors that write nothing."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 60, encoding="utf-8")
+    args = [corpus if a == "{corpus}" else a for a in CLI_TASKS[task]]
+    source = tmp_path / "source"
+    code, _, err = run_cli(["train", task, *args, "--steps", 4, "--out", source], capsys)
+    assert code == 0, err
+    checkpoint = source / "checkpoints" / index(source)["latest"]["file"]
+    for origin, weights_file in ((source, source / "model.keras"), (checkpoint, checkpoint)):
+        out = tmp_path / f"from-{origin.name}"
+        code, stdout, err = run_cli(["train", task, *args, "--steps", 2, "--init-from", origin, "--out", out], capsys)
+        assert code == 0 and "trained 2 steps" in stdout, err
+        assert json.loads((out / runs.CONFIG).read_text())["init_from"] == str(weights_file.resolve())
+    other = "seq2seq" if task != "seq2seq" else "classify"
+    (tmp_path / "plain").mkdir()
+    new = tmp_path / "new"
+    assert_one_line_errors([
+        (["train", task, *args, "--units", 16, "--init-from", source, "--out", new],
+         r"cannot --init-from .* with --units 16 \(that run's: 8\): the weights would not fit; drop it"),
+        (["train", task, *args, "--init-from", tmp_path / "nowhere", "--out", new], r"--init-from .*nowhere does not "
+         r"exist; pass a run directory or a .keras file inside one"),
+        (["train", other, *[corpus if a == "{corpus}" else a for a in CLI_TASKS[other]], "--init-from", source,
+          "--out", new], rf"--init-from .*: .* is a {task} run, not a {other} run"),
+        (["train", task, *args, "--init-from", tmp_path / "plain", "--out", new], r"--init-from .*plain: .* is not a "
+         r"seqkit run directory"),
+    ], capsys, new)

@@ -10,6 +10,7 @@ Python API (the CLI only calls these):
 
 import math
 import random
+import warnings
 from pathlib import Path
 
 import keras
@@ -23,11 +24,11 @@ from seqkit.config import TASK_CHAR_LM as TASK
 from seqkit.config import CharLMConfig, check_count, check_seed
 from seqkit.decoding import Sampler, check_sampler
 from seqkit.distribute import get_strategy
-from seqkit.errors import SeqkitError
+from seqkit.errors import SeqkitError, SeqkitWarning
 from seqkit.layers import recurrent_layer
 from seqkit.losses import SequenceCrossentropy
 from seqkit.plots import plot_history
-from seqkit.text import Vocabulary, default_corpus, read_corpus
+from seqkit.text import Vocabulary, default_corpus, describe_chars, read_corpus
 
 LN2 = math.log(2.0)
 
@@ -198,6 +199,13 @@ def train_in(out, config, resume, strategy, verbose):
     text = load_text(config)
     if resume:
         vocab = Vocabulary.load(out / runs.VOCAB)
+        ids = vocab.encode(text, unknown="map")
+    elif config.init_from:  # the vocabulary of the run it starts from; characters new to it read as <unk>
+        vocab = runs.init_vocabulary(config, runs.VOCAB, Vocabulary.load)
+        if missing := vocab.unknown(text):
+            warnings.warn(f"{len(missing)} characters of the data are not in the --init-from run's vocabulary "
+                          f"and are read as the unknown symbol: {describe_chars(missing[:10])}", SeqkitWarning,
+                          stacklevel=2)
         ids = vocab.encode(text, unknown="map")
     else:
         vocab = Vocabulary.from_text(text)

@@ -140,9 +140,10 @@ def training_data(config, out, resume):
         return x, y, synthetic.labels(config.synthetic), None
     examples = read_examples(config.data, config.format, config.text_column, config.label_column, config.inputs)
     config.inputs, config.features = examples.inputs, examples.features
-    if resume:
-        labels = read_labels(out)
-        vocab = Vocabulary.load(out / runs.VOCAB) if config.inputs == "text" else None
+    if resume or config.init_from:  # the labels and vocabulary of this run, or of the run it starts from
+        source = out if resume else runs.run_dir_of(config.init_from)
+        labels = read_labels(source)
+        vocab = Vocabulary.load(source / runs.VOCAB) if config.inputs == "text" else None
     else:
         labels = sorted(set(examples.labels))
         if len(labels) < 2:

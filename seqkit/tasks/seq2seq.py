@@ -498,6 +498,10 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     target_tokens = [tokenize(t, config.target_tokens) for t in pairs.targets]
     if resume:
         source_vocab, target_vocab = TokenVocabulary.load(out / SOURCE_VOCAB), TokenVocabulary.load(out / TARGET_VOCAB)
+    elif config.init_from:  # the vocabularies of the run it starts from; new tokens read as <unk>
+        source_vocab = runs.init_vocabulary(config, SOURCE_VOCAB, TokenVocabulary.load)
+        target_vocab = runs.init_vocabulary(config, TARGET_VOCAB, TokenVocabulary.load)
+        config.max_target_length = max(len(t) for t in target_tokens)
     else:
         source_vocab = TokenVocabulary.from_sequences(source_tokens, config.source_tokens, config.max_vocab)
         target_vocab = TokenVocabulary.from_sequences(target_tokens, config.target_tokens, config.max_vocab)
