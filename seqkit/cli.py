@@ -260,6 +260,9 @@ def classify_options(f):
                      help="--task copy: symbols to recall."),
         *recurrent_options(d, "Hidden size per layer and direction."),
         click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=True),
+        click.option("--buckets", type=int, default=d.buckets, show_default=True,
+                     help="Length buckets: each training batch holds sequences of similar length, padded to its "
+                     "bucket's bound, so time goes to data rather than padding (0: off)."),
         click.option("--pooling", type=click.Choice(POOLINGS), default=d.pooling, show_default=True,
                      help="Sequence to vector: last valid step, or mean / max / attention over valid steps."),
         *embedding_options(d),
@@ -322,6 +325,9 @@ def seq2seq_options(f):
                            "Recurrent layers in the encoder and in the decoder."),
         click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=True,
                      help="Bidirectional encoder."),
+        click.option("--buckets", type=int, default=d.buckets, show_default=True,
+                     help="Length buckets: each training batch holds sequences of similar length, padded to its "
+                     "bucket's bound, so time goes to data rather than padding (0: off)."),
         click.option("--attention", type=click.Choice(ATTENTIONS), default=d.attention, show_default=True,
                      help="none: final-state bridge only; dot / general: Luong; additive: Bahdanau."),
         *embedding_options(d),

@@ -231,6 +231,7 @@ class ClassifyConfig:
     dropout: float = 0.0  # dropout between layers and before the output layer
     class_weight: str = "none"  # none, or balanced: weight each class by N / (classes x its count)
     batch_size: int = 32  # examples per batch
+    buckets: int = 0  # length buckets: each batch from one, padded to its bound (0: each batch to its longest)
     epochs: int = 10  # evaluation rounds; one round is steps_per_epoch steps
     steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
     steps_per_epoch: int = 0  # steps per round (0: one pass over the training examples)
@@ -256,7 +257,7 @@ class ClassifyConfig:
             self,
             positive=("max_vocab", "length", "size", "copy_length", "units", "layers", "embedding_dim", "batch_size",
                       "epochs"),
-            non_negative=("steps", "steps_per_epoch", "max_length", "features"),
+            non_negative=("steps", "steps_per_epoch", "max_length", "features", "buckets"),
             choices={"format": DATA_FORMATS[:5], "inputs": INPUT_KINDS, "tokens": TOKENIZERS, "pooling": POOLINGS,
                      "cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES, "class_weight": CLASS_WEIGHTS},
         )
@@ -294,6 +295,7 @@ class Seq2SeqConfig:
     embedding_dim: int = 64  # size of the source and target token embeddings
     dropout: float = 0.0  # dropout before each recurrent layer and before the output layer
     batch_size: int = 64  # pairs per batch
+    buckets: int = 0  # length buckets: each batch from one, padded to its bound (0: each batch to its longest)
     epochs: int = 10  # evaluation rounds; one round is steps_per_epoch steps
     steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
     steps_per_epoch: int = 0  # steps per round (0: one pass over the training pairs)
@@ -321,7 +323,7 @@ class Seq2SeqConfig:
             self,
             positive=("size", "digits", "length", "max_vocab", "units", "layers", "embedding_dim", "batch_size",
                       "epochs"),
-            non_negative=("steps", "steps_per_epoch", "val_decode", "max_target_length"),
+            non_negative=("steps", "steps_per_epoch", "val_decode", "max_target_length", "buckets"),
             choices={"source_tokens": SOURCE_TOKENIZERS, "target_tokens": TARGET_TOKENIZERS, "attention": ATTENTIONS,
                      "cell": CELL_NAMES, "optimizer": OPTIMIZER_NAMES},
         )

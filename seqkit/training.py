@@ -800,6 +800,73 @@ def shuffled_batches(items, batch_size, seed, gather, shuffle=True):
     ), per_pass
 
 
+def length_bounds(lengths, buckets):
+    """Upper bounds of ``buckets`` length buckets over ``lengths`` (one per example): the
+    ``k / buckets`` quantiles, so each bucket holds about as many examples, the last one the
+    longest length; equal bounds merge (fewer buckets). Returns a sorted int64 array."""
+    lengths = np.asarray(lengths)
+    bounds = np.quantile(lengths, np.arange(1, buckets + 1) / buckets, method="higher")
+    return np.unique(np.append(bounds, lengths.max())).astype(np.int64)
+
+
+def bucket_of(lengths, bounds):
+    """The bucket of each length: the index of the first bound >= it (``length_bounds``)."""
+    return np.searchsorted(bounds, np.asarray(lengths), side="left")
+
+
+def padded_width(longest, bounds):
+    """In-graph: the first bound >= ``longest`` (a scalar tensor), or ``longest`` past the last."""
+    longest = tf.cast(longest, tf.int64)
+    bounds = tf.constant(bounds, tf.int64)
+    at = tf.searchsorted(bounds, tf.reshape(longest, [1]), side="left")[0]
+    last = tf.size(bounds, out_type=at.dtype) - 1
+    return tf.where(at <= last, tf.gather(bounds, tf.minimum(at, last)), longest)
+
+
+def pad_to(dense, width, value):
+    """``dense`` ``(B, T, ...)`` padded with ``value`` along axis 1 to ``width`` (>= T) steps."""
+    padding = tf.cast(width, tf.int32) - tf.shape(dense)[1]
+    pads = [[0, 0], [0, padding]] + [[0, 0]] * (len(dense.shape) - 2)
+    return tf.pad(dense, pads, constant_values=tf.cast(value, dense.dtype))
+
+
+def bucket_count(config, n):
+    """The length buckets a run of ``n`` training examples uses: ``config.buckets``, at most
+    ``n // batch_size`` (a bucket of fewer than a batch of examples would never be trained on)."""
+    return min(config.buckets, n // config.batch_size)
+
+
+def bucketed_batches(items, bucket, batch_size, seed, gather):
+    """As ``shuffled_batches``, but each batch holds examples of one length bucket: pass ``p`` is
+    the stateless shuffle of ``items`` seeded with ``(seed, p)``, grouped by ``bucket`` (an int
+    array: the bucket of each item) with tf.data's ``group_by_window`` (as its
+    ``bucket_by_sequence_length``); a bucket's batch goes out as soon as it is full, and each
+    pass drops the incomplete batch of each bucket.
+    ``gather(keys, k)`` builds the batch of bucket ``k`` (padded to its bound, so the batches
+    take one shape per bucket). Batch ``k`` of the stream is the same in every run with that
+    seed. Returns ``(dataset, batches per pass)``."""
+    bucket = np.asarray(bucket, dtype=np.int64)
+    counts = np.bincount(bucket)
+    per_pass = int(np.sum(counts // batch_size))
+    table = tf.constant(bucket)
+
+    def one_pass(p):
+        keys = tf.random.experimental.stateless_shuffle(items, seed=tf.stack([tf.cast(seed, tf.int64), p]))
+        return tf.data.Dataset.from_tensor_slices(keys).group_by_window(
+            key_func=lambda key: tf.gather(table, key), window_size=batch_size,
+            reduce_func=lambda _, window: window.batch(batch_size, drop_remainder=True))
+
+    def batch(keys):
+        return gather(keys, tf.gather(table, keys[0]))
+
+    return (
+        tf.data.Dataset.range(2**62)
+        .flat_map(one_pass)
+        .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    ), per_pass
+
+
 def split_indices(n, config, noun="examples"):
     """Train / validation indices of ``n`` items: a seeded random ``config.val_fraction`` is held out."""
     order = np.random.default_rng(config.seed).permutation(n)

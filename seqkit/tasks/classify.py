@@ -165,26 +165,42 @@ def padding_value(x):
     return PAD if x.dtype.is_integer else float("nan")
 
 
-def batch_at(x, targets, indices):
-    """Rows ``indices`` of ``x`` padded to their longest ``(B, T[, D])``, and the same rows of ``targets``."""
-    rows = tf.gather(x, indices).to_tensor(default_value=padding_value(x))
-    return (rows, *(tf.gather(t, indices) for t in targets))
+def batch_at(x, targets, indices, bounds=None):
+    """Rows ``indices`` of ``x`` padded to their longest ``(B, T[, D])``, and the same rows of
+    ``targets``; with ``bounds`` (``training.length_bounds``) padded further, to the first bound
+    that holds the longest (one shape per bucket: XLA compiles once per bound, not per length)."""
+    rows = tf.gather(x, indices)
+    dense = rows.to_tensor(default_value=padding_value(x))
+    if bounds is not None:
+        dense = training.pad_to(dense, training.padded_width(tf.shape(dense)[1], bounds), padding_value(x))
+    return (dense, *(tf.gather(t, indices) for t in targets))
 
 
-def train_batches(x, targets, batch_size, seed):
+def train_batches(x, targets, batch_size, seed, buckets=0):
     """Endless batches ``(x, y[, weights])``: each pass over the examples is a
     stateless shuffle seeded with ``(seed, pass)``, so batch ``k`` of the stream
     is the same in every run with that seed (resume skips exactly what was seen).
-    Each batch is padded to its own longest sequence."""
+    Each batch is padded to its own longest sequence; with ``buckets`` > 0, each
+    batch holds examples of one of that many length buckets and is padded to the
+    bucket's bound (``training.bucketed_batches``). Returns ``(dataset, batches
+    per pass, bounds or None)``."""
     targets = [tf.constant(t) for t in targets]
     indices = tf.range(int(x.nrows()), dtype=tf.int64)
-    return training.shuffled_batches(indices, batch_size, seed, lambda i: batch_at(x, targets, i))
+    if not buckets:
+        return (*training.shuffled_batches(indices, batch_size, seed, lambda i: batch_at(x, targets, i)), None)
+    lengths = x.row_lengths().numpy()
+    bounds = training.length_bounds(lengths, buckets)
+    bucket = training.bucket_of(lengths, bounds)
+    dataset, per_pass = training.bucketed_batches(indices, bucket, batch_size, seed,
+                                                  lambda i, k: batch_at(x, targets, i, bounds))
+    return dataset, per_pass, bounds
 
 
-def eval_batches(x, targets, batch_size):
-    """All examples once, in order: ``(x, y)`` batches (or ``(x,)`` without targets)."""
+def eval_batches(x, targets, batch_size, bounds=None):
+    """All examples once, in order: ``(x, y)`` batches (or ``(x,)`` without targets), each
+    padded to its longest, or with ``bounds`` to the first bound that holds it."""
     targets = [tf.constant(t) for t in targets]
-    return tf.data.Dataset.range(int(x.nrows())).batch(batch_size).map(lambda i: batch_at(x, targets, i))
+    return tf.data.Dataset.range(int(x.nrows())).batch(batch_size).map(lambda i: batch_at(x, targets, i, bounds))
 
 
 # -- model --------------------------------------------------------------------
@@ -297,7 +313,8 @@ def train_in(out, config, resume, verbose):
     targets = [y_train]
     if config.class_weight == "balanced":
         targets.append(balanced_weights(y_train, len(labels)))
-    batches, per_pass = train_batches(x_train, targets, config.batch_size, config.seed)
+    batches, per_pass, bounds = train_batches(x_train, targets, config.batch_size, config.seed,
+                                              training.bucket_count(config, len(train_idx)))
     epochs, steps_per_epoch, start, complete = training.plan_run(out, config, per_pass, resume)
     if complete:
         return complete
@@ -313,7 +330,7 @@ def train_in(out, config, resume, verbose):
         model = compile_model(build_model(config, vocab_size, len(labels), masked=not config.synthetic), config)
     fit_kwargs = {}
     if len(val_idx):
-        fit_kwargs["validation_data"] = eval_batches(x_val, [y_val], config.batch_size)
+        fit_kwargs["validation_data"] = eval_batches(x_val, [y_val], config.batch_size, bounds)
     last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, verbose=verbose,
                               **training.run_limits(config), **fit_kwargs)
     plot_history(out, training.read_metrics(out),

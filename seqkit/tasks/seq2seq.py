@@ -123,22 +123,46 @@ def take(data, indices):
     return PairIds(*(tf.gather(part, indices) for part in data))
 
 
-def batch_at(data, indices):
-    """``((source, decoder_input), labels)`` of rows ``indices``, each padded with id 0 to its longest."""
+def batch_at(data, indices, bounds=None):
+    """``((source, decoder_input), labels)`` of rows ``indices``, each padded with id 0 to its longest;
+    with ``bounds`` (``(source bounds, target bounds)``, see ``length_bounds``) each side padded
+    further, to its first bound that holds its longest (one shape per bucket)."""
     source, decoder_input, labels = (tf.gather(part, indices).to_tensor(PAD) for part in data)
+    if bounds is not None:
+        source = training.pad_to(source, training.padded_width(tf.shape(source)[1], bounds[0]), PAD)
+        width = training.padded_width(tf.shape(decoder_input)[1], bounds[1])
+        decoder_input, labels = training.pad_to(decoder_input, width, PAD), training.pad_to(labels, width, PAD)
     return (source, decoder_input), labels  # (B, S), (B, T), (B, T)
 
 
-def train_batches(data, batch_size, seed):
+def length_bounds(data, buckets):
+    """``(source bounds, target bounds)``: ``buckets`` length buckets per side
+    (``training.length_bounds``), and each pair's bucket, the larger of its two sides'. A batch
+    pads each side to its first bound that holds it: at most one shape per pair of bounds."""
+    sides = [part.row_lengths().numpy() for part in data[:2]]
+    bounds = [training.length_bounds(lengths, buckets) for lengths in sides]
+    bucket = np.maximum(*(training.bucket_of(lengths, b) for lengths, b in zip(sides, bounds)))
+    return bounds, bucket
+
+
+def train_batches(data, batch_size, seed, buckets=0):
     """Endless batches; each pass over the pairs is a stateless shuffle seeded with
-    ``(seed, pass)``, so batch ``k`` is the same in every run with that seed."""
+    ``(seed, pass)``, so batch ``k`` is the same in every run with that seed. With
+    ``buckets`` > 0 each batch holds pairs of one length bucket, padded to its bounds
+    (``training.bucketed_batches``). Returns ``(dataset, batches per pass, bounds or None)``."""
     indices = tf.range(int(data.source.nrows()), dtype=tf.int64)
-    return training.shuffled_batches(indices, batch_size, seed, lambda i: batch_at(data, i))
+    if not buckets:
+        return (*training.shuffled_batches(indices, batch_size, seed, lambda i: batch_at(data, i)), None)
+    bounds, bucket = length_bounds(data, buckets)
+    dataset, per_pass = training.bucketed_batches(indices, bucket, batch_size, seed,
+                                                  lambda i, k: batch_at(data, i, bounds))
+    return dataset, per_pass, bounds
 
 
-def eval_batches(data, batch_size):
-    """All pairs once, in order."""
-    return tf.data.Dataset.range(int(data.source.nrows())).batch(batch_size).map(lambda i: batch_at(data, i))
+def eval_batches(data, batch_size, bounds=None):
+    """All pairs once, in order (with ``bounds``: each side padded to its first bound that holds it)."""
+    return tf.data.Dataset.range(int(data.source.nrows())).batch(batch_size).map(
+        lambda i: batch_at(data, i, bounds))
 
 
 # -- model --------------------------------------------------------------------
@@ -509,7 +533,8 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     source_ids = [source_vocab.encode(s, unknown="map") for s in source_tokens]
     target_ids = [target_vocab.encode(t, unknown="map") for t in target_tokens]
     data = pair_ids(source_ids, target_ids)
-    batches, per_pass = train_batches(take(data, train_idx), config.batch_size, config.seed)
+    batches, per_pass, bounds = train_batches(take(data, train_idx), config.batch_size, config.seed,
+                                              training.bucket_count(config, len(train_idx)))
     epochs, steps_per_epoch, start, complete = training.plan_run(out, config, per_pass, resume)
     if complete:
         return complete
@@ -525,7 +550,7 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     val_sources = [source_ids[i] for i in val_idx]
     val_references = [target_tokens[i] for i in val_idx]
     if len(val_idx):
-        fit_kwargs["validation_data"] = eval_batches(take(data, val_idx), config.batch_size)
+        fit_kwargs["validation_data"] = eval_batches(take(data, val_idx), config.batch_size, bounds)
         if config.val_decode:
             callbacks.append(DecodeScores(config, val_sources[: config.val_decode],
                                           [target_ids[i] for i in val_idx[: config.val_decode]],
