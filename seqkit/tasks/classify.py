@@ -289,10 +289,11 @@ def write_scores(run_dir, name, scores):
 # -- training -----------------------------------------------------------------
 
 
-def train(config, resume=False, verbose="auto", given=None):
+def train(config, resume=False, verbose="auto", given=None, callbacks=()):
     """Train a classifier (or a synthetic task) and write its run directory (see ``seqkit.run``).
 
-    ``resume`` and ``given``: as ``seqkit.tasks.char_lm.train``.
+    ``resume`` and ``given``: as ``seqkit.tasks.char_lm.train``; ``callbacks``: more Keras
+    callbacks (as ``seqkit.tasks.seq2seq.train``).
 
     Returns a dict with the run directory, the number of steps, the last
     epoch's logs (loss, accuracy, val_loss, ...) and ``val_scores``, the
@@ -301,10 +302,10 @@ def train(config, resume=False, verbose="auto", given=None):
     """
     config = runs.resolve_config(config, resume, given)
     with runs.run_directory(config.out, resume) as out:
-        return train_in(out, config, resume, verbose)
+        return train_in(out, config, resume, verbose, callbacks)
 
 
-def train_in(out, config, resume, verbose):
+def train_in(out, config, resume, verbose, callbacks=()):
     """``train`` inside the run directory ``out``, held (locked) by the caller."""
     x, y, labels, vocab = training_data(config, out, resume)
     train_idx, val_idx = training.split_indices(int(x.nrows()), config)
@@ -331,7 +332,7 @@ def train_in(out, config, resume, verbose):
     fit_kwargs = {}
     if len(val_idx):
         fit_kwargs["validation_data"] = eval_batches(x_val, [y_val], config.batch_size, bounds)
-    last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, verbose=verbose,
+    last = training.train_run(model, batches, out, epochs, steps_per_epoch, start, list(callbacks), verbose=verbose,
                               **training.run_limits(config), **fit_kwargs)
     plot_history(out, training.read_metrics(out),
                  ylabel="mean squared error" if is_regression(config) else "cross-entropy (nats)",

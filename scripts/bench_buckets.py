@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""Length bucketing (--buckets) on long-tailed data: wall time to a fixed validation score.
+
+Two generated data sets whose lengths follow a Zipf law (most sequences short,
+a few long, as names, addresses and sentences are):
+
+* classify: strings of 1-60 characters over "abcdefghx", labelled by whether
+  they hold an "x" (BiLSTM 64, max pooling); target: val accuracy >= --acc.
+* seq2seq: reverse a string of 2-40 characters over "abcdefghij" (LSTM 64
+  encoder and decoder, dot attention); target: greedy val exact match >= --em
+  on 500 decoded validation pairs.
+
+Each task trains the same model on the same data and seed with --buckets 0
+(each batch padded to its longest) and --buckets N, the runs taking turns
+(round r: unbucketed, then bucketed), until the target is met after an epoch
+(or --max-epochs). Reported per run: epochs and steps to the target, wall
+time from the train call to the stop (data, compiles and validation
+included), steps/s, and the share of padding in the training batches of
+one pass (seq2seq: the source side); the ratio is the unbucketed median time over the bucketed one.
+
+Usage:
+  python scripts/bench_buckets.py [--buckets 8] [--rounds 2] [--markdown docs/benchmarks.md] [--quick]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from benchdoc import cpu_model, log, write_section
+
+HEADING = "## Length bucketing on long-tailed data"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--buckets", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--tasks", default="classify,seq2seq")
+    p.add_argument("--size", type=int, default=8000, help="examples (pairs) generated per task")
+    p.add_argument("--acc", type=float, default=0.97, help="classify target: val accuracy")
+    p.add_argument("--em", type=float, default=0.7, help="seq2seq target: val exact match")
+    p.add_argument("--max-epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--markdown", default="")
+    p.add_argument("--quick", action="store_true", help="tiny budget: smoke-test the script")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.size, args.max_epochs, args.rounds, args.acc, args.em = 800, 2, 1, 2.0, 2.0
+    return args
+
+
+def zipf_lengths(n, low, high, rng):
+    return [min(max(int(v), low), high) for v in rng.zipf(1.5, n) + low - 1]
+
+
+def write_classify(path, n, rng):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("text\tlabel\n")
+        for length in zipf_lengths(n, 1, 60, rng):
+            text = "".join(rng.choice(list("abcdefgh"), length))
+            if rng.random() < 0.5:  # half hold an "x", anywhere
+                at = int(rng.integers(length))
+                text = text[:at] + "x" + text[at + 1:]
+            f.write(f"{text}\t{'x' if 'x' in text else 'none'}\n")
+
+
+def write_pairs(path, n, rng):
+    with open(path, "w", encoding="utf-8") as f:
+        for length in zipf_lengths(n, 2, 40, rng):
+            text = "".join(rng.choice(list("abcdefghij"), length))
+            f.write(f"{text}\t{text[::-1]}\n")
+
+
+def padding_share(lengths, batch_size, bounds):
+    """Padded positions over all positions in one pass: batches of ``batch_size`` consecutive
+    lengths (shuffled) padded to their longest, or with ``bounds`` to their bucket's bound."""
+    import numpy as np
+
+    lengths = np.asarray(lengths)
+    if bounds is None:
+        batches = [lengths[i:i + batch_size] for i in range(0, len(lengths) - batch_size + 1, batch_size)]
+        padded = sum(len(b) * b.max() for b in batches)
+        real = sum(b.sum() for b in batches)
+    else:
+        bucket = np.searchsorted(bounds, lengths)
+        padded = sum(bounds[k] * (bucket == k).sum() for k in range(len(bounds)))
+        real = lengths.sum()
+    return 1 - real / padded
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import numpy as np
+
+    from seqkit import training
+    from seqkit.config import ClassifyConfig, Seq2SeqConfig
+    from seqkit.tasks import classify, seq2seq
+
+    class StopAt(keras.callbacks.Callback):
+        def __init__(self, metric, target):
+            super().__init__()
+            self.metric, self.target, self.epochs = metric, target, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if (logs or {}).get(self.metric, -1) >= self.target and self.epochs is None:
+                self.epochs, self.model.stop_training = epoch + 1, True
+
+    tmp = tempfile.mkdtemp(prefix="bench_buckets_")
+    rng = np.random.default_rng(args.seed)
+    tasks = {}
+    if "classify" in args.tasks:
+        texts = os.path.join(tmp, "x.tsv")
+        write_classify(texts, args.size, rng)
+        tasks["classify"] = (classify.train, "val_accuracy", args.acc, lambda buckets, out: ClassifyConfig(
+            data=texts, tokens="char", cell="lstm", units=64, bidirectional=True, pooling="max", embedding_dim=16,
+            batch_size=32, epochs=args.max_epochs, buckets=buckets, seed=args.seed, keep=1, out=out))
+    if "seq2seq" in args.tasks:
+        pairs = os.path.join(tmp, "pairs.tsv")
+        write_pairs(pairs, args.size, rng)
+        tasks["seq2seq"] = (seq2seq.train, "val_exact_match", args.em, lambda buckets, out: Seq2SeqConfig(
+            data=pairs, cell="lstm", units=64, attention="dot", embedding_dim=16, batch_size=32,
+            epochs=args.max_epochs, buckets=buckets, val_decode=500, seed=args.seed, keep=1, out=out))
+
+    results = {task: {0: [], args.buckets: []} for task in tasks}
+    for r in range(args.rounds):
+        for task, (train, metric, target, make) in tasks.items():
+            for buckets in (0, args.buckets):
+                out = os.path.join(tmp, f"{task}-b{buckets}-r{r}")
+                stop = StopAt(metric, target)
+                log(f"round {r + 1}/{args.rounds}: {task} --buckets {buckets}")
+                start = time.perf_counter()
+                summary = train(make(buckets, out), verbose=0, callbacks=[stop])
+                wall = time.perf_counter() - start
+                results[task][buckets].append({"wall": wall, "steps": summary["steps"], "epochs": stop.epochs,
+                                               "score": summary.get(metric)})
+                log(f"  {wall:.1f} s, {summary['steps']} steps, target met after {stop.epochs} epochs")
+
+    # Padding share of one pass, from the training split's lengths (the runs' own bounds).
+    shares = {}
+    for task, (_, _, _, make) in tasks.items():
+        if task == "classify":
+            lengths = [len(line.split("\t")[0]) for line in open(os.path.join(tmp, "x.tsv"), encoding="utf-8")][1:]
+        else:
+            lengths = [len(line.split("\t")[0]) for line in open(os.path.join(tmp, "pairs.tsv"), encoding="utf-8")]
+        lengths = np.random.default_rng(0).permutation(lengths)
+        bounds = training.length_bounds(lengths, args.buckets)
+        shares[task] = (padding_share(lengths, 32, None), padding_share(lengths, 32, bounds), len(bounds))
+
+    lines = [HEADING, "",
+             f"`python scripts/bench_buckets.py --buckets {args.buckets} --rounds {args.rounds} --size {args.size}` "
+             f"({cpu_model()}, {os.cpu_count()} cores; runs take turns, unbucketed first in each round). "
+             f"Targets: classify val accuracy >= {args.acc}, seq2seq greedy val exact match >= {args.em} "
+             f"(500 pairs), checked after each epoch; at most {args.max_epochs} epochs.", "",
+             "| task | --buckets | runs | epochs to target | steps | wall s to target (median) | steps/s | "
+             "padding share | bucketed speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+    for task in tasks:
+        base = statistics.median(r["wall"] for r in results[task][0])
+        for buckets in (0, args.buckets):
+            runs = results[task][buckets]
+            wall = statistics.median(r["wall"] for r in runs)
+            rate = statistics.median(r["steps"] / r["wall"] for r in runs)
+            share = shares[task][0 if buckets == 0 else 1]
+            epochs = ", ".join(str(r["epochs"]) if r["epochs"] else f">{args.max_epochs}" for r in runs)
+            steps = ", ".join(str(r["steps"]) for r in runs)
+            lines.append(f"| {task} | {buckets} | {len(runs)} | {epochs} | {steps} | {wall:.1f} | {rate:.1f} | "
+                         f"{share:.0%} | {'' if buckets == 0 else f'{base / wall:.2f}x'} |")
+    lines.append("")
+    report = "\n".join(lines)
+    print(report)
+    if args.markdown:
+        write_section(args.markdown, HEADING, report)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
