@@ -836,25 +836,27 @@ def bucket_count(config, n):
     return min(config.buckets, n // config.batch_size)
 
 
-def bucketed_batches(items, bucket, batch_size, seed, gather):
+def bucketed_batches(items, bucket, batch_size, seed, gather, sizes=None):
     """As ``shuffled_batches``, but each batch holds examples of one length bucket: pass ``p`` is
     the stateless shuffle of ``items`` seeded with ``(seed, p)``, grouped by ``bucket`` (an int
     array: the bucket of each item) with tf.data's ``group_by_window`` (as its
     ``bucket_by_sequence_length``); a bucket's batch goes out as soon as it is full, and each
-    pass drops the incomplete batch of each bucket.
+    pass drops the incomplete batch of each bucket. ``sizes``: the batch size of each bucket
+    (default ``batch_size`` for all; see ``token_batch_sizes``).
     ``gather(keys, k)`` builds the batch of bucket ``k`` (padded to its bound, so the batches
     take one shape per bucket). Batch ``k`` of the stream is the same in every run with that
     seed. Returns ``(dataset, batches per pass)``."""
     bucket = np.asarray(bucket, dtype=np.int64)
     counts = np.bincount(bucket)
-    per_pass = int(np.sum(counts // batch_size))
-    table = tf.constant(bucket)
+    sizes = np.asarray(sizes if sizes is not None else [batch_size] * len(counts), dtype=np.int64)
+    per_pass = int(np.sum(counts // sizes))
+    table, size_of = tf.constant(bucket), tf.constant(sizes)
 
     def one_pass(p):
         keys = tf.random.experimental.stateless_shuffle(items, seed=tf.stack([tf.cast(seed, tf.int64), p]))
         return tf.data.Dataset.from_tensor_slices(keys).group_by_window(
-            key_func=lambda key: tf.gather(table, key), window_size=batch_size,
-            reduce_func=lambda _, window: window.batch(batch_size, drop_remainder=True))
+            key_func=lambda key: tf.gather(table, key), window_size_func=lambda k: tf.gather(size_of, k),
+            reduce_func=lambda k, window: window.batch(tf.gather(size_of, k), drop_remainder=True))
 
     def batch(keys):
         return gather(keys, tf.gather(table, keys[0]))
@@ -865,6 +867,19 @@ def bucketed_batches(items, bucket, batch_size, seed, gather):
         .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     ), per_pass
+
+
+def token_batch_sizes(lengths, bucket, batch_size):
+    """Batch sizes per bucket that give every batch about as many tokens as ``batch_size``
+    sequences of the mean length (``lengths``: the tokens each example adds to the loss):
+    ``batch_size x mean / mean of the bucket``, at least 1. With a loss averaged over a batch's
+    tokens, each token then weighs about the same in every batch, as without buckets; equal
+    batch sizes would give the tokens of short-sequence batches far more weight (fairseq sizes
+    its batches by ``--max-tokens`` for the same reason)."""
+    lengths, bucket = np.asarray(lengths, dtype=np.float64), np.asarray(bucket)
+    mean = lengths.mean()
+    return [max(1, int(round(batch_size * mean / lengths[bucket == k].mean()))) if (bucket == k).any() else batch_size
+            for k in range(int(bucket.max()) + 1)]
 
 
 def split_indices(n, config, noun="examples"):

@@ -73,9 +73,15 @@ def test_seq2seq_pads_each_side_to_its_own_bounds():
     sources, targets = long_tailed(300, seed=1, longest=30), long_tailed(300, seed=2, longest=20)
     data = seq2seq.pair_ids([[4] * n for n in sources], [[5] * n for n in targets])
     dataset, per_pass, bounds = seq2seq.train_batches(data, 8, seed=0, buckets=3)
+    tokens, sizes = [], set()
     for (source, decoder_input), labels in dataset.take(per_pass):
         assert source.shape[1] in bounds[0] and decoder_input.shape[1] in bounds[1]
         assert decoder_input.shape == labels.shape
+        tokens.append(int((labels.numpy() != 0).sum()))
+        sizes.add(labels.shape[0])
+    # Batches sized by target tokens (training.token_batch_sizes): short pairs come in bigger
+    # batches, and a batch holds about 8 x the mean target length of target tokens.
+    assert len(sizes) > 1 and abs(np.mean(tokens) / (8 * (targets + 1).mean()) - 1) < 0.25
 
 
 def test_padding_to_the_bound_leaves_each_prediction_as_the_row_alone():

@@ -149,13 +149,16 @@ def train_batches(data, batch_size, seed, buckets=0):
     """Endless batches; each pass over the pairs is a stateless shuffle seeded with
     ``(seed, pass)``, so batch ``k`` is the same in every run with that seed. With
     ``buckets`` > 0 each batch holds pairs of one length bucket, padded to its bounds
-    (``training.bucketed_batches``). Returns ``(dataset, batches per pass, bounds or None)``."""
+    (``training.bucketed_batches``), and holds about ``batch_size`` x the mean target length
+    of target tokens (``training.token_batch_sizes``: the loss averages over target tokens).
+    Returns ``(dataset, batches per pass, bounds or None)``."""
     indices = tf.range(int(data.source.nrows()), dtype=tf.int64)
     if not buckets:
         return (*training.shuffled_batches(indices, batch_size, seed, lambda i: batch_at(data, i)), None)
     bounds, bucket = length_bounds(data, buckets)
+    sizes = training.token_batch_sizes(data.labels.row_lengths().numpy(), bucket, batch_size)
     dataset, per_pass = training.bucketed_batches(indices, bucket, batch_size, seed,
-                                                  lambda i, k: batch_at(data, i, bounds))
+                                                  lambda i, k: batch_at(data, i, bounds), sizes)
     return dataset, per_pass, bounds
 
 
