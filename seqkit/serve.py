@@ -490,6 +490,7 @@ class ModelRegistry:
         self.models = {}  # name -> {version: Servable}: what requests see (replaced, never changed in place)
         self.states = {}  # name -> {version: (state, error message)}
         self.failed = {}  # (name, version) -> the saved_model.pb stamp that failed to load (retried when it changes)
+        self._missing = set()  # configured base paths found missing, each logged once until it appears
         self._unloaded = []  # (weak reference, collections tried) of unloaded versions not yet freed
         self._lock = threading.Lock()  # one poll at a time
         self._stop = threading.Event()
@@ -523,8 +524,12 @@ class ModelRegistry:
             try:
                 found[model_name] = {int(p.name): p for p in model_dir.iterdir()
                                      if p.is_dir() and p.name.isdigit() and int(p.name) > 0}
-            except OSError:  # a configured base path that does not exist (yet): no versions
-                continue
+                self._missing.discard(model_dir)
+            except OSError as e:  # a configured base path that does not exist (yet): no versions, said once
+                if model_dir not in self._missing:
+                    self._missing.add(model_dir)
+                    self.log(f"model {model_name}: its base path {model_dir} cannot be read ({e.strerror or e}); "
+                             "no versions to serve until it can (polled again)")
         return found
 
     @staticmethod
@@ -1014,8 +1019,9 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
                 started, code, version = time.perf_counter(), "OK", None
                 try:
                     response = method(self, request, context)
-                    spec = response.results[0].model_spec if api == "grpc_multi_inference" else response.model_spec
-                    version = spec.version.value if spec.HasField("version") else None
+                    spec = (response.results[0].model_spec if api == "grpc_multi_inference"
+                            else getattr(response, "model_spec", None))  # a status reply has none
+                    version = spec.version.value if spec is not None and spec.HasField("version") else None
                     return response
                 except Exception:
                     code = context.code().name if context.code() is not None else "UNKNOWN"
@@ -1123,6 +1129,7 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
             return response
 
     class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+        @observed("grpc_status")
         def GetModelStatus(self, request, context):
             try:
                 status = registry.status(*choice(request.model_spec))

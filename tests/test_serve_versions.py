@@ -175,6 +175,10 @@ def test_prometheus_metrics_count_requests_latencies_and_loads(server):
             stub.Predict(req, timeout=60)
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = "abc"
+    model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(server["grpc"])).GetModelStatus(status_request,
+                                                                                                 timeout=60)
     publish(server["source"], base / "abc" / "2")
     wait_for(lambda: states(url, "abc").get(2) == ("AVAILABLE", ""), "version 2 loads")
     samples = metric_samples(url)
@@ -191,6 +195,7 @@ def test_prometheus_metrics_count_requests_latencies_and_loads(server):
     assert value("seqkit_serve_requests_total", model="abc", version="1", api="grpc_predict", status="OK") == 1
     assert value("seqkit_serve_requests_total", model="abc", version="", api="grpc_predict",
                  status="INVALID_ARGUMENT") == 1
+    assert value("seqkit_serve_requests_total", model="abc", version="", api="grpc_status", status="OK") == 1
     assert value("seqkit_serve_model_events_total", model="abc", version="1", event="loaded") == 1
     assert value("seqkit_serve_model_events_total", model="abc", version="2", event="loaded") == 1
     assert value("seqkit_serve_model_events_total", model="abc", version="1", event="unloaded") == 1
@@ -471,3 +476,20 @@ def test_a_loaded_savedmodel_leaves_nothing_behind_once_unloaded(exported, tmp_p
     gc.collect()
     assert [graph() for graph in graphs] == [None] * 3
     assert len(_gradient_registry()) == size
+
+
+def test_a_configured_base_path_that_is_missing_is_logged_once_and_served_once_it_appears(exported, tmp_path):
+    """TF Serving keeps polling a configured base path that does not exist yet; so does seqkit,
+    and says so once in its log (not at every poll), then serves the model once it appears."""
+    from seqkit.serve import ModelRegistry, read_model_config
+
+    lines = []
+    config = 'model_config_list { config { name: "abc" base_path: "%s" } }' % (tmp_path / "abc")
+    registry = ModelRegistry(log=lines.append, sources=read_model_config(config))
+    registry.poll()
+    registry.poll()
+    missing = [line for line in lines if "base path" in line]
+    assert len(missing) == 1 and str(tmp_path / "abc") in missing[0] and "polled again" in missing[0]
+    publish(exported, tmp_path / "abc" / "1")
+    registry.poll()
+    assert registry.get("abc").version == 1
