@@ -740,7 +740,7 @@ def read_json(body, fix):
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"the body is not valid JSON ({e}); {fix}") from None
+        raise BadRequest(f"JSON Parse error: {e} (the body is not valid JSON); {fix}") from None  # TF Serving's first words
     except RecursionError:
         raise BadRequest("the body's JSON is nested too deeply; inputs have at most a few dimensions") from None
 
