@@ -20,7 +20,11 @@ At the end each model decodes a test split of 2,000 problems whose sources
 the training data cannot contain (`seqkit evaluate`).
 
 Usage:
-  python scripts/bench_addition.py [--epochs 16] [--variants none,dot] [--markdown docs/benchmarks.md] [--quick]
+  python scripts/bench_addition.py [--epochs 16] [--variants none,dot,dot+cosine,dot+plateau+b4]
+                                   [--markdown docs/benchmarks.md] [--quick]
+
+A variant is an --attention value, then optionally +SCHEDULE (an --lr-schedule) and
++bN (--buckets N).
 
 --markdown writes the tables under their own heading, replacing that section
 if present and leaving the rest of the file as it is.
@@ -29,6 +33,7 @@ if present and leaving the rest of the file as it is.
 import argparse
 import csv
 import os
+import re
 import sys
 import tempfile
 import time
@@ -57,9 +62,28 @@ def parse_args(argv=None):
         args.epochs, args.size, args.units = 2, 2000, 16
     args.variants = [v for v in args.variants.split(",") if v]
     for v in args.variants:
-        if v not in NAMES:
-            p.error(f"unknown variant {v!r}; choose from {', '.join(NAMES)}")
+        attention, *extras = v.split("+")
+        if attention not in NAMES or any(x not in SCHEDULES and not re.fullmatch(r"b\d+", x) for x in extras):
+            p.error(f"unknown variant {v!r}; an --attention value ({', '.join(NAMES)}), then optionally "
+                    f"+SCHEDULE ({', '.join(SCHEDULES)}) and +bN (--buckets N), e.g. dot+cosine+b4")
     return args
+
+
+SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")
+
+
+def variant_options(variant):
+    """``(attention, lr_schedule, buckets)`` of a variant such as ``dot+cosine+b4``."""
+    attention, *extras = variant.split("+")
+    schedule = next((x for x in extras if x in SCHEDULES), "constant")
+    buckets = next((int(x[1:]) for x in extras if x.startswith("b")), 0)
+    return attention, schedule, buckets
+
+
+def variant_name(variant):
+    attention, schedule, buckets = variant_options(variant)
+    return NAMES[attention] + (f", --lr-schedule {schedule}" if schedule != "constant" else "") + (
+        f", --buckets {buckets}" if buckets else "")
 
 
 def char_accuracy(references, predictions, width):
@@ -76,17 +100,20 @@ def main(argv=None):
 
     from seqkit.config import Seq2SeqConfig
     from seqkit.pairs import synthetic_pairs
+    from seqkit import training
     from seqkit.tasks import seq2seq
 
     width = args.digits + 1
     all_pairs = synthetic_pairs("addition", args.size, args.seed, "train", args.digits)
     results = {}
     for variant in args.variants:
+        attention, schedule, buckets = variant_options(variant)
         config = Seq2SeqConfig(synthetic="addition", digits=args.digits, size=args.size, reverse_source=True,
-                               cell="lstm", units=args.units, attention=variant, batch_size=args.batch_size,
+                               cell="lstm", units=args.units, attention=attention, batch_size=args.batch_size,
+                               lr_schedule=schedule, buckets=buckets,
                                epochs=args.epochs, lr=args.lr, val_fraction=0.1, val_decode=0, seed=args.seed,
                                out=os.path.join(tempfile.mkdtemp(prefix="seqkit-bench-addition-"), variant))
-        _, val_idx = seq2seq.split_indices(args.size, config)  # the split train() makes
+        _, val_idx = training.split_indices(args.size, config, noun="pairs")  # the split train() makes
         sources = [all_pairs.sources[i] for i in val_idx]
         references = [all_pairs.targets[i] for i in val_idx]
         rows = []
@@ -148,7 +175,7 @@ def markdown(args, results, n_pairs):
         f"keras {keras.__version__}, 2 shared CPU cores. Validation: greedy decoding of every held-out problem "
         "after each epoch (no teacher forcing). Per char: Keras' metric (answers padded with spaces to "
         f"{args.digits + 1} characters, compared position by position).", "",
-        "| epoch | " + " | ".join(f"{NAMES[v]}: exact | per char" for v in results) + " |",
+        "| epoch | " + " | ".join(f"{variant_name(v)}: exact | per char" for v in results) + " |",
         "|---|" + "---|---|" * len(results),
     ]
     for i in range(args.epochs):
@@ -157,13 +184,15 @@ def markdown(args, results, n_pairs):
             rows = results[v]["rows"]
             cells += [f"{rows[i][1]:.3f}", f"{rows[i][2]:.3f}"] if i < len(rows) else ["", ""]
         lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
-    lines += ["", "| variant | test exact match | test per char | first epoch >= 99 % per char | training time |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| variant | test exact match | test per char | first epoch >= 99 % per char | first epoch >= 99 % "
+              "exact | val exact, last 4 epochs: min-max | training time |", "|---|---|---|---|---|---|---|"]
     for v, r in results.items():
         first = next((str(e) for e, _, chars, _ in r["rows"] if chars >= 0.99), f"not within {args.epochs}")
-        lines.append(f"| {NAMES[v]} | {r['test_exact']:.3f} (n={r['test_n']:,}) | {r['test_chars']:.3f} | {first} | "
-                     f"{r['seconds'] / 60:.1f} min |")
-    lines += ["| Keras addition_rnn (reported) | | 0.99 (validation) | ~30 | |", ""]
+        exact = next((str(e) for e, ex, _, _ in r["rows"] if ex >= 0.99), f"not within {args.epochs}")
+        tail = [ex for _, ex, _, _ in r["rows"][-4:]]
+        lines.append(f"| {variant_name(v)} | {r['test_exact']:.3f} (n={r['test_n']:,}) | {r['test_chars']:.3f} | {first} | "
+                     f"{exact} | {min(tail):.3f}-{max(tail):.3f} | {r['seconds'] / 60:.1f} min |")
+    lines += ["| Keras addition_rnn (reported) | | 0.99 (validation) | ~30 | | | |", ""]
     return "\n".join(lines) + "\n"
 
 
