@@ -165,7 +165,7 @@ def markdown(args, results, n_pairs):
     import keras
     import tensorflow as tf
 
-    command = "nice -n 10 python scripts/bench_addition.py " + " ".join(sys.argv[1:])
+    command = "python scripts/bench_addition.py " + " ".join(sys.argv[1:])
     lines = [
         HEADING, "",
         f"`{command.strip()}`", "",
