@@ -36,6 +36,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr-schedules", default="constant", help="comma list of --lr-schedule values, one run each")
     p.add_argument("--warmup-steps", type=int, default=0, help="--warmup-steps of every schedule but constant")
+    p.add_argument("--max-time", default="", help="a time budget per run (e.g. 20m); --steps is then the most")
+    p.add_argument("--lr-patience", type=int, default=2, help="--lr-patience of plateau")
     p.add_argument("--markdown", default="", help="write the result into this markdown file as its own section")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -55,6 +57,7 @@ def main(argv=None):
             cell=args.cell, units=args.units, layers=args.layers, seq_len=args.seq_len, batch_size=args.batch_size,
             steps=args.steps, steps_per_epoch=args.steps_per_epoch, max_chars=args.max_chars, seed=args.seed,
             lr_schedule=schedule, warmup_steps=0 if schedule == "constant" else args.warmup_steps, out=out,
+            max_time=args.max_time, lr_patience=args.lr_patience,
         )
         t0 = time.perf_counter()
         summary = char_lm.train(config, verbose=2)
@@ -76,7 +79,9 @@ def main(argv=None):
         f"Default corpus: {len(text):,} characters of stdlib sources (Python {sys.version.split()[0]}), "
         f"vocabulary {len(vocab)}, validation = last {len(val_text):,} characters.\n"
         f"Model: {args.cell} x {args.layers}, {args.units} units, seq_len {args.seq_len}, batch {args.batch_size}, "
-        f"{runs[0][2]['steps']} steps, seed {args.seed}; {cpu_model()}.\n\n"
+        + (f"a {args.max_time} budget per run (steps: " + ", ".join(str(r[2]['steps']) for r in runs) + ")"
+           if args.max_time else f"{runs[0][2]['steps']} steps")
+        + f", seed {args.seed}; {cpu_model()}.\n\n"
         "| model | val bits/char, last epoch | val bits/char, best (model.keras) | train s |\n|---|---|---|---|\n"
         + "".join(f"| seqkit char-LM, --lr-schedule {schedule}" + (f" --warmup-steps {warmup}" if warmup else "")
                   + f" | {summary['val_bpc']:.3f} | {best:.3f} | {seconds:.0f} |\n"
