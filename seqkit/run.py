@@ -278,7 +278,7 @@ def resolve_config(config, resume, given=None):
 
 
 def init_source(path, config_class, task):
-    """``(run directory, weights file, config)`` of ``--init-from path``: a run directory (its
+    """``(weights file, config)`` of ``--init-from path``: a run directory (its
     model.keras, the best weights) or a ``.keras`` file inside one (e.g. a checkpoint). The run
     directory is needed for the vocabulary and the model's fields. Errors are one line naming the flag."""
     path = Path(path)
@@ -293,12 +293,7 @@ def init_source(path, config_class, task):
     if not weights.is_file():
         raise SeqkitError(f"--init-from {path}: the run has no {MODEL} (it never finished an epoch); pass one of "
                           f"its checkpoints ({run_dir / CHECKPOINTS}/*.keras) or another run")
-    return run_dir.resolve(), weights.resolve(), source
-
-
-def init_vocabulary(config, name, load):
-    """The vocabulary file ``name`` of the run ``config.init_from`` names, read by ``load``."""
-    return load(run_dir_of(config.init_from) / name)
+    return weights.resolve(), source
 
 
 def init_config(config, given):
@@ -306,7 +301,7 @@ def init_config(config, given):
     (``seqkit.config.MODEL_FIELDS``) taken from the run it starts from, where not ``given``;
     a given one that differs is an error (the weights would not fit). ``init_from`` becomes the
     absolute path of the weights file used: the run's record of where it came from."""
-    _, weights, source = init_source(config.init_from, type(config), config.task)
+    weights, source = init_source(config.init_from, type(config), config.task)
     conflicts = [name for name in MODEL_FIELDS[config.task]
                  if name in given and UNRESOLVED.get(name, object()) != getattr(config, name)
                  and getattr(config, name) != getattr(source, name)]
@@ -319,6 +314,14 @@ def init_config(config, given):
         setattr(config, name, getattr(source, name))
     config.init_from = str(weights)
     return config.validate()
+
+
+def vocabulary_dir(out, config, resume):
+    """Where a train command reads its vocabulary (and labels): its own run directory ``out`` on
+    ``--resume``, the run ``--init-from`` names, or None (a new run builds them from its data)."""
+    if resume:
+        return Path(out)
+    return run_dir_of(config.init_from) if config.init_from else None
 
 
 def absolute_paths(data):

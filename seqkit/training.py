@@ -652,6 +652,12 @@ class StepLogger(keras.callbacks.Callback):
         self.file.close()
 
 
+def since_best(best, epoch):
+    """``(best val loss, complete epochs since it)`` of a run resumed at ``epoch`` whose best
+    checkpoint is ``best`` (``CheckpointManager.best``); ``(None, 0)`` for a new run."""
+    return (best["val_loss"], max(epoch - best["epoch"], 0)) if best else (None, 0)
+
+
 class Patience(keras.callbacks.Callback):
     """Early stopping on the val loss, as Keras' ``EarlyStopping(monitor="val_loss",
     patience=N)`` (``min_delta`` 0): stop once ``patience`` epochs in a row end
@@ -663,8 +669,8 @@ class Patience(keras.callbacks.Callback):
     def __init__(self, patience, best=None, epoch=0):
         super().__init__()
         self.patience, self.reason = patience, None
-        self.best = best["val_loss"] if best else math.inf
-        self.wait = max(epoch - best["epoch"], 0) if best else 0  # complete epochs since the best
+        best_loss, self.wait = since_best(best, epoch)
+        self.best = math.inf if best_loss is None else best_loss
 
     def on_epoch_end(self, epoch, logs=None):
         val_loss = (logs or {}).get("val_loss")
@@ -688,7 +694,7 @@ class Plateau(keras.callbacks.ReduceLROnPlateau):
 
     def __init__(self, factor, patience, best=None, epoch=0):
         super().__init__(monitor="val_loss", factor=factor, patience=patience, min_delta=0.0)
-        self.resumed = (best["val_loss"], max(epoch - best["epoch"], 0)) if best else (None, 0)
+        self.resumed = since_best(best, epoch)
 
     def on_train_begin(self, logs=None):
         if self.resumed is not None:  # fit() calls model.fit once more after a partial first epoch
@@ -787,17 +793,26 @@ def shuffled_batches(items, batch_size, seed, gather, shuffle=True):
     per_pass = int(items.shape[0]) // batch_size
 
     def one_pass(p):
-        keys = items
-        if shuffle:
-            keys = tf.random.experimental.stateless_shuffle(keys, seed=tf.stack([tf.cast(seed, tf.int64), p]))
+        keys = pass_order(items, seed, p) if shuffle else items
         return tf.data.Dataset.from_tensor_slices(keys[: per_pass * batch_size]).batch(batch_size)
 
+    return pass_stream(one_pass, gather), per_pass
+
+
+def pass_order(items, seed, p):
+    """Pass ``p``'s order of ``items``: their stateless shuffle seeded with ``(seed, p)``."""
+    return tf.random.experimental.stateless_shuffle(items, seed=tf.stack([tf.cast(seed, tf.int64), p]))
+
+
+def pass_stream(one_pass, gather):
+    """The endless stream of passes ``one_pass(0), one_pass(1), ...`` (datasets of key batches),
+    each batch built by ``gather(keys)``, in order, prefetched."""
     return (
         tf.data.Dataset.range(2**62)
         .flat_map(one_pass)
         .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
-    ), per_pass
+    )
 
 
 def length_bounds(lengths, buckets):
@@ -853,20 +868,11 @@ def bucketed_batches(items, bucket, batch_size, seed, gather, sizes=None):
     table, size_of = tf.constant(bucket), tf.constant(sizes)
 
     def one_pass(p):
-        keys = tf.random.experimental.stateless_shuffle(items, seed=tf.stack([tf.cast(seed, tf.int64), p]))
-        return tf.data.Dataset.from_tensor_slices(keys).group_by_window(
+        return tf.data.Dataset.from_tensor_slices(pass_order(items, seed, p)).group_by_window(
             key_func=lambda key: tf.gather(table, key), window_size_func=lambda k: tf.gather(size_of, k),
             reduce_func=lambda k, window: window.batch(tf.gather(size_of, k), drop_remainder=True))
 
-    def batch(keys):
-        return gather(keys, tf.gather(table, keys[0]))
-
-    return (
-        tf.data.Dataset.range(2**62)
-        .flat_map(one_pass)
-        .map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .prefetch(tf.data.AUTOTUNE)
-    ), per_pass
+    return pass_stream(one_pass, lambda keys: gather(keys, tf.gather(table, keys[0]))), per_pass
 
 
 def token_batch_sizes(lengths, bucket, batch_size):

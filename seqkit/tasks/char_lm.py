@@ -197,12 +197,9 @@ def train(config, resume=False, verbose="auto", given=None):
 def train_in(out, config, resume, strategy, verbose):
     """``train`` inside the run directory ``out``, held (locked) by the caller."""
     text = load_text(config)
-    if resume:
-        vocab = Vocabulary.load(out / runs.VOCAB)
-        ids = vocab.encode(text, unknown="map")
-    elif config.init_from:  # the vocabulary of the run it starts from; characters new to it read as <unk>
-        vocab = runs.init_vocabulary(config, runs.VOCAB, Vocabulary.load)
-        if missing := vocab.unknown(text):
+    if source := runs.vocabulary_dir(out, config, resume):  # characters new to it read as <unk>
+        vocab = Vocabulary.load(source / runs.VOCAB)
+        if not resume and (missing := vocab.unknown(text)):
             warnings.warn(f"{len(missing)} characters of the data are not in the --init-from run's vocabulary "
                           f"and are read as the unknown symbol: {describe_chars(missing[:10])}", SeqkitWarning,
                           stacklevel=2)

@@ -140,8 +140,7 @@ def training_data(config, out, resume):
         return x, y, synthetic.labels(config.synthetic), None
     examples = read_examples(config.data, config.format, config.text_column, config.label_column, config.inputs)
     config.inputs, config.features = examples.inputs, examples.features
-    if resume or config.init_from:  # the labels and vocabulary of this run, or of the run it starts from
-        source = out if resume else runs.run_dir_of(config.init_from)
+    if source := runs.vocabulary_dir(out, config, resume):  # this run's, or those of the run it starts from
         labels = read_labels(source)
         vocab = Vocabulary.load(source / runs.VOCAB) if config.inputs == "text" else None
     else:

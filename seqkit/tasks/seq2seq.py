@@ -523,15 +523,13 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     """``train`` inside the run directory ``out``, held (locked) by the caller; ``pairs`` already read and split."""
     source_tokens = [tokenize(s, config.source_tokens) for s in pairs.sources]
     target_tokens = [tokenize(t, config.target_tokens) for t in pairs.targets]
-    if resume:
-        source_vocab, target_vocab = TokenVocabulary.load(out / SOURCE_VOCAB), TokenVocabulary.load(out / TARGET_VOCAB)
-    elif config.init_from:  # the vocabularies of the run it starts from; new tokens read as <unk>
-        source_vocab = runs.init_vocabulary(config, SOURCE_VOCAB, TokenVocabulary.load)
-        target_vocab = runs.init_vocabulary(config, TARGET_VOCAB, TokenVocabulary.load)
-        config.max_target_length = max(len(t) for t in target_tokens)
+    if source := runs.vocabulary_dir(out, config, resume):  # this run's, or the --init-from run's: new tokens <unk>
+        source_vocab = TokenVocabulary.load(source / SOURCE_VOCAB)
+        target_vocab = TokenVocabulary.load(source / TARGET_VOCAB)
     else:
         source_vocab = TokenVocabulary.from_sequences(source_tokens, config.source_tokens, config.max_vocab)
         target_vocab = TokenVocabulary.from_sequences(target_tokens, config.target_tokens, config.max_vocab)
+    if not resume:
         config.max_target_length = max(len(t) for t in target_tokens)
     source_ids = [source_vocab.encode(s, unknown="map") for s in source_tokens]
     target_ids = [target_vocab.encode(t, unknown="map") for t in target_tokens]
