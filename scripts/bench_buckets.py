@@ -9,6 +9,13 @@ a few long, as names, addresses and sentences are):
 * seq2seq: reverse a string of 2-40 characters over "abcdefghij" (LSTM 256
   encoder and decoder, dot attention, batch 64); target: greedy val exact
   match >= --em on 500 decoded validation pairs.
+* translit: transliterate English phrases of 2-40 characters into Cyrillic by
+  fixed rules with context ("shch" -> "щ", "c" -> "с" before e/i/y else "к",
+  "y" -> "й" after a vowel or at a word's end else "ы", "x" -> "кс", ...;
+  the target is 0.5-2x the source's length). The words are the 3,000 most
+  frequent of 2+ letters in the default corpus (comments, docstrings and
+  names of Python's standard library), drawn by frequency until the phrase
+  reaches its Zipf length. Same model and target as seq2seq.
 
 Each task trains the same model on the same data and seed with --buckets 0
 (each batch padded to its longest) and --buckets N, the runs taking turns
@@ -16,7 +23,7 @@ Each task trains the same model on the same data and seed with --buckets 0
 (or --max-epochs). Reported per run: epochs and steps to the target, wall
 time from the train call to the stop (data, compiles and validation
 included), steps/s, and the share of padding in the training batches of
-one pass (seq2seq: the source side); the ratio is the unbucketed median time over the bucketed one.
+one pass (seq2seq, translit: the source side); the ratio is the unbucketed median time over the bucketed one.
 
 Usage:
   python scripts/bench_buckets.py [--buckets 8] [--rounds 2] [--markdown docs/benchmarks.md] [--quick]
@@ -38,7 +45,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--buckets", type=int, default=8)
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--tasks", default="classify,seq2seq")
+    p.add_argument("--tasks", default="classify,seq2seq,translit")
     p.add_argument("--size", type=int, default=8000, help="examples (pairs) generated per task")
     p.add_argument("--acc", type=float, default=0.97, help="classify target: val accuracy")
     p.add_argument("--em", type=float, default=0.9, help="seq2seq target: val exact match")
@@ -72,6 +79,49 @@ def write_pairs(path, n, rng):
         for length in zipf_lengths(n, 2, 40, rng):
             text = "".join(rng.choice(list("abcdefghij"), length))
             f.write(f"{text}\t{text[::-1]}\n")
+
+
+TRANSLIT = {"shch": "щ", "sh": "ш", "ch": "ч", "zh": "ж", "kh": "х", "ts": "ц", "th": "т", "ph": "ф", "ck": "к",
+            "ya": "я", "yu": "ю", "yo": "ё", "oo": "у", "ee": "и", "j": "дж", "x": "кс",
+            **dict(zip("abdefghiklmnopqrstuvwz", "абдефгхиклмнопкрстуввз"))}
+
+
+def transliterate(text):
+    """``text`` (lowercase English letters and spaces) in Cyrillic: the longest matching rule, left to right."""
+    out, i = [], 0
+    while i < len(text):
+        rule = next((text[i:i + n] for n in (4, 2, 1) if text[i:i + n] in TRANSLIT), None)
+        if rule:
+            out.append(TRANSLIT[rule])
+            i += len(rule)
+            continue
+        ch, after = text[i], text[i + 1:i + 2]
+        if ch == "c":
+            out.append("с" if after in ("e", "i", "y") else "к")
+        elif ch == "y":
+            out.append("й" if not after.isalpha() or (i and text[i - 1] in "aeiou") else "ы")
+        else:
+            out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def write_translit(path, n, rng):
+    import re
+    from collections import Counter
+
+    from seqkit.text import default_corpus
+
+    counts = Counter(w for w in re.findall(r"[a-z]+", default_corpus().lower().replace("_", " ")) if len(w) >= 2)
+    words, freq = zip(*counts.most_common(3000))
+    p = [f / sum(freq) for f in freq]
+    with open(path, "w", encoding="utf-8") as f:
+        for length in zipf_lengths(n, 2, 40, rng):
+            phrase = words[rng.choice(len(words), p=p)]
+            while len(phrase) < length:
+                phrase += " " + words[rng.choice(len(words), p=p)]
+            phrase = phrase[:40].rstrip()
+            f.write(f"{phrase}\t{transliterate(phrase)}\n")
 
 
 def padding_share(lengths, batch_size, bounds):
@@ -126,6 +176,13 @@ def main(argv=None):
             data=pairs, cell="lstm", units=256, attention="dot", embedding_dim=32, batch_size=64,
             epochs=args.max_epochs, buckets=buckets, val_decode=500, seed=args.seed, keep=1, out=out))
 
+    if "translit" in args.tasks:
+        translit = os.path.join(tmp, "translit.tsv")
+        write_translit(translit, args.size, rng)
+        tasks["translit"] = (seq2seq.train, "val_exact_match", args.em, lambda buckets, out: Seq2SeqConfig(
+            data=translit, cell="lstm", units=256, attention="dot", embedding_dim=32, batch_size=64,
+            epochs=args.max_epochs, buckets=buckets, val_decode=500, seed=args.seed, keep=1, out=out))
+
     results = {task: {0: [], args.buckets: []} for task in tasks}
     for r in range(args.rounds):
         for task, (train, metric, target, make) in tasks.items():
@@ -146,7 +203,8 @@ def main(argv=None):
         if task == "classify":
             lengths = [len(line.split("\t")[0]) for line in open(os.path.join(tmp, "x.tsv"), encoding="utf-8")][1:]
         else:
-            lengths = [len(line.split("\t")[0]) for line in open(os.path.join(tmp, "pairs.tsv"), encoding="utf-8")]
+            name = "pairs.tsv" if task == "seq2seq" else "translit.tsv"
+            lengths = [len(line.split("\t")[0]) for line in open(os.path.join(tmp, name), encoding="utf-8")]
         lengths = np.random.default_rng(0).permutation(lengths)
         bounds = training.length_bounds(lengths, args.buckets)
         shares[task] = (padding_share(lengths, 64, None), padding_share(lengths, 64, bounds), len(bounds))
@@ -154,7 +212,7 @@ def main(argv=None):
     lines = [HEADING, "",
              f"`python scripts/bench_buckets.py --buckets {args.buckets} --rounds {args.rounds} --size {args.size}` "
              f"({cpu_model()}, {os.cpu_count()} cores; runs take turns, unbucketed first in each round). "
-             f"Targets: classify val accuracy >= {args.acc}, seq2seq greedy val exact match >= {args.em} "
+             f"Targets: classify val accuracy >= {args.acc}, seq2seq and translit greedy val exact match >= {args.em} "
              f"(500 pairs), checked after each epoch; at most {args.max_epochs} epochs.", "",
              "| task | --buckets | runs | epochs to target | steps | wall s to target (median) | steps/s | "
              "padding share | bucketed speed-up |", "|---|---|---|---|---|---|---|---|---|"]
