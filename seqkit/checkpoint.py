@@ -2,7 +2,7 @@
 
 A checkpoint is one ``.keras`` file (weights, optimizer variables, config)
 plus its entry in ``latest.json`` (epoch, step within the epoch, global
-step, val loss, and the states of the model's random seed generators, which
+step, val loss and the monitored validation metric, and the states of the model's random seed generators, which
 the ``.keras`` format leaves out, so that dropout masks resume exactly). The
 ``.keras`` file is written under a temporary name and renamed; ``latest.json``
 is replaced only after that, and older files are deleted only after
@@ -25,41 +25,56 @@ from seqkit.io import atomic_path, write_text
 LATEST = "latest.json"
 
 
+def monitor_mode(monitor):
+    """``"min"`` for a loss (``val_loss``), ``"max"`` for a score (``val_accuracy``, ``val_exact_match``)."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
 class CheckpointManager:
     """Save and find checkpoints in ``directory``: the newest ``keep``, and the best.
 
     File names carry the epoch (complete epochs before it), the global step and
-    the val loss when there is one, as char-rnn's carry the epoch and val loss:
-    ``ckpt-e0003-s000090-val1.2345.keras``; sorted by name, they are in the
-    order they were trained.
+    the monitored validation metric when there is one, as char-rnn's carry the
+    epoch and val loss: ``ckpt-e0003-s000090-val1.2345.keras`` (``val_loss``),
+    ``ckpt-e0003-s000090-val_accuracy0.8370.keras``; sorted by name, they are in
+    the order they were trained.
 
     Args:
         directory: Folder of the ``.keras`` files and ``latest.json``.
         keep: How many of the newest checkpoints to keep (0: keep all, as
-            char-rnn). The best checkpoint, the one with the lowest finite val
-            loss (the earliest of equal ones), is kept besides them, as Keras'
-            ``ModelCheckpoint(save_best_only=True)`` keeps it; ``latest.json``
-            names it under ``"best"``.
+            char-rnn). The best checkpoint, the one with the best finite value
+            of ``monitor`` (the earliest of equal ones), is kept besides them,
+            as Keras' ``ModelCheckpoint(monitor, save_best_only=True)`` keeps
+            it; ``latest.json`` names it under ``"best"``.
+        monitor: The validation metric that picks the best: ``val_loss``
+            (lowest), or a score such as ``val_accuracy`` (highest; see
+            ``monitor_mode``).
     """
 
-    def __init__(self, directory, keep=3):
+    def __init__(self, directory, keep=3, monitor="val_loss"):
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise ValueError(f"keep must be an integer >= 0 (0 keeps every checkpoint); received {keep!r}.")
         self.directory = Path(directory)
         self.keep = keep
+        self.monitor = monitor
 
-    def save(self, model, epoch, step_in_epoch, global_step, val_loss=None):
+    def save(self, model, epoch, step_in_epoch, global_step, logs=None):
+        """Save ``model`` at this position; ``logs``: the epoch's metrics (its ``val_loss`` and
+        the monitored one are recorded; None or missing: no validation)."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        logs = logs or {}
+        value = as_number(logs.get(self.monitor))
         name = f"ckpt-e{epoch:04d}-s{global_step:06d}"
-        if val_loss is not None and math.isfinite(val_loss):
-            name += f"-val{val_loss:.4f}"
+        if is_finite(value):
+            name += f"-val{value:.4f}" if self.monitor == "val_loss" else f"-{self.monitor}{value:.4f}"
         path = save_model(model, self.directory / f"{name}.keras")
         state = {
             "file": path.name,
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "global_step": global_step,
-            "val_loss": val_loss,
+            "val_loss": as_number(logs.get("val_loss")),
+            **({self.monitor: value} if self.monitor != "val_loss" else {}),
             "seed_states": [v.numpy().tolist() for v in seed_state_variables(model)],
         }
         try:
@@ -73,7 +88,9 @@ class CheckpointManager:
         # One entry per file (a file saved again, e.g. after a resume, is its newest entry), in step order.
         by_file = {s["file"]: s for s in [*previous_best, *history, state]}
         history = sorted(by_file.values(), key=lambda s: s["global_step"])
-        best = min((s for s in history if is_finite(s.get("val_loss"))), key=lambda s: s["val_loss"], default=None)
+        scored = [s for s in history if is_finite(s.get(self.monitor))]
+        pick = min if monitor_mode(self.monitor) == "min" else max  # both return the earliest of equal ones
+        best = pick(scored, key=lambda s: s[self.monitor], default=None)
         newest = {s["file"] for s in (history[-self.keep :] if self.keep else history)} | {state["file"]}
         kept = [s for s in history if s["file"] in newest or (best is not None and s["file"] == best["file"])]
         write_text(self.directory / LATEST, json.dumps({"latest": state, "best": best, "history": kept}, indent=2))
@@ -82,15 +99,15 @@ class CheckpointManager:
         return path
 
     def best(self):
-        """The best checkpoint's state dict (with ``path``): the lowest finite val loss that
-        ``latest.json`` records; None without one (no validation), or when its file is
-        missing or damaged (with a ``SeqkitWarning``)."""
+        """The best checkpoint's state dict (with ``path``): the best finite value of the
+        monitored metric that ``latest.json`` records; None without one (no validation), or
+        when its file is missing or damaged (with a ``SeqkitWarning``)."""
         try:
             index = self._index()
         except SeqkitError:
             return None
         state = index.get("best") if isinstance(index, dict) else None
-        if not intact_entry(state) or not is_finite(state.get("val_loss")):
+        if not intact_entry(state) or not is_finite(state.get(self.monitor)):
             return None
         path = self.directory / state["file"]
         problem = damage(path)
@@ -194,9 +211,10 @@ def check_state(state):
             raise TypeError(f"{key!r} is {value!r}, not " + ("a file name" if kind is str else "an integer >= 0"))
     if Path(state["file"]).name != state["file"] or not state["file"].endswith(".keras"):
         raise TypeError(f"'file' is {state['file']!r}, not a checkpoint file name")
-    val_loss = state.get("val_loss")
-    if val_loss is not None and (isinstance(val_loss, bool) or not isinstance(val_loss, (int, float))):
-        raise TypeError(f"'val_loss' is {val_loss!r}, not a number")
+    for key, value in state.items():
+        if key.startswith("val_") and value is not None and (isinstance(value, bool)
+                                                             or not isinstance(value, (int, float))):
+            raise TypeError(f"{key!r} is {value!r}, not a number")
     if not isinstance(state.get("seed_states", []), list):
         raise TypeError(f"'seed_states' is {state['seed_states']!r}, not a list")
     return state
@@ -204,6 +222,11 @@ def check_state(state):
 
 def is_finite(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def as_number(value):
+    """A metric from Keras' logs (a Python or NumPy number) as a float for JSON; None stays None."""
+    return None if value is None else float(value)
 
 
 def intact_entry(state):

@@ -16,9 +16,9 @@ import warnings
 import click
 
 from seqkit import __version__
-from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_KINDS, LR_SCHEDULES, OPTIMIZER_NAMES,
-                           POOLINGS, STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY, TOKENIZERS, CharLMConfig,
-                           ClassifyConfig)
+from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_KINDS, LR_SCHEDULES, MONITORS,
+                           OPTIMIZER_NAMES, POOLINGS, STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY, TOKENIZERS,
+                           CharLMConfig, ClassifyConfig)
 from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZERS, TARGET_TOKENIZERS, TASK_SEQ2SEQ,
                            Seq2SeqConfig, check_count, check_seed)
 from seqkit.errors import SeqkitError, SeqkitWarning
@@ -110,12 +110,12 @@ def training_options(d, unit):
         click.option("--lr", type=float, default=d.lr, show_default=True),
         click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=d.lr_schedule, show_default=True,
                      help="step / exponential: x --lr-decay per epoch (char-rnn); cosine: to 0 at the last step; "
-                     "plateau: x --lr-decay after --lr-patience epochs without a lower val loss."),
+                     "plateau: x --lr-decay after --lr-patience epochs without a better --monitor."),
         click.option("--lr-decay", type=float, default=d.lr_decay,
                      help="The factor of --lr-schedule step / exponential (per epoch; default 0.97) or plateau "
                      "(per cut; default 0.5)."),
         click.option("--lr-patience", type=int, default=d.lr_patience, show_default=True,
-                     help="--lr-schedule plateau: epochs without a lower val loss before the rate is cut."),
+                     help="--lr-schedule plateau: epochs without a better --monitor before the rate is cut."),
         click.option("--warmup-steps", type=int, default=d.warmup_steps, show_default=True,
                      help="Steps of linear warm-up from 0 to --lr before the schedule (0: none)."),
         click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
@@ -126,9 +126,12 @@ def training_options(d, unit):
                      help="Compute in float16, keep float32 weights (Keras' mixed_float16 policy, with dynamic loss "
                      "scaling); faster on GPUs with float16 units, slower on CPUs."),
         click.option("--keep", type=int, default=d.keep, show_default=True,
-                     help="Newest checkpoints kept; the best by val loss is always kept too (0: keep all)."),
+                     help="Newest checkpoints kept; the best by --monitor is always kept too (0: keep all)."),
+        click.option("--monitor", type=click.Choice(MONITORS[d.task]), default=d.monitor, show_default=True,
+                     help="The validation metric that picks the best checkpoint (model.keras) and that --patience "
+                     "and --lr-schedule plateau watch; a loss is best lowest, a score highest."),
         click.option("--patience", type=int, default=d.patience, show_default=True,
-                     help="Stop after N epochs without a lower val loss; model.keras is the best (0: off)."),
+                     help="Stop after N epochs without a better --monitor; model.keras is the best (0: off)."),
         click.option("--max-time", default=d.max_time, metavar="DURATION",
                      help="Stop training after this long (e.g. 90s, 20m, 2h), checkpoint and finish as at the end."),
         click.option("--init-from", default=d.init_from, metavar="RUN_DIR|FILE.keras",
@@ -169,12 +172,13 @@ def report_training(summary, scores=""):
     if "val_loss" in summary:
         line += f", val loss {summary['val_loss']:.4f}"
     click.echo(line + scores + f"; run directory {summary['run_dir']}")
-    stopped = {"early_stopping": "stopped early: --patience epochs passed without a lower val loss",
+    stopped = {"early_stopping": "stopped early: --patience epochs passed without a better --monitor",
                "max_time": "stopped at the --max-time budget"}.get(summary.get("stopped"))
     best = summary.get("best")
     if stopped or best:
         click.echo("; ".join(filter(None, [stopped, best and (
-            f"model.keras is the best checkpoint (step {best['global_step']}, val loss {best['val_loss']:.4f}); "
+            f"model.keras is the best checkpoint (step {best['global_step']}, "
+            f"{best['monitor'].replace('_', ' ')} {best[best['monitor']]:.4f}); "
             "the last weights are model_last.keras")])))
 
 

@@ -26,6 +26,10 @@ SOURCE_TOKENIZERS = ("char", "word")
 TARGET_TOKENIZERS = ("char", "word", "space")
 ATTENTIONS = ("none", "dot", "general", "additive")
 DECODERS = ("greedy", "beam", "sample")
+# The validation metrics each task's --monitor may name (Keras callbacks' monitor): a loss is best lowest,
+# a score highest (seqkit.checkpoint.monitor_mode).
+MONITORS = {TASK_CHAR_LM: ("val_loss",), TASK_CLASSIFY: ("val_loss", "val_accuracy"),
+            TASK_SEQ2SEQ: ("val_loss", "val_exact_match")}
 LR_SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")  # see seqkit.training.learning_rate
 DTYPE_POLICIES = ("float32", "mixed_float16")  # Keras' names; mixed_float16: float16 compute, float32 weights
 
@@ -133,9 +137,15 @@ def check_options(config, positive, non_negative, choices):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_INT32:
             raise SeqkitError(f"{flag(name)} must be an integer >= 0 (0: {'keep all' if name == 'keep' else 'off'}); "
                               f"received {value!r}")
+    if config.monitor not in MONITORS[config.task]:
+        raise SeqkitError(f"unknown --monitor {config.monitor!r} for {config.task}; choose one of "
+                          f"{', '.join(MONITORS[config.task])}")
+    if config.monitor != "val_loss" and config.val_fraction == 0:
+        raise SeqkitError(f"--monitor {config.monitor} is a validation metric, and --val-fraction 0 leaves no "
+                          "validation split; set --val-fraction > 0 or drop --monitor")
     if config.patience and config.val_fraction == 0:
-        raise SeqkitError("--patience stops on the val loss, and --val-fraction 0 leaves no validation split; "
-                          "set --val-fraction > 0 or drop --patience")
+        raise SeqkitError(f"--patience stops on the {config.monitor.replace('_', ' ')}, and --val-fraction 0 leaves "
+                          "no validation split; set --val-fraction > 0 or drop --patience")
     parse_duration(config.max_time)
     if config.lr_schedule not in LR_SCHEDULES:
         raise SeqkitError(f"unknown --lr-schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
@@ -186,8 +196,9 @@ class CharLMConfig:
     val_fraction: float = 0.05  # tail of the text held out for validation
     stateful: bool = False  # carry the state across consecutive batches (char-rnn's TBPTT)
     seed: int = -1  # random seed (-1: pick one and record it)
-    keep: int = 3  # newest checkpoints kept besides the best by val loss (0: keep all, as char-rnn)
-    patience: int = 0  # stop after N epochs without a lower val loss (0: off; Keras' EarlyStopping)
+    keep: int = 3  # newest checkpoints kept besides the best by --monitor (0: keep all, as char-rnn)
+    patience: int = 0  # stop after N epochs without a better --monitor (0: off; Keras' EarlyStopping)
+    monitor: str = "val_loss"  # the val metric that picks the best checkpoint (model.keras); only val_loss here
     max_time: str = ""  # training time budget, e.g. 90s, 20m, 2h ("": none)
     init_from: str = ""  # start from this run's weights (a run directory or a .keras file in one; "": none)
     strategy: str = "auto"  # tf.distribute strategy: auto, mirrored or multiworker
@@ -245,8 +256,10 @@ class ClassifyConfig:
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
     dtype_policy: str = "float32"  # Keras dtype policy: float32, or mixed_float16 (--mixed-precision)
     val_fraction: float = 0.1  # share of the examples held out for validation
-    keep: int = 3  # newest checkpoints kept besides the best by val loss (0: keep all, as char-rnn)
-    patience: int = 0  # stop after N epochs without a lower val loss (0: off; Keras' EarlyStopping)
+    keep: int = 3  # newest checkpoints kept besides the best by --monitor (0: keep all, as char-rnn)
+    patience: int = 0  # stop after N epochs without a better --monitor (0: off; Keras' EarlyStopping)
+    monitor: str = "val_loss"  # the val metric that picks the best checkpoint (model.keras) and that patience and
+    # plateau watch: val_loss (lowest) or val_accuracy (highest; classification)
     max_time: str = ""  # training time budget, e.g. 90s, 20m, 2h ("": none)
     init_from: str = ""  # start from this run's weights (a run directory or a .keras file in one; "": none)
     seed: int = -1  # random seed (-1: pick one and record it)
@@ -270,6 +283,9 @@ class ClassifyConfig:
         if self.synthetic in ("adding", "copy") and self.class_weight != "none":
             raise SeqkitError(f"--class-weight applies to single-label classification, not --task "
                               f"{self.synthetic}; drop it")
+        if self.synthetic == "adding" and self.monitor == "val_accuracy":
+            raise SeqkitError("--monitor val_accuracy needs classes, and the adding problem is a regression "
+                              "(mean squared error); use --monitor val_loss")
         return self
 
 
@@ -311,8 +327,10 @@ class Seq2SeqConfig:
     val_fraction: float = 0.1  # share of the pairs held out for validation
     val_decode: int = 1000  # validation pairs decoded (greedy) each epoch for val_exact_match (0: off)
     max_target_length: int = 0  # longest training target in tokens (set from the data)
-    keep: int = 3  # newest checkpoints kept besides the best by val loss (0: keep all, as char-rnn)
-    patience: int = 0  # stop after N epochs without a lower val loss (0: off; Keras' EarlyStopping)
+    keep: int = 3  # newest checkpoints kept besides the best by --monitor (0: keep all, as char-rnn)
+    patience: int = 0  # stop after N epochs without a better --monitor (0: off; Keras' EarlyStopping)
+    monitor: str = "val_loss"  # the val metric that picks the best checkpoint (model.keras) and that patience and
+    # plateau watch: val_loss (lowest) or val_exact_match (highest; greedy decoding of --val-decode pairs)
     max_time: str = ""  # training time budget, e.g. 90s, 20m, 2h ("": none)
     init_from: str = ""  # start from this run's weights (a run directory or a .keras file in one; "": none)
     seed: int = -1  # random seed (-1: pick one and record it)
@@ -331,4 +349,7 @@ class Seq2SeqConfig:
         if self.attention == "dot" and self.bidirectional:
             raise SeqkitError("--attention dot needs encoder outputs as wide as the decoder's, but a "
                               "--bidirectional encoder's are twice as wide; use --attention general or additive")
+        if self.monitor == "val_exact_match" and self.val_decode == 0:
+            raise SeqkitError("--monitor val_exact_match is measured on --val-decode pairs, and --val-decode 0 "
+                              "turns it off; set --val-decode > 0 or use --monitor val_loss")
         return self

@@ -9,10 +9,11 @@
       vocab.json       the vocabulary (text tasks)
       labels.json      the class names (classify)
       source_vocab.json, target_vocab.json   the two vocabularies (seq2seq)
-      model.keras      the final model: the best checkpoint by val loss (without validation: the last
+      model.keras      the final model: the best checkpoint by --monitor (without validation: the last
                        weights); also written when training is interrupted (SIGINT, SIGTERM)
       model_last.keras the last weights, beside a best model.keras (runs with validation)
-      checkpoints/     ckpt-eEEEE-sSSSSSS[-valL.LLLL].keras (E: epochs done, S: global step)
+      checkpoints/     ckpt-eEEEE-sSSSSSS[-valL.LLLL].keras (E: epochs done, S: global step, L: val loss;
+                       or -val_accuracyA.AAAA, -val_exact_matchA.AAAA: the --monitor)
                        + latest.json (newest, best, kept)
       metrics.csv      one row per epoch (Keras CSVLogger)
       steps.csv        one row per step: loss, grad_norm, clipped

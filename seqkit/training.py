@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from seqkit import run as runs
 from seqkit.layers import fused
-from seqkit.checkpoint import CheckpointManager, load_weights, save_model
+from seqkit.checkpoint import CheckpointManager, load_weights, monitor_mode, save_model
 from seqkit.config import LR_DECAY_DEFAULTS, parse_duration
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
@@ -402,8 +402,7 @@ class Position(keras.callbacks.Callback):
             return  # stopped early (signal, non-finite): the caller saves
         self.epoch, self.step_in_epoch, self.offset = epoch + 1, 0, 0
         if self.manager is not None:
-            val_loss = (logs or {}).get("val_loss")
-            self.manager.save(self.model, self.epoch, 0, self.global_step, val_loss)
+            self.manager.save(self.model, self.epoch, 0, self.global_step, logs)
 
 
 def fit(
@@ -416,6 +415,7 @@ def fit(
     resume=False,
     start=None,
     keep_checkpoints=3,
+    monitor="val_loss",
     callbacks=(),
     keep_rate=False,
     **fit_kwargs,
@@ -442,7 +442,9 @@ def fit(
         start: With ``resume``, the checkpoint to continue from, as
             ``CheckpointManager.latest()`` returned it (default: looked up).
         keep_checkpoints: How many of the newest checkpoints to keep (0: all);
-            the best by val loss is kept besides them (see ``CheckpointManager``).
+            the best by ``monitor`` is kept besides them (see ``CheckpointManager``).
+        monitor: The validation metric that picks the best checkpoint (``val_loss``,
+            ``val_accuracy``, ...; a ``*loss`` lowest, any other highest).
         callbacks, **fit_kwargs: Passed to ``model.fit`` (``validation_data``,
             ``verbose``, ...).
 
@@ -454,7 +456,7 @@ def fit(
         NonFiniteError: too many consecutive non-finite steps.
     """
     make_dataset = dataset if callable(dataset) else (lambda: dataset)
-    manager = CheckpointManager(checkpoint_dir, keep_checkpoints) if checkpoint_dir else None
+    manager = CheckpointManager(checkpoint_dir, keep_checkpoints, monitor) if checkpoint_dir else None
     epoch = step = 0
     if resume:
         state = start or (manager.latest() if manager else None)
@@ -489,9 +491,9 @@ def fit(
     where = None
     if manager is not None and (stop.signal or (model.stop_training and position.step_in_epoch > 0)):
         # Stopped mid-epoch (or by a signal): save here. Keras validated the partial
-        # epoch's weights after the break, so its val loss is these weights'.
-        val_loss = history.get("val_loss", [None])[-1] if position.step_in_epoch > 0 else None
-        where = manager.save(model, position.epoch, position.step_in_epoch, position.global_step, val_loss)
+        # epoch's weights after the break, so its val metrics are these weights'.
+        logs = {k: v[-1] for k, v in history.items() if v} if position.step_in_epoch > 0 else None
+        where = manager.save(model, position.epoch, position.step_in_epoch, position.global_step, logs)
     if stop.signal:
         raise TrainingInterrupted(
             f"training interrupted by {stop.signal} at epoch {position.epoch}, step "
@@ -552,7 +554,7 @@ def learning_rate(config):
       ``ExponentialDecay(staircase=True)``);
     - ``exponential``: ``lr * d ** (t / steps_per_epoch)`` (``ExponentialDecay``);
     - ``cosine``: ``lr * (1 + cos(pi t / T)) / 2`` over the ``T`` steps after the warm-up (``CosineDecay``);
-    - ``plateau``: ``lr`` here; ``Plateau`` multiplies it by ``d`` when the val loss stops falling.
+    - ``plateau``: ``lr`` here; ``Plateau`` multiplies it by ``d`` when the monitored metric stops improving.
 
     With ``warmup_steps`` w > 0 the rate first rises linearly from 0 to ``lr`` over w steps, and
     the schedule starts after them (``CosineDecay``'s own warm-up, or ``LinearWarmup``).
@@ -652,32 +654,34 @@ class StepLogger(keras.callbacks.Callback):
         self.file.close()
 
 
-def since_best(best, epoch):
-    """``(best val loss, complete epochs since it)`` of a run resumed at ``epoch`` whose best
-    checkpoint is ``best`` (``CheckpointManager.best``); ``(None, 0)`` for a new run."""
-    return (best["val_loss"], max(epoch - best["epoch"], 0)) if best else (None, 0)
+def since_best(best, epoch, monitor="val_loss"):
+    """``(best value of monitor, complete epochs since it)`` of a run resumed at ``epoch`` whose
+    best checkpoint is ``best`` (``CheckpointManager.best``); ``(None, 0)`` for a new run."""
+    return (best[monitor], max(epoch - best["epoch"], 0)) if best else (None, 0)
 
 
 class Patience(keras.callbacks.Callback):
-    """Early stopping on the val loss, as Keras' ``EarlyStopping(monitor="val_loss",
+    """Early stopping on a validation metric, as Keras' ``EarlyStopping(monitor,
     patience=N)`` (``min_delta`` 0): stop once ``patience`` epochs in a row end
-    without a val loss below the best so far. ``best``: the run's best checkpoint
+    without a ``monitor`` better than the best so far (a ``*loss`` lower, any other
+    higher; ``monitor_mode``). ``best``: the run's best checkpoint
     (``CheckpointManager.best``) when resuming, so the count goes on across
     ``--resume``. The best weights are the best checkpoint's (see ``finish_run``).
     ``reason`` is ``"early_stopping"`` once it stopped the run."""
 
-    def __init__(self, patience, best=None, epoch=0):
+    def __init__(self, patience, best=None, epoch=0, monitor="val_loss"):
         super().__init__()
-        self.patience, self.reason = patience, None
-        best_loss, self.wait = since_best(best, epoch)
-        self.best = math.inf if best_loss is None else best_loss
+        self.patience, self.reason, self.monitor = patience, None, monitor
+        self.sign = 1 if monitor_mode(monitor) == "min" else -1  # compare sign * value: lower is better
+        best_value, self.wait = since_best(best, epoch, monitor)
+        self.best = math.inf if best_value is None else self.sign * best_value
 
     def on_epoch_end(self, epoch, logs=None):
-        val_loss = (logs or {}).get("val_loss")
-        if val_loss is None or (self.model.stop_training and self.reason is None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or (self.model.stop_training and self.reason is None):
             return  # no validation, or a partial epoch (stopped by a signal or the time budget)
-        if val_loss < self.best:
-            self.best, self.wait = val_loss, 0
+        if self.sign * value < self.best:
+            self.best, self.wait = self.sign * value, 0
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -686,15 +690,16 @@ class Patience(keras.callbacks.Callback):
 
 class Plateau(keras.callbacks.ReduceLROnPlateau):
     """Reduce-on-plateau: multiply the optimizer's learning rate by ``factor`` once ``patience``
-    epochs in a row end without a val loss below the best so far (Keras' ``ReduceLROnPlateau
-    (monitor="val_loss")``, ``min_delta`` 0, no cooldown). As ``Patience``, ``best`` and ``epoch``
+    epochs in a row end without a ``monitor`` better than the best so far (Keras'
+    ``ReduceLROnPlateau(monitor)``, ``min_delta`` 0, no cooldown). As ``Patience``, ``best`` and ``epoch``
     (the run's best checkpoint and the epoch resumed from) carry the count across ``--resume``;
     the rate reached is the optimizer's ``learning_rate`` variable, saved in every checkpoint.
     A partial epoch (stopped by a signal or the time budget) does not count."""
 
-    def __init__(self, factor, patience, best=None, epoch=0):
-        super().__init__(monitor="val_loss", factor=factor, patience=patience, min_delta=0.0)
-        self.resumed = since_best(best, epoch)
+    def __init__(self, factor, patience, best=None, epoch=0, monitor="val_loss"):
+        super().__init__(monitor=monitor, mode=monitor_mode(monitor), factor=factor, patience=patience,
+                         min_delta=0.0)
+        self.resumed = since_best(best, epoch, monitor)
 
     def on_train_begin(self, logs=None):
         if self.resumed is not None:  # fit() calls model.fit once more after a partial first epoch
@@ -702,7 +707,7 @@ class Plateau(keras.callbacks.ReduceLROnPlateau):
             (self.best, self.wait), self.resumed = self.resumed, None
 
     def on_epoch_end(self, epoch, logs=None):
-        if (logs or {}).get("val_loss") is None or self.model.stop_training:
+        if (logs or {}).get(self.monitor) is None or self.model.stop_training:
             return
         super().on_epoch_end(epoch, dict(logs))  # a copy: Keras adds "learning_rate" to the logs it gets
 
@@ -727,7 +732,7 @@ class Deadline(keras.callbacks.Callback):
 
 
 def finish_run(model, out, manager):
-    """Write ``out/model.keras``: the best checkpoint's weights (lowest val loss, see
+    """Write ``out/model.keras``: the best checkpoint's weights (by the monitored metric, see
     ``CheckpointManager.best``), loaded into ``model`` too, with the last weights kept
     beside it as ``model_last.keras``; without validation (no best), the last weights.
     Returns the best checkpoint's state, or None."""
@@ -747,7 +752,8 @@ def run_limits(config):
     ``(factor, patience)`` for ``lr_schedule`` plateau, else None)."""
     schedule = learning_rate(config)
     plateau = (lr_decay(config), config.lr_patience) if config.lr_schedule == "plateau" else None
-    return {"keep": config.keep, "patience": config.patience, "max_time": parse_duration(config.max_time),
+    return {"keep": config.keep, "monitor": config.monitor, "patience": config.patience,
+            "max_time": parse_duration(config.max_time),
             "schedule": schedule if callable(schedule) else None, "plateau": plateau,
             "init_from": config.init_from or None}
 
@@ -992,20 +998,24 @@ def trim_logs(out, epoch, global_step):
             write_text(path, "".join([lines[0], *kept]))
 
 
-def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(), verbose="auto", keep=3, patience=0,
-              max_time=None, schedule=None, plateau=None, init_from=None, **fit_kwargs):
+def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(), verbose="auto", keep=3,
+              monitor="val_loss", patience=0, max_time=None, schedule=None, plateau=None, init_from=None,
+              **fit_kwargs):
     """``fit`` into the run directory ``out``: checkpoints, metrics.csv, steps.csv and
-    TensorBoard logs as it goes; at the end model.keras (the best checkpoint by val loss,
+    TensorBoard logs as it goes; at the end model.keras (the best checkpoint by ``monitor``,
     with model_last.keras beside it; see ``finish_run``) and the run's ``end`` in config.json.
 
     Args:
         start: The checkpoint to resume from (``checkpoint_to_resume``), or None for a new run.
         keep: Newest checkpoints kept besides the best (0: all).
-        patience: Stop after this many epochs without a lower val loss (0: never; see ``Patience``).
+        monitor: The validation metric that picks the best checkpoint and that ``patience`` and
+            ``plateau`` watch: ``val_loss`` (lower is better), ``val_accuracy`` or
+            ``val_exact_match`` (higher), as Keras callbacks' ``monitor``.
+        patience: Stop after this many epochs without a better ``monitor`` (0: never; see ``Patience``).
         max_time: Stop after this many seconds of training (None: no limit; see ``Deadline``).
         schedule: A learning-rate schedule of the optimizer's step (``learning_rate``; see
             ``ScheduledRate``), or None: the compiled optimizer's rate throughout.
-        plateau: ``(factor, patience)``: cut the rate when the val loss stops falling (``Plateau``;
+        plateau: ``(factor, patience)``: cut the rate when ``monitor`` stops improving (``Plateau``;
             a ``schedule`` then only warms up), or None.
         init_from: A ``.keras`` file whose weights a new run starts from (``init_weights``; a
             resumed run starts from its checkpoint instead).
@@ -1013,7 +1023,8 @@ def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(),
     Returns the last epoch's logs, with ``steps`` (the global step reached), ``stopped``
     (``"completed"``, ``"early_stopping"``, ``"max_time"``, or ``"callback"``: one of
     ``callbacks`` set ``stop_training``) and ``best`` (the best
-    checkpoint's ``epoch``, ``global_step``, ``val_loss`` and ``file``, or None).
+    checkpoint's ``epoch``, ``global_step``, ``val_loss``, ``monitor`` (the metric's name), its
+    value under that name, and ``file``; or None).
 
     Raises:
         TrainingInterrupted: SIGINT/SIGTERM; model.keras was written first, as at a normal end.
@@ -1024,10 +1035,11 @@ def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(),
         trim_logs(out, start["epoch"], global_step)
     elif init_from:
         init_weights(model, init_from)
-    manager = CheckpointManager(out / runs.CHECKPOINTS, keep)
+    manager = CheckpointManager(out / runs.CHECKPOINTS, keep, monitor)
     # Where a resumed run's counts start (its best checkpoint), read only by the callbacks that count.
     best, epoch = (manager.best(), start["epoch"]) if start and (patience or plateau) else (None, 0)
-    stoppers = ([Deadline(max_time)] if max_time else []) + ([Patience(patience, best, epoch)] if patience else [])
+    stoppers = [*([Deadline(max_time)] if max_time else []),
+                *([Patience(patience, best, epoch, monitor)] if patience else [])]
     warmup = getattr(schedule, "warmup_steps", None) if plateau else None
     callbacks = [
         RunDirectoryGuard(out),  # first: it runs before any callback that writes
@@ -1036,13 +1048,14 @@ def train_run(model, batches, out, epochs, steps_per_epoch, start, callbacks=(),
         keras.callbacks.TensorBoard(out / "tensorboard"),
         *([ScheduledRate(schedule, until=warmup)] if schedule is not None else []),  # before StepLogger reads it
         StepLogger(out / "steps.csv", global_step),
-        *([Plateau(*plateau, best, epoch)] if plateau else []),
+        *([Plateau(*plateau, best, epoch, monitor)] if plateau else []),
         *stoppers,
     ]
     try:
         history = fit(model, lambda: batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
                       checkpoint_dir=out / runs.CHECKPOINTS, resume=start is not None, start=start,
-                      keep_checkpoints=keep, callbacks=callbacks, verbose=verbose, keep_rate=plateau is not None,
+                      keep_checkpoints=keep, monitor=monitor, callbacks=callbacks, verbose=verbose,
+                      keep_rate=plateau is not None,
                       **fit_kwargs)
     except TrainingInterrupted as e:
         best = end_run(model, out, manager, e.signal)
@@ -1060,7 +1073,9 @@ def end_run(model, out, manager, reason):
     returns the best checkpoint's fields (None without one)."""
     best = finish_run(model, out, manager)
     latest = manager.latest()
-    best = None if best is None else {k: best[k] for k in ("epoch", "global_step", "val_loss", "file")}
+    if best is not None:
+        best = {"epoch": best["epoch"], "global_step": best["global_step"], "val_loss": best.get("val_loss"),
+                "monitor": manager.monitor, manager.monitor: best[manager.monitor], "file": best["file"]}
     runs.record_end(out, {"stopped": reason, "global_step": latest["global_step"], "epoch": latest["epoch"],
                           "step_in_epoch": latest["step_in_epoch"], "model": "best" if best else "last", "best": best})
     return best

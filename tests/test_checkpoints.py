@@ -131,6 +131,90 @@ def test_patience_counts_on_across_resume(tmp_path):
     assert same_weights(out / "model.keras", out / "checkpoints" / "ckpt-e0001-s000002-val1.0000.keras")
 
 
+class SetLogs(keras.callbacks.Callback):
+    """Set epoch e's ``logs[name]`` to ``values[name][e]`` (then the last value) for each name given."""
+
+    def __init__(self, **values):
+        super().__init__()
+        self.values = values
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, values in self.values.items():
+            logs[name] = values[min(epoch, len(values) - 1)]
+
+
+PARITY = dict(synthetic="parity", length=6, size=96, units=8, batch_size=16, steps_per_epoch=2, seed=0)
+
+
+def test_monitor_val_accuracy_keeps_the_highest_and_patience_watches_it(tmp_path):
+    """--monitor val_accuracy, oracle: the set values. The val loss falls every epoch (by it the
+    last would be best); the accuracy peaks at epoch 2 (0.9, tied at epoch 4: the earlier is kept),
+    so --patience 2 stops after epoch 4 and model.keras is the epoch-2 checkpoint, named by it."""
+    out = tmp_path / "run"
+    accuracy = [0.5, 0.9, 0.7, 0.9, 0.95]
+    summary = classify.train(ClassifyConfig(**PARITY, epochs=10, keep=1, patience=2, monitor="val_accuracy",
+                                            out=str(out)), verbose=0,
+                             callbacks=[SetLogs(val_loss=[1.0, 0.9, 0.8, 0.7, 0.6], val_accuracy=accuracy)])
+    assert (summary["steps"], summary["stopped"]) == (8, "early_stopping")
+    best = "ckpt-e0002-s000004-val_accuracy0.9000.keras"
+    assert checkpoint_files(out) == [best, "ckpt-e0004-s000008-val_accuracy0.9000.keras"]
+    assert same_weights(out / "model.keras", out / "checkpoints" / best)
+    assert end(out)["best"] == {"epoch": 2, "global_step": 4, "val_loss": 0.9, "monitor": "val_accuracy",
+                                "val_accuracy": 0.9, "file": best}
+    assert summary["best"] == end(out)["best"]
+
+
+def test_monitor_val_exact_match_picks_the_highest_recorded(tmp_path):
+    """seq2seq --monitor val_exact_match; oracle: metrics.csv, the exact match of each epoch as the
+    run's greedy decoding measured it: the names carry it, the best is the first highest."""
+    out = tmp_path / "run"
+    seq2seq.train(Seq2SeqConfig(**{**REVERSE, "val_decode": 16}, epochs=4, lr=0.05, keep=0,
+                                monitor="val_exact_match", out=str(out)), verbose=0)
+    scores = read_metrics(out)["val_exact_match"]
+    assert checkpoint_files(out) == [f"ckpt-e{e:04d}-s{2 * e:06d}-val_exact_match{v:.4f}.keras"
+                                     for e, v in enumerate(scores, 1)]
+    best = int(np.argmax(scores)) + 1
+    assert index(out)["best"]["file"].startswith(f"ckpt-e{best:04d}-")
+    assert same_weights(out / "model.keras", out / "checkpoints" / index(out)["best"]["file"])
+
+
+def test_plateau_watches_the_monitored_metric(tmp_path):
+    """--lr-schedule plateau --monitor val_accuracy: the rate is cut when the accuracy stops rising.
+    Oracle: ``plateau_rates`` on the negated accuracies (higher is better), while the set val loss
+    falls every epoch (by it, no cut)."""
+    out = tmp_path / "run"
+    accuracy = [0.5, 0.6, 0.55, 0.58, 0.7, 0.65, 0.6, 0.62]
+    config = ClassifyConfig(**{**PARITY, "steps_per_epoch": PER_EPOCH}, epochs=len(accuracy), lr=LR,
+                            lr_schedule="plateau", lr_decay=DECAY, lr_patience=2, monitor="val_accuracy", out=str(out))
+    classify.train(config, verbose=0, callbacks=[SetLogs(val_loss=[1.0 / (e + 1) for e in range(len(accuracy))],
+                                                         val_accuracy=accuracy)])
+    expected = np.repeat(plateau_rates([-a for a in accuracy], LR, DECAY, 2), PER_EPOCH)
+    assert len(set(expected)) == 3  # two cuts to see
+    np.testing.assert_allclose([float(r["lr"]) for r in csv.DictReader((out / "steps.csv").open())], expected,
+                               rtol=1e-6)
+
+
+def test_bad_monitor_is_a_one_line_error(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("abc " * 100, encoding="utf-8")
+
+    def base(task):
+        return ["train", task, *[corpus if a == "{corpus}" else a for a in CLI_TASKS[task]], "--out", tmp_path / "run"]
+
+    assert_one_line_errors([
+        (base("char-lm") + ["--monitor", "val_accuracy"],
+         r"Invalid value for '--monitor': 'val_accuracy' is not 'val_loss'"),
+        (base("classify") + ["--monitor", "val_exact_match"],
+         r"Invalid value for '--monitor': 'val_exact_match' is not one of 'val_loss', 'val_accuracy'"),
+        (base("classify") + ["--monitor", "val_accuracy", "--val-fraction", 0],
+         r"--monitor val_accuracy is a validation metric, and --val-fraction 0 leaves no validation split"),
+        (["train", "classify", "--task", "adding", "--monitor", "val_accuracy", "--out", tmp_path / "run"],
+         r"--monitor val_accuracy needs classes, and the adding problem is a regression"),
+        (base("seq2seq") + ["--monitor", "val_exact_match", "--val-decode", 0],
+         r"--monitor val_exact_match is measured on --val-decode pairs, and --val-decode 0 turns it off"),
+    ], capsys, tmp_path / "run")
+
+
 @pytest.mark.parametrize("signum, val_fraction", [(signal.SIGINT, 0.1), (signal.SIGTERM, 0.0)])
 def test_an_interrupted_run_is_usable_and_resumes(tmp_path, capsys, signum, val_fraction):
     """A signal after step 3 (mid-epoch 2): a checkpoint at step 3, and a model.keras that
