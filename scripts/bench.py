@@ -45,11 +45,11 @@ import sys
 import time
 from types import SimpleNamespace
 
-from benchdoc import choices_list, cpu_model, log, write_report
+from benchdoc import choices_list, cpu_model, log, machine_heading, write_report
 
 CELLS = {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
-HEADING = "## Performance: one run of scripts/bench.py"  # + " ({ISA path})": one section per ISA
+HEADING = "## Performance: one run of scripts/bench.py"  # + " ({ISA path} path, {CPU})": one section per path and machine
 SECTIONS = ("peak", "train", "gen", "mem")
 
 
@@ -403,7 +403,7 @@ def main(argv=None):
     text = "\n\n".join(parts) + "\n"
     print("\n" + text)
     if args.markdown:
-        write_report(args.markdown, f"{HEADING} ({isa})", "bench.py", argv or sys.argv[1:], "", text)
+        write_report(args.markdown, machine_heading(HEADING, isa), "bench.py", argv or sys.argv[1:], "", text)
 
 
 if __name__ == "__main__":

@@ -41,9 +41,9 @@ import sys
 import time
 
 from bench import cpu_model, iqr_pct, loops_in_use, paired, sign_test
-from benchdoc import choices_list, log, write_report
+from benchdoc import choices_list, log, machine_heading, write_report
 
-HEADING = "## Masked training: one run of scripts/bench_masked.py"  # + " ({ISA path})"
+HEADING = "## Masked training: one run of scripts/bench_masked.py"  # + " ({ISA path} path, {CPU})": one section per path and machine
 MODELS = ("charclf", "seq2seq")
 VARIANTS = ("seqkit-fused", "seqkit-readable", "keras")
 
@@ -235,7 +235,7 @@ def main(argv=None):
     text = "\n\n".join(parts) + "\n"
     print("\n" + text)
     if args.markdown:
-        write_report(args.markdown, f"{HEADING} ({isa})", "bench_masked.py", argv or sys.argv[1:], "", text)
+        write_report(args.markdown, machine_heading(HEADING, isa), "bench_masked.py", argv or sys.argv[1:], "", text)
 
 
 if __name__ == "__main__":

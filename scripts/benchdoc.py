@@ -27,6 +27,12 @@ def cpu_model():
     return f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}; {isa})"
 
 
+def machine_heading(heading, isa):
+    """``heading`` keyed by the compute path and the machine, "HEADING (avx2 path, CPU)": a run replaces
+    the section of its own path on its own CPU model and leaves those of other machines."""
+    return f"{heading} ({isa} path, {cpu_model()})"
+
+
 def log(msg):
     """A progress line on stderr (stdout carries the report)."""
     print(msg, file=sys.stderr, flush=True)
