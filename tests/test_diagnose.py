@@ -15,7 +15,7 @@ import pytest
 
 from conftest import run_cli
 from seqkit import diagnose as diag
-from seqkit import reference as ref
+import reference as ref
 from seqkit.config import CharLMConfig
 from seqkit.layers import GRU, LSTM, SimpleRNN
 from seqkit.tasks import char_lm

@@ -1,7 +1,7 @@
 """Masked, backwards, stacked, stateful and empty sequences, where Keras' own
 RNN code is wrong (README, "Differences from Keras"), so Keras cannot be the
 oracle. The oracle here is each sequence run alone, unpadded: the NumPy
-reference (seqkit.reference, float64) over a row's real steps only, in the
+reference (tests/reference.py, float64) over a row's real steps only, in the
 order the layer processes them, from the same initial state.
 
 The layer's outputs at padded steps follow from that run by Keras'
@@ -24,7 +24,7 @@ import tensorflow as tf
 
 import seqkit.layers
 from conftest import CELL_VARIANTS
-from seqkit import reference
+import reference
 
 B, T, D, H = 6, 6, 3, 4
 TOL = 2e-5  # float32 layer vs float64 reference, 6 steps

@@ -1,4 +1,4 @@
-"""Oracles for the hand-derived NumPy reference in ``seqkit.reference``.
+"""Oracles for the hand-derived NumPy reference in ``tests/reference.py`` (a test oracle, not part of the package).
 
 Each test names the oracle it compares against: central finite differences,
 the double-sum form of BPTT, the closed-form Jacobian of a linear RNN, or the
@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import seqkit.layers  # noqa: E402
-from seqkit.reference import (  # noqa: E402
+from reference import (  # noqa: E402
     GRURef,
     LSTMRef,
     SimpleRNNRef,
