@@ -162,8 +162,10 @@ def given_options(ctx):
     return {name for name in ctx.params if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
 
 
-def report_training(summary, scores=""):
-    """The line a ``train`` command ends with: steps, loss, val loss, ``scores``, the run directory."""
+def report_training(summary, scores="", model_scores=""):
+    """The lines a ``train`` command ends with: steps, the last epoch's loss and val loss (``scores``:
+    more of its val metrics), the run directory; why it stopped early and which checkpoint
+    model.keras is; ``model_scores``: model.keras's scores on the validation split."""
     if summary.get("complete"):
         click.echo(f"run {summary['run_dir']} is already complete ({summary['steps']} of {summary['planned_steps']} "
                    "steps trained); nothing to do: pass a larger --epochs or --steps to train it further")
@@ -171,7 +173,8 @@ def report_training(summary, scores=""):
     line = f"trained {summary['steps']} steps" + (f": loss {summary['loss']:.4f}" if "loss" in summary else "")
     if "val_loss" in summary:
         line += f", val loss {summary['val_loss']:.4f}"
-    click.echo(line + scores + f"; run directory {summary['run_dir']}")
+    line += scores + (" (last epoch)" if "loss" in summary else "")
+    click.echo(line + f"; run directory {summary['run_dir']}")
     stopped = {"early_stopping": "stopped early: --patience epochs passed without a better --monitor",
                "max_time": "stopped at the --max-time budget"}.get(summary.get("stopped"))
     best = summary.get("best")
@@ -180,6 +183,8 @@ def report_training(summary, scores=""):
             f"model.keras is the best checkpoint (step {best['global_step']}, "
             f"{best['monitor'].replace('_', ' ')} {best[best['monitor']]:.4f}); "
             "the last weights are model_last.keras")])))
+    if model_scores:
+        click.echo(f"model.keras on the validation split: {model_scores}")
 
 
 def run_options(d):
@@ -296,9 +301,9 @@ def train_classify(ctx, resume, **options):
                              given=given_options(ctx))
     scores = summary["val_scores"]
     if scores and "mse" in scores:
-        report_training(summary, f", val mse {scores['mse']:.4f} (baseline {scores['baseline_mse']:.4f})")
+        report_training(summary, model_scores=f"mse {scores['mse']:.4f} (baseline {scores['baseline_mse']:.4f})")
     else:
-        report_training(summary, f", val accuracy {scores['accuracy']:.4f}, val macro-F1 {scores['macro_f1']:.4f}"
+        report_training(summary, model_scores=f"accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}"
                         if scores else "")
 
 
@@ -360,7 +365,7 @@ def train_seq2seq(ctx, resume, **options):
     summary = seq2seq.train(Seq2SeqConfig(**options), resume=resume, verbose=progress_verbosity(),
                             given=given_options(ctx))
     scores = summary["val_scores"]
-    report_training(summary, f", val exact match {scores['exact_match']:.4f}, val token error rate "
+    report_training(summary, model_scores=f"exact match {scores['exact_match']:.4f}, token error rate "
                     f"{scores['token_error_rate']:.4f}" if scores else "")
 
 

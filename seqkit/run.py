@@ -262,9 +262,10 @@ def resolve_config(config, resume, given=None):
     if conflicts:
         shown = ", ".join(f"{flag(n)} {getattr(config, n)!r} (the run's: {getattr(saved, n)!r})" for n in conflicts)
         one = len(conflicts) == 1
-        raise SeqkitError(f"cannot resume {out} with {shown}: {'this changes' if one else 'these change'} the model "
-                          f"or its data; drop {'it' if one else 'them'} to continue the run as it was, or start a "
-                          "new run with another --out")
+        what = "the model or its data" if conflicts != ["monitor"] else "the metric its best checkpoint is chosen by"
+        raise SeqkitError(f"cannot resume {out} with {shown}: {'this changes' if one else 'these change'} {what}; "
+                          f"drop {'it' if one else 'them'} to continue the run as it was, or start a new run with "
+                          "another --out")
     steps = config.steps if "steps" in given else saved.steps
     if "epochs" in given and config.epochs != saved.epochs and steps:
         raise SeqkitError(f"--epochs does not set the length of the run in {out}: it is planned by --steps "

@@ -194,6 +194,26 @@ def test_plateau_watches_the_monitored_metric(tmp_path):
                                rtol=1e-6)
 
 
+def test_the_last_lines_say_which_model_each_figure_is_of_and_monitor_is_fixed(tmp_path, capsys):
+    """Oracles: metrics.csv (the last epoch's val loss), config.json's end.best (the checkpoint
+    model.keras is) and eval/val.json (model.keras's scores on the validation split)."""
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["train", "classify", *CLI_TASKS["classify"], "--epochs", 3, "--monitor",
+                                 "val_accuracy", "--out", out], capsys)
+    assert code == 0, err
+    last_val_loss = read_metrics(out)["val_loss"][-1]
+    best, val = end(out)["best"], json.loads((out / "eval" / "val.json").read_text())
+    assert f"val loss {last_val_loss:.4f} (last epoch); run directory {out}" in stdout
+    assert (f"model.keras is the best checkpoint (step {best['global_step']}, val accuracy "
+            f"{best['val_accuracy']:.4f})") in stdout
+    assert f"model.keras on the validation split: accuracy {val['accuracy']:.4f}, macro-F1" in stdout
+    # --monitor is fixed for a run: a resume with another names it and why.
+    code, _, err = run_cli(["train", "classify", "--resume", "--monitor", "val_loss", "--epochs", 4, "--out", out],
+                           capsys)
+    assert code == 2 and re.search(r"^error: cannot resume .* with --monitor 'val_loss' \(the run's: 'val_accuracy'\): "
+                                   r"this changes the metric its best checkpoint is chosen by; drop it", err), err
+
+
 def test_bad_monitor_is_a_one_line_error(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("abc " * 100, encoding="utf-8")

@@ -371,7 +371,7 @@ def test_cli_train_evaluate_predict_text(tmp_path, capsys, monkeypatch):
                                  "--lr", 0.01, "--bidirectional", "--pooling", "attention", "--class-weight",
                                  "balanced", "--seed", 0, "--out", out], capsys)
     assert code == 0, err
-    assert re.search(r"val accuracy (0\.9|1\.0)\d*, val macro-F1", stdout), stdout
+    assert re.search(r"model.keras on the validation split: accuracy (0\.9|1\.0)\d*, macro-F1", stdout), stdout
     held = tmp_path / "held.jsonl"
     held.write_text("".join(json.dumps({"review": t, "sentiment": s}) + "\n" for t, s in reviews(60, seed=3)))
     code, stdout, err = run_cli(["evaluate", out, "--data", held], capsys)
@@ -392,7 +392,8 @@ def test_cli_synthetic_tasks(tmp_path, capsys):
     code, stdout, err = run_cli(["train", "classify", "--task", "adding", "--length", 12, "--size", 300, "--units", 8,
                                  "--steps", 4, "--seed", 0, "--out", out], capsys)
     assert code == 0, err
-    assert re.search(r"trained 4 steps: .* val mse \d\.\d{4} \(baseline 0\.1\d{3}\)", stdout), stdout
+    assert re.search(r"trained 4 steps: .* \(last epoch\); run directory", stdout), stdout
+    assert re.search(r"model.keras on the validation split: mse \d\.\d{4} \(baseline 0\.1\d{3}\)", stdout), stdout
     code, stdout, err = run_cli(["evaluate", out], capsys)
     assert code == 0 and re.search(r"baseline mse 0\.1\d{3} \(predicting the mean\)\s+over 2,000 examples", stdout)
     out = tmp_path / "copy"

@@ -438,7 +438,7 @@ def test_reversal_learns_and_the_run_directory_is_complete(reverse_run):
     AVX-512: not measured on this machine; last known pass at the same
     thresholds."""
     run_dir, stdout = reverse_run
-    assert "val exact match" in stdout and str(run_dir) in stdout
+    assert "model.keras on the validation split: exact match" in stdout and str(run_dir) in stdout
     val = json.loads((run_dir / "eval" / "val.json").read_text())
     assert val["exact_match"] >= 0.95, val
     config = json.loads((run_dir / "config.json").read_text())
