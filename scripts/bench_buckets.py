@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Length bucketing (--buckets) on long-tailed data: wall time to a fixed validation score.
 
-Two generated data sets whose lengths follow a Zipf law (most sequences short,
+Three generated data sets whose lengths follow a Zipf law (most sequences short,
 a few long, as names, addresses and sentences are):
 
 * classify: strings of 1-60 characters over "abcdefghx", labelled by whether
@@ -9,21 +9,25 @@ a few long, as names, addresses and sentences are):
 * seq2seq: reverse a string of 2-40 characters over "abcdefghij" (LSTM 256
   encoder and decoder, dot attention, batch 64); target: greedy val exact
   match >= --em on 500 decoded validation pairs.
-* translit: transliterate English phrases of 2-40 characters into Cyrillic by
-  fixed rules with context ("shch" -> "щ", "c" -> "с" before e/i/y else "к",
-  "y" -> "й" after a vowel or at a word's end else "ы", "x" -> "кс", ...;
-  the target is 0.5-2x the source's length). The words are the 3,000 most
-  frequent of 2+ letters in the default corpus (comments, docstrings and
-  names of Python's standard library), drawn by frequency until the phrase
-  reaches its Zipf length. Same model and target as seq2seq.
+* translit: transliterate phrases of 2-40 characters into Cyrillic by fixed
+  rules with context ("shch" -> "щ", "c" -> "с" before e/i/y else "к", "y" ->
+  "й" after a vowel or at a word's end else "ы", "x" -> "кс", ...; the target
+  is 0.5-2x the source's length). The words are the 3,000 most frequent runs
+  of 2-20 letters in the default corpus, Python's standard library: English
+  from its comments and docstrings mixed with keywords and identifiers
+  (self, def, return, getitem). Whole words are drawn by frequency until the
+  phrase reaches its Zipf length, as long as it stays within 40 characters.
+  Same model and target as seq2seq.
 
 Each task trains the same model on the same data and seed with --buckets 0
 (each batch padded to its longest) and --buckets N, the runs taking turns
 (round r: unbucketed, then bucketed), until the target is met after an epoch
 (or --max-epochs). Reported per run: epochs and steps to the target, wall
 time from the train call to the stop (data, compiles and validation
-included), steps/s, and the share of padding in the training batches of
-one pass (seq2seq, translit: the source side); the ratio is the unbucketed median time over the bucketed one.
+included) and the process's CPU time over it (both cores; steadier than wall
+time on a shared VM, whose stolen time it leaves out), steps/s, and the share of padding in the training batches of
+one pass (seq2seq, translit: the source side); the speed-ups are the unbucketed median times (wall,
+CPU) over the bucketed ones, given only when every run met its target.
 
 Usage:
   python scripts/bench_buckets.py [--buckets 8] [--rounds 2] [--markdown docs/benchmarks.md] [--quick]
@@ -31,6 +35,7 @@ Usage:
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -81,8 +86,8 @@ def write_pairs(path, n, rng):
             f.write(f"{text}\t{text[::-1]}\n")
 
 
-TRANSLIT = {"shch": "щ", "sh": "ш", "ch": "ч", "zh": "ж", "kh": "х", "ts": "ц", "th": "т", "ph": "ф", "ck": "к",
-            "ya": "я", "yu": "ю", "yo": "ё", "oo": "у", "ee": "и", "j": "дж", "x": "кс",
+TRANSLIT = {"shch": "щ", "sh": "ш", "ch": "ч", "zh": "ж", "kh": "х", "ts": "ц", "th": "т", "ph": "ф",
+            "ck": "к", "ya": "я", "yu": "ю", "yo": "ё", "oo": "у", "ee": "и", "j": "дж", "x": "кс",
             **dict(zip("abdefghiklmnopqrstuvwz", "абдефгхиклмнопкрстуввз"))}
 
 
@@ -112,15 +117,18 @@ def write_translit(path, n, rng):
 
     from seqkit.text import default_corpus
 
-    counts = Counter(w for w in re.findall(r"[a-z]+", default_corpus().lower().replace("_", " ")) if len(w) >= 2)
+    text = default_corpus().lower().replace("_", " ")
+    counts = Counter(w for w in re.findall(r"[a-z]+", text) if 2 <= len(w) <= 20)
     words, freq = zip(*counts.most_common(3000))
     p = [f / sum(freq) for f in freq]
     with open(path, "w", encoding="utf-8") as f:
         for length in zipf_lengths(n, 2, 40, rng):
             phrase = words[rng.choice(len(words), p=p)]
             while len(phrase) < length:
-                phrase += " " + words[rng.choice(len(words), p=p)]
-            phrase = phrase[:40].rstrip()
+                word = words[rng.choice(len(words), p=p)]
+                if len(phrase) + 1 + len(word) > 40:
+                    break
+                phrase += " " + word
             f.write(f"{phrase}\t{transliterate(phrase)}\n")
 
 
@@ -161,6 +169,7 @@ def main(argv=None):
                 self.epochs, self.model.stop_training = epoch + 1, True
 
     tmp = tempfile.mkdtemp(prefix="bench_buckets_")
+    log(f"data and runs in {tmp} (removed at the end)")
     rng = np.random.default_rng(args.seed)
     tasks = {}
     if "classify" in args.tasks:
@@ -190,12 +199,14 @@ def main(argv=None):
                 out = os.path.join(tmp, f"{task}-b{buckets}-r{r}")
                 stop = StopAt(metric, target)
                 log(f"round {r + 1}/{args.rounds}: {task} --buckets {buckets}")
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 summary = train(make(buckets, out), verbose=0, callbacks=[stop])
-                wall = time.perf_counter() - start
-                results[task][buckets].append({"wall": wall, "steps": summary["steps"], "epochs": stop.epochs,
-                                               "score": summary.get(metric)})
-                log(f"  {wall:.1f} s, {summary['steps']} steps, target met after {stop.epochs} epochs")
+                wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+                results[task][buckets].append({"wall": wall, "cpu": cpu, "steps": summary["steps"],
+                                               "epochs": stop.epochs, "score": summary.get(metric)})
+                met = (f"target met after {stop.epochs} epochs" if stop.epochs
+                       else f"target not met in {args.max_epochs} epochs")
+                log(f"  {wall:.1f} s ({cpu:.1f} CPU s), {summary['steps']} steps, {met}")
 
     # Padding share of one pass, from the training split's lengths (the runs' own bounds).
     shares = {}
@@ -210,28 +221,35 @@ def main(argv=None):
         shares[task] = (padding_share(lengths, 64, None), padding_share(lengths, 64, bounds), len(bounds))
 
     lines = [HEADING, "",
-             f"`python scripts/bench_buckets.py --buckets {args.buckets} --rounds {args.rounds} --size {args.size}` "
+             f"`python scripts/bench_buckets.py {' '.join(sys.argv[1:] if argv is None else argv)}` "
              f"({cpu_model()}, {os.cpu_count()} cores; runs take turns, unbucketed first in each round). "
              f"Targets: classify val accuracy >= {args.acc}, seq2seq and translit greedy val exact match >= {args.em} "
              f"(500 pairs), checked after each epoch; at most {args.max_epochs} epochs.", "",
-             "| task | --buckets | runs | epochs to target | steps | wall s to target (median) | steps/s | "
-             "padding share | bucketed speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+             "| task | --buckets | runs | epochs to target | steps | wall s to target: each run (median) | steps/s | "
+             "CPU s to target (median) | padding share | bucketed speed-up: wall, CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for task in tasks:
         base = statistics.median(r["wall"] for r in results[task][0])
+        base_cpu = statistics.median(r["cpu"] for r in results[task][0])
+        every_met = all(r["epochs"] for b in results[task].values() for r in b)
         for buckets in (0, args.buckets):
             runs = results[task][buckets]
             wall = statistics.median(r["wall"] for r in runs)
+            cpu = statistics.median(r["cpu"] for r in runs)
+            walls = ", ".join(f"{r['wall']:.1f}" for r in runs)
             rate = statistics.median(r["steps"] / r["wall"] for r in runs)
             share = shares[task][0 if buckets == 0 else 1]
             epochs = ", ".join(str(r["epochs"]) if r["epochs"] else f">{args.max_epochs}" for r in runs)
             steps = ", ".join(str(r["steps"]) for r in runs)
-            lines.append(f"| {task} | {buckets} | {len(runs)} | {epochs} | {steps} | {wall:.1f} | {rate:.1f} | "
-                         f"{share:.0%} | {'' if buckets == 0 else f'{base / wall:.2f}x'} |")
+            speedup = f"{base / wall:.2f}x, {base_cpu / cpu:.2f}x" if every_met else "not met"
+            lines.append(f"| {task} | {buckets} | {len(runs)} | {epochs} | {steps} | {walls} ({wall:.1f}) | "
+                         f"{rate:.1f} | {cpu:.0f} | {share:.0%} | {'' if buckets == 0 else speedup} |")
     lines.append("")
     report = "\n".join(lines)
     print(report)
     if args.markdown:
         write_section(args.markdown, HEADING, report)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
