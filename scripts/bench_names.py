@@ -50,6 +50,8 @@ MODELS = {
     "default": {},
     "bilstm-max": {"bidirectional": True, "pooling": "max", "dropout": 0.3, "lr": 3e-3, "lr_schedule": "cosine",
                    "warmup_steps": 200, "epochs": 30},
+    "bilstm-max-acc": {"bidirectional": True, "pooling": "max", "dropout": 0.3, "lr": 3e-3, "lr_schedule": "cosine",
+                       "warmup_steps": 200, "epochs": 30, "monitor": "val_accuracy"},
     "bilstm-max-256": {"bidirectional": True, "pooling": "max", "units": 256, "dropout": 0.5, "lr": 3e-3,
                        "lr_schedule": "cosine", "warmup_steps": 200, "epochs": 30},
     "bigru-max": {"cell": "gru", "bidirectional": True, "pooling": "max", "dropout": 0.3, "lr": 3e-3,
