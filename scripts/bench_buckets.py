@@ -171,26 +171,28 @@ def main(argv=None):
     tmp = tempfile.mkdtemp(prefix="bench_buckets_")
     log(f"data and runs in {tmp} (removed at the end)")
     rng = np.random.default_rng(args.seed)
-    tasks = {}
-    if "classify" in args.tasks:
-        texts = os.path.join(tmp, "x.tsv")
-        write_classify(texts, args.size, rng)
-        tasks["classify"] = (classify.train, "val_accuracy", args.acc, lambda buckets, out: ClassifyConfig(
-            data=texts, tokens="char", cell="lstm", units=128, bidirectional=True, pooling="max", embedding_dim=16,
-            batch_size=64, epochs=args.max_epochs, buckets=buckets, seed=args.seed, keep=1, out=out))
-    if "seq2seq" in args.tasks:
-        pairs = os.path.join(tmp, "pairs.tsv")
-        write_pairs(pairs, args.size, rng)
-        tasks["seq2seq"] = (seq2seq.train, "val_exact_match", args.em, lambda buckets, out: Seq2SeqConfig(
-            data=pairs, cell="lstm", units=256, attention="dot", embedding_dim=32, batch_size=64,
-            epochs=args.max_epochs, buckets=buckets, val_decode=500, seed=args.seed, keep=1, out=out))
+    # Each task's data, generated in this order from the one rng (the same files for a given --seed).
+    writers = {"classify": write_classify, "seq2seq": write_pairs, "translit": write_translit}
+    paths = {}
+    for task, write in writers.items():
+        if task in args.tasks:
+            paths[task] = os.path.join(tmp, f"{task}.tsv")
+            write(paths[task], args.size, rng)
 
-    if "translit" in args.tasks:
-        translit = os.path.join(tmp, "translit.tsv")
-        write_translit(translit, args.size, rng)
-        tasks["translit"] = (seq2seq.train, "val_exact_match", args.em, lambda buckets, out: Seq2SeqConfig(
-            data=translit, cell="lstm", units=256, attention="dot", embedding_dim=32, batch_size=64,
-            epochs=args.max_epochs, buckets=buckets, val_decode=500, seed=args.seed, keep=1, out=out))
+    def seq2seq_config(data):
+        return lambda buckets, out: Seq2SeqConfig(
+            data=data, cell="lstm", units=256, attention="dot", embedding_dim=32, batch_size=64,
+            epochs=args.max_epochs, buckets=buckets, val_decode=500, seed=args.seed, keep=1, out=out)
+
+    tasks = {}
+    if "classify" in paths:
+        tasks["classify"] = (classify.train, "val_accuracy", args.acc, lambda buckets, out: ClassifyConfig(
+            data=paths["classify"], tokens="char", cell="lstm", units=128, bidirectional=True, pooling="max",
+            embedding_dim=16, batch_size=64, epochs=args.max_epochs, buckets=buckets, seed=args.seed, keep=1,
+            out=out))
+    for task in ("seq2seq", "translit"):
+        if task in paths:
+            tasks[task] = (seq2seq.train, "val_exact_match", args.em, seq2seq_config(paths[task]))
 
     results = {task: {0: [], args.buckets: []} for task in tasks}
     for r in range(args.rounds):
@@ -210,12 +212,10 @@ def main(argv=None):
 
     # Padding share of one pass, from the training split's lengths (the runs' own bounds).
     shares = {}
-    for task, (_, _, _, make) in tasks.items():
-        if task == "classify":
-            lengths = [len(line.split("\t")[0]) for line in open(os.path.join(tmp, "x.tsv"), encoding="utf-8")][1:]
-        else:
-            name = "pairs.tsv" if task == "seq2seq" else "translit.tsv"
-            lengths = [len(line.split("\t")[0]) for line in open(os.path.join(tmp, name), encoding="utf-8")]
+    for task in tasks:
+        with open(paths[task], encoding="utf-8") as f:
+            rows = f.read().splitlines()[1 if task == "classify" else 0:]  # the classify file has a header row
+        lengths = [len(row.split("\t")[0]) for row in rows]
         lengths = np.random.default_rng(0).permutation(lengths)
         bounds = training.length_bounds(lengths, args.buckets)
         shares[task] = (padding_share(lengths, 64, None), padding_share(lengths, 64, bounds), len(bounds))
