@@ -16,9 +16,9 @@ import warnings
 import click
 
 from seqkit import __version__
-from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_KINDS, LR_SCHEDULES, MONITORS,
-                           OPTIMIZER_NAMES, POOLINGS, STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY, TOKENIZERS,
-                           CharLMConfig, ClassifyConfig)
+from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_DEFAULTS, INPUT_KINDS, LR_SCHEDULES,
+                           MONITORS, OPTIMIZER_NAMES, POOLINGS, STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY,
+                           TOKENIZERS, CharLMConfig, ClassifyConfig)
 from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZERS, TARGET_TOKENIZERS, TASK_SEQ2SEQ,
                            Seq2SeqConfig, check_count, check_seed)
 from seqkit.errors import SeqkitError, SeqkitWarning
@@ -102,13 +102,13 @@ def training_options(d, unit):
     """The optimisation options every ``train`` command shares, defaults from the config ``d``."""
     return [
         click.option("--batch-size", type=int, default=d.batch_size, show_default=True),
-        click.option("--epochs", type=int, default=d.epochs, show_default=True),
+        click.option("--epochs", type=int, default=d.epochs, show_default=shown(d, "epochs")),
         click.option("--steps", type=int, default=d.steps, show_default=True,
                      help="Total training steps (overrides --epochs; 0: off)."),
         click.option("--steps-per-epoch", type=int, default=d.steps_per_epoch, show_default=True,
                      help=f"Steps between evaluations (0: one pass over the {unit})."),
-        click.option("--lr", type=float, default=d.lr, show_default=True),
-        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=d.lr_schedule, show_default=True,
+        click.option("--lr", type=float, default=d.lr, show_default=shown(d, "lr")),
+        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=d.lr_schedule, show_default=shown(d, "lr_schedule"),
                      help="step / exponential: x --lr-decay per epoch (char-rnn); cosine: to 0 at the last step; "
                      "plateau: x --lr-decay after --lr-patience epochs without a better --monitor."),
         click.option("--lr-decay", type=float, default=d.lr_decay,
@@ -116,7 +116,7 @@ def training_options(d, unit):
                      "(per cut; default 0.5)."),
         click.option("--lr-patience", type=int, default=d.lr_patience, show_default=True,
                      help="--lr-schedule plateau: epochs without a better --monitor before the rate is cut."),
-        click.option("--warmup-steps", type=int, default=d.warmup_steps, show_default=True,
+        click.option("--warmup-steps", type=int, default=d.warmup_steps, show_default=shown(d, "warmup_steps"),
                      help="Steps of linear warm-up from 0 to --lr before the schedule (0: none)."),
         click.option("--optimizer", type=click.Choice(OPTIMIZER_NAMES), default=d.optimizer, show_default=True),
         click.option("--clip-norm", type=float, default=d.clip_norm, show_default=True,
@@ -127,7 +127,7 @@ def training_options(d, unit):
                      "scaling); faster on GPUs with float16 units, slower on CPUs."),
         click.option("--keep", type=int, default=d.keep, show_default=True,
                      help="Newest checkpoints kept; the best by --monitor is always kept too (0: keep all)."),
-        click.option("--monitor", type=click.Choice(MONITORS[d.task]), default=d.monitor, show_default=True,
+        click.option("--monitor", type=click.Choice(MONITORS[d.task]), default=d.monitor, show_default=shown(d, "monitor"),
                      help="The validation metric that picks the best checkpoint (model.keras) and that --patience "
                      "and --lr-schedule plateau watch; a loss is best lowest, a score highest."),
         click.option("--patience", type=int, default=d.patience, show_default=True,
@@ -144,7 +144,7 @@ def recurrent_options(d, units_help, layers_help=None):
     """--cell, --units and --layers, as every ``train`` command has them (the help texts differ)."""
     return [
         click.option("--cell", type=click.Choice(CELL_NAMES), default=d.cell, show_default=True),
-        click.option("--units", type=int, default=d.units, show_default=True, help=units_help),
+        click.option("--units", type=int, default=d.units, show_default=shown(d, "units"), help=units_help),
         click.option("--layers", type=int, default=d.layers, show_default=True, help=layers_help),
     ]
 
@@ -152,9 +152,21 @@ def recurrent_options(d, units_help, layers_help=None):
 def embedding_options(d):
     """--embedding-dim and --dropout, as every ``train`` command has them."""
     return [
-        click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=True),
-        click.option("--dropout", type=float, default=d.dropout, show_default=True),
+        click.option("--embedding-dim", type=int, default=d.embedding_dim, show_default=shown(d, "embedding_dim")),
+        click.option("--dropout", type=float, default=d.dropout, show_default=shown(d, "dropout")),
     ]
+
+
+def shown(d, name):
+    """``show_default`` of the option for field ``name`` of config ``d``: True, or where the default
+    depends on the inputs (classify: None in the config), the defaults for text and for numbers."""
+    if getattr(d, name) is not None:
+        return True
+
+    def value(v):
+        return ("on" if v else "off") if isinstance(v, bool) else str(v)
+
+    return f"text: {value(INPUT_DEFAULTS['text'][name])}; numbers, --task: {value(INPUT_DEFAULTS['numbers'][name])}"
 
 
 def given_options(ctx):
@@ -268,11 +280,11 @@ def classify_options(f):
         click.option("--copy-length", type=int, default=d.copy_length, show_default=True,
                      help="--task copy: symbols to recall."),
         *recurrent_options(d, "Hidden size per layer and direction."),
-        click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=True),
+        click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=shown(d, "bidirectional")),
         click.option("--buckets", type=int, default=d.buckets, show_default=True,
                      help="Length buckets: each training batch holds sequences of similar length, padded to its "
                      "bucket's bound, so time goes to data rather than padding (0: off)."),
-        click.option("--pooling", type=click.Choice(POOLINGS), default=d.pooling, show_default=True,
+        click.option("--pooling", type=click.Choice(POOLINGS), default=d.pooling, show_default=shown(d, "pooling"),
                      help="Sequence to vector: last valid step, or mean / max / attention over valid steps."),
         *embedding_options(d),
         click.option("--class-weight", type=click.Choice(CLASS_WEIGHTS), default=d.class_weight, show_default=True,
@@ -332,7 +344,7 @@ def seq2seq_options(f):
                      help="Feed each source reversed (Sutskever et al. 2014, Keras addition_rnn)."),
         *recurrent_options(d, "Hidden size per layer (encoder: per direction).",
                            "Recurrent layers in the encoder and in the decoder."),
-        click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=True,
+        click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=shown(d, "bidirectional"),
                      help="Bidirectional encoder."),
         click.option("--buckets", type=int, default=d.buckets, show_default=True,
                      help="Length buckets: each training batch holds sequences of similar length, padded to its "

@@ -3,6 +3,7 @@
 No TensorFlow here, so the CLI can build its options (and --help) quickly.
 """
 
+import dataclasses
 import numbers
 import re
 from dataclasses import dataclass, field
@@ -49,6 +50,19 @@ MODEL_FIELDS = {
     TASK_CLASSIFY: ("inputs", "tokens", "cell", "units", "layers", "bidirectional", "pooling", "embedding_dim"),
     TASK_SEQ2SEQ: ("source_tokens", "target_tokens", "reverse_source", "cell", "units", "layers", "bidirectional",
                    "attention", "embedding_dim"),
+}
+# classify's defaults that depend on what it reads; the fields are None in ClassifyConfig until the
+# inputs are known (ClassifyConfig.with_defaults), and a run saves the values it used. Text: the model
+# that scores best on short text in scripts/bench_names.py (surnames by origin; docs/benchmarks.md):
+# read both ways and max-pooled (Conneau et al. 2017's BiLSTM-max), wider, dropout, a cosine schedule
+# after a warm-up (200 steps, or a tenth of the run if that is shorter), and model.keras the most
+# accurate epoch. Numbers and the synthetic tasks: one forward LSTM read to its last step at a
+# constant rate, the model the long-memory tasks (adding, copy) are defined for.
+INPUT_DEFAULTS = {
+    "text": {"units": 256, "bidirectional": True, "pooling": "max", "embedding_dim": 128, "dropout": 0.5,
+             "lr": 3e-3, "lr_schedule": "cosine", "warmup_steps": 200, "epochs": 40, "monitor": "val_accuracy"},
+    "numbers": {"units": 128, "bidirectional": False, "pooling": "last", "embedding_dim": 64, "dropout": 0.0,
+                "lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 0, "epochs": 10, "monitor": "val_loss"},
 }
 # Values that mean "resolve it when the run starts" (from the data, or a random
 # seed); the run saves the resolved value, which such a value given on resume keeps.
@@ -234,38 +248,62 @@ class ClassifyConfig:
     size: int = 10_000  # synthetic: examples generated for training + validation
     copy_length: int = 5  # copy: symbols to remember and recall
     cell: str = "lstm"  # lstm, gru, rnn (tanh) or irnn (ReLU + identity init)
-    units: int = 128  # hidden size of each recurrent layer (per direction)
+    units: int | None = None  # hidden size of each recurrent layer, per direction (None: INPUT_DEFAULTS)
     layers: int = 1  # stacked recurrent layers
-    bidirectional: bool = False  # read each sequence forwards and backwards, concatenated
-    pooling: str = "last"  # sequence -> vector: last valid step, mean, max, or attention
-    embedding_dim: int = 64  # text: size of the token embedding
-    dropout: float = 0.0  # dropout between layers and before the output layer
+    bidirectional: bool | None = None  # read each sequence both ways, concatenated (None: INPUT_DEFAULTS)
+    pooling: str | None = None  # sequence -> vector: last valid step, mean, max or attention (None: INPUT_DEFAULTS)
+    embedding_dim: int | None = None  # text: size of the token embedding (None: INPUT_DEFAULTS)
+    dropout: float | None = None  # dropout between layers and before the output layer (None: INPUT_DEFAULTS)
     class_weight: str = "none"  # none, or balanced: weight each class by N / (classes x its count)
     batch_size: int = 32  # examples per batch
     buckets: int = 0  # length buckets: each batch from one, padded to its bound (0: each batch to its longest)
-    epochs: int = 10  # evaluation rounds; one round is steps_per_epoch steps
+    epochs: int | None = None  # evaluation rounds; one round is steps_per_epoch steps (None: INPUT_DEFAULTS)
     steps: int = 0  # total training steps (0: epochs x steps_per_epoch)
     steps_per_epoch: int = 0  # steps per round (0: one pass over the training examples)
-    lr: float = 1e-3  # learning rate
-    lr_schedule: str = "constant"  # constant, step / exponential (x lr_decay per epoch), cosine (to 0 at the end),
-    # or plateau (x lr_decay after lr_patience epochs without a lower val loss)
+    lr: float | None = None  # learning rate (None: INPUT_DEFAULTS)
+    lr_schedule: str | None = None  # constant, step / exponential (x lr_decay per epoch), cosine (to 0 at the end),
+    # or plateau (x lr_decay after lr_patience epochs without a lower val loss); None: INPUT_DEFAULTS
     lr_decay: float | None = None  # the factor of step, exponential, plateau (None: LR_DECAY_DEFAULTS)
     lr_patience: int = 2  # plateau: epochs without a lower val loss before the rate is cut
-    warmup_steps: int = 0  # steps of linear warm-up from 0 to lr before the schedule (0: none)
+    warmup_steps: int | None = None  # steps of linear warm-up from 0 to lr first (0: none; None: INPUT_DEFAULTS)
     optimizer: str = "adam"  # adam, rmsprop or sgd
     clip_norm: float = 5.0  # global gradient-norm clip (0 disables)
     dtype_policy: str = "float32"  # Keras dtype policy: float32, or mixed_float16 (--mixed-precision)
     val_fraction: float = 0.1  # share of the examples held out for validation
     keep: int = 3  # newest checkpoints kept besides the best by --monitor (0: keep all, as char-rnn)
     patience: int = 0  # stop after N epochs without a better --monitor (0: off; Keras' EarlyStopping)
-    monitor: str = "val_loss"  # the val metric that picks the best checkpoint (model.keras) and that patience and
-    # plateau watch: val_loss (lowest) or val_accuracy (highest; classification)
+    monitor: str | None = None  # the val metric that picks the best checkpoint (model.keras) and that patience and
+    # plateau watch: val_loss (lowest) or val_accuracy (highest; classification); None: INPUT_DEFAULTS
     max_time: str = ""  # training time budget, e.g. 90s, 20m, 2h ("": none)
     init_from: str = ""  # start from this run's weights (a run directory or a .keras file in one; "": none)
     seed: int = -1  # random seed (-1: pick one and record it)
     out: str = "runs/classify"  # run directory
 
+    def input_kind(self):
+        """``text`` or ``numbers``: what the run reads (the synthetic tasks: numbers), as far as known;
+        ``auto`` before the data is read."""
+        return "numbers" if self.synthetic else self.inputs
+
+    def with_defaults(self, kind=None):
+        """A copy with each field left None set from ``INPUT_DEFAULTS[kind]`` (default: ``input_kind()``).
+        Without a validation split (``val_fraction`` 0) the default monitor is ``val_loss``."""
+        kind = kind or self.input_kind()
+        if kind not in INPUT_DEFAULTS:
+            raise ValueError(f"the defaults depend on the inputs, and inputs={self.inputs!r}: read the data first "
+                             "(seqkit.tasks.classify.train does), or pass kind='text' or 'numbers'")
+        values = {name: value for name, value in INPUT_DEFAULTS[kind].items() if getattr(self, name) is None}
+        if "monitor" in values and self.val_fraction == 0:
+            values["monitor"] = "val_loss"
+        return dataclasses.replace(self, **values)
+
     def validate(self):
+        """Checks the fields (one-line SeqkitErrors naming the flag); fields left None are checked as
+        their defaults for the inputs (text's, while those are not known). Returns ``self`` unchanged."""
+        kind = self.input_kind()
+        self.with_defaults(kind if kind in INPUT_DEFAULTS else "text").check()
+        return self
+
+    def check(self):
         check_options(
             self,
             positive=("max_vocab", "length", "size", "copy_length", "units", "layers", "embedding_dim", "batch_size",

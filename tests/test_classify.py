@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from conftest import assert_one_line_errors, run_cli
 from seqkit import metrics, synthetic
-from seqkit.config import ClassifyConfig
+from seqkit.config import INPUT_DEFAULTS, ClassifyConfig
 from seqkit.errors import SeqkitError
 from seqkit.layers import SequencePooling, recurrent_layer
 from seqkit.sequences import read_examples
@@ -46,9 +46,15 @@ def write_csv(path, rows, header=("text", "label")):
     return path
 
 
+# The plain model (one forward LSTM read to its last step, constant rate): the margins below were measured on it,
+# not on the text defaults (config.INPUT_DEFAULTS["text"]: a wider bidirectional LSTM, 40 epochs of a schedule).
+PLAIN = {"bidirectional": False, "pooling": "last", "dropout": 0.0, "lr_schedule": "constant", "warmup_steps": 0,
+         "monitor": "val_loss"}
+
+
 def text_config(tmp_path, data, **overrides):
     options = dict(data=str(data), tokens="word", units=16, embedding_dim=16, batch_size=32, epochs=3, lr=1e-2,
-                   seed=0, out=str(tmp_path / "run"))
+                   seed=0, out=str(tmp_path / "run"), **PLAIN)
     options.update(overrides)
     return ClassifyConfig(**options)
 
@@ -199,7 +205,7 @@ def test_recurrent_layer_traced_with_unknown_length_runs_every_step(cell):
 def numeric_config(**overrides):
     options = dict(data="x.npz", inputs="numbers", features=3, units=12, layers=2, seed=0)
     options.update(overrides)
-    return ClassifyConfig(**options).validate()
+    return ClassifyConfig(**options).validate().with_defaults()
 
 
 def padded(x, length):
@@ -356,6 +362,47 @@ def test_balanced_class_weights():
 
 
 @pytest.mark.compute_path
+def test_defaults_follow_the_inputs(tmp_path, capsys):
+    """Fields left unset take ``INPUT_DEFAULTS`` of what the run reads, and the run saves them: text
+    gets a bidirectional LSTM, max-pooled, with a cosine schedule (the model itself is checked, not
+    only config.json), its warm-up at most a tenth of the run; the synthetic tasks (numbers) the
+    plain forward LSTM read to its last step. A given value wins, with the others still defaulted; without a validation split the monitor is
+    val_loss; a resume keeps the saved values; the CLI's --no-bidirectional turns the default off."""
+    data = write_csv(tmp_path / "train.csv", reviews(40, seed=0))
+
+    def trained(name, steps=2, **options):
+        classify.train(ClassifyConfig(steps=steps, seed=0, out=str(tmp_path / name), **options), verbose=0)
+        return json.loads((tmp_path / name / "config.json").read_text()), classify.load(tmp_path / name)[3]
+
+    saved, model = trained("text", steps=30, data=str(data))
+    assert {name: saved[name] for name in INPUT_DEFAULTS["text"]} == {**INPUT_DEFAULTS["text"], "warmup_steps": 3}
+    rnn = model.get_layer("bidirectional_0")
+    assert isinstance(rnn, keras.layers.Bidirectional) and rnn.forward_layer.units == 256
+    assert model.get_layer("pooling").mode == "max" and model.get_layer("embedding").output_dim == 128
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.5, 0.5]
+
+    saved, model = trained("parity", synthetic="parity", length=6, size=64)
+    assert {name: saved[name] for name in INPUT_DEFAULTS["numbers"]} == INPUT_DEFAULTS["numbers"]
+    assert model.get_layer("rnn_0").units == 128 and not model.get_layer("rnn_0").return_sequences
+    assert not any(isinstance(layer, (keras.layers.Bidirectional, keras.layers.Dropout)) for layer in model.layers)
+
+    saved, _ = trained("given", data=str(data), units=8, pooling="mean", val_fraction=0)
+    assert (saved["units"], saved["pooling"], saved["monitor"]) == (8, "mean", "val_loss")
+    assert (saved["bidirectional"], saved["lr_schedule"], saved["epochs"]) == (True, "cosine", 40)
+
+    classify.train(ClassifyConfig(data=str(data), steps=3, out=str(tmp_path / "given")), resume=True, verbose=0)
+    resumed = json.loads((tmp_path / "given" / "config.json").read_text())
+    assert {name: resumed[name] for name in INPUT_DEFAULTS["text"]} == {name: saved[name] for name in
+                                                                         INPUT_DEFAULTS["text"]}
+    assert resumed["resumes"] == [{"changed": {"steps": [2, 3]}, "global_step": 2}]
+
+    code, _, err = run_cli(["train", "classify", "--data", data, "--no-bidirectional", "--units", 8, "--steps", 1,
+                            "--seed", 0, "--out", tmp_path / "cli"], capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert (saved["bidirectional"], saved["pooling"], saved["units"]) == (False, "max", 8)
+
+
 def test_cli_train_evaluate_predict_text(tmp_path, capsys, monkeypatch):
     """Measured on AMD EPYC (Zen 3; AVX2 + FMA, no AVX-512), --seed 0-4 x {XLA
     loops (SEQKIT_KERNELS=0), AVX2 kernels}: val accuracy 1.0 in every run
@@ -369,7 +416,8 @@ def test_cli_train_evaluate_predict_text(tmp_path, capsys, monkeypatch):
     code, stdout, err = run_cli(["train", "classify", "--data", data, "--text-column", "review", "--label-column",
                                  "sentiment", "--tokens", "word", "--units", 16, "--embedding-dim", 16, "--epochs", 3,
                                  "--lr", 0.01, "--bidirectional", "--pooling", "attention", "--class-weight",
-                                 "balanced", "--seed", 0, "--out", out], capsys)
+                                 "balanced", "--dropout", 0, "--lr-schedule", "constant", "--warmup-steps", 0,
+                                 "--monitor", "val_loss", "--seed", 0, "--out", out], capsys)
     assert code == 0, err
     assert re.search(r"model.keras on the validation split: accuracy (0\.9|1\.0)\d*, macro-F1", stdout), stdout
     held = tmp_path / "held.jsonl"

@@ -18,6 +18,13 @@ values -> PaddingMask (NaN is padding), then ``layers`` recurrent layers
   ``K`` heads of 8 logits, one per symbol to recall;
 * regression (the adding problem): one linear unit, mean squared error.
 
+The fields a config leaves None (``units``, ``bidirectional``, ``pooling``,
+``dropout``, ``lr``, the schedule, ``epochs``, ``monitor``, ...) take
+``seqkit.config.INPUT_DEFAULTS`` of the inputs once the data is read: text
+a bidirectional LSTM max-pooled over its steps (BiLSTM-max, Conneau et al.
+2017, "Supervised Learning of Universal Sentence Representations"), numbers
+and the synthetic tasks one forward LSTM read to its last step.
+
 Padding never changes a prediction: the mask reaches every recurrent layer
 (a padded step leaves the state unchanged) and every pooling. Synthetic tasks
 have no padding, so they train without a mask, on the layers' fused path.
@@ -307,6 +314,8 @@ def train(config, resume=False, verbose="auto", given=None, callbacks=()):
 def train_in(out, config, resume, verbose, callbacks=()):
     """``train`` inside the run directory ``out``, held (locked) by the caller."""
     x, y, labels, vocab = training_data(config, out, resume)
+    warmup_defaulted = config.warmup_steps is None
+    config = config.with_defaults()  # the inputs are known now: text's or numbers' defaults (config.INPUT_DEFAULTS)
     train_idx, val_idx = training.split_indices(int(x.nrows()), config)
     x_train, y_train = tf.gather(x, train_idx), y[train_idx]
     x_val, y_val = tf.gather(x, val_idx), y[val_idx]
@@ -318,6 +327,8 @@ def train_in(out, config, resume, verbose, callbacks=()):
     epochs, steps_per_epoch, start, complete = training.plan_run(out, config, per_pass, resume)
     if complete:
         return complete
+    if warmup_defaulted:  # the default warm-up is at most a tenth of the run
+        config.warmup_steps = min(config.warmup_steps, (config.steps or epochs * steps_per_epoch) // 10)
     if not resume:
         if vocab is not None:
             vocab.save(out / runs.VOCAB)
