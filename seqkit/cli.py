@@ -108,7 +108,8 @@ def training_options(d, unit):
         click.option("--steps-per-epoch", type=int, default=d.steps_per_epoch, show_default=True,
                      help=f"Steps between evaluations (0: one pass over the {unit})."),
         click.option("--lr", type=float, default=d.lr, show_default=shown(d, "lr")),
-        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=d.lr_schedule, show_default=shown(d, "lr_schedule"),
+        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=d.lr_schedule,
+                     show_default=shown(d, "lr_schedule"),
                      help="step / exponential: x --lr-decay per epoch (char-rnn); cosine: to 0 at the last step; "
                      "plateau: x --lr-decay after --lr-patience epochs without a better --monitor."),
         click.option("--lr-decay", type=float, default=d.lr_decay,
@@ -127,7 +128,8 @@ def training_options(d, unit):
                      "scaling); faster on GPUs with float16 units, slower on CPUs."),
         click.option("--keep", type=int, default=d.keep, show_default=True,
                      help="Newest checkpoints kept; the best by --monitor is always kept too (0: keep all)."),
-        click.option("--monitor", type=click.Choice(MONITORS[d.task]), default=d.monitor, show_default=shown(d, "monitor"),
+        click.option("--monitor", type=click.Choice(MONITORS[d.task]), default=d.monitor,
+                     show_default=shown(d, "monitor"),
                      help="The validation metric that picks the best checkpoint (model.keras) and that --patience "
                      "and --lr-schedule plateau watch; a loss is best lowest, a score highest."),
         click.option("--patience", type=int, default=d.patience, show_default=True,
@@ -280,7 +282,8 @@ def classify_options(f):
         click.option("--copy-length", type=int, default=d.copy_length, show_default=True,
                      help="--task copy: symbols to recall."),
         *recurrent_options(d, "Hidden size per layer and direction."),
-        click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=shown(d, "bidirectional")),
+        click.option("--bidirectional/--no-bidirectional", default=d.bidirectional,
+                     show_default=shown(d, "bidirectional")),
         click.option("--buckets", type=int, default=d.buckets, show_default=True,
                      help="Length buckets: each training batch holds sequences of similar length, padded to its "
                      "bucket's bound, so time goes to data rather than padding (0: off)."),

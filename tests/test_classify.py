@@ -366,8 +366,9 @@ def test_defaults_follow_the_inputs(tmp_path, capsys):
     """Fields left unset take ``INPUT_DEFAULTS`` of what the run reads, and the run saves them: text
     gets a bidirectional LSTM, max-pooled, with a cosine schedule (the model itself is checked, not
     only config.json), its warm-up at most a tenth of the run; the synthetic tasks (numbers) the
-    plain forward LSTM read to its last step. A given value wins, with the others still defaulted; without a validation split the monitor is
-    val_loss; a resume keeps the saved values; the CLI's --no-bidirectional turns the default off."""
+    plain forward LSTM read to its last step. A given value wins, with the others still defaulted;
+    without a validation split the monitor is val_loss; a resume keeps the saved values; the CLI's
+    --no-bidirectional turns the default off."""
     data = write_csv(tmp_path / "train.csv", reviews(40, seed=0))
 
     def trained(name, steps=2, **options):
