@@ -4,8 +4,8 @@
 `seqkit serve --op-allowlist seqkit` refuses to load a model holding any other op
 (a SavedModel is a program: one planted under the base folder could read and write
 files). This script exports a small run of each task in each form the export code
-knows (char-LM per cell; classify over text and numbers, regression, the copy task,
-bidirectional; seq2seq per attention, bidirectional, reversed source) and collects
+knows (char-LM per cell; classify over text and numbers, each pooling, regression, the
+copy task, bidirectional; seq2seq per attention, bidirectional, reversed source) and collects
 the op types of every node and function in their saved_model.pb. Rerun it when the
 export code changes (tests/test_serve_versions.py checks the seqkit exports it
 serves against the list).
@@ -36,8 +36,11 @@ def runs(tmp):
     for cell in ("lstm", "gru", "rnn"):
         yield char_lm.train(CharLMConfig(data=[str(corpus)], cell=cell, units=8, layers=2, embedding_dim=4,
                                          seq_len=16, batch_size=8, out=str(tmp / f"lm-{cell}"), **small), verbose=0)
-    for name, options in {"words": dict(data=str(reviews), tokens="word", bidirectional=True),
-                          "chars": dict(data=str(reviews), tokens="char", max_length=12, pooling="mean"),
+    for name, options in {"words": dict(data=str(reviews), tokens="word", bidirectional=True, pooling="last"),
+                          "chars": dict(data=str(reviews), tokens="char", max_length=12, bidirectional=False,
+                                        pooling="mean"),
+                          "text-defaults": dict(data=str(reviews)),  # bidirectional, max pooling, dropout
+                          "attention": dict(data=str(reviews), tokens="word", pooling="attention"),
                           "adding": dict(synthetic="adding", length=8, size=64),
                           "copy": dict(synthetic="copy", length=10, size=64, copy_length=3),
                           "parity": dict(synthetic="parity", length=8, size=64, cell="gru")}.items():

@@ -417,6 +417,24 @@ def test_the_allowlist_holds_the_ops_of_every_seqkit_export_here(exported):
     assert {"ReadFile", "WriteFile", "MatchingFiles", "PyFunc", "EagerPyFunc"}.isdisjoint(read_allowlist("seqkit"))
 
 
+def test_the_allowlist_holds_the_ops_of_classifier_exports(tmp_path):
+    """A text classifier on the text defaults (bidirectional, max pooling) and the adding problem's
+    regressor, exported: their Classify / Regress signatures parse tf.Examples (ParseExampleV2), and the
+    list lacked that op from the commit that added those signatures until scripts/allowed_ops.py ran again."""
+    from seqkit.config import ClassifyConfig
+    from seqkit.serve import read_allowlist, saved_model_ops
+    from seqkit.tasks import classify
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "great fine film,pos\nbad dull film,neg\n" * 20, encoding="utf-8")
+    small = {"units": 8, "embedding_dim": 4, "batch_size": 8, "steps": 2, "seed": 0}
+    tasks = {"text": {"data": str(data)}, "adding": {"synthetic": "adding", "length": 6, "size": 64}}
+    for name, options in tasks.items():
+        run_dir = classify.train(ClassifyConfig(out=str(tmp_path / name), **options, **small), verbose=0)["run_dir"]
+        ops = saved_model_ops(export.export(run_dir, out=tmp_path / "exported"))
+        assert "ParseExampleV2" in ops and ops <= read_allowlist("seqkit"), ops - read_allowlist("seqkit")
+
+
 # -- unloaded versions are freed ---------------------------------------------------------------------------
 
 
