@@ -347,7 +347,7 @@ def seq2seq_options(f):
                      help="Feed each source reversed (Sutskever et al. 2014, Keras addition_rnn)."),
         *recurrent_options(d, "Hidden size per layer (encoder: per direction).",
                            "Recurrent layers in the encoder and in the decoder."),
-        click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=shown(d, "bidirectional"),
+        click.option("--bidirectional/--no-bidirectional", default=d.bidirectional, show_default=True,
                      help="Bidirectional encoder."),
         click.option("--buckets", type=int, default=d.buckets, show_default=True,
                      help="Length buckets: each training batch holds sequences of similar length, padded to its "
