@@ -159,6 +159,10 @@ def embedding_options(d):
     ]
 
 
+# How the text defaults of two options bend (seqkit.tasks.classify.train_in, ClassifyConfig.with_defaults).
+TEXT_DEFAULT_NOTES = {"warmup_steps": ", at most a tenth of the run", "monitor": ", val_loss with --val-fraction 0"}
+
+
 def shown(d, name):
     """``show_default`` of the option for field ``name`` of config ``d``: True, or where the default
     depends on the inputs (classify: None in the config), the defaults for text and for numbers."""
@@ -168,7 +172,9 @@ def shown(d, name):
     def value(v):
         return ("on" if v else "off") if isinstance(v, bool) else str(v)
 
-    return f"text: {value(INPUT_DEFAULTS['text'][name])}; numbers, --task: {value(INPUT_DEFAULTS['numbers'][name])}"
+    text = value(INPUT_DEFAULTS["text"][name]) + TEXT_DEFAULT_NOTES.get(name, "")
+    return f"text: {text}; numbers, --task: {value(INPUT_DEFAULTS['numbers'][name])}"
+
 
 
 def given_options(ctx):
@@ -305,7 +311,7 @@ def train_classify(ctx, resume, **options):
     """Sequence classifier (text or numbers -> label), or a synthetic task (adding, copy, parity).
 
     \b
-    seqkit train classify --data reviews.csv --tokens word --pooling mean --out runs/reviews
+    seqkit train classify --data reviews.csv --tokens word --out runs/reviews
     seqkit train classify --task adding --length 150 --cell irnn --out runs/adding
     """
     quiet_tensorflow()

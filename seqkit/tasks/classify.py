@@ -2,7 +2,7 @@
 
 Python API (the CLI only calls these):
 
-    config = ClassifyConfig(data="reviews.csv", tokens="word", pooling="mean", seed=0, out="runs/reviews")
+    config = ClassifyConfig(data="reviews.csv", tokens="word", seed=0, out="runs/reviews")
     summary = train(config)                                  # writes the run directory
     scores = evaluate("runs/reviews", "held_out.csv")        # accuracy, macro-F1, per class, confusion
     rows = predict("runs/reviews", inputs=["a fine film"])   # [{"label": ..., "probabilities": {...}}]
