@@ -260,7 +260,8 @@ def resolve_config(config, resume, given=None):
                        if UNRESOLVED.get(name, object()) != getattr(config, name)
                        and not same_value(name, getattr(config, name), getattr(saved, name)))
     if conflicts:
-        shown = ", ".join(f"{flag(n)} {getattr(config, n)!r} (the run's: {getattr(saved, n)!r})" for n in conflicts)
+        shown = ", ".join(f"{setting(n, getattr(config, n))} (the run's: {value_of(n, getattr(saved, n))})"
+                          for n in conflicts)
         one = len(conflicts) == 1
         what = "the model or its data" if conflicts != ["monitor"] else "the metric its best checkpoint is chosen by"
         raise SeqkitError(f"cannot resume {out} with {shown}: {'this changes' if one else 'these change'} {what}; "
@@ -308,7 +309,8 @@ def init_config(config, given):
                  if name in given and UNRESOLVED.get(name, object()) != getattr(config, name)
                  and getattr(config, name) != getattr(source, name)]
     if conflicts:
-        shown = ", ".join(f"{flag(n)} {getattr(config, n)!r} (that run's: {getattr(source, n)!r})" for n in conflicts)
+        shown = ", ".join(f"{setting(n, getattr(config, n))} (that run's: {value_of(n, getattr(source, n))})"
+                          for n in conflicts)
         raise SeqkitError(f"cannot --init-from {config.init_from} with {shown}: the weights would not fit; drop "
                           f"{'it' if len(conflicts) == 1 else 'them'} (the model's fields come from that run), "
                           "or train from scratch without --init-from")
@@ -338,6 +340,20 @@ FLAGS = {"synthetic": "--task", "dtype_policy": "--mixed-precision"}  # config f
 
 def flag(name):
     return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def value_of(name, value):
+    """A field's value as a user writes it: a switch as its flag (``--bidirectional`` or
+    ``--no-bidirectional``), anything else as its repr."""
+    if isinstance(value, bool) and name not in FLAGS:
+        return flag(name) if value else "--no-" + flag(name)[2:]
+    return repr(value)
+
+
+def setting(name, value):
+    """The flag and value that set field ``name`` to ``value``: ``--units 16``, ``--no-bidirectional``."""
+    shown = value_of(name, value)
+    return shown if shown.startswith("--") else f"{flag(name)} {shown}"
 
 
 def same_value(name, given, saved):

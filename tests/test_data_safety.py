@@ -168,9 +168,10 @@ def test_resume_with_options_that_change_the_model_or_data_is_a_one_line_error(b
     other.write_text(TEXT.upper(), encoding="utf-8")
     before = tree_hashes(workspace, base[0])
     code, _, err = run_cli(["train", "char-lm", "--resume", "--out", run_dir, "--units", 16, "--cell", "gru",
-                            "--data", other, "--epochs", 3], capsys)
+                            "--data", other, "--stateful", "--epochs", 3], capsys)
     line = one_error_line(err)
     assert code == 2 and "--cell 'gru' (the run's: 'lstm')" in line and "--units 16 (the run's: 8)" in line
+    assert "--stateful (the run's: --no-stateful)" in line  # a switch as its flags, not True / False
     assert "--data" in line and "--epochs" not in line
     # the same values as the run's (the corpus by a relative path) are no change
     code, stdout, err = run_cli(["train", "char-lm", "--resume", "--out", run_dir, "--units", 8, "--data",
