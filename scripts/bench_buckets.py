@@ -189,7 +189,7 @@ def main(argv=None):
         tasks["classify"] = (classify.train, "val_accuracy", args.acc, lambda buckets, out: ClassifyConfig(
             data=paths["classify"], tokens="char", cell="lstm", units=128, bidirectional=True, pooling="max",
             embedding_dim=16, batch_size=64, epochs=args.max_epochs, buckets=buckets, seed=args.seed, keep=1,
-            dropout=0.0, lr=1e-3, lr_schedule="constant", warmup_steps=0, monitor="val_loss", out=out))
+            out=out).with_defaults("numbers"))  # the rest as measured: the plain model's rate, schedule, monitor
     for task in ("seq2seq", "translit"):
         if task in paths:
             tasks[task] = (seq2seq.train, "val_exact_match", args.em, seq2seq_config(paths[task]))

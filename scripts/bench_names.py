@@ -43,16 +43,17 @@ from pathlib import Path
 
 from benchdoc import choices_list, cpu_model, log, write_report
 
+from seqkit.config import INPUT_DEFAULTS
+
 HEADING = "## Classification: surnames by origin, vs char n-gram TF-IDF + logistic regression"
 
 # ClassifyConfig fields of each seqkit model; "default" is the ClassifyConfig defaults, which for text are
 # seqkit.config.INPUT_DEFAULTS["text"] (a bidirectional LSTM, max-pooled, 40 epochs of a cosine schedule). "plain" is
 # the defaults before those (and still those of numbers): one forward LSTM read to its last step, 10 epochs at a
 # constant rate. The others are variants tried on the way (docs/benchmarks.md).
-PLAIN = {"units": 128, "bidirectional": False, "pooling": "last", "embedding_dim": 64, "dropout": 0.0, "lr": 1e-3,
-         "lr_schedule": "constant", "warmup_steps": 0, "epochs": 10, "monitor": "val_loss"}
-BILSTM_MAX = {"units": 128, "bidirectional": True, "pooling": "max", "embedding_dim": 64, "dropout": 0.3, "lr": 3e-3,
-              "lr_schedule": "cosine", "warmup_steps": 200, "epochs": 30, "monitor": "val_loss"}
+PLAIN = INPUT_DEFAULTS["numbers"]
+BILSTM_MAX = {**PLAIN, "bidirectional": True, "pooling": "max", "dropout": 0.3, "lr": 3e-3, "lr_schedule": "cosine",
+              "warmup_steps": 200, "epochs": 30}
 MODELS = {
     "default": {},
     "plain": PLAIN,
@@ -150,7 +151,7 @@ def baseline(train, test, val_fraction, seed):
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from seqkit.config import INPUT_DEFAULTS, ClassifyConfig
+    from seqkit.config import ClassifyConfig
     from seqkit.tasks import classify
 
     pairs = read_names(args.data)

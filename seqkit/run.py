@@ -342,18 +342,22 @@ def flag(name):
     return FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
-def value_of(name, value):
-    """A field's value as a user writes it: a switch as its flag (``--bidirectional`` or
-    ``--no-bidirectional``), anything else as its repr."""
+def switch(name, value):
+    """The flag that sets a switch (a bool field) to ``value``: ``--bidirectional`` or
+    ``--no-bidirectional``; None for any other field."""
     if isinstance(value, bool) and name not in FLAGS:
         return flag(name) if value else "--no-" + flag(name)[2:]
-    return repr(value)
+    return None
+
+
+def value_of(name, value):
+    """A field's value as a user writes it: a switch as its flag, anything else as its repr."""
+    return switch(name, value) or repr(value)
 
 
 def setting(name, value):
     """The flag and value that set field ``name`` to ``value``: ``--units 16``, ``--no-bidirectional``."""
-    shown = value_of(name, value)
-    return shown if shown.startswith("--") else f"{flag(name)} {shown}"
+    return switch(name, value) or f"{flag(name)} {value!r}"
 
 
 def same_value(name, given, saved):
