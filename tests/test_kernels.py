@@ -39,13 +39,13 @@ def ops():
     return ops
 
 
-FUNCTIONS = {  # name -> (fused function taking (*inputs, kernel), gates)
-    "rnn-tanh": (lambda *a, kernel: fused.simple_rnn(*a, "tanh", kernel), 1),
-    "rnn-relu": (lambda *a, kernel: fused.simple_rnn(*a, "relu", kernel), 1),
-    "rnn-linear": (lambda *a, kernel: fused.simple_rnn(*a, "linear", kernel), 1),
-    "lstm": (lambda *a, kernel: fused.lstm(*a, kernel), 4),
-    "gru-reset-after": (lambda *a, kernel: fused.gru_reset_after(*a, kernel), 3),
-    "gru-reset-before": (lambda *a, kernel: fused.gru_reset_before(*a, kernel), 3),
+FUNCTIONS = {  # name -> (fused function taking (*inputs, use_kernels), gates)
+    "rnn-tanh": (lambda *a, use_kernels: fused.simple_rnn(*a, "tanh", use_kernels), 1),
+    "rnn-relu": (lambda *a, use_kernels: fused.simple_rnn(*a, "relu", use_kernels), 1),
+    "rnn-linear": (lambda *a, use_kernels: fused.simple_rnn(*a, "linear", use_kernels), 1),
+    "lstm": (lambda *a, use_kernels: fused.lstm(*a, use_kernels), 4),
+    "gru-reset-after": (lambda *a, use_kernels: fused.gru_reset_after(*a, use_kernels), 3),
+    "gru-reset-before": (lambda *a, use_kernels: fused.gru_reset_before(*a, use_kernels), 3),
 }
 
 
@@ -60,12 +60,12 @@ def _inputs(name, T, B, H, seed=0):
     return args
 
 
-def _run(name, args, kernel):
+def _run(name, args, use_kernels):
     """Outputs, and the gradients of a loss weighting every output element differently."""
-    assert (fused._kernel_ops(kernel, *args) is not None) == kernel  # the path asked for is the one taken
+    assert (fused._kernel_ops(use_kernels, *args) is not None) == use_kernels  # the path asked for is the one taken
     with tf.GradientTape() as tape:
         tape.watch(args)
-        outs = FUNCTIONS[name][0](*args, kernel=kernel)
+        outs = FUNCTIONS[name][0](*args, use_kernels=use_kernels)
         loss = sum(tf.reduce_sum(o * tf.sin(tf.reshape(tf.range(tf.size(o), dtype=o.dtype), o.shape))) for o in outs)
     return [o.numpy() for o in outs], [g.numpy() for g in tape.gradient(loss, args)]
 
@@ -96,15 +96,15 @@ def test_a_long_sequence_stays_equal(ops):
 
 
 def test_the_kernel_is_the_path_taken_when_asked(ops):
-    """kernel=True puts the ops in the graph (forward and, under a tape, backward);
-    kernel=False and float64 keep the XLA loops."""
+    """use_kernels=True puts the ops in the graph (forward and, under a tape, backward);
+    use_kernels=False and float64 keep the XLA loops."""
     args = _inputs("lstm", 3, 2, 4)
 
-    def with_gradient(kernel):
+    def with_gradient(use_kernels):
         def fn(*args):
             with tf.GradientTape() as tape:
                 tape.watch(args)
-                loss = tf.reduce_sum(fused.lstm(*args, kernel=kernel)[0])
+                loss = tf.reduce_sum(fused.lstm(*args, use_kernels=use_kernels)[0])
             return tape.gradient(loss, args)
 
         return fn
@@ -293,17 +293,17 @@ ISA_CHECK = textwrap.dedent("""
     g = tf.random.Generator.from_seed(0)
     T, B, H = 9, 13, 21  # B: 2 whole tiles and a part on every path; H: a part panel
     cases = {
-        "rnn": (lambda *a, kernel: fused.simple_rnn(*a, "tanh", kernel), [g.normal((T, B, H)), g.normal((H, H)) / 5, g.normal((B, H))]),
+        "rnn": (lambda *a, use_kernels: fused.simple_rnn(*a, "tanh", use_kernels), [g.normal((T, B, H)), g.normal((H, H)) / 5, g.normal((B, H))]),
         "lstm": (fused.lstm, [g.normal((T, B, 4 * H)), g.normal((H, 4 * H)) / 5, g.normal((B, H)), g.normal((B, H))]),
         "gru": (fused.gru_reset_after, [g.normal((T, B, 3 * H)), g.normal((H, 3 * H)) / 5, g.normal((3 * H,)), g.normal((B, H))]),
         "gru-before": (fused.gru_reset_before, [g.normal((T, B, 3 * H)), g.normal((H, 3 * H)) / 5, g.normal((B, H))]),
     }
     for name, (fn, args) in cases.items():
         results = []
-        for kernel in (True, False):
+        for use_kernels in (True, False):
             with tf.GradientTape() as tape:
                 tape.watch(args)
-                outs = fn(*args, kernel=kernel)
+                outs = fn(*args, use_kernels=use_kernels)
                 loss = sum(tf.reduce_sum(tf.sin(o)) for o in outs)
             results.append([o.numpy() for o in outs] + [d.numpy() for d in tape.gradient(loss, args)])
         for a, b in zip(*results):
@@ -460,25 +460,15 @@ def test_a_state_of_unknown_width_at_trace_time(ops):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_a_cell_overriding_the_old_fused_recurrence_still_works(ops):
-    """fused_recurrence(xw, states), as cells written before `kernel` override it."""
-    layer = seqkit.layers.LSTM(5, return_sequences=True)
-    x = tf.random.normal((2, 4, 3))
-    expected = layer(x, training=True)
-    old = type(layer.cell).fused_recurrence
-    layer.cell.fused_recurrence = lambda xw, states: old(layer.cell, xw, states)
-    np.testing.assert_allclose(layer(x, training=True), expected, atol=1e-6)
-
-
 # -- masks ----------------------------------------------------------------------------
 
 
-MASKED_FUNCTIONS = {  # name -> fused function taking (*inputs, kernel, mask)
-    "rnn-tanh": lambda *a, kernel, mask: fused.simple_rnn(*a, "tanh", kernel, mask),
-    "rnn-relu": lambda *a, kernel, mask: fused.simple_rnn(*a, "relu", kernel, mask),
-    "lstm": lambda *a, kernel, mask: fused.lstm(*a, kernel, mask),
-    "gru-reset-after": lambda *a, kernel, mask: fused.gru_reset_after(*a, kernel, mask),
-    "gru-reset-before": lambda *a, kernel, mask: fused.gru_reset_before(*a, kernel, mask),
+MASKED_FUNCTIONS = {  # name -> fused function taking (*inputs, use_kernels, mask)
+    "rnn-tanh": lambda *a, use_kernels, mask: fused.simple_rnn(*a, "tanh", use_kernels, mask),
+    "rnn-relu": lambda *a, use_kernels, mask: fused.simple_rnn(*a, "relu", use_kernels, mask),
+    "lstm": lambda *a, use_kernels, mask: fused.lstm(*a, use_kernels, mask),
+    "gru-reset-after": lambda *a, use_kernels, mask: fused.gru_reset_after(*a, use_kernels, mask),
+    "gru-reset-before": lambda *a, use_kernels, mask: fused.gru_reset_before(*a, use_kernels, mask),
 }
 
 
@@ -493,11 +483,11 @@ def _mask(T, B, seed=0):
     return tf.constant(m.astype("float32"))
 
 
-def _run_masked(name, args, mask, kernel):
-    assert (fused._kernel_ops(kernel, *args) is not None) == kernel  # the path asked for is the one taken
+def _run_masked(name, args, mask, use_kernels):
+    assert (fused._kernel_ops(use_kernels, *args) is not None) == use_kernels  # the path asked for is the one taken
     with tf.GradientTape() as tape:
         tape.watch(args)
-        outs = MASKED_FUNCTIONS[name](*args, kernel=kernel, mask=mask)
+        outs = MASKED_FUNCTIONS[name](*args, use_kernels=use_kernels, mask=mask)
         loss = sum(tf.reduce_sum(o * tf.sin(tf.reshape(tf.range(tf.size(o), dtype=o.dtype), o.shape))) for o in outs)
     return [o.numpy() for o in outs], [g.numpy() for g in tape.gradient(loss, args)]
 

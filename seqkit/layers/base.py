@@ -15,7 +15,6 @@ projection out of the time loop; masking, ``go_backwards``, ``stateful``,
 ``return_state`` and ``initial_state`` keep Keras' own semantics.
 """
 
-import inspect
 
 import keras
 import tensorflow as tf
@@ -30,11 +29,6 @@ _EMPTY_SEQUENCES = (
     "least one step. Drop empty sequences, or pad them to length 1 and mask the padding "
     "(argument `mask`): a fully masked row keeps its initial state."
 )
-
-
-def _takes_keyword(fn, name):
-    parameters = inspect.signature(fn).parameters.values()
-    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def check_units(units):
@@ -207,10 +201,10 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
         """The recurrent part of one step; ``xw_t = x_t W + b``, ``(B, gates * units)``."""
         raise NotImplementedError
 
-    def fused_recurrence(self, xw, states, kernel=False, mask=None):
+    def fused_recurrence(self, xw, states, use_kernels=False, mask=None):
         """The whole recurrence over time-major ``xw`` ``(T, B, gates * units)``
         with a hand-written backward (``seqkit.layers.fused``): ``(hs, states)``,
-        or None when this cell's configuration has no fused form. ``kernel``:
+        or None when this cell's configuration has no fused form. ``use_kernels``:
         run its loops as the compiled ops when they are available (training).
         ``mask``: ``(T, B)`` booleans or None; a masked step carries the states
         forward, and ``hs`` holds the carried ``h`` at every step."""
@@ -465,16 +459,12 @@ class RecurrentLayer(keras.layers.RNN):
         """
         cell = self.cell
         # Training steps run the loops as compiled ops when seqkit.kernels has
-        # them; inference (and so export) keeps TensorFlow's own ops. (A cell
-        # written before `kernel` existed overrides fused_recurrence(xw, states);
-        # one written before `mask`, fused_recurrence(xw, states, kernel).)
-        options = {"kernel": training is True} if _takes_keyword(cell.fused_recurrence, "kernel") else {}
+        # them; inference (and so export) keeps TensorFlow's own ops.
         if mask is not None:
-            if not _takes_keyword(cell.fused_recurrence, "mask"):
-                return None
             mask = ops.cast(mask, "bool")
-            options["mask"] = mask = mask[::-1] if self.go_backwards else mask
-        result = cell.fused_recurrence(xw[::-1] if self.go_backwards else xw, initial_state, **options)
+            mask = mask[::-1] if self.go_backwards else mask
+        result = cell.fused_recurrence(xw[::-1] if self.go_backwards else xw, initial_state,
+                                       use_kernels=training is True, mask=mask)
         if result is None:
             return None
         hs, states = result  # hs: (T, B, H), in the order processed (as Keras)

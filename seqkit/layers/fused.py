@@ -27,7 +27,7 @@ The time loops can also run as compiled TensorFlow ops
 compiler is present): the same equations, the same saved derivatives, one
 pass over each batch row per step for the gate math and a register-blocked
 matmul over ``U`` packed once per call. The layers ask for them with
-``kernel=True`` when training, and ``inference_kernels`` (entered by
+``use_kernels=True`` when training, and ``inference_kernels`` (entered by
 ``SeqModel.test_step`` / ``predict_step``) asks for them in evaluation and
 prediction. Which loops run where (``_kernel_ops``, ``_loops``):
 
@@ -200,28 +200,28 @@ def inference_kernels():
         _inference.on = previous
 
 
-def _kernel_ops(kernel, *tensors):
-    """The compiled kernels' ops when ``kernel`` is asked for (or the call is
+def _kernel_ops(use_kernels, *tensors):
+    """The compiled kernels' ops when ``use_kernels`` is asked for (or the call is
     inside ``inference_kernels``) and they apply (float32, no GPU: the ops are
     CPU kernels; not under XLA), else None."""
-    kernel = kernel or getattr(_inference, "on", False)
-    if not kernel or any(t.dtype != tf.float32 for t in tensors) or tf.config.list_logical_devices("GPU"):
+    use_kernels = use_kernels or getattr(_inference, "on", False)
+    if not use_kernels or any(t.dtype != tf.float32 for t in tensors) or tf.config.list_logical_devices("GPU"):
         return None
     if _in_xla():
         return None
     return kernels.load()
 
 
-def _loops(forward, backward, kernel):
+def _loops(forward, backward, use_kernels):
     """The XLA loops (``forward``, ``backward``, compiled with ``jit_compile``)
     where they are fast and never exported: eager calls, training
-    (``kernel``) and ``inference_kernels``; elsewhere, i.e. a graph traced for
+    (``use_kernels``) and ``inference_kernels``; elsewhere, i.e. a graph traced for
     inference (an export, ``tf.saved_model.save``, ``model.export``, a TFLite
     conversion, a user's ``tf.function``), the same loops as plain TensorFlow
     ops inlined into that graph. A SavedModel then holds no function marked
     ``_XlaMustCompile``, which TF Serving, run without XLA, cannot execute,
     and the TFLite converter lowers the loops to its built-in ops."""
-    if tf.executing_eagerly() or kernel or getattr(_inference, "on", False):
+    if tf.executing_eagerly() or use_kernels or getattr(_inference, "on", False):
         return forward, backward
     return forward.python_function, backward.python_function
 
@@ -273,32 +273,32 @@ def _mask(mask, xw):
     return None if mask is None else tf.stop_gradient(tf.cast(tf.cast(mask, tf.bool), xw.dtype))
 
 
-def simple_rnn(xw, recurrent_kernel, h0, activation, kernel=False, mask=None):
+def simple_rnn(xw, recurrent_kernel, h0, activation, use_kernels=False, mask=None):
     """``h_t = φ(xw_t + h_{t-1} U)`` for ``activation`` in tanh, relu, linear: ``(hs, h_T)``.
 
-    ``kernel``: run the loops as the compiled ops when they are available.
+    ``use_kernels``: run the loops as the compiled ops when they are available.
     ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` forward.
     """
-    ops = _kernel_ops(kernel, xw, recurrent_kernel, h0)
-    forward, backward = _loops(simple_rnn_forward, simple_rnn_backward, kernel)
+    kernel_ops = _kernel_ops(use_kernels, xw, recurrent_kernel, h0)
+    forward, backward = _loops(simple_rnn_forward, simple_rnn_backward, use_kernels)
     mask = _mask(mask, xw)
 
     @tf.custom_gradient
     def recurrence(xw, U, h0):
-        if ops and mask is not None:
-            hs, h_T = ops.seqkit_simple_rnn_forward_masked(*_constants(xw, U, h0), mask, activation=activation)
-        elif ops:
-            hs, h_T = ops.seqkit_simple_rnn_forward(*_constants(xw, U, h0), activation=activation)
+        if kernel_ops and mask is not None:
+            hs, h_T = kernel_ops.seqkit_simple_rnn_forward_masked(*_constants(xw, U, h0), mask, activation=activation)
+        elif kernel_ops:
+            hs, h_T = kernel_ops.seqkit_simple_rnn_forward(*_constants(xw, U, h0), activation=activation)
         else:
             hs, h_T = forward(*_constants(xw, U, h0), activation, mask)
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
-            if ops:
+            if kernel_ops:
                 if mask is not None:
-                    dA, dh0 = ops.seqkit_simple_rnn_backward_masked(d_hs, d_hT, hs, U, mask, activation=activation)
+                    dA, dh0 = kernel_ops.seqkit_simple_rnn_backward_masked(d_hs, d_hT, hs, U, mask, activation=activation)
                 else:
-                    dA, dh0 = ops.seqkit_simple_rnn_backward(d_hs, d_hT, hs, U, activation=activation)
+                    dA, dh0 = kernel_ops.seqkit_simple_rnn_backward(d_hs, d_hT, hs, U, activation=activation)
                 return dA, _recurrent_grad(hs, h0, dA), dh0
             return backward(d_hs, d_hT, hs, U, h0, activation, mask)
 
@@ -357,32 +357,32 @@ def lstm_backward(d_hs, d_hT, d_cT, hs, saved, U, h0, mask=None):
     return dZ, _recurrent_grad(hs, h0, dZ), dh0, dc0
 
 
-def lstm(xw, recurrent_kernel, h0, c0, kernel=False, mask=None):
+def lstm(xw, recurrent_kernel, h0, c0, use_kernels=False, mask=None):
     """The LSTM of lstm.py (sigmoid gates, tanh), gate blocks i, f, c, o: ``(hs, h_T, c_T)``.
 
-    ``kernel``: run the loops as the compiled ops when they are available.
+    ``use_kernels``: run the loops as the compiled ops when they are available.
     ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` and ``c`` forward.
     """
-    ops = _kernel_ops(kernel, xw, recurrent_kernel, h0, c0)
-    forward, backward = _loops(lstm_forward, lstm_backward, kernel)
+    kernel_ops = _kernel_ops(use_kernels, xw, recurrent_kernel, h0, c0)
+    forward, backward = _loops(lstm_forward, lstm_backward, use_kernels)
     mask = _mask(mask, xw)
 
     @tf.custom_gradient
     def recurrence(xw, U, h0, c0):
-        if ops and mask is not None:
-            hs, h_T, c_T, saved = ops.seqkit_lstm_forward_masked(*_constants(xw, U, h0, c0), mask)
-        elif ops:
-            hs, h_T, c_T, saved = ops.seqkit_lstm_forward(*_constants(xw, U, h0, c0))  # saved: (6, T, B, H)
+        if kernel_ops and mask is not None:
+            hs, h_T, c_T, saved = kernel_ops.seqkit_lstm_forward_masked(*_constants(xw, U, h0, c0), mask)
+        elif kernel_ops:
+            hs, h_T, c_T, saved = kernel_ops.seqkit_lstm_forward(*_constants(xw, U, h0, c0))  # saved: (6, T, B, H)
         else:
             hs, h_T, c_T, saved = forward(*_constants(xw, U, h0, c0), mask)
 
         def grad(d_hs, d_hT, d_cT):
             d_hs, d_hT, d_cT = _zeros_for_none((d_hs, d_hT, d_cT), (hs, h_T, c_T))
-            if ops:
+            if kernel_ops:
                 if mask is not None:
-                    dZ, dh0, dc0 = ops.seqkit_lstm_backward_masked(d_hs, d_hT, d_cT, saved, U, mask)
+                    dZ, dh0, dc0 = kernel_ops.seqkit_lstm_backward_masked(d_hs, d_hT, d_cT, saved, U, mask)
                 else:
-                    dZ, dh0, dc0 = ops.seqkit_lstm_backward(d_hs, d_hT, d_cT, saved, U)
+                    dZ, dh0, dc0 = kernel_ops.seqkit_lstm_backward(d_hs, d_hT, d_cT, saved, U)
                 return dZ, _recurrent_grad(hs, h0, dZ), dh0, dc0
             return backward(d_hs, d_hT, d_cT, hs, saved, U, h0, mask)
 
@@ -436,30 +436,30 @@ def gru_reset_after_backward(d_hs, d_hT, hs, saved, U, h0):
     return dXW, _recurrent_grad(hs, h0, dHU), tf.reduce_sum(dHU, axis=[0, 1]), dh0
 
 
-def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0, kernel=False, mask=None):
+def gru_reset_after(xw, recurrent_kernel, recurrent_bias, h0, use_kernels=False, mask=None):
     """The GRU with ``reset_after=True``: ``ĥ = tanh(xw_h + r ⊙ (h U_h + b^h_h))``: ``(hs, h_T)``.
 
     ``recurrent_bias`` is ``b^h`` ``(3H,)`` (zeros when the cell has no bias).
-    ``kernel``: run the loops as the compiled ops when they are available.
+    ``use_kernels``: run the loops as the compiled ops when they are available.
     ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` forward.
     """
-    ops = _kernel_ops(kernel, xw, recurrent_kernel, recurrent_bias, h0)
-    forward, backward = _loops(gru_reset_after_forward, gru_reset_after_backward, kernel)
+    kernel_ops = _kernel_ops(use_kernels, xw, recurrent_kernel, recurrent_bias, h0)
+    forward, backward = _loops(gru_reset_after_forward, gru_reset_after_backward, use_kernels)
     mask = _mask(mask, xw)
 
     @tf.custom_gradient
     def recurrence(xw, U, b, h0):
-        if ops and mask is not None:
-            hs, h_T, saved = ops.seqkit_gru_reset_after_forward_masked(*_constants(xw, U, b, h0), mask)
-        elif ops:
-            hs, h_T, saved = ops.seqkit_gru_reset_after_forward(*_constants(xw, U, b, h0))  # saved: (5, T, B, H)
+        if kernel_ops and mask is not None:
+            hs, h_T, saved = kernel_ops.seqkit_gru_reset_after_forward_masked(*_constants(xw, U, b, h0), mask)
+        elif kernel_ops:
+            hs, h_T, saved = kernel_ops.seqkit_gru_reset_after_forward(*_constants(xw, U, b, h0))  # saved: (5, T, B, H)
         else:
             hs, h_T, saved = forward(*_constants(xw, U, b, h0), mask)
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
-            if ops:
-                dXW, dHU, dh0 = ops.seqkit_gru_reset_after_backward(d_hs, d_hT, saved, U)
+            if kernel_ops:
+                dXW, dHU, dh0 = kernel_ops.seqkit_gru_reset_after_backward(d_hs, d_hT, saved, U)
                 return dXW, _recurrent_grad(hs, h0, dHU), tf.reduce_sum(dHU, axis=[0, 1]), dh0
             return backward(d_hs, d_hT, hs, saved, U, h0)
 
@@ -518,29 +518,29 @@ def _gru_reset_before_dU(hs, h0, r, dZ):
     return tf.concat([dU_zr, dU_h], axis=-1)
 
 
-def gru_reset_before(xw, recurrent_kernel, h0, kernel=False, mask=None):
+def gru_reset_before(xw, recurrent_kernel, h0, use_kernels=False, mask=None):
     """The GRU with ``reset_after=False``: ``ĥ = tanh(xw_h + (r ⊙ h_{t-1}) U_h)``: ``(hs, h_T)``.
 
-    ``kernel``: run the loops as the compiled ops when they are available.
+    ``use_kernels``: run the loops as the compiled ops when they are available.
     ``mask``: ``(T, B)``, nonzero at real steps; masked steps carry ``h`` forward.
     """
-    ops = _kernel_ops(kernel, xw, recurrent_kernel, h0)
-    forward, backward = _loops(gru_reset_before_forward, gru_reset_before_backward, kernel)
+    kernel_ops = _kernel_ops(use_kernels, xw, recurrent_kernel, h0)
+    forward, backward = _loops(gru_reset_before_forward, gru_reset_before_backward, use_kernels)
     mask = _mask(mask, xw)
 
     @tf.custom_gradient
     def recurrence(xw, U, h0):
-        if ops and mask is not None:
-            hs, h_T, saved = ops.seqkit_gru_reset_before_forward_masked(*_constants(xw, U, h0), mask)
-        elif ops:
-            hs, h_T, saved = ops.seqkit_gru_reset_before_forward(*_constants(xw, U, h0))  # saved: (5, T, B, H)
+        if kernel_ops and mask is not None:
+            hs, h_T, saved = kernel_ops.seqkit_gru_reset_before_forward_masked(*_constants(xw, U, h0), mask)
+        elif kernel_ops:
+            hs, h_T, saved = kernel_ops.seqkit_gru_reset_before_forward(*_constants(xw, U, h0))  # saved: (5, T, B, H)
         else:
             hs, h_T, saved = forward(*_constants(xw, U, h0), mask)
 
         def grad(d_hs, d_hT):
             d_hs, d_hT = _zeros_for_none((d_hs, d_hT), (hs, h_T))
-            if ops:
-                dZ, dh0 = ops.seqkit_gru_reset_before_backward(d_hs, d_hT, saved, U)
+            if kernel_ops:
+                dZ, dh0 = kernel_ops.seqkit_gru_reset_before_backward(d_hs, d_hT, saved, U)
                 return dZ, _gru_reset_before_dU(hs, h0, saved[4], dZ), dh0
             return backward(d_hs, d_hT, hs, saved, U, h0)
 

@@ -83,15 +83,15 @@ class GRUCell(RecurrentCell):
         h = z * h_tm1 + (1 - z) * hh  # h_t = z_t ⊙ h_{t-1} + (1 - z_t) ⊙ ĥ_t
         return h, [h]
 
-    def fused_recurrence(self, xw, states, kernel=False, mask=None):
+    def fused_recurrence(self, xw, states, use_kernels=False, mask=None):
         if not standard_gates(self):
             return None
         U = self.recurrent_kernel.value
         if not self.reset_after:
-            hs, h_T = fused.gru_reset_before(xw, U, states[0], kernel, mask)
+            hs, h_T = fused.gru_reset_before(xw, U, states[0], use_kernels, mask)
         else:
             b_h = self.bias[1] if self.bias is not None else ops.zeros((3 * self.units,), dtype=xw.dtype)
-            hs, h_T = fused.gru_reset_after(xw, U, b_h, states[0], kernel, mask)
+            hs, h_T = fused.gru_reset_after(xw, U, b_h, states[0], use_kernels, mask)
         return hs, [h_T]
 
 

@@ -78,10 +78,10 @@ class LSTMCell(RecurrentCell):
         h = o * self.activation(c)  # h_t = o_t ⊙ tanh(c_t)
         return h, [h, c]
 
-    def fused_recurrence(self, xw, states, kernel=False, mask=None):
+    def fused_recurrence(self, xw, states, use_kernels=False, mask=None):
         if not standard_gates(self):
             return None
-        hs, h_T, c_T = fused.lstm(xw, self.recurrent_kernel.value, states[0], states[1], kernel, mask)
+        hs, h_T, c_T = fused.lstm(xw, self.recurrent_kernel.value, states[0], states[1], use_kernels, mask)
         return hs, [h_T, c_T]
 
 

@@ -47,11 +47,11 @@ class SimpleRNNCell(RecurrentCell):
         h = self.activation(xw_t + ops.matmul(h_tm1, self.recurrent_kernel))  # h_t = φ(x_t W + h_{t-1} U + b)
         return h, [h]
 
-    def fused_recurrence(self, xw, states, kernel=False, mask=None):
+    def fused_recurrence(self, xw, states, use_kernels=False, mask=None):
         name = keras.activations.serialize(self.activation)
         if name not in fused.ACTIVATION_DERIVATIVES:
             return None
-        hs, h_T = fused.simple_rnn(xw, self.recurrent_kernel.value, states[0], name, kernel, mask)
+        hs, h_T = fused.simple_rnn(xw, self.recurrent_kernel.value, states[0], name, use_kernels, mask)
         return hs, [h_T]
 
 
