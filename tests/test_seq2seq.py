@@ -29,6 +29,7 @@ from seqkit.cli import main
 from seqkit.config import Seq2SeqConfig
 from seqkit.errors import SeqkitError
 from seqkit.layers.attention import SequenceAttention
+from seqkit.layers.reverse import ReverseTokens
 from seqkit.pairs import (DATE_FORMATS, END, PAD, SPECIALS, START, UNK, TokenVocabulary, detokenize, parse_pairs,
                           read_pairs, synthetic_pairs, tokenize)
 from seqkit.sequence_scores import corpus_bleu, edit_distance, sequence_scores
@@ -233,7 +234,7 @@ def test_source_padding_changes_nothing(overrides):
 def test_reverse_source_reverses_only_the_real_tokens():
     ids = tf.constant([[4, 5, 6, 0, 0], [7, 8, 9, 10, 11]], tf.int32)
     expected = [[6, 5, 4, 0, 0], [11, 10, 9, 8, 7]]  # Python's reversal of each row's real tokens
-    np.testing.assert_array_equal(seq2seq.ReverseTokens()(ids), expected)
+    np.testing.assert_array_equal(ReverseTokens()(ids), expected)
 
 
 # -- decoding loops -------------------------------------------------------------------

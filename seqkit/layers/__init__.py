@@ -10,6 +10,7 @@ from seqkit.layers.gru import GRU, GRUCell
 from seqkit.layers.lstm import LSTM, LSTMCell
 from seqkit.layers.pooling import PaddingMask, SequencePooling
 from seqkit.layers.registry import CELL_NAMES, recurrent_layer
+from seqkit.layers.reverse import ReverseTokens
 from seqkit.layers.simple_rnn import SimpleRNN, SimpleRNNCell
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "PaddingMask",
     "RecurrentCell",
     "RecurrentLayer",
+    "ReverseTokens",
     "SequenceAttention",
     "SequencePooling",
     "SimpleRNN",

@@ -65,7 +65,7 @@ from seqkit.config import Seq2SeqConfig
 from seqkit.decoding import check_sampler, choose
 from seqkit.errors import SeqkitError
 from seqkit.io import check_writable, write_text
-from seqkit.layers import SequenceAttention, recurrent_layer
+from seqkit.layers import ReverseTokens, SequenceAttention, recurrent_layer
 from seqkit.losses import SequenceCrossentropy
 from seqkit.pairs import END, PAD, START, TokenVocabulary, detokenize, read_pairs, synthetic_pairs, tokenize
 from seqkit.plots import plot_panels
@@ -169,15 +169,6 @@ def eval_batches(data, batch_size, bounds=None):
 
 
 # -- model --------------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package="seqkit")
-class ReverseTokens(keras.layers.Layer):
-    """Reverse each right-padded row of ids over its real tokens: ``[a b c 0 0] -> [c b a 0 0]``."""
-
-    def call(self, ids):
-        lengths = tf.reduce_sum(tf.cast(tf.not_equal(ids, PAD), tf.int64), axis=1)  # (B,)
-        return tf.reverse_sequence(ids, lengths, seq_axis=1, batch_axis=0)
 
 
 Encoded = namedtuple("Encoded", "memory mask keys states")

@@ -1,0 +1,22 @@
+"""Every Keras object seqkit defines that a ``.keras`` file can name, registered with Keras.
+
+Importing this module imports each class decorated with
+``@keras.saving.register_keras_serializable(package="seqkit")``, so Keras
+finds it by its registered name (``"seqkit>LSTM"``, ``"seqkit>SeqModel"``)
+when ``keras.models.load_model`` reads a model's config. ``import seqkit``
+imports it as soon as Keras is loaded: no seqkit submodule needs importing
+before a load.
+
+Only submodules are imported here (never names from a package), because
+this runs inside the first ``import keras`` of the process, which may be a
+seqkit module's own import while its package is still half loaded.
+"""
+
+import seqkit.layers.attention  # noqa: F401  SequenceAttention
+import seqkit.layers.gru  # noqa: F401  GRU, GRUCell
+import seqkit.layers.lstm  # noqa: F401  LSTM, LSTMCell
+import seqkit.layers.pooling  # noqa: F401  PaddingMask, SequencePooling
+import seqkit.layers.reverse  # noqa: F401  ReverseTokens
+import seqkit.layers.simple_rnn  # noqa: F401  SimpleRNN, SimpleRNNCell
+import seqkit.losses  # noqa: F401  SequenceCrossentropy
+import seqkit.training  # noqa: F401  SeqModel, LinearWarmup
