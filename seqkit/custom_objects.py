@@ -12,11 +12,11 @@ this runs inside the first ``import keras`` of the process, which may be a
 seqkit module's own import while its package is still half loaded.
 """
 
-import seqkit.layers.attention  # noqa: F401  SequenceAttention
-import seqkit.layers.gru  # noqa: F401  GRU, GRUCell
-import seqkit.layers.lstm  # noqa: F401  LSTM, LSTMCell
-import seqkit.layers.pooling  # noqa: F401  PaddingMask, SequencePooling
-import seqkit.layers.reverse  # noqa: F401  ReverseTokens
-import seqkit.layers.simple_rnn  # noqa: F401  SimpleRNN, SimpleRNNCell
-import seqkit.losses  # noqa: F401  SequenceCrossentropy
+import seqkit.layers.attention  # SequenceAttention
+import seqkit.layers.gru  # GRU, GRUCell
+import seqkit.layers.lstm  # LSTM, LSTMCell
+import seqkit.layers.pooling  # PaddingMask, SequencePooling
+import seqkit.layers.reverse  # ReverseTokens
+import seqkit.layers.simple_rnn  # SimpleRNN, SimpleRNNCell
+import seqkit.losses  # SequenceCrossentropy
 import seqkit.training  # noqa: F401  SeqModel, LinearWarmup

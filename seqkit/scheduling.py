@@ -38,7 +38,8 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import tensorflow as tf
-from tensorflow.python.eager.cancellation import CancellationManager
+
+from seqkit.compat import CancellationManager
 
 UNBATCHED = frozenset({"generate"})  # signatures whose rows are not independent of their batch
 PER_REQUEST_INPUTS = frozenset({"temperature", "top_k", "top_p", "seed", "beam_width", "max_length"})

@@ -40,6 +40,7 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from seqkit import compat
 from seqkit.errors import SeqkitError
 from seqkit.scheduling import (  # noqa: F401 (the errors are serve's API too)
     BadRequest,
@@ -98,14 +99,6 @@ def read_allowlist(spec):
 _LOADING = threading.Lock()  # one load at a time, so that the gradients a load registers are its own
 
 
-def _gradient_registry():
-    """TensorFlow's gradient registry, ``{op type: entry}`` (private: ``ops.gradient_registry``;
-    an empty dict where a TensorFlow version lacks it, which turns ``Servable.release`` off)."""
-    from tensorflow.python.framework import ops
-
-    return getattr(getattr(ops, "gradient_registry", None), "_registry", {})
-
-
 class Servable:
     """One loaded version of a model. With ``allowed_ops``, a model holding any other op
     type is refused before TensorFlow loads it (``saved_model_ops``). Its graph is run by
@@ -122,9 +115,9 @@ class Servable:
                 raise PermissionError(f"{path} uses ops outside --op-allowlist: {', '.join(outside[:12])}"
                                       + (f" and {len(outside) - 12} more" if len(outside) > 12 else ""))
         with _LOADING:
-            before = set(_gradient_registry())
+            before = set(compat.gradient_registry())
             self.model = tf.saved_model.load(str(path))
-            self._gradients = set(_gradient_registry()) - before
+            self._gradients = set(compat.gradient_registry()) - before
 
     def release(self):
         """Drop what loading registered outside the model, so that the version can be freed once
@@ -133,7 +126,7 @@ class Servable:
         it; those gradient functions hold the loaded functions, so every version ever loaded stayed
         in memory (+21 MiB a version for the test char-LM; TensorFlow issues #40171, #45453). A
         served model never takes gradients, so its entries can go as soon as it is unloaded."""
-        registry = _gradient_registry()
+        registry = compat.gradient_registry()
         for name in self._gradients:
             registry.pop(name, None)
         self._gradients = set()

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from seqkit import compat
 from seqkit import run as runs
 from seqkit.layers import fused
 from seqkit.checkpoint import CheckpointManager, load_weights, monitor_mode, save_model
@@ -191,7 +192,7 @@ class SeqModel(keras.Model):
 
     def loss_tracker(self):
         """Keras' ``loss`` metric (created by ``compile``)."""
-        return self._loss_tracker
+        return compat.loss_tracker(self)
 
     def update_step_metrics(self, loss, grad_norm, clipped, finite, x):
         self.loss_tracker().update_state(
@@ -206,7 +207,7 @@ class SeqModel(keras.Model):
         # read its shapes, which fails under MultiWorkerMirroredStrategy
         # ("Attempt to convert a value (PerReplica...)"). The first replica's
         # local batch has the same structure; pass that instead.
-        if iterator is not None and self._distribute_strategy is not None:
+        if iterator is not None and compat.has_distribute_strategy(self):
             for _, _, batches in iterator:
                 first = next(batches)
                 break
@@ -310,7 +311,7 @@ def apply_if_finite(optimizer, grads, variables, finite):
         inner.apply(grads, variables)
         grow()
 
-    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+    if compat.strategy_supports_no_merge_call():
         tf.cond(finite, apply, shrink)
         return
 
@@ -703,7 +704,7 @@ class Plateau(keras.callbacks.ReduceLROnPlateau):
 
     def on_train_begin(self, logs=None):
         if self.resumed is not None:  # fit() calls model.fit once more after a partial first epoch
-            self._reset()
+            compat.reset_plateau(self)
             (self.best, self.wait), self.resumed = self.resumed, None
 
     def on_epoch_end(self, epoch, logs=None):

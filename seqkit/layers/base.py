@@ -19,10 +19,8 @@ projection out of the time loop; masking, ``go_backwards``, ``stateful``,
 import keras
 import tensorflow as tf
 from keras import ops
-from keras.src import backend as keras_backend
-from keras.src import tree
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
+from seqkit import compat
 
 _EMPTY_SEQUENCES = (
     "{name} received inputs with 0 time steps (shape {shape}); a recurrence needs at "
@@ -78,7 +76,7 @@ def standard_gates(cell):
     return cell.activation is keras.activations.tanh and cell.recurrent_activation is keras.activations.sigmoid
 
 
-class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
+class RecurrentCell(keras.layers.Layer, compat.DropoutRNNCell):
     """Base of the seqkit cells: weights, dropout and the cell contract.
 
     Subclasses set ``gates`` (number of weight blocks: 1 for SimpleRNN, 4 for
@@ -216,7 +214,7 @@ class RecurrentCell(keras.layers.Layer, DropoutRNNCell):
             inputs = inputs * self.get_dropout_mask(inputs)
         recurrent_mask = None
         if training and self.recurrent_dropout > 0:
-            recurrent_mask = self.get_recurrent_dropout_mask(tree.flatten(states)[0])
+            recurrent_mask = self.get_recurrent_dropout_mask(keras.tree.flatten(states)[0])
         return self.step(self.project_inputs(inputs), states, recurrent_mask)
 
     def get_initial_state(self, batch_size=None):
@@ -310,7 +308,7 @@ class RecurrentLayer(keras.layers.RNN):
             raise ValueError(_EMPTY_SEQUENCES.format(name=type(self).__name__, shape=tuple(shape)))
 
     def check_initial_state(self, sequences, initial_state):
-        states = tree.flatten(initial_state)
+        states = keras.tree.flatten(initial_state)
         sizes = self.state_size
         if len(states) != len(sizes):
             raise ValueError(
@@ -334,7 +332,7 @@ class RecurrentLayer(keras.layers.RNN):
         (a longer or shorter one would be read out of step, silently, by the fused
         loop): a ValueError, or with sizes known only when the graph runs, a failed
         assertion. Returns ``sequences``, tied to that assertion."""
-        mask = tree.flatten(mask)[0]
+        mask = keras.tree.flatten(mask)[0]
         if mask is None:
             return sequences
         expected, shape = tuple(sequences.shape[:2]), tuple(mask.shape)
@@ -371,7 +369,7 @@ class RecurrentLayer(keras.layers.RNN):
         """A stateful layer's state holds the batch size it was built for; a batch of
         another size (e.g. the short last batch of ``predict``) is a ValueError, or,
         with the size known only when the graph runs, a failed assertion, saying so."""
-        expected = int(tree.flatten(self.states)[0].shape[0])
+        expected = int(keras.tree.flatten(self.states)[0].shape[0])
         message = (f"{type(self).__name__} layer {self.name!r} is stateful and was built for batch size "
                    f"{expected}: every batch must hold {expected} sequences, a short last batch too; feed full "
                    f"batches (drop or pad the remainder, e.g. Dataset.batch({expected}, drop_remainder=True)), or "
@@ -384,7 +382,7 @@ class RecurrentLayer(keras.layers.RNN):
             return tf.identity(sequences)
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        if tree.is_nested(mask):
+        if keras.tree.is_nested(mask):
             mask = mask[0]
         cell = self.cell
         # Dropout masks are drawn once per call and fixed across time steps
@@ -413,7 +411,7 @@ class RecurrentLayer(keras.layers.RNN):
         # (variable-length batches) would stop after B steps. [T] bounds the
         # loop by T instead (a list: a tensor would be read as per-row lengths).
         steps = sequences.shape[1] if sequences.shape[1] is not None else [ops.shape(sequences)[1]]
-        last_output, outputs, states = keras_backend.rnn(
+        last_output, outputs, states = compat.rnn(
             step,
             xw,
             list(initial_state),

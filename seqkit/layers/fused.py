@@ -68,7 +68,7 @@ import threading
 
 import tensorflow as tf
 
-from seqkit import kernels
+from seqkit import compat, kernels
 
 
 def _real(mask, t):
@@ -166,14 +166,8 @@ def _recurrent_grad(hs, h0, dA):
 def _in_xla():
     """Whether ops built now go to XLA (a ``jit_compile=True`` function, e.g.
     ``model.compile(jit_compile=True)``), which cannot run the kernels' ops.
-    TensorFlow has no public way to ask; when its internal one is missing,
-    assume XLA (the XLA loops are always correct)."""
-    try:
-        from tensorflow.python.ops import control_flow_util
-
-        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-    except (ImportError, AttributeError):
-        return True
+    TensorFlow has no public way to ask (``seqkit.compat``)."""
+    return compat.in_xla_context()
 
 
 _inference = threading.local()

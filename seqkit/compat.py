@@ -1,0 +1,57 @@
+"""Every private Keras / TensorFlow API seqkit uses, in one place.
+
+Each has no public twin in the pinned versions (``keras<3.17``,
+``tensorflow<2.22``); ``tests/test_compat.py`` checks each still exists with
+the signature used here, so a version that moves one fails there, loudly,
+rather than somewhere deep in a training run. Where a public API exists,
+seqkit uses it instead (``keras.tree``, ``model.distribute_strategy``).
+
+Subclass hooks that seqkit overrides are listed too, though they are used by
+name in their classes: ``keras.Model._maybe_symbolic_build`` (``SeqModel``,
+for MultiWorkerMirroredStrategy's first batch).
+"""
+
+import keras
+import tensorflow as tf
+from keras.src.backend import rnn  # noqa: F401  the time loop RecurrentLayer runs (keras.layers.RNN's)
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # noqa: F401  Keras cells' dropout masks
+from tensorflow.python.eager.cancellation import CancellationManager  # noqa: F401  cancels a running call
+
+# private methods seqkit's subclasses override: name -> (class, the parameters the override takes)
+OVERRIDDEN = {"_maybe_symbolic_build": (keras.Model, ("iterator", "data_batch"))}
+
+
+def loss_tracker(model):
+    """The ``loss`` metric ``compile`` creates (``Trainer._loss_tracker``), which a custom
+    ``train_step`` updates as Keras' own does."""
+    return model._loss_tracker
+
+
+def has_distribute_strategy(model):
+    """Whether the model was built under a ``tf.distribute`` strategy (``Trainer._distribute_strategy``;
+    the public ``distribute_strategy`` answers the default strategy instead of None)."""
+    return model._distribute_strategy is not None
+
+
+def reset_plateau(callback):
+    """Reset ``keras.callbacks.ReduceLROnPlateau``'s cooldown and wait counters (``_reset``)."""
+    callback._reset()
+
+
+def strategy_supports_no_merge_call():
+    """Whether the current ``tf.distribute`` strategy can apply gradients without a merge call."""
+    return tf.__internal__.distribute.strategy_supports_no_merge_call()
+
+
+def in_xla_context():
+    """Whether ops built now go to XLA (inside a ``jit_compile=True`` function)."""
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def gradient_registry():
+    """TensorFlow's registry of op gradients, ``{op type: entry}`` (``ops.gradient_registry._registry``)."""
+    from tensorflow.python.framework import ops
+
+    return ops.gradient_registry._registry
