@@ -749,7 +749,9 @@ def diagnose(run_dir, cell, compare, units, length, batch_size, input_dim, data,
     if history and not run_dir:
         raise click.UsageError("--history reads a run's steps.csv; pass the RUN_DIR")
     quiet_tensorflow()
-    from seqkit import diagnose as diag
+    from seqkit.diagnose import exploding as demo
+    from seqkit.diagnose import gradients
+    from seqkit.diagnose.history import history as plot_history
     from seqkit.text import read_corpus
 
     out = out or (os.path.join(run_dir, "diagnose") if run_dir else "diagnose")
@@ -764,20 +766,20 @@ def diagnose(run_dir, cell, compare, units, length, batch_size, input_dim, data,
     defaults = (32, 30) if exploding else (128, 200)
     units, length = (defaults[0] if units is None else units), (defaults[1] if length is None else length)
     if history:
-        report = diag.history(run_dir, out)
+        report = plot_history(run_dir, out)
     elif exploding:
-        x, y = diag.exploding_data(length, steps, seed)
-        runs = diag.exploding_demo(x, y, radius=radius, clip_norm=clip_norm, units=units, seed=seed)
-        report = diag.exploding_report(runs, out)
+        x, y = demo.exploding_data(length, steps, seed)
+        runs = demo.exploding_demo(x, y, radius=radius, clip_norm=clip_norm, units=units, seed=seed)
+        report = demo.exploding_report(runs, out)
     elif run_dir:
-        report = diag.write_report([diag.profile_char_lm(run_dir, length, batch_size, seed, text)], out,
+        report = gradients.write_report([gradients.profile_char_lm(run_dir, length, batch_size, seed, text)], out,
                                    title=f"gradient flow in {run_dir}")
     else:
         cells = [c.strip() for c in compare.split(",") if c.strip()] if compare else [cell]
         if not cells or len(set(cells)) != len(cells):
             raise click.UsageError(f"--compare {compare!r} must name distinct cells, e.g. rnn,irnn,lstm,gru")
-        profiles = diag.compare_cells(cells, units, length, batch_size, input_dim, seed, text)
-        report = diag.write_report(profiles, out, title=f"gradient flow at initialisation, H={units}, T={length}")
+        profiles = gradients.compare_cells(cells, units, length, batch_size, input_dim, seed, text)
+        report = gradients.write_report(profiles, out, title=f"gradient flow at initialisation, H={units}, T={length}")
     click.echo(report["summary"], nl=False)
     click.echo("wrote " + ", ".join(str(p) for p in report["files"]))
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from seqkit import diagnose as diag
 import reference as ref
 from seqkit.config import CharLMConfig
+from seqkit.diagnose import exploding, gradients, history
 from seqkit.layers import GRU, LSTM, SimpleRNN
 from seqkit.tasks import char_lm
 
@@ -36,7 +36,8 @@ def test_linear_rnn_gradient_is_exactly_a_to_the_distance(a):
     layer = SimpleRNN(8, activation="linear")
     layer.build((None, None, 3))
     layer.cell.recurrent_kernel.assign(a * np.eye(8, dtype=np.float32))
-    profile = diag.gradient_profile(layer.cell, diag.random_inputs(4, 80, 3, 0), diag.random_readout(8, 0), "linear")
+    profile = gradients.gradient_profile(layer.cell, gradients.random_inputs(4, 80, 3, 0),
+                                         gradients.random_readout(8, 0), "linear")
     expected = float(np.float32(a)) ** np.arange(80)  # the readout is a unit vector: ‖∂L_T/∂h_k‖ = a^(T-k)
     np.testing.assert_allclose(profile.grad_norm, expected, rtol=1e-5)
     np.testing.assert_allclose(profile.jacobian_norm, expected, rtol=1e-6)
@@ -63,12 +64,12 @@ def test_profile_matches_numpy_bptt_and_exact_spectral_norms(make):
     rng = np.random.default_rng(0)
     for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias):  # non-trivial biases too
         w.assign(rng.normal(scale=0.6, size=w.shape).astype(np.float32))
-    x = diag.random_inputs(batch, length, dim, 1)
-    profile = diag.gradient_profile(layer.cell, x, diag.random_readout(6, 2), "cell", iterations=50)
+    x = gradients.random_inputs(batch, length, dim, 1)
+    profile = gradients.gradient_profile(layer.cell, x, gradients.random_readout(6, 2), "cell", iterations=50)
 
     cell = reference_cell(layer)
     _, _, caches = ref.forward(cell, x.astype(np.float64))
-    r = diag.random_readout(6, 2)(np.eye(6, dtype=np.float32)).numpy().astype(np.float64)  # the readout vector
+    r = gradients.random_readout(6, 2)(np.eye(6, dtype=np.float32)).numpy().astype(np.float64)  # readout vector
     g = [np.tile(r, (batch, 1))] + [np.zeros((batch, 6))] * (len(cell.state_size) - 1)  # ∂L_T/∂s_T
     for t in range(length - 1, -1, -1):
         d = length - 1 - t
@@ -83,22 +84,22 @@ def test_profile_matches_numpy_bptt_and_exact_spectral_norms(make):
 
 
 def test_tanh_rnn_gradient_vanishes_faster_than_lstm_with_forget_bias_one():
-    rnn, lstm = diag.compare_cells(["rnn", "lstm"], units=32, length=80, batch_size=8, input_dim=16, seed=3,
-                                   jacobian=False)
+    rnn, lstm = gradients.compare_cells(["rnn", "lstm"], units=32, length=80, batch_size=8, input_dim=16, seed=3,
+                                        jacobian=False)
     assert rnn.rate() < lstm.rate() < 1
     assert rnn.vanishing_distance() < lstm.vanishing_distance()
     assert rnn.grad_norm[-1] < 1e-3 * lstm.grad_norm[-1]
 
 
 def test_irnn_keeps_the_jacobian_norm_at_one():
-    (irnn,) = diag.compare_cells(["irnn"], units=16, length=50, batch_size=4, input_dim=8)
+    (irnn,) = gradients.compare_cells(["irnn"], units=16, length=50, batch_size=4, input_dim=8)
     np.testing.assert_allclose(irnn.jacobian_norm, 1.0, rtol=1e-6)  # ReLU masks times the identity
 
 
 def test_report_files_hold_one_curve_per_cell(tmp_path):
     cells = ["rnn", "irnn", "lstm", "gru"]
-    profiles = diag.compare_cells(cells, units=8, length=15, batch_size=2, input_dim=4)
-    report = diag.write_report(profiles, tmp_path)
+    profiles = gradients.compare_cells(cells, units=8, length=15, batch_size=2, input_dim=4)
+    report = gradients.write_report(profiles, tmp_path)
     assert len(report["plot"]) == 3
     for panel in report["plot"]:
         assert list(panel) == cells
@@ -127,13 +128,13 @@ def run_dir(tmp_path_factory):
 
 
 def test_char_lm_run_profile_uses_the_trained_layer(run_dir):
-    profile = diag.profile_char_lm(run_dir, length=30, batch_size=4)
+    profile = gradients.profile_char_lm(run_dir, length=30, batch_size=4)
     assert profile.length == 30 and profile.name.startswith("lstm")
     assert np.all(profile.grad_norm > 0) and np.isfinite(profile.jacobian_norm).all()
 
 
 def test_history_plots_the_runs_steps_csv(run_dir, tmp_path):
-    report = diag.history(run_dir, tmp_path)
+    report = history.history(run_dir, tmp_path)
     with open(f"{run_dir}/steps.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 30
@@ -152,8 +153,8 @@ def test_exploding_first_step_is_a_cliff_equal_to_float64():
     is the same on every CPU and kernel path up to float32 rounding: at radius
     2 over T = 30 the gradient norm is > 100 and one unclipped SGD step
     (lr 0.1) moves the weights further than the recurrent kernel's own norm."""
-    x, y = diag.exploding_data(length=30, steps=1, seed=0)
-    model = diag.exploding_model(30, 2, 32, radius=2.0, clip_norm=0.0, seed=0)
+    x, y = exploding.exploding_data(length=30, steps=1, seed=0)
+    model = exploding.exploding_model(30, 2, 32, radius=2.0, clip_norm=0.0, seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     W, U, b, w, c = (v.numpy().astype(np.float64) for v in model.trainable_variables)
     model.train_on_batch(x, y)
@@ -188,15 +189,15 @@ def test_exploding_rnn_diverges_without_clipping_and_trains_with_it(tmp_path):
     by 1e-5): unclipped peaks >= 9.5e4x, clipped <= 2.12x. The first step
     itself is checked against float64 in the test above.
     """
-    x, y = diag.exploding_data(length=30, steps=80, seed=0)
-    runs = diag.exploding_demo(x, y)
+    x, y = exploding.exploding_data(length=30, steps=80, seed=0)
+    runs = exploding.exploding_demo(x, y)
     unclipped, clipped = runs.values()
     assert unclipped["grad_norm"][0] > 100
-    assert diag.diverged(unclipped["loss"])
-    assert not diag.diverged(clipped["loss"])
+    assert exploding.diverged(unclipped["loss"])
+    assert not exploding.diverged(clipped["loss"])
     assert np.mean(clipped["loss"][-8:]) < 0.8 * np.mean(clipped["loss"][:8])
     assert np.nanmax(clipped["grad_norm"]) < 10 * clipped["grad_norm"][0]
-    report = diag.exploding_report(runs, tmp_path)
+    report = exploding.exploding_report(runs, tmp_path)
     assert [len(panel) for panel in report["plot"]] == [2, 2]
     assert "no clipping: diverged" in report["summary"] and "clip-norm 1: trained" in report["summary"]
 

@@ -28,9 +28,7 @@ measured rather than flushed to zero.
 """
 
 import contextlib
-import csv
 import dataclasses
-import io
 import math
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqkit.config import CELL_NAMES
+from seqkit.diagnose.common import check_positive, write_csv
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 from seqkit.layers import recurrent_layer
@@ -298,22 +297,7 @@ def profile_char_lm(run_dir, length=200, batch_size=16, seed=0, text=None):
     return gradient_profile(top.cell, x, loss_fn, f"{config.cell} ({top.name})", seed=seed)
 
 
-def check_positive(**values):
-    for name, value in values.items():
-        if value <= 0:
-            flag = "--" + name.replace("_", "-")
-            raise SeqkitError(f"{flag} must be a positive integer, got {value}; pass {flag} 1 or more")
-
-
 # -- reports -------------------------------------------------------------------
-
-
-def _write_csv(path, header, rows):
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
 
 
 def write_report(profiles, out, title=None):
@@ -327,7 +311,7 @@ def write_report(profiles, out, title=None):
         for d in range(p.length):
             rows.append([p.name, d, p.length - d, f"{p.grad_norm[d]:.6e}", f"{p.jacobian_norm[d]:.6e}"]
                         + [f"{p.weight_grads[n][d]:.6e}" if n in p.weight_grads else "" for n in weight_names])
-    _write_csv(out / "gradients.csv", ["cell", "distance", "k", "grad_norm", "jacobian_norm"]
+    write_csv(out / "gradients.csv", ["cell", "distance", "k", "grad_norm", "jacobian_norm"]
                + [f"dL_d{n}" for n in weight_names], rows)
     panels = [
         {"curves": {p.name: p.grad_norm for p in profiles}, "ylabel": "mean ‖∂L_T/∂h_k‖",
@@ -345,198 +329,3 @@ def write_report(profiles, out, title=None):
     write_text(out / "summary.txt", summary)
     return {"summary": summary, "plot": data,
             "files": [out / "gradients.png", out / "gradients.csv", out / "summary.txt"]}
-
-
-# -- training history ------------------------------------------------------------------
-
-
-def read_steps(run_dir):
-    """steps.csv of a run as columns: step, epoch_mean_loss, grad_norm, clipped, skipped, and loss (the
-    step's own) where the run logged it (see ``training.StepLogger``)."""
-    path = Path(run_dir) / "steps.csv"
-    if not Path(run_dir).is_dir():
-        raise SeqkitError(f"{run_dir} is not a directory; pass a seqkit run directory (made by seqkit train)")
-    if not path.exists():
-        raise SeqkitError(f"{run_dir} has no steps.csv; pass a run directory written by seqkit train")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        names = ("step", "epoch_mean_loss", "grad_norm", "clipped", "skipped") + ("loss",) * bool(rows and "loss" in rows[0])
-        columns = {name: np.array([float(r[name]) for r in rows]) for name in names}
-    except (KeyError, ValueError, TypeError) as e:
-        raise SeqkitError(f"{path} is damaged ({e}); it must be the steps.csv that seqkit train writes") from e
-    if not rows:
-        raise SeqkitError(f"{path} has no training steps yet; train the run first")
-    return columns
-
-
-def rolling_mean(values, window):
-    """Mean over the last ``window`` values at each position (fewer at the start)."""
-    cumulative = np.concatenate([[0.0], np.cumsum(values)])
-    ends = np.arange(1, len(values) + 1)
-    starts = np.maximum(0, ends - window)
-    return (cumulative[ends] - cumulative[starts]) / (ends - starts)
-
-
-def history(run_dir, out):
-    """history.png: grad norm, clip rate and loss per step from the run's steps.csv.
-
-    Returns ``{"summary": text, "plot": the data behind each panel, "files": paths}``.
-    """
-    steps = read_steps(run_dir)
-    clip_norm = None
-    try:
-        from seqkit import run as runs
-
-        clip_norm = runs.load_config(run_dir).get("clip_norm")
-    except SeqkitError:
-        pass
-    window = max(1, len(steps["step"]) // 50)
-    clip_rate = rolling_mean(steps["clipped"], window)
-    panels = [
-        {"curves": {"grad norm": steps["grad_norm"]}, "x": steps["step"], "logy": True,
-         "ylabel": "global gradient norm (before clipping)",
-         "title": f"gradient norm (clip at {clip_norm:g})" if clip_norm else "gradient norm"},
-        {"curves": {f"clip rate ({window}-step mean)": clip_rate}, "x": steps["step"],
-         "ylabel": "fraction of steps clipped", "title": "clip rate"},
-        {"curves": {**({"step loss": steps["loss"]} if "loss" in steps else {}),
-                    "running epoch mean": steps["epoch_mean_loss"]}, "x": steps["step"], "ylabel": "loss",
-         "title": "training loss"},
-    ]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = plot_panels(out / "history.png", panels, xlabel="step", title=f"training history of {run_dir}")
-    g = steps["grad_norm"]
-    summary = (
-        f"{len(g)} steps: grad norm median {np.median(g):.3g}, 90th percentile {np.percentile(g, 90):.3g}, "
-        f"max {g.max():.3g} (step {int(steps['step'][g.argmax()])}); "
-        f"{steps['clipped'].mean():.1%} of steps clipped"
-        + (f" at {clip_norm:g}" if clip_norm else " (clipping off)")
-        + f"; {int(steps['skipped'].sum())} non-finite steps skipped\n"
-    )
-    write_text(out / "history.txt", summary)
-    return {"summary": summary, "plot": data, "files": [out / "history.png", out / "history.txt"]}
-
-
-# -- the exploding-gradient demo ---------------------------------------------------------
-
-
-class StepRecorder(keras.callbacks.Callback):
-    """The raw loss and global gradient norm of every step (SeqModel's ``last_*`` variables)."""
-
-    def __init__(self):
-        super().__init__()
-        self.loss, self.grad_norm = [], []
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.loss.append(float(self.model.last_loss.numpy()))
-        self.grad_norm.append(float(self.model.last_grad_norm.numpy()))
-
-
-def exploding_model(length, input_dim, units, radius, clip_norm, seed):
-    """A tanh SimpleRNN -> Dense(1) regressor whose recurrent kernel is scaled
-    to spectral radius ``radius`` (> 1: the exploding regime of Pascanu et al. 2013)."""
-    from seqkit.training import SeqModel
-
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((length, input_dim))
-    layer = recurrent_layer("rnn", units, name="rnn")
-    outputs = keras.layers.Dense(1, name="head")(layer(inputs))
-    model = SeqModel(inputs, outputs, clip_norm=clip_norm, max_nonfinite=1 << 30, name="exploding_demo")
-    U = layer.cell.recurrent_kernel.numpy()
-    layer.cell.recurrent_kernel.assign(U * (radius / np.max(np.abs(np.linalg.eigvals(U)))))
-    return model
-
-
-def exploding_demo(x, y, radius=2.0, clip_norm=1.0, units=32, batch_size=64, lr=0.1, seed=0):
-    """Train the same exploding-regime SimpleRNN on ``(x, y)`` twice with plain
-    SGD, one pass in the same order: without clipping and with ``clip_norm``.
-
-    The defaults put the explosion in the first step, a function of the
-    initial weights and the first batch that float32 rounding cannot move:
-    at radius 2 over 30 steps the first gradient's norm is 133-335 (seeds
-    0-4, the same on every compute path; tests check it against the float64
-    NumPy reference), so the first unclipped update moves the weights by
-    13-34, further than the recurrent kernel's own norm (2 √32 = 11.3). What
-    follows is a trajectory: measured on seeds 0-4 and every path of an AVX2
-    machine, the unclipped loss peaked at 1.5e4 to inf times its first value
-    (overflow in 9 of 15 runs), the clipped one at most 1.91 times, and the
-    clipped run ended at 0.097-0.30 of its starting loss (last 8 steps' mean
-    over the first 8's); on an AVX-512 machine, every path: the unclipped
-    diverged in all 20 runs, the clipped peaked at most 2.16 times and ended
-    at 0.11-0.61. The same SGD at
-    radius 0.9 trains without clipping.
-
-    Returns ``{run name: {"loss": per-step losses, "grad_norm": per-step norms}}``.
-    """
-    if radius <= 0 or clip_norm <= 0:
-        raise SeqkitError("--radius and --clip-norm must be > 0 for the exploding demo; pass e.g. --radius 2 "
-                          "--clip-norm 1")
-    runs = {}
-    for name, clip in (("no clipping", 0.0), (f"clip-norm {clip_norm:g}", clip_norm)):
-        model = exploding_model(x.shape[1], x.shape[2], units, radius, clip, seed)
-        model.compile(optimizer=keras.optimizers.SGD(lr), loss="mse")
-        recorder = StepRecorder()
-        model.fit(x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[recorder])
-        runs[name] = {"loss": np.array(recorder.loss), "grad_norm": np.array(recorder.grad_norm)}
-    return runs
-
-
-DIVERGED = 100  # "the loss blew up": a step's loss above this many times the first step's
-
-
-def diverged(loss, factor=DIVERGED):
-    """Whether a loss curve blew up: a non-finite loss, or a loss above
-    ``factor`` times the first step's at some step (a spike counts even when
-    the run recovers from it)."""
-    loss = np.asarray(loss)
-    return bool(not np.isfinite(loss).all() or loss.max() > factor * loss[0])
-
-
-def verdict(loss):
-    """What a loss curve did, in words: ``diverged (...)``, ``trained (...)``
-    (the last tenth's mean loss below the first tenth's) or ``did not train (...)``."""
-    loss = np.asarray(loss)
-    if not np.isfinite(loss).all():
-        return f"diverged (loss non-finite from step {int(np.argmin(np.isfinite(loss))) + 1})"
-    if diverged(loss):
-        return f"diverged (loss peaked at {loss.max():.3g}, {loss.max() / loss[0]:.3g}x step 1's)"
-    tenth = max(1, len(loss) // 10)
-    first, last = np.mean(loss[:tenth]), np.mean(loss[-tenth:])
-    return (f"{'trained' if last < first else 'did not train'} (mean loss {first:.3g} over the first tenth "
-            f"of the steps, {last:.3g} over the last)")
-
-
-def exploding_report(runs, out, rows=15):
-    """exploding.png/.csv and the two loss curves side by side as text."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    names = list(runs)
-    n = len(runs[names[0]]["loss"])
-    _write_csv(out / "exploding.csv", ["step"] + [f"{k} ({name})" for name in names for k in ("loss", "grad_norm")],
-               [[i + 1] + [f"{runs[name][k][i]:.6g}" for name in names for k in ("loss", "grad_norm")]
-                for i in range(n)])
-    panels = [{"curves": {name: runs[name][k] for name in names}, "logy": True, "ylabel": label, "title": label}
-              for k, label in (("loss", "training loss (MSE)"), ("grad_norm", "gradient norm before clipping"))]
-    data = plot_panels(out / "exploding.png", panels, xlabel="step")
-    width = max(len(name) for name in names) + 2
-    lines = ["step".rjust(6) + "".join(f"loss ({name})".rjust(width + 8) for name in names)]
-    for i in sorted(set(np.linspace(0, n - 1, min(rows, n)).astype(int))):
-        lines.append(f"{i + 1:6d}" + "".join(f"{runs[name]['loss'][i]:.4g}".rjust(width + 8) for name in names))
-    for name in names:
-        norms = runs[name]["grad_norm"]
-        lines.append(f"{name}: {verdict(runs[name]['loss'])}; gradient norm {norms[0]:.3g} at step 1, "
-                     f"max {np.nanmax(norms):.3g}")
-    text = "\n".join(lines) + "\n"
-    write_text(out / "exploding.txt", text)
-    return {"summary": text, "plot": data, "files": [out / "exploding.png", out / "exploding.csv",
-                                                     out / "exploding.txt"]}
-
-
-def exploding_data(length, steps, seed, batch_size=64):
-    """The adding problem's training set for ``steps`` batches of the demo."""
-    from seqkit import synthetic
-
-    check_positive(length=length, steps=steps)
-    x, y = synthetic.examples("adding", steps * batch_size, length, seed)
-    return x, y[:, None]
