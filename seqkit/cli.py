@@ -24,6 +24,7 @@ from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZER
 from seqkit.errors import SeqkitError, SeqkitWarning
 
 USER_ERRORS = (SeqkitError, ValueError, OSError)
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2; 8.1 prints the help itself
 
 
 def quiet_tensorflow():
@@ -808,6 +809,9 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
+    except NO_ARGS_IS_HELP as e:  # a group run without a subcommand: its help, as click shows it
+        e.show()
+        sys.exit(e.exit_code)
     except click.ClickException as e:  # bad flags: one line too, with where to look
         message = " ".join(e.format_message().split()).rstrip(".")
         ctx = getattr(e, "ctx", None)
