@@ -20,7 +20,7 @@ from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_DEFAUL
                            MONITORS, OPTIMIZER_NAMES, POOLINGS, STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY,
                            TOKENIZERS, CharLMConfig, ClassifyConfig)
 from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZERS, TARGET_TOKENIZERS, TASK_SEQ2SEQ,
-                           Seq2SeqConfig, check_count, check_seed)
+                           Seq2SeqConfig)
 from seqkit.errors import SeqkitError, SeqkitWarning
 
 USER_ERRORS = (SeqkitError, ValueError, OSError)
@@ -712,77 +712,141 @@ def model_server(port, rest_api_port, model_name, model_base_path, model_config_
                   flags={"port": "--rest_api_port", "grpc_port": "--port"}, **model_calls, log=click.echo)
 
 
-@cli.command()
+class Subcommand(click.Command):
+    """A subcommand that refuses an option of a sibling subcommand by naming the one it belongs to
+    (``--radius is an option of 'seqkit diagnose exploding', not of 'seqkit diagnose history'``),
+    and an option named as a sibling (``--history``) by naming that subcommand."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            siblings = getattr(ctx.parent.command, "commands", {}) if ctx.parent is not None else {}
+            owners = [f"'{ctx.parent.command_path} {name}'" for name, command in siblings.items()
+                      if command is not self and any(e.option_name in p.opts for p in command.params)]
+            if owners:
+                raise click.UsageError(f"{e.option_name} is an option of {' and '.join(owners)}, not of "
+                                       f"'{ctx.command_path}'; drop it", ctx) from e
+            if e.option_name.lstrip("-") in siblings:
+                raise click.UsageError(f"{e.option_name} is not an option but a subcommand: run "
+                                       f"'{ctx.parent.command_path} {e.option_name.lstrip('-')}'", ctx) from e
+            raise
+
+
+def flag_names(**renamed):
+    """``{library argument: flag}`` for the library's error messages: each parameter of the running
+    command under its own name (``batch_size: --batch-size``, ``run_dir: RUN_DIR``), and ``renamed``
+    where the library's argument is not the option's (``cells="--compare"``)."""
+    params = click.get_current_context().command.params
+    names = {p.name: p.opts[0] if isinstance(p, click.Option) else p.human_readable_name for p in params}
+    return {**names, **renamed}
+
+
+def show_report(report):
+    """A diagnosis' summary, then the files it wrote."""
+    click.echo(report["summary"], nl=False)
+    click.echo("wrote " + ", ".join(str(p) for p in report["files"]))
+
+
+@cli.group()
+def diagnose():
+    """Measure vanishing and exploding gradients: ‖∂L_T/∂h_k‖ and ‖∂h_T/∂h_k‖ against T - k.
+
+    \b
+    seqkit diagnose gradients --compare rnn,irnn,lstm,gru --length 200
+    seqkit diagnose gradients RUN_DIR    # a trained char-LM's top layer, on real text
+    seqkit diagnose history RUN_DIR      # grad norm and clip rate over training
+    seqkit diagnose exploding            # spectral radius > 1: diverges unclipped, trains clipped
+    """
+
+
+def cell_list(ctx, param, value):
+    """--compare's comma-separated names as a list (None when not given)."""
+    if value is None:
+        return None
+    cells = [c.strip() for c in value.split(",") if c.strip()]
+    if not cells or len(set(cells)) != len(cells):
+        raise click.UsageError(f"--compare {value!r} must name distinct cells, e.g. rnn,irnn,lstm,gru", ctx)
+    return cells
+
+
+@diagnose.command("gradients", cls=Subcommand)
 @click.argument("run_dir", required=False, type=click.Path())
 @click.option("--cell", type=click.Choice(CELL_NAMES), help="Diagnose a freshly initialised cell (no RUN_DIR).")
-@click.option("--compare", help="Comma-separated cells to measure on one input, e.g. rnn,irnn,lstm,gru.")
-@click.option("--units", type=int, help="Hidden size of --cell/--compare cells [default: 128; --exploding: 32].")
-@click.option("--length", type=int, help="Sequence length T [default: 200; --exploding: 30].")
+@click.option("--compare", callback=cell_list,
+              help="Comma-separated cells to measure on one input, e.g. rnn,irnn,lstm,gru.")
+@click.option("--units", type=int, default=128, show_default=True, help="Hidden size of --cell/--compare cells.")
+@click.option("--length", type=int, default=200, show_default=True, help="Sequence length T.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Examples the norms are averaged over.")
 @click.option("--input-dim", type=int, default=32, show_default=True, help="Features of the random N(0, 1) input.")
 @click.option("--data", type=click.Path(), help="UTF-8 text to use as input instead of random input "
               "(RUN_DIR default: the run's training text).")
-@click.option("--history", is_flag=True, help="Plot grad norm, clip rate and loss over training from RUN_DIR/steps.csv.")
-@click.option("--exploding", is_flag=True, help="Train a SimpleRNN with spectral radius --radius with and without "
-              "--clip-norm and compare the loss curves.")
-@click.option("--radius", type=float, default=2.0, show_default=True, help="--exploding: recurrent spectral radius.")
-@click.option("--clip-norm", type=float, default=1.0, show_default=True, help="--exploding: the clipped run's norm.")
-@click.option("--steps", type=int, default=300, show_default=True, help="--exploding: SGD steps per run.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(), help="Output folder. Default: RUN_DIR/diagnose, or ./diagnose.")
-def diagnose(run_dir, cell, compare, units, length, batch_size, input_dim, data, history, exploding, radius,
-             clip_norm, steps, seed, out):
-    """Measure vanishing and exploding gradients: ‖∂L_T/∂h_k‖ and ‖∂h_T/∂h_k‖ against T - k.
+def diagnose_gradients(run_dir, cell, compare, units, length, batch_size, input_dim, data, seed, out):
+    """Gradient norms against T - k, for fresh cells or a char-LM run.
+
+    Pass one of RUN_DIR (a trained char-LM run: its top recurrent layer, on
+    real text), --cell NAME (one freshly initialised cell) or --compare
+    a,b,... (fresh cells on one shared input). Writes gradients.png,
+    gradients.csv and summary.txt.
 
     \b
-    seqkit diagnose --compare rnn,irnn,lstm,gru --length 200
-    seqkit diagnose RUN_DIR                 # a trained char-LM's top layer, on real text
-    seqkit diagnose RUN_DIR --history       # grad norm and clip rate over training
-    seqkit diagnose --exploding             # spectral radius > 1: diverges unclipped, trains clipped
+    seqkit diagnose gradients --compare rnn,irnn,lstm,gru --length 200
+    seqkit diagnose gradients --cell gru --units 256 --data input.txt
+    seqkit diagnose gradients RUN_DIR
     """
-    modes = [name for name, on in (("RUN_DIR", run_dir), ("--cell", cell), ("--compare", compare),
-                                   ("--exploding", exploding)) if on]
+    modes = [name for name, on in (("RUN_DIR", run_dir), ("--cell", cell), ("--compare", compare)) if on]
     if len(modes) > 1:
         raise click.UsageError(f"{' and '.join(modes)} cannot be combined; pass one of them")
     if not modes:
-        raise click.UsageError("nothing to diagnose; pass a RUN_DIR, --cell NAME, --compare rnn,lstm,... "
-                               "or --exploding")
-    if history and not run_dir:
-        raise click.UsageError("--history reads a run's steps.csv; pass the RUN_DIR")
+        raise click.UsageError("nothing to diagnose; pass a RUN_DIR, --cell NAME or --compare NAMES "
+                               "(e.g. rnn,lstm,gru)")
     quiet_tensorflow()
-    from seqkit.diagnose import exploding as demo
     from seqkit.diagnose import gradients
-    from seqkit.diagnose.history import history as plot_history
-    from seqkit.text import read_corpus
 
-    out = out or (os.path.join(run_dir, "diagnose") if run_dir else "diagnose")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise SeqkitError(f"--out {out} is a file, not a folder; choose another --out")
-    for flag, value in (("--units", units), ("--length", length), ("--batch-size", batch_size),
-                        ("--input-dim", input_dim), ("--steps", steps)):
-        if value is not None:
-            check_count(value, flag)
-    check_seed(seed, unset=None)
-    text = read_corpus([data]) if data else None
-    defaults = (32, 30) if exploding else (128, 200)
-    units, length = (defaults[0] if units is None else units), (defaults[1] if length is None else length)
-    if history:
-        report = plot_history(run_dir, out)
-    elif exploding:
-        x, y = demo.exploding_data(length, steps, seed)
-        runs = demo.exploding_demo(x, y, radius=radius, clip_norm=clip_norm, units=units, seed=seed)
-        report = demo.exploding_report(runs, out)
-    elif run_dir:
-        report = gradients.write_report([gradients.profile_char_lm(run_dir, length, batch_size, seed, text)], out,
-                                   title=f"gradient flow in {run_dir}")
-    else:
-        cells = [c.strip() for c in compare.split(",") if c.strip()] if compare else [cell]
-        if not cells or len(set(cells)) != len(cells):
-            raise click.UsageError(f"--compare {compare!r} must name distinct cells, e.g. rnn,irnn,lstm,gru")
-        profiles = gradients.compare_cells(cells, units, length, batch_size, input_dim, seed, text)
-        report = gradients.write_report(profiles, out, title=f"gradient flow at initialisation, H={units}, T={length}")
-    click.echo(report["summary"], nl=False)
-    click.echo("wrote " + ", ".join(str(p) for p in report["files"]))
+    cells = compare or ([cell] if cell else None)
+    report = gradients.diagnose(run_dir=run_dir, cells=cells, out=out, units=units, length=length,
+                                batch_size=batch_size, input_dim=input_dim, seed=seed, data=data,
+                                flags=flag_names(cells="--compare" if compare else "--cell"))
+    show_report(report)
+
+
+@diagnose.command("history", cls=Subcommand)
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(), help="Output folder. Default: RUN_DIR/diagnose.")
+def diagnose_history(run_dir, out):
+    """Grad norm, clip rate and loss over a run's training.
+
+    Reads RUN_DIR/steps.csv (written by seqkit train); writes history.png and
+    history.txt.
+    """
+    from seqkit.diagnose import history
+
+    show_report(history.diagnose(run_dir, out=out, flags=flag_names()))
+
+
+@diagnose.command("exploding", cls=Subcommand)
+@click.option("--radius", type=float, default=2.0, show_default=True, help="Recurrent spectral radius.")
+@click.option("--clip-norm", type=float, default=1.0, show_default=True, help="The clipped run's norm.")
+@click.option("--units", type=int, default=32, show_default=True, help="Hidden size of the SimpleRNN.")
+@click.option("--length", type=int, default=30, show_default=True, help="Sequence length T.")
+@click.option("--steps", type=int, default=300, show_default=True, help="SGD steps per run.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(), help="Output folder. Default: ./diagnose.")
+def diagnose_exploding(radius, clip_norm, units, length, steps, seed, out):
+    """Spectral radius > 1: diverges unclipped, trains clipped.
+
+    Trains a SimpleRNN with spectral radius --radius on the adding problem
+    twice, without clipping and with --clip-norm, and compares the loss
+    curves. Writes exploding.png, exploding.csv and exploding.txt.
+    """
+    quiet_tensorflow()
+    from seqkit.diagnose import exploding
+
+    report = exploding.diagnose(out=out, radius=radius, clip_norm=clip_norm, units=units, length=length, steps=steps,
+                                seed=seed, flags=flag_names())
+    show_report(report)
 
 
 def unescape(text):

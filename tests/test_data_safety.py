@@ -119,8 +119,8 @@ def test_evaluate_diagnose_export_and_generate_write_only_where_pointed(base, wo
     others = tree_hashes(workspace, base[0], skip=[target, exported])
     commands = [
         ["evaluate", target, "--data", base[0] / "corpus.txt"],
-        ["diagnose", target, "--length", 4, "--batch-size", 1],
-        ["diagnose", target, "--history"],
+        ["diagnose", "gradients", target, "--length", 4, "--batch-size", 1],
+        ["diagnose", "history", target],
         ["export", target, "--out", exported],
         ["generate", target, "--prime", "the", "--length", 5, "--seed", 0],
     ]

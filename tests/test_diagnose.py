@@ -7,6 +7,7 @@ own steps.csv for the history plot.
 """
 
 import csv
+import shutil
 import struct
 
 import keras
@@ -17,6 +18,7 @@ from conftest import run_cli
 import reference as ref
 from seqkit.config import CharLMConfig
 from seqkit.diagnose import exploding, gradients, history
+from seqkit.errors import SeqkitError
 from seqkit.layers import GRU, LSTM, SimpleRNN
 from seqkit.tasks import char_lm
 
@@ -134,7 +136,7 @@ def test_char_lm_run_profile_uses_the_trained_layer(run_dir):
 
 
 def test_history_plots_the_runs_steps_csv(run_dir, tmp_path):
-    report = history.history(run_dir, tmp_path)
+    report = history.diagnose(run_dir, tmp_path)
     with open(f"{run_dir}/steps.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 30
@@ -206,32 +208,101 @@ def test_exploding_rnn_diverges_without_clipping_and_trains_with_it(tmp_path):
 
 
 def test_cli_compare_writes_plot_csv_and_summary(tmp_path, capsys):
-    code, out, err = run_cli(["diagnose", "--compare", "rnn,gru", "--units", 8, "--length", 12, "--batch-size", 2,
-                              "--out", tmp_path / "d"], capsys)
+    code, out, err = run_cli(["diagnose", "gradients", "--compare", "rnn,gru", "--units", 8, "--length", 12,
+                              "--batch-size", 2, "--out", tmp_path / "d"], capsys)
     assert code == 0, err
     assert out.startswith("rnn: |dL_T/dh_k|") and "\ngru: " in out
     assert {p.name for p in (tmp_path / "d").iterdir()} == {"gradients.png", "gradients.csv", "summary.txt"}
 
 
 def test_cli_run_dir_and_history(run_dir, tmp_path, capsys):
-    code, out, err = run_cli(["diagnose", run_dir, "--length", 25, "--batch-size", 3, "--out", tmp_path / "g"], capsys)
+    code, out, err = run_cli(["diagnose", "gradients", run_dir, "--length", 25, "--batch-size", 3,
+                              "--out", tmp_path / "g"], capsys)
     assert code == 0, err
     assert out.startswith("lstm (rnn_1): ")  # the top of the default two layers
-    code, out, err = run_cli(["diagnose", run_dir, "--history", "--out", tmp_path / "h"], capsys)
+    code, out, err = run_cli(["diagnose", "history", run_dir, "--out", tmp_path / "h"], capsys)
     assert code == 0, err
     assert out.startswith("30 steps: grad norm median")
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--cell", "rnn", "--compare", "rnn,lstm"], "--cell and --compare cannot be combined"),
-    ([], "nothing to diagnose"),
-    (["--compare", "rnn,tanh"], "unknown cell 'tanh' in --compare"),
-    (["--cell", "gru", "--length", 0], "--length must be a positive integer"),
-    (["--cell", "gru", "--history"], "--history reads a run's steps.csv; pass the RUN_DIR"),
-    (["/nonexistent/run", "--history"], "is not a directory"),
+    (["gradients", "--cell", "rnn", "--compare", "rnn,lstm"], "--cell and --compare cannot be combined"),
+    (["gradients"], "nothing to diagnose"),
+    (["gradients", "--compare", "rnn,tanh"], "unknown cell 'tanh' in --compare"),
+    (["gradients", "--cell", "gru", "--length", 0], "--length must be a positive integer"),
+    (["history"], "Missing argument 'RUN_DIR'"),  # was --history without a RUN_DIR
+    (["history", "/nonexistent/run"], "is not a directory"),
 ])
 def test_cli_bad_input_is_one_line(args, message, capsys):
     code, out, err = run_cli(["diagnose", *args], capsys)
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_cli_group_lists_its_subcommands(capsys):
+    code, out, err = run_cli(["diagnose"], capsys)
+    assert code in (0, 2), err  # click >= 8.2 exits 2 for a group run without a subcommand, 8.1 exits 0
+    shown = out + err
+    assert shown.startswith("Usage: seqkit diagnose [OPTIONS] COMMAND") and "error:" not in shown
+    for name in ("gradients", "history", "exploding"):
+        assert f"\n  {name}  " in shown
+
+
+@pytest.mark.parametrize("args, message", [
+    (["history", "RUN", "--radius", 2],
+     "--radius is an option of 'seqkit diagnose exploding', not of 'seqkit diagnose history'; drop it"),
+    (["exploding", "--compare", "rnn,gru"],
+     "--compare is an option of 'seqkit diagnose gradients', not of 'seqkit diagnose exploding'"),
+    (["history", "RUN", "--units", 8],
+     "--units is an option of 'seqkit diagnose gradients' and 'seqkit diagnose exploding', not of"),
+    (["gradients", "--cell", "rnn", "--steps", 5], "--steps is an option of 'seqkit diagnose exploding'"),
+    (["gradients", "RUN", "--history"], "--history is not an option but a subcommand: run 'seqkit diagnose history'"),
+    (["exploding", "--bogus"], "No such option '--bogus'"),
+])
+def test_cli_refuses_an_option_of_another_subcommand(args, message, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["diagnose", *[run if a == "RUN" else a for a in args], "--out", tmp_path / "d"], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert not (tmp_path / "d").exists()
+
+
+def test_cli_exploding_writes_to_diagnose_by_default(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(["diagnose", "exploding", "--steps", 3, "--length", 5, "--units", 4], capsys)
+    assert code == 0, err
+    assert "no clipping: " in out and "clip-norm 1: " in out
+    assert {p.name for p in (tmp_path / "diagnose").iterdir()} == {"exploding.png", "exploding.csv", "exploding.txt"}
+    assert out.rstrip().endswith("wrote diagnose/exploding.png, diagnose/exploding.csv, diagnose/exploding.txt")
+
+
+def test_cli_history_writes_beside_the_run_by_default(run_dir, tmp_path, capsys):
+    run = shutil.copytree(run_dir, tmp_path / "run")
+    code, out, err = run_cli(["diagnose", "history", run], capsys)
+    assert code == 0, err
+    assert {p.name for p in (run / "diagnose").iterdir()} == {"history.png", "history.txt"}
+    assert f"wrote {run / 'diagnose' / 'history.png'}, " in out
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda out: gradients.diagnose(cells=["gru"], length=0, out=out), r"^length must be a positive integer"),
+    (lambda out: gradients.diagnose(cells=["gru"], batch_size=2**40, out=out), r"^batch_size must be at most"),
+    (lambda out: gradients.diagnose(cells=["gru", "gru"], out=out), r"^cells must be a list of distinct cell names"),
+    (lambda out: gradients.diagnose(cells=["tanh"], out=out), r"^unknown cell 'tanh' in cells; choose from"),
+    (lambda out: gradients.diagnose(out=out), r"^nothing to diagnose; pass run_dir \(a trained char-LM run\) or cells"),
+    (lambda out: gradients.diagnose(run_dir="RUN", cells=["rnn"], out=out), r"or cells .*, not both$"),
+    (lambda out: gradients.diagnose(cells=["rnn"], out=out.parent / "a_file"),
+     r"^out .*a_file is a file, not a folder; choose another out$"),
+    (lambda out: exploding.diagnose(radius=0, steps=1, out=out), r"^radius and clip_norm must be > 0"),
+    (lambda out: exploding.diagnose(seed=-1, out=out), r"^seed must be an integer in \[0, "),
+    (lambda out: history.diagnose("/nonexistent/run", out=out), r"is not a directory"),
+], ids=["length", "batch_size", "repeated cell", "unknown cell", "neither", "both", "out a file", "radius", "seed",
+        "no run"])
+def test_library_errors_name_the_arguments(call, message, tmp_path):
+    """The Python API's errors name its own arguments (the CLI's name its flags: the tests above)."""
+    (tmp_path / "a_file").write_text("not a folder", encoding="utf-8")
+    with pytest.raises(SeqkitError, match=message):
+        call(tmp_path / "out")
+    assert not (tmp_path / "out").exists()

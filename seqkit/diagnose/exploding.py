@@ -7,7 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from seqkit.diagnose.common import check_positive, write_csv
+from seqkit.config import check_seed
+from seqkit.diagnose.common import check_counts, named, output_folder, write_csv
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 from seqkit.layers import recurrent_layer
@@ -41,7 +42,7 @@ def exploding_model(length, input_dim, units, radius, clip_norm, seed):
     return model
 
 
-def exploding_demo(x, y, radius=2.0, clip_norm=1.0, units=32, batch_size=64, lr=0.1, seed=0):
+def exploding_demo(x, y, radius=2.0, clip_norm=1.0, units=32, batch_size=64, lr=0.1, seed=0, flags=None):
     """Train the same exploding-regime SimpleRNN on ``(x, y)`` twice with plain
     SGD, one pass in the same order: without clipping and with ``clip_norm``.
 
@@ -60,11 +61,13 @@ def exploding_demo(x, y, radius=2.0, clip_norm=1.0, units=32, batch_size=64, lr=
     at 0.11-0.61. The same SGD at
     radius 0.9 trains without clipping.
 
-    Returns ``{run name: {"loss": per-step losses, "grad_norm": per-step norms}}``.
+    Returns ``{run name: {"loss": per-step losses, "grad_norm": per-step norms}}``;
+    ``flags``: the caller's names for the arguments, in errors.
     """
     if radius <= 0 or clip_norm <= 0:
-        raise SeqkitError("--radius and --clip-norm must be > 0 for the exploding demo; pass e.g. --radius 2 "
-                          "--clip-norm 1")
+        r, c = named(flags, "radius"), named(flags, "clip_norm")
+        raise SeqkitError(f"{r} and {c} must be > 0 for the exploding demo (received {radius:g} and {clip_norm:g}); "
+                          f"pass e.g. {r} 2 and {c} 1")
     runs = {}
     for name, clip in (("no clipping", 0.0), (f"clip-norm {clip_norm:g}", clip_norm)):
         model = exploding_model(x.shape[1], x.shape[2], units, radius, clip, seed)
@@ -126,10 +129,25 @@ def exploding_report(runs, out, rows=15):
                                                      out / "exploding.txt"]}
 
 
-def exploding_data(length, steps, seed, batch_size=64):
+def exploding_data(length, steps, seed, batch_size=64, flags=None):
     """The adding problem's training set for ``steps`` batches of the demo."""
     from seqkit import synthetic
 
-    check_positive(length=length, steps=steps)
+    check_counts(flags, length=length, steps=steps)
     x, y = synthetic.examples("adding", steps * batch_size, length, seed)
     return x, y[:, None]
+
+
+def diagnose(out=None, radius=2.0, clip_norm=1.0, units=32, length=30, steps=300, seed=0, flags=None):
+    """The demo end to end: ``steps`` batches of the adding problem (length
+    ``length``), the SimpleRNN of ``units`` at spectral radius ``radius`` trained
+    unclipped and clipped at ``clip_norm``, the report written to ``out``
+    (default: ./diagnose). ``flags``: the caller's names for the arguments, in
+    errors. Returns ``exploding_report``'s ``{"summary", "plot", "files"}``.
+    """
+    out = output_folder(out, flags=flags)
+    check_counts(flags, units=units, length=length, steps=steps)
+    check_seed(seed, unset=None, name=named(flags, "seed"))
+    x, y = exploding_data(length, steps, seed, flags=flags)
+    runs = exploding_demo(x, y, radius=radius, clip_norm=clip_norm, units=units, seed=seed, flags=flags)
+    return exploding_report(runs, out)

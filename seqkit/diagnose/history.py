@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seqkit import run as runs
+from seqkit.diagnose.common import output_folder
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 from seqkit.plots import plot_panels
@@ -39,16 +41,17 @@ def rolling_mean(values, window):
     return (cumulative[ends] - cumulative[starts]) / (ends - starts)
 
 
-def history(run_dir, out):
-    """history.png: grad norm, clip rate and loss per step from the run's steps.csv.
+def diagnose(run_dir, out=None, flags=None):
+    """history.png and history.txt in ``out`` (default: RUN_DIR/diagnose): grad
+    norm, clip rate and loss per step from the run's steps.csv. ``flags``: the
+    caller's names for the arguments, in errors.
 
     Returns ``{"summary": text, "plot": the data behind each panel, "files": paths}``.
     """
+    out = output_folder(out, run_dir, flags)
     steps = read_steps(run_dir)
     clip_norm = None
     try:
-        from seqkit import run as runs
-
         clip_norm = runs.load_config(run_dir).get("clip_norm")
     except SeqkitError:
         pass
@@ -64,7 +67,6 @@ def history(run_dir, out):
                     "running epoch mean": steps["epoch_mean_loss"]}, "x": steps["step"], "ylabel": "loss",
          "title": "training loss"},
     ]
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = plot_panels(out / "history.png", panels, xlabel="step", title=f"training history of {run_dir}")
     g = steps["grad_norm"]
