@@ -19,6 +19,7 @@ from pathlib import Path
 
 import keras
 
+from seqkit import compat
 from seqkit.errors import SeqkitError, SeqkitWarning
 from seqkit.io import atomic_path, write_text
 
@@ -163,8 +164,8 @@ class CheckpointManager:
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a LossScaleOptimizer: its inner one
-        rate = getattr(optimizer, "_learning_rate", None)
-        compiled_rate = rate.numpy() if isinstance(rate, keras.Variable) else None
+        rate = compat.learning_rate_variable(optimizer)
+        compiled_rate = None if rate is None else rate.numpy()
         try:
             model.load_weights(state["path"])
         except (ValueError, OSError, KeyError) as e:

@@ -38,6 +38,19 @@ def reset_plateau(callback):
     callback._reset()
 
 
+def in_multi_worker_mode(strategy):
+    """Whether ``strategy`` spans several workers (``extended._in_multi_worker_mode``: a
+    MultiWorkerMirroredStrategy on one worker is not)."""
+    return strategy.extended._in_multi_worker_mode()
+
+
+def learning_rate_variable(optimizer):
+    """The variable a Keras optimizer keeps its learning rate in (``_learning_rate``), or None
+    when the rate is a schedule (then no variable holds it)."""
+    rate = optimizer._learning_rate
+    return rate if isinstance(rate, keras.Variable) else None
+
+
 def strategy_supports_no_merge_call():
     """Whether the current ``tf.distribute`` strategy can apply gradients without a merge call."""
     return tf.__internal__.distribute.strategy_supports_no_merge_call()

@@ -251,9 +251,8 @@ def logs_for_strategy(logs):
     it averages each worker's logs with ``strategy.reduce("MEAN", v, axis=0)``,
     which fails on scalars; give it vectors of length 1 to average."""
     strategy = tf.distribute.get_strategy()
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and getattr(
-        strategy.extended, "_in_multi_worker_mode", lambda: False
-    )()
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and compat.in_multi_worker_mode(
+        strategy)
     if not multi_worker:
         return logs
     return {k: tf.reshape(v, [1]) for k, v in logs.items()}
