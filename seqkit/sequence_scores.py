@@ -3,7 +3,8 @@ r"""Scores of predicted token sequences against references: exact match, token e
 * exact match: the share of predictions equal to their reference, token for token;
 * token error rate: ``Σ edit distance / Σ reference length`` over the corpus,
   the Levenshtein distance counting substitutions, insertions and deletions
-  of tokens (the word / character error rate of speech recognition);
+  of tokens (the word / character error rate of speech recognition), computed
+  by rapidfuzz (``rapidfuzz.distance.Levenshtein``, unit costs);
 * BLEU (Papineni et al. 2002), corpus level, one reference per example:
 
 .. math::
@@ -14,23 +15,23 @@ r"""Scores of predicted token sequences against references: exact match, token e
 where ``p_n`` is the clipped n-gram precision summed over the corpus, ``r``
 the total reference length and ``c`` the total prediction length. No
 smoothing: a corpus without a single matching 4-gram scores 0.
+
+rapidfuzz is given each token as an int id (``token_ids``), not the token:
+it compares the elements of a list by their hash, so raw tokens could match
+by accident (``"a"`` and ``97``; ``0`` and ``2**61 - 1``, which hash alike).
 """
 
 import math
 from collections import Counter
 
+from rapidfuzz.distance import Levenshtein
 
-def edit_distance(a, b):
-    """Levenshtein distance between token sequences ``a`` and ``b`` (unit costs)."""
-    previous = list(range(len(b) + 1))  # distances from a[:0] to each prefix of b
-    for i, x in enumerate(a, start=1):
-        current = [i]
-        for j, y in enumerate(b, start=1):
-            current.append(min(previous[j] + 1,  # delete x
-                               current[j - 1] + 1,  # insert y
-                               previous[j - 1] + (x != y)))  # substitute (or keep)
-        previous = current
-    return previous[-1]
+
+def token_ids(*corpora):
+    """Each corpus (a list of token sequences) with its tokens replaced by ints:
+    equal tokens get the same id in every corpus, distinct tokens distinct ids."""
+    ids = {}
+    return [[[ids.setdefault(token, len(ids)) for token in tokens] for tokens in corpus] for corpus in corpora]
 
 
 def ngrams(tokens, n):
@@ -62,7 +63,7 @@ def sequence_scores(references, predictions, bleu=False):
     if not references:
         raise ValueError("no examples to score; pass at least one reference and prediction")
     exact = sum(list(r) == list(p) for r, p in zip(references, predictions))
-    errors = sum(edit_distance(r, p) for r, p in zip(references, predictions))
+    errors = sum(Levenshtein.distance(r, p) for r, p in zip(*token_ids(references, predictions)))
     tokens = sum(len(r) for r in references)
     scores = {"examples": len(references), "exact_match": exact / len(references),
               "token_error_rate": errors / max(tokens, 1), "edit_distance": errors, "reference_tokens": tokens}

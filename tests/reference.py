@@ -22,6 +22,10 @@ Jacobian convention: ``J_t = ∂s_t / ∂s_{t-1}`` has shape (B, S, S) with
 ``J_t[b, i, j] = ∂s_t[b, i] / ∂s_{t-1}[b, j]``, so a perturbation propagates
 forward as ``δs_t = J_t δs_{t-1}`` (column vectors) and a cotangent (row
 vector) propagates backward as ``v_{t-1} = v_t J_t``.
+
+The last section is a plain-Python oracle for ``seqkit.sequence_scores``
+(which calls rapidfuzz): the Levenshtein distance by its dynamic programme,
+the code seqkit ran before.
 """
 
 import numpy as np
@@ -598,3 +602,19 @@ def bptt_double_sum(cell, x, initial_states, d_outputs):
         d_initial += np.einsum("bi,bij->bj", g_t, jacobian_product(cell, caches, t, -1))
     grads["initial_states"] = _split_states(cell, d_initial)
     return grads
+
+
+# -- sequence scores ---------------------------------------------------------------------
+
+
+def edit_distance(a, b):
+    """Levenshtein distance between token sequences ``a`` and ``b`` (unit costs), row by row."""
+    previous = list(range(len(b) + 1))  # distances from a[:0] to each prefix of b
+    for i, x in enumerate(a, start=1):
+        current = [i]
+        for j, y in enumerate(b, start=1):
+            current.append(min(previous[j] + 1,  # delete x
+                               current[j - 1] + 1,  # insert y
+                               previous[j - 1] + (x != y)))  # substitute (or keep)
+        previous = current
+    return previous[-1]

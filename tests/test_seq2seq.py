@@ -6,7 +6,8 @@ padding invariance; the teacher-forced training model for the log-probabilities
 and argmaxes of the decoding loops; brute-force enumeration of every
 hypothesis for beam search (on a lookup-table toy and on a real model) and
 a toy whose best sequence is computed by hand; softmax probabilities for the
-frequencies of sampling; hand-computed edit distances and BLEU.
+frequencies of sampling; hand-computed edit distances and BLEU, and the
+textbook edit distance of ``tests/reference.py``.
 """
 
 import contextlib
@@ -23,6 +24,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import reference
 from conftest import run_cli
 from seqkit import decoding
 from seqkit.cli import main
@@ -32,7 +34,7 @@ from seqkit.layers.attention import SequenceAttention
 from seqkit.layers.reverse import ReverseTokens
 from seqkit.pairs import (DATE_FORMATS, END, PAD, SPECIALS, START, UNK, TokenVocabulary, detokenize, parse_pairs,
                           read_pairs, synthetic_pairs, tokenize)
-from seqkit.sequence_scores import corpus_bleu, edit_distance, sequence_scores
+from seqkit.sequence_scores import corpus_bleu, sequence_scores
 from seqkit.tasks import seq2seq
 
 BLOCKED = [PAD, START]
@@ -416,9 +418,13 @@ def test_decoder_module_saves_as_a_savedmodel_and_checks_its_arguments(tmp_path)
 # -- scores -------------------------------------------------------------------------------
 
 
+def distance(reference, prediction):
+    return sequence_scores([reference], [prediction])["edit_distance"]
+
+
 def test_edit_distance_token_error_rate_and_bleu_by_hand():
-    assert edit_distance("kitten", "sitting") == 3  # k->s, e->i, +g
-    assert edit_distance([], list("abc")) == 3 and edit_distance(list("abc"), list("abc")) == 0
+    assert distance("kitten", "sitting") == 3  # k->s, e->i, +g
+    assert distance([], list("abc")) == 3 and distance(list("abc"), list("abc")) == 0
     scores = sequence_scores([list("abcd"), list("xy")], [list("abcd"), list("x")])
     assert scores["exact_match"] == 0.5 and scores["token_error_rate"] == pytest.approx(1 / 6)
     # p1..p4 = 5/5, 4/4, 3/3, 2/2; brevity penalty exp(1 - 6/5)
@@ -426,6 +432,21 @@ def test_edit_distance_token_error_rate_and_bleu_by_hand():
     # p1 = 5/6, p2 = 3/5, p3 = 2/4, p4 = 1/3, no brevity penalty
     assert corpus_bleu([list("abcdef")], [list("abcdxf")]) == pytest.approx((5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
     assert corpus_bleu([list("abcdef")], [list("fedcba")]) == 0.0  # no matching 4-gram
+
+
+@pytest.mark.parametrize("alphabet", [list("ab c"), ["DH", "AH0", " ", "a b", ""], [0, 1, -1, -2, 2**61 - 1, 2**64],
+                                      ["a", 97, "b", 98]], ids=["chars", "words", "ints", "mixed"])
+def test_edit_distance_equals_the_textbook_dynamic_programme(alphabet):
+    """Oracle: ``reference.edit_distance``. rapidfuzz compares list elements by hash; the
+    alphabets hold tokens that hash alike (0 and 2**61 - 1, -1 and -2) or that it reads
+    as the same character ("a" and 97), which seqkit's token ids keep apart."""
+    rng = np.random.default_rng(0)
+    references = [[alphabet[i] for i in rng.integers(len(alphabet), size=rng.integers(13))] for _ in range(300)]
+    predictions = [[alphabet[i] for i in rng.integers(len(alphabet), size=rng.integers(13))] for _ in range(300)]
+    for r, p in zip(references, predictions):
+        assert distance(r, p) == reference.edit_distance(r, p), (r, p)
+    expected = sum(map(reference.edit_distance, references, predictions))
+    assert sequence_scores(references, predictions)["edit_distance"] == expected
 
 
 # -- training, generation, evaluation -------------------------------------------------------
