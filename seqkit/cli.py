@@ -499,9 +499,10 @@ def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max
     char-lm: loss, bits/char, perplexity. classify: accuracy, macro-F1,
     per-class precision/recall and the confusion matrix (also written to
     RUN_DIR/eval/ as JSON and PNG); the adding problem: MSE and its baseline.
-    seq2seq: exact match, token error rate, BLEU (word and space targets) of
-    the decoded --data pairs (a synthetic task without --data: a fresh test
-    set); scores and predictions are written to RUN_DIR/eval/.
+    seq2seq: exact match, token error rate, BLEU (word and space targets;
+    sacrebleu, 0-100, with its signature) of the decoded --data pairs (a
+    synthetic task without --data: a fresh test set); scores and predictions
+    are written to RUN_DIR/eval/.
     """
     from seqkit.run import load_config, run_dir_of
 
@@ -514,8 +515,10 @@ def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max
         scores = seq2seq.evaluate(run_dir, data[0] if data else None, decode=decode, beam_width=beam_width,
                                   length_penalty=length_penalty, max_length=max_length)
         click.echo(f"exact match {scores['exact_match']:.4f}  token error rate {scores['token_error_rate']:.4f}"
-                   + (f"  BLEU {100 * scores['bleu']:.2f}" if "bleu" in scores else "")
+                   + (f"  BLEU {scores['bleu']:.2f}" if "bleu" in scores else "")
                    + f"  over {scores['examples']:,} pairs ({decode} decoding)")
+        if "bleu" in scores:
+            click.echo(f"BLEU signature {scores['bleu_signature']} (sacrebleu, on the run's target tokens)")
         if scores["unknown_tokens"]:
             click.echo(f"{scores['unknown_tokens']} source tokens were not in the vocabulary (read as <unk>)")
         click.echo("wrote " + ", ".join(scores["files"]))

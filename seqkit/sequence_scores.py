@@ -5,26 +5,31 @@ r"""Scores of predicted token sequences against references: exact match, token e
   the Levenshtein distance counting substitutions, insertions and deletions
   of tokens (the word / character error rate of speech recognition), computed
   by rapidfuzz (``rapidfuzz.distance.Levenshtein``, unit costs);
-* BLEU (Papineni et al. 2002), corpus level, one reference per example:
+* BLEU (Papineni et al. 2002), corpus level, one reference per example,
+  computed by sacrebleu (``sacrebleu.metrics.BLEU``) on its 0-100 scale,
+  reported with sacrebleu's signature of the settings:
 
 .. math::
 
-    \text{BLEU} = \text{BP} \cdot \exp\Big(\tfrac14 \textstyle\sum_{n=1}^4 \log p_n\Big), \quad
+    \text{BLEU} = 100 \cdot \text{BP} \cdot \exp\Big(\tfrac14 \textstyle\sum_{n=1}^4 \log p_n\Big), \quad
     \text{BP} = \min(1, e^{1 - r / c})
 
 where ``p_n`` is the clipped n-gram precision summed over the corpus, ``r``
 the total reference length and ``c`` the total prediction length. No
-smoothing: a corpus without a single matching 4-gram scores 0.
+smoothing (``smooth_method="none"``): a corpus without a single matching
+4-gram scores 0.
 
-rapidfuzz is given each token as an int id (``token_ids``), not the token:
-it compares the elements of a list by their hash, so raw tokens could match
-by accident (``"a"`` and ``97``; ``0`` and ``2**61 - 1``, which hash alike).
+Both libraries are given each token as an int id (``token_ids``), not the
+token. rapidfuzz compares the elements of a list by their hash, so raw
+tokens could match by accident (``"a"`` and ``97``; ``0`` and ``2**61 - 1``,
+which hash alike). sacrebleu reads text and splits it at whitespace, so a
+token holding a space (``" "`` of character targets, ``"a b"``) would vanish
+or split; it gets the ids joined by spaces, with its own tokenizer off
+(``tokenize="none"``): the n-grams are those of the run's tokens.
 """
 
-import math
-from collections import Counter
-
 from rapidfuzz.distance import Levenshtein
+from sacrebleu.metrics import BLEU
 
 
 def token_ids(*corpora):
@@ -34,29 +39,19 @@ def token_ids(*corpora):
     return [[[ids.setdefault(token, len(ids)) for token in tokens] for tokens in corpus] for corpus in corpora]
 
 
-def ngrams(tokens, n):
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
-
-
-def corpus_bleu(references, predictions, max_n=4):
-    """Corpus BLEU in [0, 1] of ``predictions`` against ``references`` (lists of token lists)."""
-    matches, totals = [0] * max_n, [0] * max_n
-    for reference, prediction in zip(references, predictions):
-        for n in range(1, max_n + 1):
-            found, wanted = ngrams(prediction, n), ngrams(reference, n)
-            matches[n - 1] += sum(min(count, wanted[gram]) for gram, count in found.items())
-            totals[n - 1] += max(len(prediction) - n + 1, 0)
-    if min(matches) == 0:
-        return 0.0
-    log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n
-    r, c = sum(len(x) for x in references), sum(len(x) for x in predictions)
-    brevity = 1.0 if c >= r else math.exp(1 - r / c)
-    return brevity * math.exp(log_precision)
+def corpus_bleu(references, predictions):
+    """``(score, signature)``: sacrebleu's corpus BLEU-4 on 0-100 of ``predictions``
+    against ``references`` (lists of token lists), and its signature string."""
+    references, predictions = token_ids(references, predictions)
+    bleu = BLEU(tokenize="none", smooth_method="none")
+    score = bleu.corpus_score([" ".join(map(str, ids)) for ids in predictions],
+                              [[" ".join(map(str, ids)) for ids in references]])  # one reference stream
+    return score.score, str(bleu.get_signature())
 
 
 def sequence_scores(references, predictions, bleu=False):
-    """``exact_match``, ``token_error_rate`` (and ``bleu``) of ``predictions`` against
-    ``references``, both lists of token lists, plus the counts behind them."""
+    """``exact_match``, ``token_error_rate`` (and ``bleu``, ``bleu_signature``) of ``predictions``
+    against ``references``, both lists of token lists, plus the counts behind them."""
     if len(references) != len(predictions):
         raise ValueError(f"{len(references)} references but {len(predictions)} predictions; "
                          "pass one of each per example")
@@ -68,5 +63,5 @@ def sequence_scores(references, predictions, bleu=False):
     scores = {"examples": len(references), "exact_match": exact / len(references),
               "token_error_rate": errors / max(tokens, 1), "edit_distance": errors, "reference_tokens": tokens}
     if bleu:
-        scores["bleu"] = corpus_bleu(references, predictions)
+        scores["bleu"], scores["bleu_signature"] = corpus_bleu(references, predictions)
     return scores

@@ -23,10 +23,13 @@ Jacobian convention: ``J_t = ∂s_t / ∂s_{t-1}`` has shape (B, S, S) with
 forward as ``δs_t = J_t δs_{t-1}`` (column vectors) and a cotangent (row
 vector) propagates backward as ``v_{t-1} = v_t J_t``.
 
-The last section is a plain-Python oracle for ``seqkit.sequence_scores``
-(which calls rapidfuzz): the Levenshtein distance by its dynamic programme,
-the code seqkit ran before.
+The last section holds plain-Python oracles for ``seqkit.sequence_scores``
+(which calls rapidfuzz and sacrebleu): the Levenshtein distance by its
+dynamic programme and corpus BLEU by its formula, the code seqkit ran before.
 """
+
+import math
+from collections import Counter
 
 import numpy as np
 
@@ -618,3 +621,34 @@ def edit_distance(a, b):
                                previous[j - 1] + (x != y)))  # substitute (or keep)
         previous = current
     return previous[-1]
+
+
+def corpus_bleu(references, predictions, max_n=4):
+    r"""Corpus BLEU in [0, 1] of ``predictions`` against ``references`` (lists of token lists), no smoothing:
+
+    .. math::
+
+        \text{BLEU} = \text{BP} \cdot \exp\Big(\tfrac1N \textstyle\sum_{n=1}^N \log p_n\Big), \quad
+        \text{BP} = \min(1, e^{1 - r / c})
+
+    ``p_n``: matches of n-grams, each clipped to its count in the reference,
+    over the n-grams of the predictions, summed over the corpus; ``r``, ``c``:
+    total reference and prediction lengths. 0 if some ``p_n`` is 0.
+    """
+    matches, totals = [0] * max_n, [0] * max_n
+    for reference, prediction in zip(references, predictions):
+        for n in range(1, max_n + 1):
+            found, wanted = ngrams(prediction, n), ngrams(reference, n)
+            matches[n - 1] += sum(min(count, wanted[gram]) for gram, count in found.items())
+            totals[n - 1] += max(len(prediction) - n + 1, 0)
+    if min(matches) == 0:
+        return 0.0
+    log_precision = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n
+    r, c = sum(len(x) for x in references), sum(len(x) for x in predictions)
+    brevity = 1.0 if c >= r else math.exp(1 - r / c)
+    return brevity * math.exp(log_precision)
+
+
+def ngrams(tokens, n):
+    """Counts of the n-grams (tuples) of ``tokens``."""
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))

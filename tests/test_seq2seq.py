@@ -7,7 +7,7 @@ and argmaxes of the decoding loops; brute-force enumeration of every
 hypothesis for beam search (on a lookup-table toy and on a real model) and
 a toy whose best sequence is computed by hand; softmax probabilities for the
 frequencies of sampling; hand-computed edit distances and BLEU, and the
-textbook edit distance of ``tests/reference.py``.
+textbook edit distance and BLEU formula of ``tests/reference.py``.
 """
 
 import contextlib
@@ -22,6 +22,7 @@ import re
 import keras
 import numpy as np
 import pytest
+import sacrebleu
 import tensorflow as tf
 
 import reference
@@ -427,11 +428,12 @@ def test_edit_distance_token_error_rate_and_bleu_by_hand():
     assert distance([], list("abc")) == 3 and distance(list("abc"), list("abc")) == 0
     scores = sequence_scores([list("abcd"), list("xy")], [list("abcd"), list("x")])
     assert scores["exact_match"] == 0.5 and scores["token_error_rate"] == pytest.approx(1 / 6)
-    # p1..p4 = 5/5, 4/4, 3/3, 2/2; brevity penalty exp(1 - 6/5)
-    assert corpus_bleu([list("abcdef")], [list("abcde")]) == pytest.approx(math.exp(-0.2))
+    # BLEU on sacrebleu's scale, 100 x the formula's; p1..p4 = 5/5, 4/4, 3/3, 2/2; brevity penalty exp(1 - 6/5)
+    assert corpus_bleu([list("abcdef")], [list("abcde")])[0] == pytest.approx(100 * math.exp(-0.2))
     # p1 = 5/6, p2 = 3/5, p3 = 2/4, p4 = 1/3, no brevity penalty
-    assert corpus_bleu([list("abcdef")], [list("abcdxf")]) == pytest.approx((5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
-    assert corpus_bleu([list("abcdef")], [list("fedcba")]) == 0.0  # no matching 4-gram
+    assert corpus_bleu([list("abcdef")], [list("abcdxf")])[0] == pytest.approx(
+        100 * (5 / 6 * 3 / 5 * 2 / 4 * 1 / 3) ** 0.25)
+    assert corpus_bleu([list("abcdef")], [list("fedcba")])[0] == 0.0  # no matching 4-gram
 
 
 @pytest.mark.parametrize("alphabet", [list("ab c"), ["DH", "AH0", " ", "a b", ""], [0, 1, -1, -2, 2**61 - 1, 2**64],
@@ -447,6 +449,35 @@ def test_edit_distance_equals_the_textbook_dynamic_programme(alphabet):
         assert distance(r, p) == reference.edit_distance(r, p), (r, p)
     expected = sum(map(reference.edit_distance, references, predictions))
     assert sequence_scores(references, predictions)["edit_distance"] == expected
+
+
+SIGNATURE = f"nrefs:1|case:mixed|eff:no|tok:none|smooth:none|version:{sacrebleu.__version__}"
+
+
+def test_bleu_is_sacrebleus_and_equals_the_formula_with_spaces_inside_tokens():
+    """Oracle: ``reference.corpus_bleu`` (the formula, in [0, 1]) x 100. Tokens hold
+    spaces (" " of character targets, "a b"), which a plain join would lose or split."""
+    references, predictions = [list("a b c d e")], [list("a b c d x")]
+    assert corpus_bleu(references, predictions) == (pytest.approx(100 * reference.corpus_bleu(references, predictions),
+                                                                  rel=1e-12), SIGNATURE)
+    joined = sacrebleu.corpus_bleu(["".join(p) for p in predictions], [["".join(r) for r in references]],
+                                   tokenize="none", smooth_method="none").score
+    assert joined != pytest.approx(100 * reference.corpus_bleu(references, predictions))  # the spaces lost
+    rng = np.random.default_rng(1)
+    zeros = 0
+    for alphabet in (list("ab c"), ["DH", "AH0", " ", "a b", "\t"], list("abcd"), [3, 1, 4]):
+        for _ in range(100):
+            size = rng.integers(1, 6)
+            references = [[alphabet[i] for i in rng.integers(len(alphabet), size=rng.integers(16))]
+                          for _ in range(size)]
+            predictions = [list(r) if rng.random() < 0.3 else
+                           [alphabet[i] for i in rng.integers(len(alphabet), size=rng.integers(16))] for r in references]
+            expected = 100 * reference.corpus_bleu(references, predictions)
+            scores = sequence_scores(references, predictions, bleu=True)
+            assert scores["bleu"] == pytest.approx(expected, rel=1e-12, abs=0), (references, predictions)
+            assert scores["bleu_signature"] == SIGNATURE
+            zeros += expected == 0
+    assert 0 < zeros < 400  # both branches: some corpora without a matching 4-gram, most with
 
 
 # -- training, generation, evaluation -------------------------------------------------------
@@ -568,7 +599,13 @@ def test_cli_trains_from_a_pairs_file_with_word_and_space_tokens(tmp_path, capsy
     target_vocab = json.loads((tmp_path / "run" / "target_vocab.json").read_text())
     assert {"DH", "AH0", "AO1"} <= set(target_vocab["tokens"])
     code, out, _ = run_cli(["evaluate", tmp_path / "run", "--data", pairs], capsys)
-    assert code == 0 and "BLEU" in out
+    recorded = json.loads((tmp_path / "run" / "eval" / "pairs.json").read_text())
+    assert code == 0 and f"BLEU {recorded['bleu']:.2f}" in out and f"BLEU signature {SIGNATURE}" in out
+    assert recorded["bleu_signature"] == SIGNATURE
+    written = (tmp_path / "run" / "eval" / "pairs-predictions.tsv").read_text(encoding="utf-8").splitlines()
+    rows = list(csv.DictReader(written, delimiter="\t"))  # oracle: the formula on the predictions written beside it
+    assert recorded["bleu"] == pytest.approx(100 * reference.corpus_bleu(
+        [tokenize(r["reference"], "space") for r in rows], [tokenize(r["prediction"], "space") for r in rows]))
     code, out, _ = run_cli(["generate", tmp_path / "run", "--input", "the cat sat ."], capsys)
     assert code == 0 and set(out.split()) <= set(target_vocab["tokens"]) | {"<unk>"}
 

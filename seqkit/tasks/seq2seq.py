@@ -500,8 +500,8 @@ def train(config, resume=False, verbose="auto", callbacks=(), given=None):
 
     Returns a dict with the run directory, the number of steps, the last
     epoch's logs (loss, val_loss, val_exact_match, ...) and ``val_scores``:
-    exact match and token error rate of greedy decoding of the whole
-    validation split (None without one).
+    exact match, token error rate and (word or space targets) BLEU of greedy
+    decoding of the whole validation split (None without one).
     """
     config = runs.resolve_config(config, resume, given)
     pairs = training_pairs(config)  # bad data fails before the run directory is made
@@ -638,6 +638,9 @@ def generate(path, inputs, decode="greedy", beam_width=5, length_penalty=1.0, ma
 
 def evaluate(path, data=None, decode="greedy", beam_width=5, length_penalty=1.0, max_length=None, batch_size=64):
     """Exact match, token error rate and (word or space targets) BLEU of decoding held-out pairs.
+
+    BLEU is sacrebleu's, on 0-100, with its signature in ``bleu_signature``
+    (``seqkit.sequence_scores``).
 
     ``data`` is a pairs file; for a synthetic task it may be None: up to ``TEST_SIZE``
     pairs of the run's task whose sources the training set cannot contain
