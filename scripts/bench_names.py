@@ -1,10 +1,9 @@
 #!/usr/bin/env python
 """seqkit classify against character n-gram TF-IDF + logistic regression: surnames by language of origin.
 
-Needs scikit-learn (pip install scikit-learn; not a seqkit dependency). The
-data is the PyTorch tutorial's name set ("NLP From Scratch: Classifying Names
-with a Character-Level RNN"): one ``<Language>.txt`` per class, one surname
-per line, 18 languages, ~20k lines. Get it with
+The data is the PyTorch tutorial's name set ("NLP From Scratch: Classifying
+Names with a Character-Level RNN"): one ``<Language>.txt`` per class, one
+surname per line, 18 languages, ~20k lines. Get it with
 
     curl -LO https://download.pytorch.org/tutorial/data.zip && unzip data.zip   # -> data/names/
 
@@ -83,10 +82,6 @@ def parse_args(argv=None):
     p.add_argument("--markdown", default="", help="write the report as a section of this file (docs/benchmarks.md)")
     args = p.parse_args(argv)
     args.models = choices_list(p, args.models, list(MODELS), "model")
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        p.error("the baseline needs scikit-learn: pip install scikit-learn")
     if not Path(args.data).is_dir() or not list(Path(args.data).glob("*.txt")):
         p.error(f"--data {args.data} is not a directory of <Language>.txt files; unzip the tutorial's data.zip "
                 f"and pass its data/names")

@@ -1,7 +1,7 @@
 """Sequence classification: data readers, masking, pooling, metrics, synthetic tasks, training, CLI.
 
 Oracles: NumPy (pooling, softmax, confusion matrix and F1 by explicit loops,
-a hand-computed report); the unpadded sequence (padding invariance, against a
+a hand-computed report; seqkit's scores are scikit-learn's); the unpadded sequence (padding invariance, against a
 model without the mask that does change); each direction of a Bidirectional
 layer run alone on the unpadded sequence (last pooling); the model's own
 outputs (evaluate and predict); the generators' definitions (synthetic tasks).
@@ -9,6 +9,9 @@ outputs (evaluate and predict); the generators' definitions (synthetic tasks).
 
 import json
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import keras
@@ -79,6 +82,39 @@ def test_metrics_hand_computed_example():
     f1 = [2 * p * r / (p + r) for p, r in zip(precision, recall)]  # 0.8, 0.5, 2/3
     assert report["macro_f1"] == pytest.approx(np.mean(f1))
     assert [c["support"] for c in report["classes"]] == [3, 2, 1]
+
+
+def test_metrics_macro_f1_leaves_out_a_class_absent_from_truth_and_predictions():
+    """Oracle: the hand-computed report above; class "d" occurs nowhere, so it adds a zero row
+    and column and a 0 row in the table, and leaves the macro-F1 as it was."""
+    report = metrics.classification_scores([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2], ["a", "b", "c", "d"])
+    assert report["confusion"] == [[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    assert report["classes"][3] == {"label": "d", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert report["macro_f1"] == pytest.approx(np.mean([0.8, 0.5, 2 / 3]))
+    with pytest.raises(ValueError, match=r"class ids \[3\] outside 0..2: there are 3 labels"):
+        metrics.classification_scores([0, 1, 2], [0, 1, 3], ["a", "b", "c"])  # scikit-learn would drop it
+    with pytest.raises(ValueError, match="no examples to score"):
+        metrics.classification_scores([], [], ["a", "b"])
+
+
+def test_scikit_learn_is_imported_only_to_compute_scores():
+    """Oracle: a fresh interpreter's ``sys.modules``. scikit-learn loads SciPy (about
+    0.6 s): ``import seqkit``, ``seqkit.metrics`` and ``seqkit --help`` go without it."""
+    code = textwrap.dedent("""\
+        import sys
+        import seqkit, seqkit.metrics
+        from seqkit.cli import main
+        try:
+            main(["--help"])
+        except SystemExit:
+            pass
+        assert not {"sklearn", "scipy"} & set(sys.modules), "imported at start-up"
+        seqkit.metrics.classification_scores([0, 1], [0, 0], ["a", "b"])
+        assert "sklearn" in sys.modules, "not imported to compute scores"
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0 and "Usage:" in result.stdout, result.stderr
 
 
 def test_metrics_match_an_explicit_loop_oracle():
@@ -293,7 +329,8 @@ def test_evaluate_and_predict_agree_with_the_model(text_run):
     truth = np.array([labels.index(label) for _, label in rows])
     scores = classify.evaluate(run_dir, str(held_out))
     assert scores["accuracy"] == pytest.approx(np.mean(probabilities.argmax(1) == truth))
-    assert scores["confusion"] == metrics.confusion_matrix(truth, probabilities.argmax(1), 2).tolist()
+    predicted = probabilities.argmax(1)
+    assert scores["confusion"] == [[int(np.sum((truth == t) & (predicted == p))) for p in range(2)] for t in range(2)]
     predictions = classify.predict(run_dir, source=str(held_out))
     assert [p["label"] for p in predictions] == [labels[i] for i in probabilities.argmax(1)]
     got = np.array([[p["probabilities"][label] for label in labels] for p in predictions])
