@@ -6,7 +6,7 @@ Trains one small run per task (or takes yours), exports it with
 ``--quantize dynamic``, and scores every export in ``tf.lite.Interpreter``
 against the Keras model on held-out data:
 
-  char-lm   bits per character on held-out text (default: seqkit/training.py, as
+  char-lm   bits per character on held-out text (default: seqkit/training/step.py, as
             scripts/main.sh evaluates), the text split into 32 streams fed one
             character per step through step.tflite; Keras: the same streams in one call
   cues      accuracy on 2,000 held-out generated sentences (5-15 random filler words and
@@ -208,7 +208,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--char-lm", help="a trained char-LM run (default: train 1 x 256 LSTM, --steps steps)")
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--text", default=str(Path(__file__).parent.parent / "seqkit" / "training.py"))
+    parser.add_argument("--text", default=str(Path(__file__).parent.parent / "seqkit" / "training" / "step.py"))
     parser.add_argument("--markdown", help="append the table to this file")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench_tflite-"))

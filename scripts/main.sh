@@ -18,7 +18,7 @@ echo "== generate: 600 characters, prime 'def ', temperature 0.7"
 "$seqkit" generate "$run_dir" --prime "def " --length 600 --temperature 0.7 --seed 0
 
 echo "== evaluate on seqkit's own source (held-out Python)"
-"$seqkit" evaluate "$run_dir" --data seqkit/training.py
+"$seqkit" evaluate "$run_dir" --data seqkit/training/step.py
 
 echo "== export: SavedModel in TF Serving's layout"
 "$seqkit" export "$run_dir" --name "${MODEL_NAME:-char_lm}" --out saved_models

@@ -430,7 +430,7 @@ def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samp
     seqkit generate runs/addition --input "535+61" --decode beam --beam-width 5
     cat sources.txt | seqkit generate runs/g2p
     """
-    from seqkit.run import load_config, run_dir_of
+    from seqkit.training.rundir import load_config, run_dir_of
 
     task = load_config(run_dir_of(path))["task"]
     given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
@@ -504,7 +504,7 @@ def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max
     synthetic task without --data: a fresh test set); scores and predictions
     are written to RUN_DIR/eval/.
     """
-    from seqkit.run import load_config, run_dir_of
+    from seqkit.training.rundir import load_config, run_dir_of
 
     if load_config(run_dir_of(run_dir))["task"] == TASK_SEQ2SEQ:
         if len(data) > 1:

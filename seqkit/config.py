@@ -28,7 +28,7 @@ TARGET_TOKENIZERS = ("char", "word", "space")
 ATTENTIONS = ("none", "dot", "general", "additive")
 DECODERS = ("greedy", "beam", "sample")
 # The validation metrics each task's --monitor may name (Keras callbacks' monitor): a loss is best lowest,
-# a score highest (seqkit.checkpoint.monitor_mode).
+# a score highest (seqkit.training.checkpoint.monitor_mode).
 MONITORS = {TASK_CHAR_LM: ("val_loss",), TASK_CLASSIFY: ("val_loss", "val_accuracy"),
             TASK_SEQ2SEQ: ("val_loss", "val_exact_match")}
 LR_SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")  # see seqkit.training.learning_rate

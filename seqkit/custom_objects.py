@@ -19,4 +19,5 @@ import seqkit.layers.pooling  # PaddingMask, SequencePooling
 import seqkit.layers.reverse  # ReverseTokens
 import seqkit.layers.simple_rnn  # SimpleRNN, SimpleRNNCell
 import seqkit.losses  # SequenceCrossentropy
-import seqkit.training  # noqa: F401  SeqModel, LinearWarmup
+import seqkit.training.schedules  # LinearWarmup
+import seqkit.training.step  # noqa: F401  SeqModel

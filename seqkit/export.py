@@ -32,7 +32,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from seqkit import run as runs
+from seqkit.training import rundir
 from seqkit.config import TASK_CHAR_LM, TASK_CLASSIFY, TASK_SEQ2SEQ
 from seqkit.errors import SeqkitError
 from seqkit.io import current_umask, fsync_dir
@@ -329,7 +329,7 @@ def set_method_names(folder, method_names):
 
 def build_export(run_dir):
     """``(task, tf.Module with signatures())`` for the run in ``run_dir``."""
-    task = runs.load_config(run_dir)["task"]
+    task = rundir.load_config(run_dir)["task"]
     if task == TASK_CHAR_LM:
         from seqkit.tasks import char_lm
 
@@ -383,7 +383,7 @@ def export(run_dir, name=None, version=None, out=None, format="saved_model", qua
         raise SeqkitError("quantize and max_length apply to format='tflite' only (--format tflite)")
     out = DEFAULT_OUTS[format] if out is None else out
     run_dir = Path(run_dir)
-    task = runs.load_config(run_dir)["task"]  # a seqkit run directory, or a clear error
+    task = rundir.load_config(run_dir)["task"]  # a seqkit run directory, or a clear error
     if format == "tflite":
         from seqkit import tflite
 

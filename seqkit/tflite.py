@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from seqkit import run as runs
+from seqkit.training import rundir
 from seqkit.config import TASK_CHAR_LM, TASK_CLASSIFY, TASK_SEQ2SEQ
 from seqkit.errors import SeqkitError
 
@@ -282,7 +282,7 @@ def check_options(task, quantize, max_length):
 
 def build(run_dir, max_length=None):
     """``(task, module, metadata)`` for the run in ``run_dir``: ``module.functions()`` gives the models."""
-    task = runs.load_config(run_dir)["task"]
+    task = rundir.load_config(run_dir)["task"]
     check_options(task, None, max_length)
     if task == TASK_CHAR_LM:
         from seqkit.tasks import char_lm
@@ -331,7 +331,7 @@ def write(run_dir, folder, quantize=None, max_length=None):
     the TensorFlow function it came from; the largest difference is recorded
     (``check``), so a quantized model states what it costs.
     """
-    check_options(runs.load_config(run_dir)["task"], quantize, max_length)
+    check_options(rundir.load_config(run_dir)["task"], quantize, max_length)
     task, module, meta = build(run_dir, max_length)
     functions = module.functions()
     feeds = probe_inputs(task, module)

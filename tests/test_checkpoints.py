@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from conftest import SignalAt, assert_one_line_errors, run_cli
 
-from seqkit import run as runs
+from seqkit.training import rundir
 from seqkit.config import ClassifyConfig, Seq2SeqConfig
 from seqkit.tasks import classify, seq2seq
 from seqkit.training import TrainingInterrupted, read_metrics
@@ -60,7 +60,7 @@ def index(run_dir):
 
 
 def end(run_dir):
-    return json.loads((Path(run_dir) / runs.CONFIG).read_text())["end"]
+    return json.loads((Path(run_dir) / rundir.CONFIG).read_text())["end"]
 
 
 def checkpoint_files(run_dir):
@@ -284,7 +284,7 @@ def test_max_time_ends_the_run_early_as_a_normal_end(tmp_path, capsys, task):
     assert code == 0, err
     code, stdout, err = run_cli(["train", task, "--resume", "--max-time", "1s", "--out", out], capsys)
     assert code == 0 and int(re.search(r"trained (\d+) steps", stdout).group(1)) > steps, err
-    resumes = json.loads((out / runs.CONFIG).read_text())["resumes"]
+    resumes = json.loads((out / rundir.CONFIG).read_text())["resumes"]
     assert resumes[-1]["changed"] == {} and end(out)["stopped"] == "max_time"
 
 
@@ -455,7 +455,7 @@ def test_init_from_starts_from_the_runs_best_weights_with_a_fresh_optimizer(tmp_
     expected = {v.path: v.numpy() for v in model.weights}
     assert start.weights.keys() == expected.keys()
     assert all(np.array_equal(start.weights[k], expected[k]) for k in expected) and start.iterations == 0
-    config = json.loads((tmp_path / "run" / runs.CONFIG).read_text())
+    config = json.loads((tmp_path / "run" / rundir.CONFIG).read_text())
     assert config["init_from"] == str((source / "model.keras").resolve()) and config["units"] == 8
     for name in ("source_vocab.json", "target_vocab.json"):
         assert (tmp_path / "run" / name).read_text() == (source / name).read_text()
@@ -477,7 +477,7 @@ def test_init_from_on_every_train_command(tmp_path, capsys, task):
         out = tmp_path / f"from-{origin.name}"
         code, stdout, err = run_cli(["train", task, *args, "--steps", 2, "--init-from", origin, "--out", out], capsys)
         assert code == 0 and "trained 2 steps" in stdout, err
-        assert json.loads((out / runs.CONFIG).read_text())["init_from"] == str(weights_file.resolve())
+        assert json.loads((out / rundir.CONFIG).read_text())["init_from"] == str(weights_file.resolve())
     other = "seq2seq" if task != "seq2seq" else "classify"
     (tmp_path / "plain").mkdir()
     new = tmp_path / "new"

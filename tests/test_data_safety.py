@@ -22,8 +22,8 @@ import pytest
 from conftest import run_cli
 from filelock import FileLock
 
-from seqkit import run as runs
-from seqkit.checkpoint import CheckpointManager
+from seqkit.training import rundir
+from seqkit.training.checkpoint import CheckpointManager
 from seqkit.config import CharLMConfig, ClassifyConfig
 from seqkit.errors import SeqkitError, SeqkitWarning
 from seqkit.tasks import char_lm, classify
@@ -184,27 +184,27 @@ def test_resume_with_options_that_change_the_model_or_data_is_a_one_line_error(b
 
 def test_resume_rules_for_a_run_planned_by_steps(tmp_path):
     """resolve_config alone (no training): what a resume may change, what it keeps."""
-    runs.save_config(tmp_path, CharLMConfig(data=["/data/a.txt"], steps=6, steps_per_epoch=3, seed=7, out="old/path"))
+    rundir.save_config(tmp_path, CharLMConfig(data=["/data/a.txt"], steps=6, steps_per_epoch=3, seed=7, out="old/path"))
     with pytest.raises(SeqkitError, match=r"--epochs does not set the length of the run in .*: it is planned by "
                        r"--steps 6; pass --steps"):
-        runs.resolve_config(CharLMConfig(epochs=5, out=str(tmp_path)), True, given={"epochs", "out"})
-    config = runs.resolve_config(CharLMConfig(steps=12, lr=0.1, seed=-1, out=str(tmp_path)), True,
+        rundir.resolve_config(CharLMConfig(epochs=5, out=str(tmp_path)), True, given={"epochs", "out"})
+    config = rundir.resolve_config(CharLMConfig(steps=12, lr=0.1, seed=-1, out=str(tmp_path)), True,
                                  given={"steps", "lr", "seed", "out"})
     assert (config.steps, config.lr, config.seed, config.steps_per_epoch) == (12, 0.1, 7, 3)  # -1: the run's seed
     assert config.out == str(tmp_path) and config.data == ["/data/a.txt"]
     with pytest.raises(SeqkitError, match=r"with --batch-size 4 \(the run's: 64\), --layers 3 \(the run's: 2\): "
                        r"these change the model or its data; drop them"):
-        runs.resolve_config(CharLMConfig(layers=3, batch_size=4, out=str(tmp_path)), True)
+        rundir.resolve_config(CharLMConfig(layers=3, batch_size=4, out=str(tmp_path)), True)
     # /data/a.txt is gone: the run's data moved, and --data may name its new place (recorded)
     moved = tmp_path / "a.txt"
     moved.write_text(TEXT, encoding="utf-8")
-    config = runs.resolve_config(CharLMConfig(data=[str(moved)], out=str(tmp_path)), True, given={"data", "out"})
+    config = rundir.resolve_config(CharLMConfig(data=[str(moved)], out=str(tmp_path)), True, given={"data", "out"})
     assert config.data == [str(moved)]
-    runs.save_config(tmp_path, config, global_step=6)
+    rundir.save_config(tmp_path, config, global_step=6)
     assert json.loads((tmp_path / "config.json").read_text())["resumes"] == [
         {"global_step": 6, "changed": {"data": [["/data/a.txt"], [str(moved)]]}}]
     with pytest.raises(SeqkitError, match=r"--data .* \(the run's: .*a.txt'\]\)"):  # now it exists: no other data
-        runs.resolve_config(CharLMConfig(data=[str(tmp_path / "b.txt")], out=str(tmp_path)), True, given={"data"})
+        rundir.resolve_config(CharLMConfig(data=[str(tmp_path / "b.txt")], out=str(tmp_path)), True, given={"data"})
 
 
 def test_resume_applies_and_records_epochs_and_learning_rate(workspace, capsys):
@@ -230,7 +230,7 @@ def test_resuming_a_complete_run_says_so_and_writes_nothing(workspace, capsys):
     assert stdout.strip() == (f"run {run_dir} is already complete (6 of 6 steps trained); nothing to do: pass a "
                               "larger --epochs or --steps to train it further")
     assert tree_hashes(workspace) == before
-    with FileLock(run_dir / runs.LOCK, timeout=0):  # the command released the run directory
+    with FileLock(run_dir / rundir.LOCK, timeout=0):  # the command released the run directory
         pass
 
 
@@ -316,7 +316,7 @@ def test_a_second_training_into_a_run_in_use_is_refused(base, workspace, capsys)
     run_dir = workspace / "runs" / "lm"
     fresh = workspace / "fresh"
     fresh.mkdir()
-    holders = [subprocess.Popen([sys.executable, "-c", HOLDER, str(folder / runs.LOCK)], stdout=subprocess.PIPE,
+    holders = [subprocess.Popen([sys.executable, "-c", HOLDER, str(folder / rundir.LOCK)], stdout=subprocess.PIPE,
                                 text=True) for folder in (run_dir, fresh)]
     try:
         for holder in holders:
@@ -332,7 +332,7 @@ def test_a_second_training_into_a_run_in_use_is_refused(base, workspace, capsys)
         for holder in holders:
             holder.kill()
             holder.wait()
-    with FileLock(run_dir / runs.LOCK, timeout=0):  # the lock went with the process that held it
+    with FileLock(run_dir / rundir.LOCK, timeout=0):  # the lock went with the process that held it
         pass
 
 
@@ -391,7 +391,7 @@ def test_a_failed_train_removes_only_what_it_made(tmp_path):
     deleted mid-run leaves the run's own error, not a raw [Errno 2]."""
     runs_dir = tmp_path / "runs"
     with pytest.raises(SeqkitError, match="boom"):
-        with runs.run_directory(runs_dir / "a", resume=False) as out:
+        with rundir.run_directory(runs_dir / "a", resume=False) as out:
             (out / "config.json").write_text("{}")
             (runs_dir / "b").mkdir()  # another run, started meanwhile beside this one
             (runs_dir / "b" / "config.json").write_text("{}")
@@ -399,7 +399,7 @@ def test_a_failed_train_removes_only_what_it_made(tmp_path):
     assert not (runs_dir / "a").exists() and (runs_dir / "b" / "config.json").is_file()
 
     with pytest.raises(SeqkitError, match="boom"):
-        with runs.run_directory(runs_dir / "c", resume=False) as out:
+        with rundir.run_directory(runs_dir / "c", resume=False) as out:
             (out / "steps.csv").write_text("kept\n")
             out.rename(runs_dir / "c-kept")  # moved aside by the user; a new folder takes its name
             (runs_dir / "c").mkdir()
@@ -411,7 +411,7 @@ def test_a_failed_train_removes_only_what_it_made(tmp_path):
     made = tmp_path / "made"
     made.mkdir()
     with pytest.raises(SeqkitError, match="was deleted"):
-        with runs.run_directory(made, resume=False) as out:
+        with rundir.run_directory(made, resume=False) as out:
             (out / "config.json").write_text("{}")
             shutil.rmtree(out)
             raise SeqkitError(f"run directory {out} was deleted")

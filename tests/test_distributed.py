@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqkit.distribute import get_strategy, tf_config_workers
+from seqkit.training.distribute import get_strategy, tf_config_workers
 from seqkit.errors import SeqkitError
 
 WORKER = Path(__file__).with_name("distributed_worker.py")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqkit import run as runs
+from seqkit.training import rundir
 from seqkit.diagnose.common import output_folder
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
@@ -52,7 +52,7 @@ def diagnose(run_dir, out=None, flags=None):
     steps = read_steps(run_dir)
     clip_norm = None
     try:
-        clip_norm = runs.load_config(run_dir).get("clip_norm")
+        clip_norm = rundir.load_config(run_dir).get("clip_norm")
     except SeqkitError:
         pass
     window = max(1, len(steps["step"]) // 50)

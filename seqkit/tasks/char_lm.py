@@ -17,13 +17,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seqkit import run as runs
+from seqkit.training import rundir
 from seqkit import training
-from seqkit.checkpoint import load_weights
+from seqkit.training.checkpoint import load_weights
 from seqkit.config import TASK_CHAR_LM as TASK
 from seqkit.config import CharLMConfig, check_count, check_seed
 from seqkit.decoding import Sampler, check_sampler
-from seqkit.distribute import get_strategy
+from seqkit.training.distribute import get_strategy
 from seqkit.errors import SeqkitError, SeqkitWarning
 from seqkit.layers import recurrent_layer
 from seqkit.losses import SequenceCrossentropy
@@ -178,27 +178,27 @@ class ResetStates(keras.callbacks.Callback):
 
 
 def train(config, resume=False, verbose="auto", given=None):
-    """Train a char-LM and write its run directory (see ``seqkit.run``).
+    """Train a char-LM and write its run directory (see ``seqkit.training.rundir``).
 
     ``resume`` continues the run in ``config.out`` from its newest intact
     checkpoint; ``given`` names the fields the caller set (see
-    ``seqkit.run.resolve_config``: only epochs, steps, lr, ... may change).
+    ``seqkit.training.rundir.resolve_config``: only epochs, steps, lr, ... may change).
 
     Returns a dict with the run directory, the number of steps, and the
     last epoch's train/val loss, val bits per character and perplexity
     (a resumed run that had already finished: ``complete`` True, nothing done).
     """
-    config = runs.resolve_config(config, resume, given)
+    config = rundir.resolve_config(config, resume, given)
     strategy = get_strategy(config.strategy)  # before anything is written: TF_CONFIG errors leave no files
-    with runs.run_directory(config.out, resume) as out:
+    with rundir.run_directory(config.out, resume) as out:
         return train_in(out, config, resume, strategy, verbose)
 
 
 def train_in(out, config, resume, strategy, verbose):
     """``train`` inside the run directory ``out``, held (locked) by the caller."""
     text = load_text(config)
-    if source := runs.vocabulary_dir(out, config, resume):  # characters new to it read as <unk>
-        vocab = Vocabulary.load(source / runs.VOCAB)
+    if source := rundir.vocabulary_dir(out, config, resume):  # characters new to it read as <unk>
+        vocab = Vocabulary.load(source / rundir.VOCAB)
         if not resume and (missing := vocab.unknown(text)):
             warnings.warn(f"{len(missing)} characters of the data are not in the --init-from run's vocabulary "
                           f"and are read as the unknown symbol: {describe_chars(missing[:10])}", SeqkitWarning,
@@ -217,8 +217,8 @@ def train_in(out, config, resume, strategy, verbose):
     if complete:
         return complete
     if not resume:
-        vocab.save(out / runs.VOCAB)
-    runs.save_config(out, config, start["global_step"] if start else None)
+        vocab.save(out / rundir.VOCAB)
+    rundir.save_config(out, config, start["global_step"] if start else None)
 
     training.seed_everything(config.seed)
     with strategy.scope(), training.dtype_policy(config.dtype_policy):
@@ -251,17 +251,17 @@ def load(path):
     path = Path(path)
     if path.suffix == ".keras":
         weights = path
-        run_dir = path.parent.parent if path.parent.name == runs.CHECKPOINTS else path.parent
+        run_dir = path.parent.parent if path.parent.name == rundir.CHECKPOINTS else path.parent
     else:
-        run_dir, weights = path, path / runs.MODEL
-    config = runs.read_config(run_dir, CharLMConfig, TASK)
-    vocab = Vocabulary.load(run_dir / runs.VOCAB)
+        run_dir, weights = path, path / rundir.MODEL
+    config = rundir.read_config(run_dir, CharLMConfig, TASK)
+    vocab = Vocabulary.load(run_dir / rundir.VOCAB)
     return config, vocab, load_weights(build_model(config, len(vocab)), weights)
 
 
 def vocabulary(path):
     """The Vocabulary of the run at ``path`` (a run directory or a ``.keras`` file inside one)."""
-    return Vocabulary.load(runs.run_dir_of(path) / runs.VOCAB)
+    return Vocabulary.load(rundir.run_dir_of(path) / rundir.VOCAB)
 
 
 def evaluate(path, data, errors="strict", batch_size=None):

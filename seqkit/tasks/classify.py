@@ -40,9 +40,9 @@ import numpy as np
 import tensorflow as tf
 
 from seqkit import metrics
-from seqkit import run as runs
+from seqkit.training import rundir
 from seqkit import synthetic, training
-from seqkit.checkpoint import load_weights
+from seqkit.training.checkpoint import load_weights
 from seqkit.config import TASK_CLASSIFY as TASK
 from seqkit.config import ClassifyConfig, check_count
 from seqkit.errors import SeqkitError
@@ -147,9 +147,9 @@ def training_data(config, out, resume):
         return x, y, synthetic.labels(config.synthetic), None
     examples = read_examples(config.data, config.format, config.text_column, config.label_column, config.inputs)
     config.inputs, config.features = examples.inputs, examples.features
-    if source := runs.vocabulary_dir(out, config, resume):  # this run's, or those of the run it starts from
+    if source := rundir.vocabulary_dir(out, config, resume):  # this run's, or those of the run it starts from
         labels = read_labels(source)
-        vocab = Vocabulary.load(source / runs.VOCAB) if config.inputs == "text" else None
+        vocab = Vocabulary.load(source / rundir.VOCAB) if config.inputs == "text" else None
     else:
         labels = sorted(set(examples.labels))
         if len(labels) < 2:
@@ -285,7 +285,7 @@ def write_scores(run_dir, name, scores):
     folder = Path(run_dir) / EVAL_DIR
     folder.mkdir(exist_ok=True)
     files = [folder / f"{name}.json"]
-    runs.write_json(files[0], scores)
+    rundir.write_json(files[0], scores)
     if "confusion" in scores:
         title = f"{name}: accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f}"
         files.append(plot_confusion(folder / f"{name}-confusion.png", scores["confusion"], scores["labels"], title))
@@ -296,7 +296,7 @@ def write_scores(run_dir, name, scores):
 
 
 def train(config, resume=False, verbose="auto", given=None, callbacks=()):
-    """Train a classifier (or a synthetic task) and write its run directory (see ``seqkit.run``).
+    """Train a classifier (or a synthetic task) and write its run directory (see ``seqkit.training.rundir``).
 
     ``resume`` and ``given``: as ``seqkit.tasks.char_lm.train``; ``callbacks``: more Keras
     callbacks (as ``seqkit.tasks.seq2seq.train``).
@@ -306,8 +306,8 @@ def train(config, resume=False, verbose="auto", given=None, callbacks=()):
     final model's scores on the validation split (see ``seqkit.metrics``;
     None without one).
     """
-    config = runs.resolve_config(config, resume, given)
-    with runs.run_directory(config.out, resume) as out:
+    config = rundir.resolve_config(config, resume, given)
+    with rundir.run_directory(config.out, resume) as out:
         return train_in(out, config, resume, verbose, callbacks)
 
 
@@ -331,9 +331,9 @@ def train_in(out, config, resume, verbose, callbacks=()):
         config.warmup_steps = min(config.warmup_steps, (config.steps or epochs * steps_per_epoch) // 10)
     if not resume:
         if vocab is not None:
-            vocab.save(out / runs.VOCAB)
-        runs.write_json(out / runs.LABELS, {"labels": labels})
-    runs.save_config(out, config, start["global_step"] if start else None)
+            vocab.save(out / rundir.VOCAB)
+        rundir.write_json(out / rundir.LABELS, {"labels": labels})
+    rundir.save_config(out, config, start["global_step"] if start else None)
 
     training.seed_everything(config.seed)
     vocab_size = len(vocab) if vocab is not None else 0
@@ -358,13 +358,13 @@ def train_in(out, config, resume, verbose, callbacks=()):
 
 
 def read_labels(run_dir):
-    return read_run_json(Path(run_dir) / runs.LABELS, "labels file", lambda data: list(data["labels"]))
+    return read_run_json(Path(run_dir) / rundir.LABELS, "labels file", lambda data: list(data["labels"]))
 
 
 def run_paths(path):
     """``(run_dir, weights)`` of a run directory, or of a ``.keras`` file inside one."""
-    run_dir = runs.run_dir_of(path)
-    return run_dir, (Path(path) if Path(path).suffix == ".keras" else run_dir / runs.MODEL)
+    run_dir = rundir.run_dir_of(path)
+    return run_dir, (Path(path) if Path(path).suffix == ".keras" else run_dir / rundir.MODEL)
 
 
 def load(path):
@@ -372,9 +372,9 @@ def load(path):
     or a ``.keras`` file inside one (e.g. a checkpoint). ``vocab`` is None for
     numeric inputs. The model carries the padding mask."""
     run_dir, weights = run_paths(path)
-    config = runs.read_config(run_dir, ClassifyConfig, TASK)
+    config = rundir.read_config(run_dir, ClassifyConfig, TASK)
     labels = read_labels(run_dir)
-    vocab = Vocabulary.load(run_dir / runs.VOCAB) if config.inputs == "text" else None
+    vocab = Vocabulary.load(run_dir / rundir.VOCAB) if config.inputs == "text" else None
     model = build_model(config, len(vocab) if vocab is not None else 0, len(labels))
     return config, vocab, labels, load_weights(model, weights)
 

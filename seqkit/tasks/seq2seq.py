@@ -56,9 +56,9 @@ import tensorflow as tf
 from keras import ops
 
 from seqkit import decoding
-from seqkit import run as runs
+from seqkit.training import rundir
 from seqkit import training
-from seqkit.checkpoint import load_weights
+from seqkit.training.checkpoint import load_weights
 from seqkit.config import DECODERS, check_count, check_seed
 from seqkit.config import TASK_SEQ2SEQ as TASK
 from seqkit.config import Seq2SeqConfig
@@ -483,7 +483,7 @@ def write_scores(run_dir, name, scores, rows=None):
     folder = Path(run_dir) / EVAL_DIR
     folder.mkdir(exist_ok=True)
     files = [folder / f"{name}.json"]
-    runs.write_json(files[0], scores)
+    rundir.write_json(files[0], scores)
     if rows is not None:
         files.append(folder / f"{name}-predictions.tsv")
         lines = ["source\treference\tprediction"] + ["\t".join(" ".join(v.split()) for v in row) for row in rows]
@@ -492,7 +492,7 @@ def write_scores(run_dir, name, scores, rows=None):
 
 
 def train(config, resume=False, verbose="auto", callbacks=(), given=None):
-    """Train an encoder-decoder and write its run directory (see ``seqkit.run``).
+    """Train an encoder-decoder and write its run directory (see ``seqkit.training.rundir``).
 
     ``callbacks``: more Keras callbacks; they see each epoch's
     ``val_exact_match``, and what they add to the logs goes into metrics.csv.
@@ -503,10 +503,10 @@ def train(config, resume=False, verbose="auto", callbacks=(), given=None):
     exact match, token error rate and (word or space targets) BLEU of greedy
     decoding of the whole validation split (None without one).
     """
-    config = runs.resolve_config(config, resume, given)
+    config = rundir.resolve_config(config, resume, given)
     pairs = training_pairs(config)  # bad data fails before the run directory is made
     train_idx, val_idx = training.split_indices(len(pairs), config, noun="pairs")
-    with runs.run_directory(config.out, resume) as out:
+    with rundir.run_directory(config.out, resume) as out:
         return train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
 
 
@@ -514,7 +514,7 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     """``train`` inside the run directory ``out``, held (locked) by the caller; ``pairs`` already read and split."""
     source_tokens = [tokenize(s, config.source_tokens) for s in pairs.sources]
     target_tokens = [tokenize(t, config.target_tokens) for t in pairs.targets]
-    if source := runs.vocabulary_dir(out, config, resume):  # this run's, or the --init-from run's: new tokens <unk>
+    if source := rundir.vocabulary_dir(out, config, resume):  # this run's, or the --init-from run's: new tokens <unk>
         source_vocab = TokenVocabulary.load(source / SOURCE_VOCAB)
         target_vocab = TokenVocabulary.load(source / TARGET_VOCAB)
     else:
@@ -533,7 +533,7 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     if not resume:
         source_vocab.save(out / SOURCE_VOCAB)
         target_vocab.save(out / TARGET_VOCAB)
-    runs.save_config(out, config, start["global_step"] if start else None)
+    rundir.save_config(out, config, start["global_step"] if start else None)
 
     training.seed_everything(config.seed)
     with training.dtype_policy(config.dtype_policy):
@@ -568,14 +568,14 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
 def run_paths(path):
     """``(run_dir, weights)`` of a run directory, or of a ``.keras`` file inside one."""
     path = Path(path)
-    return runs.run_dir_of(path), (path if path.suffix == ".keras" else path / runs.MODEL)
+    return rundir.run_dir_of(path), (path if path.suffix == ".keras" else path / rundir.MODEL)
 
 
 def load(path):
     """(config, source_vocab, target_vocab, model) of a trained encoder-decoder: a
     run directory, or a ``.keras`` file inside one (e.g. a checkpoint)."""
     run_dir, weights = run_paths(path)
-    config = runs.read_config(run_dir, Seq2SeqConfig, TASK)
+    config = rundir.read_config(run_dir, Seq2SeqConfig, TASK)
     source_vocab = TokenVocabulary.load(run_dir / SOURCE_VOCAB)
     target_vocab = TokenVocabulary.load(run_dir / TARGET_VOCAB)
     model = build_model(config, len(source_vocab), len(target_vocab))

@@ -44,7 +44,7 @@ MODEL_LAST = "model_last.keras"  # the last weights, beside a model.keras that h
 VOCAB = "vocab.json"
 LABELS = "labels.json"
 CHECKPOINTS = "checkpoints"
-LATEST = "latest.json"  # in CHECKPOINTS (seqkit.checkpoint)
+LATEST = "latest.json"  # in CHECKPOINTS (seqkit.training.checkpoint)
 LOCK = ".seqkit.lock"
 
 

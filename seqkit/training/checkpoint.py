@@ -17,8 +17,6 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import keras
-
 from seqkit import compat
 from seqkit.errors import SeqkitError, SeqkitWarning
 from seqkit.io import atomic_path, write_text
