@@ -59,9 +59,11 @@ def test_every_serializable_is_registered_whatever_the_import_order(imports):
     assert set(run_python(f"{imports}; {REGISTERED}")) == expected
 
 
-def test_import_seqkit_does_not_load_tensorflow():
-    """The registration waits for Keras, so ``import seqkit`` (and the CLI's start) stays fast."""
-    assert run_python("import json, sys, seqkit; print(json.dumps(sorted(m for m in ('keras', 'tensorflow') "
+@pytest.mark.parametrize("module", ["seqkit", "seqkit.cli", "seqkit.training.rundir"])
+def test_import_seqkit_does_not_load_tensorflow(module):
+    """The registration waits for Keras, so ``import seqkit``, the CLI's start and reading a run
+    directory (which every command does before its one-line errors) stay fast."""
+    assert run_python(f"import json, sys, {module}; print(json.dumps(sorted(m for m in ('keras', 'tensorflow') "
                       "if m in sys.modules)))") == []
 
 

@@ -12,28 +12,26 @@
 * ``rundir.py``: run directories (config.json, lock, resume rules, strict read-back);
 * ``distribute.py``: ``tf.distribute`` strategies by name (MultiWorkerMirroredStrategy).
 
-The names below are what the tasks use, re-exported so ``seqkit.training.SeqModel`` works.
+The names the tasks use are re-exported (``seqkit.training.SeqModel``), each loaded on first use.
 """
 
-from seqkit.training.batches import (
-                                     bucket_count,
-                                     bucket_of,
-                                     bucketed_batches,
-                                     length_bounds,
-                                     pad_to,
-                                     padded_width,
-                                     shuffled_batches,
-                                     split_indices,
-                                     token_batch_sizes,
-)
-from seqkit.training.callbacks import StepLogger
-from seqkit.training.loop import fit, plan_run, read_metrics, run_limits, train_run
-from seqkit.training.schedules import OPTIMIZERS, LinearWarmup, learning_rate
-from seqkit.training.step import NonFiniteError, SeqModel, TrainingInterrupted, dtype_policy, seed_everything
+import importlib
 
-__all__ = [
-    "OPTIMIZERS", "LinearWarmup", "NonFiniteError", "SeqModel", "StepLogger", "TrainingInterrupted", "bucket_count",
-    "bucket_of", "bucketed_batches", "dtype_policy", "fit", "learning_rate", "length_bounds", "pad_to", "padded_width",
-    "plan_run", "read_metrics", "run_limits", "seed_everything", "shuffled_batches", "split_indices",
-    "token_batch_sizes", "train_run",
-]
+_HOMES = {  # the names the tasks use -> the module that holds each
+    "batches": ("bucket_count", "bucket_of", "bucketed_batches", "length_bounds", "pad_to", "padded_width",
+                "shuffled_batches", "split_indices", "token_batch_sizes"),
+    "callbacks": ("StepLogger",),
+    "loop": ("fit", "plan_run", "read_metrics", "run_limits", "train_run"),
+    "schedules": ("OPTIMIZERS", "LinearWarmup", "learning_rate"),
+    "step": ("NonFiniteError", "SeqModel", "TrainingInterrupted", "dtype_policy", "seed_everything"),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name):
+    """Each re-exported name is imported from its module on first use (PEP 562), so that
+    ``seqkit.training.rundir`` (run directories, read by every command) loads no TensorFlow."""
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
