@@ -154,7 +154,7 @@ def main(argv=None):
 
 
 def vocabularies(run_dir):
-    from seqkit.pairs import TokenVocabulary
+    from seqkit.text.vocab import TokenVocabulary
     from seqkit.tasks.seq2seq import SOURCE_VOCAB, TARGET_VOCAB
 
     return TokenVocabulary.load(os.path.join(run_dir, SOURCE_VOCAB)), TokenVocabulary.load(

@@ -115,7 +115,7 @@ def write_translit(path, n, rng):
     import re
     from collections import Counter
 
-    from seqkit.text import default_corpus
+    from seqkit.text.corpus import default_corpus
 
     text = default_corpus().lower().replace("_", " ")
     counts = Counter(w for w in re.findall(r"[a-z]+", text) if 2 <= len(w) <= 20)

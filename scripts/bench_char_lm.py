@@ -46,7 +46,7 @@ def main(argv=None):
 
     from seqkit.config import CharLMConfig
     from seqkit.tasks import char_lm
-    from seqkit.text import Vocabulary
+    from seqkit.text.vocab import Vocabulary
 
     from seqkit.training import read_metrics
 

@@ -32,10 +32,11 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from seqkit.training import rundir
 from seqkit.config import TASK_CHAR_LM, TASK_CLASSIFY, TASK_SEQ2SEQ
 from seqkit.errors import SeqkitError
 from seqkit.io import current_umask, fsync_dir
+from seqkit.text.tokenize import tokenize
+from seqkit.training import rundir
 
 DEFAULT_OUT = "saved_models"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -129,11 +130,6 @@ class CharLMExport(tf.Module):
         return {"serving_default": self.next_char, "generate": self.generate, "step": self.step}
 
 
-# Python's ``\w+|[^\w\s]`` (classify's word tokens) in RE2, whose \w and \s are ASCII-only.
-WORD_RE2 = r"[\p{L}\p{N}_]+|[^\p{L}\p{N}_\s]"
-SPACE_RE2 = r"[\p{Z}\s\x1c-\x1f\x85]+"  # what Python's str.split() and \s call whitespace
-
-
 class ClassifyExport(tf.Module):
     """A classifier's signatures: ``serving_default`` and ``classify`` (text: ``text`` [B]
     strings; numbers: ``values`` [B, T, D] floats, NaN-padded) -> ``label``,
@@ -157,12 +153,8 @@ class ClassifyExport(tf.Module):
         self.classify = tf.function(self._classify, input_signature=[spec])
 
     def tokens(self, text):
-        """Ragged tokens of each string, as classify.tokenize splits them."""
-        if self.config.tokens == "char":
-            return tf.strings.unicode_split(text, "UTF-8")
-        # Known difference: tf.strings.lower stops at a NUL character, Python's lower() does not.
-        text = tf.strings.regex_replace(tf.strings.lower(text, encoding="utf-8"), SPACE_RE2, " ")
-        return tf.strings.split(tf.strings.strip(tf.strings.regex_replace(text, WORD_RE2, r" \0 ")))
+        """Ragged tokens of each string: the tokenizer the run was trained with (classify.tokenize)."""
+        return tokenize(text, self.config.tokens, lowercase=self.config.tokens == "word")
 
     def inputs(self, x):
         if self.config.inputs != "text":
@@ -235,8 +227,8 @@ class Seq2SeqExport(tf.Module):
 
     def __init__(self, model, config, source_vocab, target_vocab):
         super().__init__()
-        from seqkit.pairs import SPECIALS
         from seqkit.tasks.seq2seq import Seq2SeqDecoder, default_max_length
+        from seqkit.text.vocab import SPECIALS
 
         self.decoder = Seq2SeqDecoder(model, config)
         self.source_kind, self.target_kind = config.source_tokens, config.target_tokens
@@ -249,13 +241,8 @@ class Seq2SeqExport(tf.Module):
         self.default_max_length = default_max_length(config)
 
     def tokens(self, text):
-        """Ragged tokens as ``seqkit.pairs.tokenize`` splits them (no lowercasing)."""
-        if self.source_kind == "char":
-            return tf.strings.unicode_split(text, "UTF-8")
-        text = tf.strings.regex_replace(text, SPACE_RE2, " ")
-        if self.source_kind == "word":
-            text = tf.strings.regex_replace(text, WORD_RE2, r" \0 ")
-        return tf.strings.split(tf.strings.strip(text))
+        """Ragged tokens of each string: the tokenizer the run was trained with (case kept)."""
+        return tokenize(text, self.source_kind)
 
     def encode(self, text):
         tokens = self.tokens(text)

@@ -9,6 +9,7 @@ directory with one-line errors.
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -95,3 +96,40 @@ def read_run_json(path, what, build=lambda data: data):
         raise SeqkitError(f"{what} {path} is missing; the run directory is damaged or incomplete") from None
     except (ValueError, KeyError, TypeError) as e:
         raise SeqkitError(f"{what} {path} is damaged ({e}); retrain or restore it") from e
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def file_kind(path):
+    """What ``path`` is, in words: "a directory", "a named pipe (FIFO)", "a character device", ..."""
+    mode = Path(path).stat().st_mode
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_regular_file(path, what, fix="check the path"):
+    """A one-line SeqkitError unless ``path`` is a regular file (or a link to one):
+    "``what`` PATH does not exist; ``fix``", or "... is not a regular file (a FIFO); pass a file"."""
+    path = Path(path)
+    if path.is_file():
+        return
+    if not path.exists():
+        raise SeqkitError(f"{what} {path} does not exist; {fix}")
+    raise SeqkitError(f"{what} {path} is not a regular file ({file_kind(path)}); pass a file saved on disk")
+
+
+def read_text_file(path, errors="strict"):
+    """Decode a UTF-8 file; a decoding error names the file and byte offset."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as e:
+        raise SeqkitError(
+            f"{path} is not valid UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}; "
+            "convert the file to UTF-8 or pass --errors replace"
+        ) from None

@@ -4,14 +4,8 @@ A pairs file is UTF-8 text, one example per line: ``SOURCE<TAB>TARGET``.
 Empty lines are skipped; a line without a tab, with more than one, or with
 an empty side is an error that names the line.
 
-Tokens (``tokenize``):
-
-* ``char``: every character, spaces included;
-* ``word``: words and punctuation marks (``\\w+|[^\\w\\s]``), case kept;
-* ``space``: whitespace-separated symbols (``str.split``), e.g. phonemes.
-
-Decoded ``char`` tokens are joined as they are, ``word`` and ``space``
-tokens with one space.
+Each side is split into tokens by ``seqkit.text.tokenize`` (``char``, ``word``
+with case kept, or ``space``) and numbered by a ``seqkit.text.vocab.TokenVocabulary``.
 
 Synthetic tasks (``synthetic_pairs``), seeded and deterministic:
 
@@ -27,117 +21,17 @@ the two never share a source whatever the seed or the sizes.
 """
 
 import datetime
-import json
-import re
 import zlib
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from seqkit.config import SEQ2SEQ_TASKS as SYNTHETIC_TASKS
-from seqkit.config import TARGET_TOKENIZERS as TOKENIZERS
 from seqkit.errors import SeqkitError
-from seqkit.io import read_run_json, write_text
-from seqkit.text import check_regular_file, describe_chars
+from seqkit.io import check_regular_file
 
-PAD, UNK, START, END = 0, 1, 2, 3  # ids of the special symbols, the same in both vocabularies
-SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
-WORD = re.compile(r"\w+|[^\w\s]")  # a word, or one punctuation mark
 TEST_BUCKETS = 10  # CRC-32 % 10 == 0: test split
-
-
-# -- tokens and vocabularies ------------------------------------------------------
-
-
-def tokenize(text, tokens):
-    """The tokens of ``text``: characters, words and punctuation marks, or whitespace-separated symbols."""
-    if tokens == "char":
-        return list(text)
-    if tokens == "word":
-        return WORD.findall(text)
-    if tokens == "space":
-        return text.split()
-    raise ValueError(f"unknown tokenizer {tokens!r}; choose one of {', '.join(TOKENIZERS)}")
-
-
-def detokenize(tokens, kind):
-    """Text from tokens: characters joined as they are, words and symbols with one space."""
-    return "".join(tokens) if kind == "char" else " ".join(tokens)
-
-
-def describe_tokens(tokens, kind):
-    """Unknown tokens as a user can read them: characters with their code points, words quoted."""
-    return describe_chars(tokens) if kind == "char" else ", ".join(map(repr, tokens))
-
-
-class TokenVocabulary:
-    """Tokens <-> ids. Ids 0-3 are ``<pad>``, ``<unk>``, ``<s>``, ``</s>``; the
-    tokens follow, most frequent first (ties in sorted order).
-
-    Args:
-        tokens: The tokens, in id order (without the special symbols).
-        kind: The tokenizer that made them (``char``, ``word`` or ``space``).
-    """
-
-    def __init__(self, tokens, kind):
-        self.kind = kind
-        self.tokens = list(tokens)
-        self.index = {t: i + len(SPECIALS) for i, t in enumerate(self.tokens)}
-        if len(self.index) != len(self.tokens):
-            raise ValueError("vocabulary tokens must be unique")
-
-    @classmethod
-    def from_sequences(cls, sequences, kind, max_size=0):
-        """The ``max_size`` (0: all) most frequent tokens of ``sequences`` (lists of tokens)."""
-        counts = Counter(token for sequence in sequences for token in sequence)
-        ranked = sorted(counts, key=lambda t: (-counts[t], t))
-        return cls(ranked[:max_size] if max_size else ranked, kind)
-
-    def __len__(self):
-        return len(SPECIALS) + len(self.tokens)
-
-    def unknown(self, tokens):
-        """Tokens not in the vocabulary, in order of first appearance."""
-        return list(dict.fromkeys(t for t in tokens if t not in self.index))
-
-    def encode(self, tokens, unknown="error", what="the input"):
-        """Ids of ``tokens``; unknown tokens raise (``unknown="error"``) or map to ``<unk>``."""
-        if unknown == "error":
-            missing = self.unknown(tokens)
-            if missing:
-                noun = "characters" if self.kind == "char" else "tokens"
-                raise SeqkitError(
-                    f"{what} contains {noun} not in the model's vocabulary: {describe_tokens(missing[:10], self.kind)}"
-                    + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-                    + "; remove or replace them (or pass --unknown map to read them as <unk>)"
-                )
-        return [self.index.get(t, UNK) for t in tokens]
-
-    def decode(self, ids):
-        """Tokens of ``ids`` up to the first ``</s>``; padding is skipped."""
-        out = []
-        for i in ids:
-            i = int(i)
-            if i == END:
-                break
-            if i != PAD:
-                out.append(SPECIALS[i] if i < len(SPECIALS) else self.tokens[i - len(SPECIALS)])
-        return out
-
-    def save(self, path):
-        write_text(path, json.dumps({"kind": self.kind, "specials": list(SPECIALS), "tokens": self.tokens},
-                                    ensure_ascii=False, indent=0))
-
-    @classmethod
-    def load(cls, path):
-        def build(data):
-            if data["specials"] != list(SPECIALS):
-                raise ValueError(f"special symbols {data['specials']}")
-            return cls(data["tokens"], data["kind"])
-
-        return read_run_json(path, "vocabulary file", build)
 
 
 # -- pairs files ------------------------------------------------------------------

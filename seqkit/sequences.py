@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from seqkit.errors import SeqkitError
-from seqkit.text import check_regular_file
+from seqkit.io import check_regular_file
 
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".npz": "npz",
               ".npy": "npy", ".txt": "lines"}

@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from seqkit.training import rundir
 from seqkit.config import TASK_CHAR_LM, TASK_CLASSIFY, TASK_SEQ2SEQ
 from seqkit.errors import SeqkitError
+from seqkit.training import rundir
 
 QUANTIZATIONS = ("float16", "dynamic")  # TFLite post-training: float16 weights; dynamic-range int8 weights
 BLOCKED_LOG_PROB = -1e9  # log-probability of the ids a decoder never emits (finite: delegates mishandle -inf)
@@ -308,8 +308,8 @@ def build(run_dir, max_length=None):
             meta["labels"] = list(labels or [])
         return task, module, meta
     if task == TASK_SEQ2SEQ:
-        from seqkit.pairs import END, PAD, SPECIALS, START, UNK
         from seqkit.tasks import seq2seq
+        from seqkit.text.vocab import END, PAD, SPECIALS, START, UNK
 
         config, source_vocab, target_vocab, model = seq2seq.load(run_dir)
         module = Seq2SeqModels(model, config, max_length)

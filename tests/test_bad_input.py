@@ -390,7 +390,8 @@ def api_cases():
     from seqkit import layers, losses
     from seqkit.pairs import read_pairs
     from seqkit.sequences import read_examples
-    from seqkit.text import Vocabulary, read_corpus
+    from seqkit.text.corpus import read_corpus
+    from seqkit.text.vocab import Vocabulary
 
     return [
         ("LSTM units zero", lambda ws: layers.LSTM(0), r"`units` must be a positive integer; received units=0"),
@@ -574,7 +575,7 @@ def test_generate_without_prime_works_for_a_corpus_without_newline(ws, capsys):
 
 
 def test_default_prime_is_in_every_vocabulary():
-    from seqkit.text import Vocabulary
+    from seqkit.text.vocab import Vocabulary
 
     for text, prime in (("ab\ncd", "\n"), ("ab cd", " "), ("xyz", "x")):
         vocab = Vocabulary.from_text(text)

@@ -20,7 +20,9 @@ from seqkit import decoding
 from seqkit.config import CharLMConfig
 from seqkit.errors import SeqkitError
 from seqkit.tasks import char_lm
-from seqkit.text import UNK, Vocabulary, default_corpus
+from seqkit.text.corpus import default_corpus
+from seqkit.text.vocab import UNK_CHAR as UNK
+from seqkit.text.vocab import Vocabulary
 
 PATTERN = "the quick brown fox jumps over the lazy dog. "
 

@@ -59,7 +59,7 @@ def test_every_serializable_is_registered_whatever_the_import_order(imports):
     assert set(run_python(f"{imports}; {REGISTERED}")) == expected
 
 
-@pytest.mark.parametrize("module", ["seqkit", "seqkit.cli", "seqkit.training.rundir"])
+@pytest.mark.parametrize("module", ["seqkit", "seqkit.cli", "seqkit.training.rundir", "seqkit.text.vocab"])
 def test_import_seqkit_does_not_load_tensorflow(module):
     """The registration waits for Keras, so ``import seqkit``, the CLI's start and reading a run
     directory (which every command does before its one-line errors) stay fast."""

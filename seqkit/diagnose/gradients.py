@@ -43,7 +43,7 @@ from seqkit.io import write_text
 from seqkit.layers import recurrent_layer
 from seqkit.layers.base import RecurrentLayer
 from seqkit.plots import plot_panels
-from seqkit.text import read_corpus
+from seqkit.text.corpus import read_corpus
 
 VANISHED = 1e-3  # "the gradient has vanished": below this fraction of its value at k = T
 JACOBIAN_FLOATS = 1 << 24  # step Jacobians computed at once: at most 64 MiB of float32

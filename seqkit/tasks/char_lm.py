@@ -17,18 +17,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seqkit.training import rundir
 from seqkit import training
-from seqkit.training.checkpoint import load_weights
 from seqkit.config import TASK_CHAR_LM as TASK
 from seqkit.config import CharLMConfig, check_count, check_seed
 from seqkit.decoding import Sampler, check_sampler
-from seqkit.training.distribute import get_strategy
 from seqkit.errors import SeqkitError, SeqkitWarning
 from seqkit.layers import recurrent_layer
 from seqkit.losses import SequenceCrossentropy
 from seqkit.plots import plot_history
-from seqkit.text import Vocabulary, default_corpus, describe_chars, read_corpus
+from seqkit.text.corpus import default_corpus, read_corpus
+from seqkit.text.vocab import Vocabulary, describe_chars
+from seqkit.training import rundir
+from seqkit.training.checkpoint import load_weights
+from seqkit.training.distribute import get_strategy
 
 LN2 = math.log(2.0)
 

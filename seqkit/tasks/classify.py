@@ -31,7 +31,6 @@ have no padding, so they train without a mask, on the layers' fused path.
 """
 
 import itertools
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -39,10 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from seqkit import metrics
-from seqkit.training import rundir
-from seqkit import synthetic, training
-from seqkit.training.checkpoint import load_weights
+from seqkit import metrics, synthetic, training
 from seqkit.config import TASK_CLASSIFY as TASK
 from seqkit.config import ClassifyConfig, check_count
 from seqkit.errors import SeqkitError
@@ -50,10 +46,12 @@ from seqkit.io import check_writable, read_run_json
 from seqkit.layers import PaddingMask, SequencePooling, recurrent_layer
 from seqkit.plots import plot_confusion, plot_history
 from seqkit.sequences import Examples, read_examples, read_lines, steps_array
-from seqkit.text import Vocabulary
+from seqkit.text.tokenize import split
+from seqkit.text.vocab import Vocabulary
+from seqkit.training import rundir
+from seqkit.training.checkpoint import load_weights
 
 PAD = 0  # token id of padding; vocabulary ids are shifted up by one
-WORD = re.compile(r"\w+|[^\w\s]")  # a word, or one punctuation mark
 EVAL_DIR = "eval"
 TEST_SIZE = 2000  # examples in a synthetic task's test set
 
@@ -70,14 +68,14 @@ def outputs_per_example(config):
 # -- data ---------------------------------------------------------------------
 
 
-def tokenize(text, tokens):
-    """Characters, or lowercased words and punctuation marks."""
-    return list(text) if tokens == "char" else WORD.findall(text.lower())
+def tokenize(texts, tokens):
+    """The tokens of each text (``seqkit.text.tokenize``): characters, or lowercased words and punctuation marks."""
+    return split(texts, tokens, lowercase=tokens == "word")
 
 
 def build_vocabulary(texts, config):
     """The ``max_vocab`` most frequent tokens of the training texts (ties: first seen)."""
-    counts = Counter(token for text in texts for token in tokenize(text, config.tokens))
+    counts = Counter(token for tokens in tokenize(texts, config.tokens) for token in tokens)
     return Vocabulary(token for token, _ in counts.most_common(config.max_vocab))
 
 
@@ -99,7 +97,7 @@ def encode_inputs(examples, config, vocab):
             raise SeqkitError(f"{examples.source} has {examples.features} values per step but the model reads "
                               f"{config.features}; pass sequences of {config.features} values per step")
         return ragged([s[:limit] for s in examples.x], np.float32), 0
-    ids = [[vocab.index.get(token, 0) + 1 for token in tokenize(text, config.tokens)[:limit]] for text in examples.x]
+    ids = [[vocab.index.get(token, 0) + 1 for token in tokens[:limit]] for tokens in tokenize(examples.x, config.tokens)]
     unknown = sum(row.count(1) for row in ids)  # id 1: the vocabulary's unknown symbol
     return ragged(ids, np.int32), unknown
 

@@ -55,21 +55,21 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from seqkit import decoding
-from seqkit.training import rundir
-from seqkit import training
-from seqkit.training.checkpoint import load_weights
-from seqkit.config import DECODERS, check_count, check_seed
+from seqkit import decoding, training
+from seqkit.config import DECODERS, Seq2SeqConfig, check_count, check_seed
 from seqkit.config import TASK_SEQ2SEQ as TASK
-from seqkit.config import Seq2SeqConfig
 from seqkit.decoding import check_sampler, choose
 from seqkit.errors import SeqkitError
 from seqkit.io import check_writable, write_text
 from seqkit.layers import ReverseTokens, SequenceAttention, recurrent_layer
 from seqkit.losses import SequenceCrossentropy
-from seqkit.pairs import END, PAD, START, TokenVocabulary, detokenize, read_pairs, synthetic_pairs, tokenize
+from seqkit.pairs import read_pairs, synthetic_pairs
 from seqkit.plots import plot_panels
 from seqkit.sequence_scores import sequence_scores
+from seqkit.text.tokenize import detokenize, split
+from seqkit.text.vocab import END, PAD, START, TokenVocabulary
+from seqkit.training import rundir
+from seqkit.training.checkpoint import load_weights
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqDecoder", "evaluate", "generate", "load", "train"]
 
@@ -95,8 +95,7 @@ def encode_texts(texts, kind, vocab, unknown="map", what="input", first=1):
     vocabulary lacks raise (``unknown="error"``, naming ``what`` and its number,
     counted from ``first``) or read as ``<unk>``."""
     ids, missing = [], 0
-    for i, text in enumerate(texts, start=first):
-        tokens = tokenize(text, kind)
+    for i, tokens in enumerate(split(texts, kind), start=first):
         if not tokens:
             raise SeqkitError(f"{what} {i} is empty; pass text with at least one {kind} token")
         missing += len([t for t in tokens if t not in vocab.index])
@@ -512,8 +511,7 @@ def train(config, resume=False, verbose="auto", callbacks=(), given=None):
 
 def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx):
     """``train`` inside the run directory ``out``, held (locked) by the caller; ``pairs`` already read and split."""
-    source_tokens = [tokenize(s, config.source_tokens) for s in pairs.sources]
-    target_tokens = [tokenize(t, config.target_tokens) for t in pairs.targets]
+    source_tokens, target_tokens = split(pairs.sources, config.source_tokens), split(pairs.targets, config.target_tokens)
     if source := rundir.vocabulary_dir(out, config, resume):  # this run's, or the --init-from run's: new tokens <unk>
         source_vocab = TokenVocabulary.load(source / SOURCE_VOCAB)
         target_vocab = TokenVocabulary.load(source / TARGET_VOCAB)
@@ -666,7 +664,7 @@ def evaluate(path, data=None, decode="greedy", beam_width=5, length_penalty=1.0,
     outputs = decode_ids(Seq2SeqDecoder(model, config), source_ids, decode, max_length or default_max_length(config),
                          beam_width, length_penalty, batch_size=batch_size)
     predictions = [target_vocab.decode(o[0][0]) for o in outputs]
-    references = [tokenize(t, config.target_tokens) for t in pairs.targets]
+    references = split(pairs.targets, config.target_tokens)
     scores = sequence_scores(references, predictions, bleu=config.target_tokens != "char")
     scores.update(unknown_tokens=unknown, decode=decode)
     if decode == "beam":
