@@ -115,7 +115,7 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
-    from seqkit.synthetic import examples
+    from seqkit.tasks.classify.synthetic import examples
 
     # The test set evaluate() draws: its targets' variance is the baseline.
     baselines = {t: float(examples("adding", TEST_SIZE, t, args.seed, "test")[1].var()) for t in args.lengths}

@@ -99,7 +99,7 @@ def main(argv=None):
     import keras
 
     from seqkit.config import Seq2SeqConfig
-    from seqkit.pairs import synthetic_pairs
+    from seqkit.tasks.seq2seq.synthetic import synthetic_pairs
     from seqkit import training
     from seqkit.tasks import seq2seq
 

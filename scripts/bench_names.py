@@ -121,7 +121,7 @@ def baseline(train, test, val_fraction, seed):
 
     from seqkit import training
     from seqkit.config import ClassifyConfig
-    from seqkit.metrics import classification_scores
+    from seqkit.tasks.classify.scores import classification_scores
 
     start = time.perf_counter()
     train_idx, val_idx = training.split_indices(len(train), ClassifyConfig(val_fraction=val_fraction, seed=seed))

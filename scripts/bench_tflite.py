@@ -44,9 +44,10 @@ import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdoc import cpu_model  # noqa: E402
-from seqkit import export, synthetic  # noqa: E402
+from seqkit import export  # noqa: E402
 from seqkit.config import CharLMConfig, ClassifyConfig, Seq2SeqConfig  # noqa: E402
-from seqkit.pairs import synthetic_pairs  # noqa: E402
+from seqkit.tasks.classify import synthetic  # noqa: E402
+from seqkit.tasks.seq2seq.synthetic import synthetic_pairs  # noqa: E402
 from seqkit.tasks import char_lm, classify, seq2seq  # noqa: E402
 
 QUANTIZE = (None, "float16", "dynamic")

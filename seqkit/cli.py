@@ -451,7 +451,7 @@ def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samp
                 click.echo(f"{text}\t{score:.4f}")
             click.echo()
 
-        from seqkit.sequences import stdin_lines
+        from seqkit.io import stdin_lines
 
         lines = stdin_lines() if not inputs else inputs
         seq2seq.generate(path, lines, decode=decode, beam_width=beam_width, length_penalty=length_penalty,
@@ -527,7 +527,7 @@ def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max
         if len(data) > 1:
             raise click.UsageError("a classify run is scored on one --data file; pass one")
         quiet_tensorflow()
-        from seqkit.metrics import format_scores
+        from seqkit.tasks.classify.scores import format_scores
         from seqkit.tasks import classify
 
         scores = classify.evaluate(run_dir, data[0] if data else None, fmt=fmt)
@@ -564,7 +564,7 @@ def predict(run_dir, source, fmt, batch_size):
     (copy task: a list of labels and of probabilities; adding problem: {"value": 1.23})
     """
     quiet_tensorflow()
-    from seqkit.sequences import stdin_lines
+    from seqkit.io import stdin_lines
     from seqkit.tasks import classify
 
     if source == "-" and fmt in ("auto", "lines"):  # streamed: each batch is answered as it is read

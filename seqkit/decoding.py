@@ -296,3 +296,30 @@ def check_sampler(temperature, top_k, top_p):
         raise SeqkitError(f"--top-k must be >= 0, an integer (0 disables it); received {top_k!r}")
     if not 0 < top_p <= 1:
         raise SeqkitError(f"--top-p must be in (0, 1] (1 disables it); received {top_p}")
+
+
+# -- stepping a recurrent stack's cells (the TFLite step models) ----------------------
+
+
+def flat_state_sizes(layers):
+    """Each layer's state widths, ``[[h, c], [h], ...]`` (LSTM: h and c)."""
+    return [list(s) if isinstance(s, (list, tuple)) else [s] for s in (layer.cell.state_size for layer in layers)]
+
+
+def split_state(state, sizes):
+    """``state`` ``[B, sum]`` -> per layer, the list of its state tensors."""
+    flat = tf.split(state, [n for layer in sizes for n in layer], axis=1)
+    out, i = [], 0
+    for layer in sizes:
+        out.append(flat[i : i + len(layer)])
+        i += len(layer)
+    return out
+
+
+def join_state(states):
+    return tf.concat([s for layer in states for s in layer], axis=1)
+
+
+def cell_step(layer, x, states):
+    """One step of a recurrent layer's cell, inference: ``(h, states)``."""
+    return layer.cell.step(layer.cell.project_inputs(x), list(states))

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -133,3 +134,29 @@ def read_text_file(path, errors="strict"):
             f"{path} is not valid UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}; "
             "convert the file to UTF-8 or pass --errors replace"
         ) from None
+
+
+MAX_LINE_BYTES = 16 << 20  # longest line read from standard input
+
+
+def stdin_lines():
+    """The lines of standard input without their line ends, read and decoded
+    (UTF-8; a leading byte-order mark is dropped) one at a time, so a pipe that
+    never ends is read as it flows. A line longer than ``MAX_LINE_BYTES`` or
+    not valid UTF-8 is a one-line SeqkitError naming it."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream (e.g. io.StringIO)
+        yield from (line.rstrip("\r\n") for line in sys.stdin)
+        return
+    number = 0
+    while raw := stream.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raise SeqkitError(f"line {number} of standard input is longer than {MAX_LINE_BYTES >> 20} MiB; "
+                              "split it, or pass one example per line")
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise SeqkitError(f"line {number} of standard input is not valid UTF-8: byte 0x{raw[e.start]:02x} at "
+                              f"offset {e.start}; convert it to UTF-8") from None
+        yield line.rstrip("\r\n")

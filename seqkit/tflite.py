@@ -42,138 +42,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from seqkit.config import TASK_CHAR_LM, TASK_CLASSIFY, TASK_SEQ2SEQ
+from seqkit.config import TASK_CHAR_LM
 from seqkit.errors import SeqkitError
+from seqkit.tasks import task_module
 from seqkit.training import rundir
 
 QUANTIZATIONS = ("float16", "dynamic")  # TFLite post-training: float16 weights; dynamic-range int8 weights
-BLOCKED_LOG_PROB = -1e9  # log-probability of the ids a decoder never emits (finite: delegates mishandle -inf)
-
-
-def flat_state_sizes(layers):
-    """Each layer's state widths, ``[[h, c], [h], ...]`` (LSTM: h and c)."""
-    return [list(s) if isinstance(s, (list, tuple)) else [s] for s in (layer.cell.state_size for layer in layers)]
-
-
-def split_state(state, sizes):
-    """``state`` ``[B, sum]`` -> per layer, the list of its state tensors."""
-    flat = tf.split(state, [n for layer in sizes for n in layer], axis=1)
-    out, i = [], 0
-    for layer in sizes:
-        out.append(flat[i : i + len(layer)])
-        i += len(layer)
-    return out
-
-
-def join_state(states):
-    return tf.concat([s for layer in states for s in layer], axis=1)
-
-
-def cell_step(layer, x, states):
-    """One step of a recurrent layer's cell, inference: ``(h, states)``."""
-    return layer.cell.step(layer.cell.project_inputs(x), list(states))
-
-
-class CharLMStep:
-    def __init__(self, model):
-        self.model = model  # tracks the variables
-        self.embedding = model.get_layer("embedding")
-        self.rnns = [layer for layer in model.layers if layer.name.startswith("rnn_")]
-        self.logits = model.get_layer("logits")
-        self.sizes = flat_state_sizes(self.rnns)
-        self.state_size = sum(n for layer in self.sizes for n in layer)
-
-    def functions(self):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="char_id"),
-                                      tf.TensorSpec([None, self.state_size], tf.float32, name="state")])
-        def step(char_id, state):
-            h, new = self.embedding(char_id), []
-            for layer, s in zip(self.rnns, split_state(state, self.sizes)):
-                h, s = cell_step(layer, h, s)
-                new.append(s)
-            return {"probabilities": tf.nn.softmax(self.logits(h)), "state": join_state(new)}
-
-        return {"step": step}
-
-
-class ClassifyModel:
-    def __init__(self, model, config, max_length):
-        self.model, self.config = model, config
-        from seqkit.tasks.classify import is_regression
-
-        self.regression = is_regression(config)
-        if config.inputs == "text":
-            self.spec = tf.TensorSpec([1, max_length], tf.int32, name="tokens")
-        else:
-            self.spec = tf.TensorSpec([1, max_length, config.features], tf.float32, name="values")
-
-    def functions(self):
-        def run(x):
-            outputs = self.model(x, training=False)
-            if self.regression:
-                return {"value": outputs[:, 0]}
-            return {"probabilities": tf.nn.softmax(outputs)}
-
-        def tokens(tokens):
-            return run(tokens)
-
-        def values(values):
-            return run(values)
-
-        return {"classify": tf.function(tokens if self.spec.name == "tokens" else values,
-                                        input_signature=[self.spec])}
-
-
-class Seq2SeqModels:
-    def __init__(self, model, config, max_length):
-        from seqkit.tasks.seq2seq import BLOCKED, EncoderDecoder
-
-        self.model = model
-        self.net = EncoderDecoder.from_model(model, config)
-        self.attention = "attention" in self.net.layers
-        self.blocked = BLOCKED
-        decoders = [self.net.layers[f"decoder_{i}"] for i in range(config.layers)]
-        self.sizes = flat_state_sizes(decoders)
-        self.state_size = sum(n for layer in self.sizes for n in layer)
-        self.max_length = max_length
-        self.memory_size = config.units * (2 if config.bidirectional else 1)  # the last encoder layer's outputs
-
-    def functions(self):
-        net = self.net
-
-        @tf.function(input_signature=[tf.TensorSpec([1, self.max_length], tf.int32, name="source")])
-        def encoder(source):
-            encoded = net.with_keys(net.encode(source))
-            out = {"state": join_state(encoded.states)}
-            if self.attention:
-                out.update(memory=encoded.memory, keys=encoded.keys, mask=tf.cast(encoded.mask, tf.float32))
-            return out
-
-        self.key_size = None
-        if self.attention:
-            memory = tf.zeros([1, 1, self.memory_size])
-            self.key_size = int(net.layers["attention"].keys(memory).shape[-1])
-        specs = [tf.TensorSpec([None], tf.int32, name="token"),
-                 tf.TensorSpec([None, self.state_size], tf.float32, name="state")]
-        if self.attention:
-            specs += [tf.TensorSpec([None, None, self.memory_size], tf.float32, name="memory"),
-                      tf.TensorSpec([None, None, self.key_size], tf.float32, name="keys"),
-                      tf.TensorSpec([None, None], tf.float32, name="mask")]
-
-        def step(token, state, memory=None, keys=None, mask=None):
-            from seqkit.tasks.seq2seq import Encoded
-
-            encoded = Encoded(memory, None if mask is None else mask > 0.5, keys, None)
-            logits, states, weights = net.step(token, split_state(state, self.sizes), encoded)
-            banned = np.isin(np.arange(logits.shape[-1]), self.blocked)
-            logits = tf.where(tf.constant(banned)[None, :], tf.constant(-np.inf, logits.dtype), logits)
-            log_probs = tf.maximum(tf.nn.log_softmax(logits), BLOCKED_LOG_PROB)
-            out = {"log_probs": log_probs, "state": join_state(states)}
-            if self.attention:
-                out["attention"] = weights
-            return out
-
-        return {"encoder": encoder, "decoder_step": tf.function(step, input_signature=specs)}
 
 
 def convert(function, model, quantize=None):
@@ -223,35 +97,6 @@ def io_spec(content):
 # -- the export's own check: the TFLite model against the TensorFlow function -----------
 
 
-def probe_inputs(task, module):
-    """Fixed inputs for each model of ``module``: ``{model: [feed dict, ...]}``."""
-    rng = np.random.default_rng(0)
-    if task == TASK_CHAR_LM:
-        vocab = int(module.logits.units)
-        state = np.zeros((1, module.state_size), np.float32)
-        return {"step": [{"char_id": np.array([i % vocab], np.int32), "state": state} for i in range(1, 9)]}
-    if task == TASK_CLASSIFY:
-        n = module.spec.shape[1] or 12
-        if module.config.inputs == "text":
-            vocab = int(module.model.get_layer("embedding").input_dim)
-            x = rng.integers(1, vocab, size=(1, n)).astype(np.int32)
-            x[0, n * 2 // 3 :] = 0  # padding
-        else:
-            x = rng.normal(size=(1, n, module.config.features)).astype(np.float32)
-            x[0, n * 2 // 3 :] = np.nan
-        return {"classify": [{module.spec.name: x}]}
-    n = module.max_length or 9
-    source = rng.integers(4, int(module.net.layers["source_embedding"].input_dim), size=(1, n)).astype(np.int32)
-    source[0, n * 2 // 3 :] = 0
-    step = {"token": np.array([2, 5], np.int32),  # <s>, and another token
-            "state": rng.normal(scale=0.5, size=(2, module.state_size)).astype(np.float32)}
-    if module.attention:
-        step["memory"] = rng.normal(size=(2, n, module.memory_size)).astype(np.float32)
-        step["keys"] = rng.normal(size=(2, n, module.key_size)).astype(np.float32)
-        step["mask"] = np.tile((np.arange(n) < n * 2 // 3).astype(np.float32), (2, 1))
-    return {"encoder": [{"source": source}], "decoder_step": [step]}
-
-
 def max_difference(function, content, feeds):
     """Largest ``|TFLite - TensorFlow|`` over every output of every feed (NaN-padded steps aside)."""
     run = runner(content)
@@ -281,47 +126,13 @@ def check_options(task, quantize, max_length):
 
 
 def build(run_dir, max_length=None):
-    """``(task, module, metadata)`` for the run in ``run_dir``: ``module.functions()`` gives the models."""
+    """``(task, module, metadata)`` for the run in ``run_dir``, from the task's ``export.tflite``
+    (``seqkit.tasks.<task>.export``): ``module.functions()`` gives the models, ``module.probe_inputs()``
+    fixed inputs for each."""
     task = rundir.load_config(run_dir)["task"]
     check_options(task, None, max_length)
-    if task == TASK_CHAR_LM:
-        from seqkit.tasks import char_lm
-
-        _, vocab, model = char_lm.load(run_dir)
-        module = CharLMStep(model)
-        meta = {"chars": list(vocab.chars), "unknown_id": 0, "state_size": module.state_size,
-                "default_prime": char_lm.default_prime(vocab)}
-        return task, module, meta
-    if task == TASK_CLASSIFY:
-        from seqkit.tasks import classify
-
-        config, vocab, labels, model = classify.load(run_dir)
-        max_length = max_length or config.max_length or None
-        module = ClassifyModel(model, config, max_length)
-        meta = {"inputs": config.inputs, "max_length": max_length or 0}
-        if config.inputs == "text":
-            meta.update(tokenizer=config.tokens, tokens=list(vocab.chars), padding_id=0, unknown_id=1,
-                        first_id=1)  # token i of "tokens" has id i + 1
-        else:
-            meta.update(features=config.features, padding="NaN")
-        if not module.regression:
-            meta["labels"] = list(labels or [])
-        return task, module, meta
-    if task == TASK_SEQ2SEQ:
-        from seqkit.tasks import seq2seq
-        from seqkit.text.vocab import END, PAD, SPECIALS, START, UNK
-
-        config, source_vocab, target_vocab, model = seq2seq.load(run_dir)
-        module = Seq2SeqModels(model, config, max_length)
-        meta = {"source_tokenizer": config.source_tokens, "target_tokenizer": config.target_tokens,
-                "source_tokens": list(SPECIALS) + list(source_vocab.tokens),
-                "target_tokens": list(SPECIALS) + list(target_vocab.tokens),
-                "pad_id": PAD, "unknown_id": UNK, "start_id": START, "end_id": END,
-                "max_length": max_length or 0, "state_size": module.state_size,
-                "attention": module.attention, "max_decode_length": seq2seq.default_max_length(config)}
-        return task, module, meta
-    raise SeqkitError(f"{run_dir} is a {task} run, which seqkit cannot export; pass a char-lm, classify or "
-                      "seq2seq run")
+    module, meta = task_module(task, "export").tflite(run_dir, max_length)
+    return task, module, meta
 
 
 def write(run_dir, folder, quantize=None, max_length=None):
@@ -334,7 +145,7 @@ def write(run_dir, folder, quantize=None, max_length=None):
     check_options(rundir.load_config(run_dir)["task"], quantize, max_length)
     task, module, meta = build(run_dir, max_length)
     functions = module.functions()
-    feeds = probe_inputs(task, module)
+    feeds = module.probe_inputs()
     models = {}
     for name, function in functions.items():
         content = convert(function, module.model, quantize)

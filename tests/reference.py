@@ -23,7 +23,7 @@ Jacobian convention: ``J_t = ∂s_t / ∂s_{t-1}`` has shape (B, S, S) with
 forward as ``δs_t = J_t δs_{t-1}`` (column vectors) and a cotangent (row
 vector) propagates backward as ``v_{t-1} = v_t J_t``.
 
-The last section holds plain-Python oracles for ``seqkit.sequence_scores``
+The last section holds plain-Python oracles for ``seqkit.tasks.seq2seq.scores``
 (which calls rapidfuzz and sacrebleu): the Levenshtein distance by its
 dynamic programme and corpus BLEU by its formula, the code seqkit ran before.
 """

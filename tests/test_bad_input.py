@@ -388,8 +388,8 @@ def stateful_short_batch():
 
 def api_cases():
     from seqkit import layers, losses
-    from seqkit.pairs import read_pairs
-    from seqkit.sequences import read_examples
+    from seqkit.tasks.classify.sequences import read_examples
+    from seqkit.tasks.seq2seq.data import read_pairs
     from seqkit.text.corpus import read_corpus
     from seqkit.text.vocab import Vocabulary
 

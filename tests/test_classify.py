@@ -20,11 +20,12 @@ import pytest
 import tensorflow as tf
 
 from conftest import assert_one_line_errors, run_cli
-from seqkit import metrics, synthetic
+from seqkit.tasks.classify import scores as metrics
+from seqkit.tasks.classify import synthetic
 from seqkit.config import INPUT_DEFAULTS, ClassifyConfig
 from seqkit.errors import SeqkitError
 from seqkit.layers import SequencePooling, recurrent_layer
-from seqkit.sequences import read_examples
+from seqkit.tasks.classify.sequences import read_examples
 from seqkit.tasks import classify
 
 GOOD = ["good", "great", "fine", "nice", "superb"]
@@ -99,17 +100,17 @@ def test_metrics_macro_f1_leaves_out_a_class_absent_from_truth_and_predictions()
 
 def test_scikit_learn_is_imported_only_to_compute_scores():
     """Oracle: a fresh interpreter's ``sys.modules``. scikit-learn loads SciPy (about
-    0.6 s): ``import seqkit``, ``seqkit.metrics`` and ``seqkit --help`` go without it."""
+    0.6 s): ``import seqkit``, ``seqkit.tasks.classify.scores`` and ``seqkit --help`` go without it."""
     code = textwrap.dedent("""\
         import sys
-        import seqkit, seqkit.metrics
+        import seqkit, seqkit.tasks.classify.scores
         from seqkit.cli import main
         try:
             main(["--help"])
         except SystemExit:
             pass
         assert not {"sklearn", "scipy"} & set(sys.modules), "imported at start-up"
-        seqkit.metrics.classification_scores([0, 1], [0, 0], ["a", "b"])
+        seqkit.tasks.classify.scores.classification_scores([0, 1], [0, 0], ["a", "b"])
         assert "sklearn" in sys.modules, "not imported to compute scores"
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,

@@ -202,7 +202,7 @@ def test_numeric_classifier_takes_nan_padded_values(tmp_path):
 def test_adding_regression_exports_its_value(tmp_path):
     run_dir = train_classifier(tmp_path, "adding", synthetic="adding", length=10, size=200)
     loaded = tf.saved_model.load(str(export.export(run_dir, out=tmp_path / "models")))
-    x, _ = __import__("seqkit.synthetic", fromlist=["examples"]).examples("adding", 4, 10, 1)
+    x, _ = __import__("seqkit.tasks.classify.synthetic", fromlist=["examples"]).examples("adding", 4, 10, 1)
     out = loaded.signatures["serving_default"](values=tf.constant(x))
     np.testing.assert_allclose(out["value"].numpy(), [r["value"] for r in classify.predict(run_dir, inputs=list(x))],
                                atol=1e-5)

@@ -131,7 +131,7 @@ def exploding_report(runs, out, rows=15):
 
 def exploding_data(length, steps, seed, batch_size=64, flags=None):
     """The adding problem's training set for ``steps`` batches of the demo."""
-    from seqkit import synthetic
+    from seqkit.tasks.classify import synthetic
 
     check_counts(flags, length=length, steps=steps)
     x, y = synthetic.examples("adding", steps * batch_size, length, seed)

@@ -13,7 +13,6 @@ import random
 import warnings
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -22,160 +21,14 @@ from seqkit.config import TASK_CHAR_LM as TASK
 from seqkit.config import CharLMConfig, check_count, check_seed
 from seqkit.decoding import Sampler, check_sampler
 from seqkit.errors import SeqkitError, SeqkitWarning
-from seqkit.layers import recurrent_layer
-from seqkit.losses import SequenceCrossentropy
 from seqkit.plots import plot_history
-from seqkit.text.corpus import default_corpus, read_corpus
+from seqkit.tasks.char_lm.data import as_tensor, eval_batches, load_text, split_ids, stripe_batches, window_batches
+from seqkit.tasks.char_lm.model import LN2, LMMetrics, ResetStates, StatefulValidation, build_model, compile_model
+from seqkit.text.corpus import read_corpus
 from seqkit.text.vocab import Vocabulary, describe_chars
 from seqkit.training import rundir
 from seqkit.training.checkpoint import load_weights
 from seqkit.training.distribute import get_strategy
-
-LN2 = math.log(2.0)
-
-
-# -- data ---------------------------------------------------------------------
-
-
-def load_text(config):
-    if config.data:
-        return read_corpus(config.data, config.glob, config.errors)
-    return default_corpus(config.max_chars)
-
-
-def split_ids(ids, config):
-    """Train / val ids: the last ``val_fraction`` of the text is held out (char-rnn's split)."""
-    n_val = int(len(ids) * config.val_fraction)
-    train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
-    window = config.seq_len + 1
-    if len(train) < window * config.batch_size:
-        raise SeqkitError(
-            f"the training text has {len(train):,} characters, fewer than one batch of "
-            f"{config.batch_size} windows of {window} (--seq-len + 1); add text, or lower "
-            "--batch-size or --seq-len"
-        )
-    if config.val_fraction > 0 and len(val) < window:
-        raise SeqkitError(
-            f"the validation text has {len(val):,} characters, fewer than one window of {window}; "
-            "raise --val-fraction, lower --seq-len, or set --val-fraction 0"
-        )
-    return train, val
-
-
-def as_tensor(ids, vocab_size):
-    """One copy of the corpus in memory: uint8 ids when they fit, else int32."""
-    dtype = np.uint8 if vocab_size <= 256 else np.int32
-    return tf.constant(np.asarray(ids, dtype=dtype))
-
-
-def windows_at(ids, starts, seq_len):
-    """Windows of ``T + 1`` characters from ``starts`` ``(B,)``: ``x, y`` of ``(B, T)``, ``y`` shifted by one."""
-    windows = tf.cast(tf.gather(ids, starts[:, None] + tf.range(seq_len + 1, dtype=tf.int64)), tf.int32)
-    return windows[:, :-1], windows[:, 1:]
-
-
-def window_batches(ids, seq_len, batch_size, seed, shuffle=True):
-    """Endless batches ``(x, y)`` of shape ``(B, T)``: non-overlapping windows of
-    ``T + 1`` characters (``y`` is ``x`` shifted by one), streamed from one copy
-    of the text.
-
-    With ``shuffle`` the windows of data epoch ``e`` are permuted by a
-    stateless shuffle seeded with ``(seed, e)``, so batch ``k`` of the stream
-    is the same in every run with that seed: resuming skips exactly the
-    batches already seen. Without ``shuffle`` the windows come in text order.
-    """
-    n_windows = (int(ids.shape[0]) - 1) // seq_len
-    starts = tf.range(n_windows, dtype=tf.int64) * seq_len
-    return training.shuffled_batches(starts, batch_size, seed, lambda s: windows_at(ids, s, seq_len), shuffle)
-
-
-def stripe_batches(ids, seq_len, batch_size):
-    """Endless batches for stateful truncated BPTT (char-rnn): the text is cut
-    into ``B`` contiguous stripes and batch ``k`` holds window ``k`` of every
-    stripe, so row ``b`` of consecutive batches continues the same text."""
-    stripe = int(ids.shape[0]) // batch_size
-    n_batches = (stripe - 1) // seq_len
-    stripes = tf.reshape(ids[: stripe * batch_size], (batch_size, stripe))  # (B, L)
-
-    def to_windows(step):
-        start = (step % n_batches) * seq_len
-        windows = tf.cast(stripes[:, start : start + seq_len + 1], tf.int32)  # (B, T + 1)
-        return windows[:, :-1], windows[:, 1:]
-
-    return tf.data.Dataset.range(2**62).map(to_windows).prefetch(tf.data.AUTOTUNE), n_batches
-
-
-def eval_batches(ids, seq_len, batch_size):
-    """All windows of ``ids`` once, in order (validation and evaluate)."""
-    starts = tf.range((int(ids.shape[0]) - 1) // seq_len, dtype=tf.int64) * seq_len
-    return tf.data.Dataset.from_tensor_slices(starts).batch(batch_size).map(lambda s: windows_at(ids, s, seq_len))
-
-
-# -- model --------------------------------------------------------------------
-
-
-def build_model(config, vocab_size, stateful=False):
-    """Embedding -> ``layers`` x recurrent layer -> Dense logits, as a SeqModel."""
-    batch = config.batch_size if stateful else None
-    inputs = keras.Input(batch_shape=(batch, None), dtype="int32", name="chars")
-    h = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embedding")(inputs)  # (B, T, E)
-    for i in range(config.layers):
-        if config.dropout:
-            h = keras.layers.Dropout(config.dropout, name=f"dropout_{i}")(h)
-        h = recurrent_layer(config.cell, config.units, return_sequences=True, stateful=stateful, name=f"rnn_{i}")(h)
-    if config.dropout:
-        h = keras.layers.Dropout(config.dropout, name=f"dropout_{config.layers}")(h)
-    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(h)  # (B, T, V); float32 under a mixed policy
-    return training.SeqModel(inputs, logits, clip_norm=config.clip_norm, name="char_lm")
-
-
-def compile_model(model, config):
-    model.compile(optimizer=training.OPTIMIZERS[config.optimizer](config.lr), loss=SequenceCrossentropy())
-    return model
-
-
-# -- training -----------------------------------------------------------------
-
-
-class LMMetrics(keras.callbacks.Callback):
-    """Adds bits per character and perplexity to each epoch's logs."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        if "loss" in logs:
-            logs["bpc"] = logs["loss"] / LN2
-        if "val_loss" in logs:
-            logs["val_bpc"] = logs["val_loss"] / LN2
-            logs["val_perplexity"] = math.exp(min(logs["val_loss"], 700.0))
-
-
-class StatefulValidation(keras.callbacks.Callback):
-    """Validation for a stateful model: a stateless twin with the same weights
-    scores the validation text, so the training state is left alone."""
-
-    def __init__(self, twin, batches):
-        super().__init__()
-        self.twin, self.batches = twin, batches
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.twin.set_weights(self.model.get_weights())
-        logs["val_loss"] = self.twin.evaluate(self.batches, verbose=0)
-
-
-class ResetStates(keras.callbacks.Callback):
-    """Zero the recurrent state at the start of every pass over the text."""
-
-    def __init__(self, batches_per_pass, global_step):
-        super().__init__()
-        self.batches_per_pass, self.step = batches_per_pass, global_step
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.step % self.batches_per_pass == 0:
-            for layer in self.model.layers:
-                if getattr(layer, "stateful", False):
-                    layer.reset_state()
-        self.step += 1
 
 
 def train(config, resume=False, verbose="auto", given=None):
@@ -243,9 +96,6 @@ def train_in(out, config, resume, strategy, verbose):
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last}
 
 
-# -- loading a trained model --------------------------------------------------
-
-
 def load(path):
     """(config, vocab, model) of a trained char-LM: a run directory, or a
     ``.keras`` file inside one (e.g. a checkpoint)."""
@@ -288,10 +138,9 @@ def evaluate(path, data, errors="strict", batch_size=None):
             "unknown_chars": unknown}
 
 
-# -- generation ---------------------------------------------------------------
-
-
 MAX_NUM_SAMPLES = 10_000  # samples are drawn as one batch
+
+
 MAX_GENERATED = 10**8  # characters held in memory: --num-samples x --length
 
 

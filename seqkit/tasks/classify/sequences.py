@@ -36,6 +36,8 @@ from seqkit.io import check_regular_file
 
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".npz": "npz",
               ".npy": "npy", ".txt": "lines"}
+
+
 STDIN = "-"
 
 
@@ -115,35 +117,6 @@ def read_utf8(path, name):
     except UnicodeDecodeError as e:
         raise SeqkitError(f"{name} is not valid UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}; "
                           "convert the file to UTF-8") from None
-
-
-MAX_LINE_BYTES = 16 << 20  # longest line read from standard input
-
-
-def stdin_lines():
-    """The lines of standard input without their line ends, read and decoded
-    (UTF-8; a leading byte-order mark is dropped) one at a time, so a pipe that
-    never ends is read as it flows. A line longer than ``MAX_LINE_BYTES`` or
-    not valid UTF-8 is a one-line SeqkitError naming it."""
-    stream = getattr(sys.stdin, "buffer", None)
-    if stream is None:  # a text stream (e.g. io.StringIO)
-        yield from (line.rstrip("\r\n") for line in sys.stdin)
-        return
-    number = 0
-    while raw := stream.readline(MAX_LINE_BYTES + 1):
-        number += 1
-        if len(raw) > MAX_LINE_BYTES:
-            raise SeqkitError(f"line {number} of standard input is longer than {MAX_LINE_BYTES >> 20} MiB; "
-                              "split it, or pass one example per line")
-        try:
-            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-        except UnicodeDecodeError as e:
-            raise SeqkitError(f"line {number} of standard input is not valid UTF-8: byte 0x{raw[e.start]:02x} at "
-                              f"offset {e.start}; convert it to UTF-8") from None
-        yield line.rstrip("\r\n")
-
-
-# -- numbers ----------------------------------------------------------------------
 
 
 def parse_number(cell, where, column):
@@ -229,9 +202,6 @@ def read_numpy(path, name, fmt, labelled):
             raise SeqkitError(f"y in {name} has shape {y.shape}; it must hold one label per row of X: ({n},)")
         labels = [str(v) for v in y.tolist()]
     return Examples("numbers", sequences, labels, name)
-
-
-# -- tables and JSON lines --------------------------------------------------------
 
 
 def label_value(value, where, column):

@@ -28,6 +28,7 @@ or split; it gets the ids joined by spaces, with its own tokenizer off
 (``tokenize="none"``): the n-grams are those of the run's tokens.
 """
 
+
 from rapidfuzz.distance import Levenshtein
 from sacrebleu.metrics import BLEU
 

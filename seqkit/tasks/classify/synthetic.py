@@ -1,4 +1,4 @@
-r"""Synthetic long-range tasks: the benchmarks the RNN literature measures.
+"""Synthetic long-range tasks: the benchmarks the RNN literature measures.
 
 Each generator takes the number of examples ``n``, the sequence length ``T``
 and a ``numpy.random.Generator``, and returns ``x`` ``(n, T, D)`` float32 and
@@ -24,8 +24,14 @@ its seed and never overlap by construction (different streams).
 import numpy as np
 
 ALPHABET = "abcdefgh"  # the copy task's symbols
+
+
 PARITY_LABELS = ("even", "odd")
+
+
 ADDING_BASELINE_MSE = 2 / 12  # Var(u_a + u_b) for u ~ U(0, 1): predicting the mean
+
+
 SPLITS = {"train": 0, "test": 1}
 
 

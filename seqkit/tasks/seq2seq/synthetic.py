@@ -22,76 +22,23 @@ the two never share a source whatever the seed or the sizes.
 
 import datetime
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from seqkit.config import SEQ2SEQ_TASKS as SYNTHETIC_TASKS
 from seqkit.errors import SeqkitError
-from seqkit.io import check_regular_file
+from seqkit.tasks.seq2seq.data import Pairs
 
 TEST_BUCKETS = 10  # CRC-32 % 10 == 0: test split
 
 
-# -- pairs files ------------------------------------------------------------------
-
-
-@dataclass
-class Pairs:
-    """Source and target texts read from one place."""
-
-    sources: list  # str per example
-    targets: list  # str per example
-    name: str  # where they came from, for messages
-
-    def __len__(self):
-        return len(self.sources)
-
-
-def parse_pairs(text, name):
-    """``Pairs`` from the text of a pairs file; ``name`` goes into error messages."""
-    sources, targets = [], []
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        tabs = line.count("\t")
-        if tabs != 1:
-            problem = "has no tab" if tabs == 0 else f"has {tabs} tabs"
-            raise SeqkitError(f"{name} line {number} {problem}: each line must be SOURCE<TAB>TARGET with exactly "
-                              "one tab; separate the two sides with a single tab character")
-        source, target = line.split("\t")
-        for side, value in (("source", source), ("target", target)):
-            if not value.strip():
-                raise SeqkitError(f"{name} line {number} has an empty {side}: each line must be SOURCE<TAB>TARGET "
-                                  f"with text on both sides; fill in the {side} or delete the line")
-        sources.append(source)
-        targets.append(target)
-    if not sources:
-        raise SeqkitError(f"{name} holds no pairs; pass a file of SOURCE<TAB>TARGET lines")
-    return Pairs(sources, targets, name)
-
-
-def read_pairs(path):
-    """``Pairs`` of a UTF-8 pairs file (a leading byte-order mark is dropped)."""
-    path = Path(path)
-    check_regular_file(path, "pairs file", "check the --data path")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise SeqkitError(f"{path} is not valid UTF-8: byte 0x{data[e.start]:02x} on line {line}; "
-                          "convert the file to UTF-8") from None
-    return parse_pairs(text, str(path))
-
-
-# -- synthetic tasks ----------------------------------------------------------------
-
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
+
+
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
 FIRST_DAY, LAST_DAY = datetime.date(1950, 1, 1).toordinal(), datetime.date(2049, 12, 31).toordinal()
 
 

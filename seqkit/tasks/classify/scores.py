@@ -11,6 +11,7 @@ scores are computed, not with this module: with SciPy it takes about 0.6 s,
 which ``import seqkit`` and the CLI's start-up should not pay.
 """
 
+
 import numpy as np
 
 

@@ -1,0 +1,170 @@
+"""Sequence pairs for seq2seq: the pairs file, tokenizers, vocabularies, synthetic tasks.
+
+A pairs file is UTF-8 text, one example per line: ``SOURCE<TAB>TARGET``.
+Empty lines are skipped; a line without a tab, with more than one, or with
+an empty side is an error that names the line.
+
+Each side is split into tokens by ``seqkit.text.tokenize`` (``char``, ``word``
+with case kept, or ``space``) and numbered by a ``seqkit.text.vocab.TokenVocabulary``.
+
+Synthetic tasks (``synthetic_pairs``), seeded and deterministic:
+
+* ``addition``: ``"535+61" -> "596"``, operands of 1 to ``digits`` digits
+  drawn as in Keras' addition_rnn example;
+* ``reverse``: ``"abcde" -> "edcba"``, lowercase strings of 1 to ``length`` letters;
+* ``dates``: a date from 1950-2049 written in one of many formats
+  (``"Friday, March 5, 2021"``, ``"3/5/21"``, ``"05.03.2021"``, ...) -> ``"2021-03-05"``.
+
+Examples are unique by source. An example belongs to the test split when
+the CRC-32 of its source is divisible by 10, else to the training split, so
+the two never share a source whatever the seed or the sizes.
+"""
+
+from collections import namedtuple
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from seqkit import training
+from seqkit.errors import SeqkitError
+from seqkit.io import check_regular_file
+from seqkit.text.tokenize import split
+from seqkit.text.vocab import END, PAD, START
+
+
+@dataclass
+class Pairs:
+    """Source and target texts read from one place."""
+
+    sources: list  # str per example
+    targets: list  # str per example
+    name: str  # where they came from, for messages
+
+    def __len__(self):
+        return len(self.sources)
+
+
+def parse_pairs(text, name):
+    """``Pairs`` from the text of a pairs file; ``name`` goes into error messages."""
+    sources, targets = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        tabs = line.count("\t")
+        if tabs != 1:
+            problem = "has no tab" if tabs == 0 else f"has {tabs} tabs"
+            raise SeqkitError(f"{name} line {number} {problem}: each line must be SOURCE<TAB>TARGET with exactly "
+                              "one tab; separate the two sides with a single tab character")
+        source, target = line.split("\t")
+        for side, value in (("source", source), ("target", target)):
+            if not value.strip():
+                raise SeqkitError(f"{name} line {number} has an empty {side}: each line must be SOURCE<TAB>TARGET "
+                                  f"with text on both sides; fill in the {side} or delete the line")
+        sources.append(source)
+        targets.append(target)
+    if not sources:
+        raise SeqkitError(f"{name} holds no pairs; pass a file of SOURCE<TAB>TARGET lines")
+    return Pairs(sources, targets, name)
+
+
+def read_pairs(path):
+    """``Pairs`` of a UTF-8 pairs file (a leading byte-order mark is dropped)."""
+    path = Path(path)
+    check_regular_file(path, "pairs file", "check the --data path")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise SeqkitError(f"{path} is not valid UTF-8: byte 0x{data[e.start]:02x} on line {line}; "
+                          "convert the file to UTF-8") from None
+    return parse_pairs(text, str(path))
+
+
+SOURCE_VOCAB = "source_vocab.json"
+
+
+TARGET_VOCAB = "target_vocab.json"
+
+
+TEST_SIZE = 2000  # pairs in a synthetic task's test set
+
+
+def encode_texts(texts, kind, vocab, unknown="map", what="input", first=1):
+    """``(ids, unknown_count)``: one id list per text (``kind`` tokens); tokens the
+    vocabulary lacks raise (``unknown="error"``, naming ``what`` and its number,
+    counted from ``first``) or read as ``<unk>``."""
+    ids, missing = [], 0
+    for i, tokens in enumerate(split(texts, kind), start=first):
+        if not tokens:
+            raise SeqkitError(f"{what} {i} is empty; pass text with at least one {kind} token")
+        missing += len([t for t in tokens if t not in vocab.index])
+        ids.append(vocab.encode(tokens, unknown=unknown, what=f"{what} {i}"))
+    return ids, missing
+
+
+def ragged(rows):
+    """A ``tf.RaggedTensor`` ``(N, None)`` of int32 ids."""
+    values = np.concatenate([np.asarray(r, dtype=np.int32) for r in rows]) if rows else np.zeros(0, np.int32)
+    return tf.RaggedTensor.from_row_lengths(values, np.array([len(r) for r in rows], dtype=np.int64))
+
+
+PairIds = namedtuple("PairIds", "source decoder_input labels")  # ragged (N, None) each
+
+
+def pair_ids(source_ids, target_ids):
+    """Teacher forcing: the decoder reads ``<s> y`` and predicts ``y </s>``."""
+    return PairIds(ragged(source_ids), ragged([[START, *t] for t in target_ids]),
+                   ragged([[*t, END] for t in target_ids]))
+
+
+def take(data, indices):
+    return PairIds(*(tf.gather(part, indices) for part in data))
+
+
+def batch_at(data, indices, bounds=None):
+    """``((source, decoder_input), labels)`` of rows ``indices``, each padded with id 0 to its longest;
+    with ``bounds`` (``(source bounds, target bounds)``, see ``length_bounds``) each side padded
+    further, to its first bound that holds its longest (one shape per bucket)."""
+    source, decoder_input, labels = (tf.gather(part, indices).to_tensor(PAD) for part in data)
+    if bounds is not None:
+        source = training.pad_to(source, training.padded_width(tf.shape(source)[1], bounds[0]), PAD)
+        width = training.padded_width(tf.shape(decoder_input)[1], bounds[1])
+        decoder_input, labels = training.pad_to(decoder_input, width, PAD), training.pad_to(labels, width, PAD)
+    return (source, decoder_input), labels  # (B, S), (B, T), (B, T)
+
+
+def length_bounds(data, buckets):
+    """``(source bounds, target bounds)``: ``buckets`` length buckets per side
+    (``training.length_bounds``), and each pair's bucket, the larger of its two sides'. A batch
+    pads each side to its first bound that holds it: at most one shape per pair of bounds."""
+    sides = [part.row_lengths().numpy() for part in data[:2]]
+    bounds = [training.length_bounds(lengths, buckets) for lengths in sides]
+    bucket = np.maximum(*(training.bucket_of(lengths, b) for lengths, b in zip(sides, bounds)))
+    return bounds, bucket
+
+
+def train_batches(data, batch_size, seed, buckets=0):
+    """Endless batches; each pass over the pairs is a stateless shuffle seeded with
+    ``(seed, pass)``, so batch ``k`` is the same in every run with that seed. With
+    ``buckets`` > 0 each batch holds pairs of one length bucket, padded to its bounds
+    (``training.bucketed_batches``), and holds about ``batch_size`` x the mean target length
+    of target tokens (``training.token_batch_sizes``: the loss averages over target tokens).
+    Returns ``(dataset, batches per pass, bounds or None)``."""
+    indices = tf.range(int(data.source.nrows()), dtype=tf.int64)
+    if not buckets:
+        return (*training.shuffled_batches(indices, batch_size, seed, lambda i: batch_at(data, i)), None)
+    bounds, bucket = length_bounds(data, buckets)
+    sizes = training.token_batch_sizes(data.labels.row_lengths().numpy(), bucket, batch_size)
+    dataset, per_pass = training.bucketed_batches(indices, bucket, batch_size, seed,
+                                                  lambda i, k: batch_at(data, i, bounds), sizes)
+    return dataset, per_pass, bounds
+
+
+def eval_batches(data, batch_size, bounds=None):
+    """All pairs once, in order (with ``bounds``: each side padded to its first bound that holds it)."""
+    return tf.data.Dataset.range(int(data.source.nrows())).batch(batch_size).map(
+        lambda i: batch_at(data, i, bounds))
