@@ -17,7 +17,8 @@ import importlib
 from seqkit.config import TASK_CHAR_LM, TASK_CLASSIFY, TASK_SEQ2SEQ
 
 _MISSING = object()
-PACKAGES = {TASK_CHAR_LM: "char_lm", TASK_CLASSIFY: "classify", TASK_SEQ2SEQ: "seq2seq"}  # config.json's task -> package
+# config.json's task -> its package
+PACKAGES = {TASK_CHAR_LM: "char_lm", TASK_CLASSIFY: "classify", TASK_SEQ2SEQ: "seq2seq"}
 
 
 def task_module(task, part="api"):

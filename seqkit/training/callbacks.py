@@ -1,4 +1,5 @@
-"""The Keras callbacks of a training run: signals, position, per-step log, patience, plateau, deadline, run-directory guard."""
+"""The Keras callbacks of a training run: signals, position, per-step log, patience, plateau,
+deadline, run-directory guard."""
 
 import contextlib
 import csv

@@ -138,6 +138,13 @@ def run_dir_of(path):
     return path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
 
 
+def run_paths(path):
+    """``(run_dir, weights)`` of ``path``: a run directory and its ``model.keras``, or a ``.keras``
+    file inside one (e.g. a checkpoint) and that file."""
+    path = Path(path)
+    return run_dir_of(path), (path if path.suffix == ".keras" else path / MODEL)
+
+
 def save_config(out, config, global_step=None):
     """Write ``config`` as ``out/config.json``. With ``global_step`` (a resume) the
     file's ``resumes`` list gains an entry: the step it resumed at and the

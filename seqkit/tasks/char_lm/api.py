@@ -11,7 +11,6 @@ Python API (the CLI only calls these):
 import math
 import random
 import warnings
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -99,12 +98,7 @@ def train_in(out, config, resume, strategy, verbose):
 def load(path):
     """(config, vocab, model) of a trained char-LM: a run directory, or a
     ``.keras`` file inside one (e.g. a checkpoint)."""
-    path = Path(path)
-    if path.suffix == ".keras":
-        weights = path
-        run_dir = path.parent.parent if path.parent.name == rundir.CHECKPOINTS else path.parent
-    else:
-        run_dir, weights = path, path / rundir.MODEL
+    run_dir, weights = rundir.run_paths(path)
     config = rundir.read_config(run_dir, CharLMConfig, TASK)
     vocab = Vocabulary.load(run_dir / rundir.VOCAB)
     return config, vocab, load_weights(build_model(config, len(vocab)), weights)

@@ -127,17 +127,11 @@ def train_in(out, config, resume, verbose, callbacks=()):
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last, "val_scores": val_scores}
 
 
-def run_paths(path):
-    """``(run_dir, weights)`` of a run directory, or of a ``.keras`` file inside one."""
-    run_dir = rundir.run_dir_of(path)
-    return run_dir, (Path(path) if Path(path).suffix == ".keras" else run_dir / rundir.MODEL)
-
-
 def load(path):
     """(config, vocab, labels, model) of a trained classifier: a run directory,
     or a ``.keras`` file inside one (e.g. a checkpoint). ``vocab`` is None for
     numeric inputs. The model carries the padding mask."""
-    run_dir, weights = run_paths(path)
+    run_dir, weights = rundir.run_paths(path)
     config = rundir.read_config(run_dir, ClassifyConfig, TASK)
     labels = read_labels(run_dir)
     vocab = Vocabulary.load(run_dir / rundir.VOCAB) if config.inputs == "text" else None
@@ -157,7 +151,7 @@ def evaluate(path, data=None, fmt="auto", text_column=None, label_column=None, b
     """
     config, vocab, labels, model = load(path)
     unknown = 0
-    check_writable(run_paths(path)[0] / EVAL_DIR, "make the run directory writable, or evaluate a copy of it")
+    check_writable(rundir.run_dir_of(path) / EVAL_DIR, "make the run directory writable, or evaluate a copy of it")
     if data:
         examples = read_examples(data, fmt, text_column or config.text_column, label_column or config.label_column,
                                  config.inputs)
@@ -172,7 +166,7 @@ def evaluate(path, data=None, fmt="auto", text_column=None, label_column=None, b
     scores = score(model, config, x, y, labels, batch_size or config.batch_size)
     if config.inputs == "text":
         scores["unknown_tokens"] = unknown
-    return {**scores, "files": write_scores(run_paths(path)[0], name, scores)}
+    return {**scores, "files": write_scores(rundir.run_dir_of(path), name, scores)}
 
 
 def predict(path, source=None, inputs=None, fmt="auto", batch_size=None):
@@ -236,7 +230,7 @@ def predict_lines(path, lines, batch_size=None, name="standard input"):
 
 
 def score(model, config, x, y, labels, batch_size):
-    """Scores of ``model`` on ``(x, y)``: classification or regression (``classification_scores``, ``regression_scores``)."""
+    """Scores of ``model`` on ``(x, y)``: ``classification_scores`` or ``regression_scores``."""
     outputs = model_outputs(model, x, batch_size)
     if is_regression(config):
         return regression_scores(y, outputs)

@@ -59,7 +59,8 @@ def encode_inputs(examples, config, vocab):
             raise SeqkitError(f"{examples.source} has {examples.features} values per step but the model reads "
                               f"{config.features}; pass sequences of {config.features} values per step")
         return ragged([s[:limit] for s in examples.x], np.float32), 0
-    ids = [[vocab.index.get(token, 0) + 1 for token in tokens[:limit]] for tokens in tokenize(examples.x, config.tokens)]
+    rows = tokenize(examples.x, config.tokens)
+    ids = [[vocab.index.get(token, 0) + 1 for token in tokens[:limit]] for tokens in rows]
     unknown = sum(row.count(1) for row in ids)  # id 1: the vocabulary's unknown symbol
     return ragged(ids, np.int32), unknown
 

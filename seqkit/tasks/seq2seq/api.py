@@ -130,7 +130,8 @@ def train(config, resume=False, verbose="auto", callbacks=(), given=None):
 
 def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx):
     """``train`` inside the run directory ``out``, held (locked) by the caller; ``pairs`` already read and split."""
-    source_tokens, target_tokens = split(pairs.sources, config.source_tokens), split(pairs.targets, config.target_tokens)
+    source_tokens = split(pairs.sources, config.source_tokens)
+    target_tokens = split(pairs.targets, config.target_tokens)
     if source := rundir.vocabulary_dir(out, config, resume):  # this run's, or the --init-from run's: new tokens <unk>
         source_vocab = TokenVocabulary.load(source / SOURCE_VOCAB)
         target_vocab = TokenVocabulary.load(source / TARGET_VOCAB)
@@ -179,16 +180,10 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     return {"run_dir": str(out), "steps": epochs * steps_per_epoch, **last, "val_scores": val_scores}
 
 
-def run_paths(path):
-    """``(run_dir, weights)`` of a run directory, or of a ``.keras`` file inside one."""
-    path = Path(path)
-    return rundir.run_dir_of(path), (path if path.suffix == ".keras" else path / rundir.MODEL)
-
-
 def load(path):
     """(config, source_vocab, target_vocab, model) of a trained encoder-decoder: a
     run directory, or a ``.keras`` file inside one (e.g. a checkpoint)."""
-    run_dir, weights = run_paths(path)
+    run_dir, weights = rundir.run_paths(path)
     config = rundir.read_config(run_dir, Seq2SeqConfig, TASK)
     source_vocab = TokenVocabulary.load(run_dir / SOURCE_VOCAB)
     target_vocab = TokenVocabulary.load(run_dir / TARGET_VOCAB)
@@ -267,7 +262,7 @@ def evaluate(path, data=None, decode="greedy", beam_width=5, length_penalty=1.0,
     if decode == "sample":
         raise SeqkitError("evaluate scores greedy or beam decoding; pass --decode greedy or beam")
     config, source_vocab, target_vocab, model = load(path)
-    check_writable(run_paths(path)[0] / EVAL_DIR, "make the run directory writable, or evaluate a copy of it")
+    check_writable(rundir.run_dir_of(path) / EVAL_DIR, "make the run directory writable, or evaluate a copy of it")
     if data:
         pairs, name = read_pairs(data), Path(data).stem
     elif config.synthetic:
@@ -286,7 +281,7 @@ def evaluate(path, data=None, decode="greedy", beam_width=5, length_penalty=1.0,
     if decode == "beam":
         scores.update(beam_width=beam_width, length_penalty=length_penalty)
     rows = [(s, t, detokenize(p, config.target_tokens)) for s, t, p in zip(pairs.sources, pairs.targets, predictions)]
-    return {**scores, "files": write_scores(run_paths(path)[0], name, scores, rows)}
+    return {**scores, "files": write_scores(rundir.run_dir_of(path), name, scores, rows)}
 
 
 class DecodeScores(keras.callbacks.Callback):

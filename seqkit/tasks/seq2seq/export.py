@@ -1,4 +1,5 @@
-"""The encoder-decoder's exports: SavedModel signatures (greedy and beam search in the graph) and the TFLite encoder and decoder step."""
+"""The encoder-decoder's exports: SavedModel signatures (greedy and beam search in the graph),
+the TFLite encoder and decoder step."""
 
 import numpy as np
 import tensorflow as tf
