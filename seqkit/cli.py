@@ -506,7 +506,8 @@ def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max
     """
     from seqkit.training.rundir import load_config, run_dir_of
 
-    if load_config(run_dir_of(run_dir))["task"] == TASK_SEQ2SEQ:
+    task = load_config(run_dir_of(run_dir))["task"]
+    if task == TASK_SEQ2SEQ:
         if len(data) > 1:
             raise click.UsageError("a seq2seq run is scored on one --data pairs file; pass one")
         quiet_tensorflow()
@@ -523,7 +524,7 @@ def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max
             click.echo(f"{scores['unknown_tokens']} source tokens were not in the vocabulary (read as <unk>)")
         click.echo("wrote " + ", ".join(scores["files"]))
         return
-    if load_config(run_dir_of(run_dir))["task"] == TASK_CLASSIFY:
+    if task == TASK_CLASSIFY:
         if len(data) > 1:
             raise click.UsageError("a classify run is scored on one --data file; pass one")
         quiet_tensorflow()
