@@ -21,7 +21,7 @@ from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_DEFAUL
                            TOKENIZERS, CharLMConfig, ClassifyConfig)
 from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZERS, TARGET_TOKENIZERS, TASK_SEQ2SEQ,
                            Seq2SeqConfig)
-from seqkit.errors import SeqkitError, SeqkitWarning
+from seqkit.errors import SeqkitError, SeqkitWarning, with_flags
 
 USER_ERRORS = (SeqkitError, ValueError, OSError)
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2; 8.1 prints the help itself
@@ -861,7 +861,7 @@ def unescape(text):
 def show_warning(message, category, filename, lineno, file=None, line=None):
     """seqkit's warnings (``SeqkitWarning``) as one ``warning:`` line on stderr; others as Python shows them."""
     if issubclass(category, SeqkitWarning):
-        click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+        click.echo(f"warning: {with_flags(' '.join(str(message).split()), flags_of(None))}", err=True)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
@@ -889,7 +889,7 @@ def main(argv=None):
     except USER_ERRORS as e:
         if debug:
             raise
-        message = " ".join(str(e).split()) or type(e).__name__
+        message = with_flags(" ".join(str(e).split()) or type(e).__name__, flags_of(argv))
         click.echo(f"error: {message}", err=True)
         sys.exit(2)
     except (MemoryError, *out_of_memory_errors()) as e:
@@ -911,14 +911,34 @@ SIZE_OPTIONS = ("--units", "--layers", "--batch-size", "--seq-len", "--length", 
                 "--max-length")
 
 
-def size_options(argv):
-    """The size options (SIZE_OPTIONS) of the command ``argv`` runs, for the out-of-memory hint."""
-    command, words = cli, [str(a) for a in argv]
+def invoked(argv):
+    """The click command ``argv`` runs (the innermost group when it names no command)."""
+    command, words = cli, [str(a) for a in (sys.argv[1:] if argv is None else argv)]
     while isinstance(command, click.Group) and words:
         sub = command.commands.get(words.pop(0))
         if sub is not None:
             command = sub
-    names = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    return command
+
+
+def flags_of(argv):
+    """``{library argument: flag}`` for the command ``argv`` runs (``val_fraction: --val-fraction``,
+    ``synthetic: --task``, ``run_dir: RUN_DIR``), over every command's, for ``with_flags``."""
+    def flags(command):
+        return {p.name: p.opts[0] if isinstance(p, click.Option) else p.human_readable_name for p in command.params}
+
+    def every(command):
+        found = {}
+        for sub in getattr(command, "commands", {}).values():
+            found.update(every(sub))
+        return {**found, **flags(command)}
+
+    return {**every(cli), **flags(invoked(argv))}
+
+
+def size_options(argv):
+    """The size options (SIZE_OPTIONS) of the command ``argv`` runs, for the out-of-memory hint."""
+    names = {opt for p in invoked(argv).params for opt in getattr(p, "opts", [])}
     return [o for o in SIZE_OPTIONS if o in names]
 
 

@@ -70,11 +70,11 @@ UNRESOLVED = {"seed": -1, "inputs": "auto", "features": 0, "max_target_length": 
 
 
 def check_data_or_task(config, tasks, data_kind):
-    """Exactly one of --data FILE and --task NAME (stored as ``synthetic``), and a known task."""
+    """Exactly one of ``data`` and ``synthetic`` (the CLI's --task), and a known task."""
     if config.synthetic and config.synthetic not in tasks:
-        raise SeqkitError(f"unknown --task {config.synthetic!r}; choose one of {', '.join(tasks)}")
+        raise SeqkitError(f"unknown `synthetic` {config.synthetic!r}; choose one of {', '.join(tasks)}")
     if bool(config.data) == bool(config.synthetic):
-        raise SeqkitError(f"pass either --data FILE ({data_kind}) or --task {'|'.join(tasks)} "
+        raise SeqkitError(f"pass either `data` FILE ({data_kind}) or `synthetic` {'|'.join(tasks)} "
                           "(a built-in synthetic task), " + ("not both" if config.data else "not neither"))
 
 
@@ -91,7 +91,7 @@ def check_count(value, flag, at_most=MAX_INT32, why=""):
         raise SeqkitError(f"{flag} must be at most {at_most:,}{why}; received {value:,}")
 
 
-def check_seed(seed, unset=-1, name="--seed"):
+def check_seed(seed, unset=-1, name="`seed`"):
     """``seed`` must be ``unset`` (pick one) or an integer in [0, MAX_SEED]; ``name``: what messages call it."""
     if seed == unset:
         return
@@ -106,23 +106,23 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
 def parse_duration(text):
     """Seconds in a duration such as ``"90s"``, ``"20m"``, ``"1.5h"`` (a number > 0 and a
     unit: s, m or h); ``""`` (no limit) gives None. Anything else: a one-line
-    SeqkitError naming --max-time."""
+    SeqkitError naming ``max_time``."""
     if text == "":
         return None
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh])\s*", text) if isinstance(text, str) else None
     seconds = float(match.group(1)) * DURATION_UNITS[match.group(2)] if match else 0
     if not 0 < seconds < float("inf"):
-        raise SeqkitError(f"--max-time must be a duration > 0 with a unit, such as 90s, 20m or 2h; received {text!r}")
+        raise SeqkitError(f"`max_time` must be a duration > 0 with a unit, such as 90s, 20m or 2h; received {text!r}")
     return seconds
 
 
 def check_options(config, positive, non_negative, choices):
     """The checks every task's config shares: ``positive`` integers, ``non_negative``
     numbers, ``choices`` (name -> allowed values), and the training options
-    (dropout, validation share, learning rate, clip norm). Errors name the flag."""
+    (dropout, validation share, learning rate, clip norm). Errors name the field (the CLI: its flag)."""
 
     def flag(name):
-        return "--" + name.replace("_", "-")
+        return f"`{name}`"
 
     for name in positive:
         check_count(getattr(config, name), flag(name))
@@ -135,13 +135,13 @@ def check_options(config, positive, non_negative, choices):
         if getattr(config, name) not in allowed:
             raise SeqkitError(f"unknown {flag(name)} {getattr(config, name)!r}; choose one of {', '.join(allowed)}")
     if not 0 <= config.dropout < 1:
-        raise SeqkitError(f"--dropout must be in [0, 1); received {config.dropout}")
+        raise SeqkitError(f"`dropout` must be in [0, 1); received {config.dropout}")
     if not 0 <= config.val_fraction < 1:
-        raise SeqkitError(f"--val-fraction must be in [0, 1); received {config.val_fraction}")
+        raise SeqkitError(f"`val_fraction` must be in [0, 1); received {config.val_fraction}")
     if not config.lr > 0:
-        raise SeqkitError(f"--lr must be > 0; received {config.lr}")
+        raise SeqkitError(f"`lr` must be > 0; received {config.lr}")
     if config.clip_norm < 0:
-        raise SeqkitError(f"--clip-norm must be >= 0 (0 disables clipping); received {config.clip_norm}")
+        raise SeqkitError(f"`clip_norm` must be >= 0 (0 disables clipping); received {config.clip_norm}")
     if config.dtype_policy not in DTYPE_POLICIES:
         raise SeqkitError(f"unknown dtype_policy {config.dtype_policy!r}; choose one of {', '.join(DTYPE_POLICIES)} "
                           "(the flag --mixed-precision sets mixed_float16)")
@@ -152,31 +152,31 @@ def check_options(config, positive, non_negative, choices):
             raise SeqkitError(f"{flag(name)} must be an integer >= 0 (0: {'keep all' if name == 'keep' else 'off'}); "
                               f"received {value!r}")
     if config.monitor not in MONITORS[config.task]:
-        raise SeqkitError(f"unknown --monitor {config.monitor!r} for {config.task}; choose one of "
+        raise SeqkitError(f"unknown `monitor` {config.monitor!r} for {config.task}; choose one of "
                           f"{', '.join(MONITORS[config.task])}")
     if config.monitor != "val_loss" and config.val_fraction == 0:
-        raise SeqkitError(f"--monitor {config.monitor} is a validation metric, and --val-fraction 0 leaves no "
-                          "validation split; set --val-fraction > 0 or drop --monitor")
+        raise SeqkitError(f"`monitor` {config.monitor} is a validation metric, and `val_fraction` 0 leaves no "
+                          "validation split; set `val_fraction` > 0 or drop `monitor`")
     if config.patience and config.val_fraction == 0:
-        raise SeqkitError(f"--patience stops on the {config.monitor.replace('_', ' ')}, and --val-fraction 0 leaves "
-                          "no validation split; set --val-fraction > 0 or drop --patience")
+        raise SeqkitError(f"`patience` stops on the {config.monitor.replace('_', ' ')}, and `val_fraction` 0 leaves "
+                          "no validation split; set `val_fraction` > 0 or drop `patience`")
     parse_duration(config.max_time)
     if config.lr_schedule not in LR_SCHEDULES:
-        raise SeqkitError(f"unknown --lr-schedule {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+        raise SeqkitError(f"unknown `lr_schedule` {config.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     decay = config.lr_decay
     if decay is not None and (isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0 < decay <= 1
                               or (config.lr_schedule == "plateau" and decay == 1)):
-        raise SeqkitError(f"--lr-decay must be in (0, 1{')' if config.lr_schedule == 'plateau' else ']'} (the factor "
+        raise SeqkitError(f"`lr_decay` must be in (0, 1{')' if config.lr_schedule == 'plateau' else ']'} (the factor "
                           f"per {'plateau' if config.lr_schedule == 'plateau' else 'epoch'}); received {decay!r}")
     check = config.lr_patience
     if isinstance(check, bool) or not isinstance(check, numbers.Integral) or not 1 <= check <= MAX_INT32:
-        raise SeqkitError(f"--lr-patience must be an integer >= 1 (epochs); received {check!r}")
+        raise SeqkitError(f"`lr_patience` must be an integer >= 1 (epochs); received {check!r}")
     if config.lr_schedule == "plateau" and config.val_fraction == 0:
-        raise SeqkitError("--lr-schedule plateau cuts the rate when the val loss stops falling, and --val-fraction 0 "
-                          "leaves no validation split; set --val-fraction > 0 or choose another --lr-schedule")
+        raise SeqkitError("`lr_schedule` plateau cuts the rate when the val loss stops falling, and `val_fraction` 0 "
+                          "leaves no validation split; set `val_fraction` > 0 or choose another `lr_schedule`")
     check = config.warmup_steps
     if isinstance(check, bool) or not isinstance(check, numbers.Integral) or not 0 <= check <= MAX_INT32:
-        raise SeqkitError(f"--warmup-steps must be an integer >= 0 (0: none); received {check!r}")
+        raise SeqkitError(f"`warmup_steps` must be an integer >= 0 (0: none); received {check!r}")
 
 
 @dataclass
@@ -314,16 +314,16 @@ class ClassifyConfig:
         )
         check_data_or_task(self, SYNTHETIC_TASKS, "labelled examples")
         if self.synthetic == "adding" and self.length < 2:
-            raise SeqkitError(f"--length must be >= 2 for the adding problem; received {self.length}")
+            raise SeqkitError(f"`length` must be >= 2 for the adding problem; received {self.length}")
         if self.synthetic == "copy" and self.length <= self.copy_length:
-            raise SeqkitError(f"--length ({self.length}) must exceed --copy-length ({self.copy_length}) "
+            raise SeqkitError(f"`length` ({self.length}) must exceed `copy_length` ({self.copy_length}) "
                               "for the copy task: the symbols come first, then the blanks")
         if self.synthetic in ("adding", "copy") and self.class_weight != "none":
-            raise SeqkitError(f"--class-weight applies to single-label classification, not --task "
+            raise SeqkitError(f"`class_weight` applies to single-label classification, not `synthetic` "
                               f"{self.synthetic}; drop it")
         if self.synthetic == "adding" and self.monitor == "val_accuracy":
-            raise SeqkitError("--monitor val_accuracy needs classes, and the adding problem is a regression "
-                              "(mean squared error); use --monitor val_loss")
+            raise SeqkitError("`monitor` val_accuracy needs classes, and the adding problem is a regression "
+                              "(mean squared error); use `monitor` val_loss")
         return self
 
 
@@ -385,9 +385,9 @@ class Seq2SeqConfig:
         )
         check_data_or_task(self, SEQ2SEQ_TASKS, "SOURCE<TAB>TARGET lines")
         if self.attention == "dot" and self.bidirectional:
-            raise SeqkitError("--attention dot needs encoder outputs as wide as the decoder's, but a "
-                              "--bidirectional encoder's are twice as wide; use --attention general or additive")
+            raise SeqkitError("`attention` dot needs encoder outputs as wide as the decoder's, but a "
+                              "`bidirectional` encoder's are twice as wide; use `attention` general or additive")
         if self.monitor == "val_exact_match" and self.val_decode == 0:
-            raise SeqkitError("--monitor val_exact_match is measured on --val-decode pairs, and --val-decode 0 "
-                              "turns it off; set --val-decode > 0 or use --monitor val_loss")
+            raise SeqkitError("`monitor` val_exact_match is measured on `val_decode` pairs, and `val_decode` 0 "
+                              "turns it off; set `val_decode` > 0 or use `monitor` val_loss")
         return self

@@ -291,11 +291,11 @@ def check_sampler(temperature, top_k, top_p):
     """The sampling settings ``choose`` takes (char-LM generation and seq2seq sampling).
     A ``top_k`` above the vocabulary size keeps every token, as 0 does."""
     if not temperature >= 0:
-        raise SeqkitError(f"--temperature must be >= 0 (0 means argmax); received {temperature}")
+        raise SeqkitError(f"`temperature` must be >= 0 (0 means argmax); received {temperature}")
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
-        raise SeqkitError(f"--top-k must be >= 0, an integer (0 disables it); received {top_k!r}")
+        raise SeqkitError(f"`top_k` must be >= 0, an integer (0 disables it); received {top_k!r}")
     if not 0 < top_p <= 1:
-        raise SeqkitError(f"--top-p must be in (0, 1] (1 disables it); received {top_p}")
+        raise SeqkitError(f"`top_p` must be in (0, 1] (1 disables it); received {top_p}")
 
 
 # -- stepping a recurrent stack's cells (the TFLite step models) ----------------------

@@ -97,7 +97,7 @@ def export(run_dir, name=None, version=None, out=None, format="saved_model", qua
     if format not in FORMATS:
         raise SeqkitError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
     if format != "tflite" and (quantize is not None or max_length is not None):
-        raise SeqkitError("quantize and max_length apply to format='tflite' only (--format tflite)")
+        raise SeqkitError("`quantize` and `max_length` apply to `format` tflite only")
     out = DEFAULT_OUTS[format] if out is None else out
     run_dir = Path(run_dir)
     task = rundir.load_config(run_dir)["task"]  # a seqkit run directory, or a clear error
@@ -107,22 +107,22 @@ def export(run_dir, name=None, version=None, out=None, format="saved_model", qua
         tflite.check_options(task, quantize, max_length)
     name = name or run_dir.resolve().name
     if not NAME_PATTERN.match(name):
-        raise SeqkitError(f"model name {name!r} is not usable in a URL; pass --name with letters, digits, '.', "
+        raise SeqkitError(f"model name {name!r} is not usable in a URL; pass `name` with letters, digits, '.', "
                           "'_' or '-'")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version <= 0):
-        raise SeqkitError(f"--version must be a positive integer (TF Serving's version folders); got {version!r}")
+        raise SeqkitError(f"`version` must be a positive integer (TF Serving's version folders); got {version!r}")
     model_dir = Path(out) / name
     version = version or (max(versions(model_dir), default=0) + 1)
     target = model_dir / str(version)
     if target.exists():
-        raise SeqkitError(f"{target} already exists; versions are never overwritten: pass another --version, "
+        raise SeqkitError(f"{target} already exists; versions are never overwritten: pass another `version`, "
                           "or omit it to take the next free one")
     created = [p for p in (model_dir, *model_dir.parents) if not p.exists()]  # removed again if the export fails
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=model_dir))
     except OSError as e:
-        raise SeqkitError(f"cannot write to {model_dir}: {e.strerror}; pass a writable --out") from e
+        raise SeqkitError(f"cannot write to {model_dir}: {e.strerror}; pass a writable `out`") from e
     try:
         if format == "tflite":
             tflite.write(run_dir, tmp, quantize=quantize, max_length=max_length)

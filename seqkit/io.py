@@ -132,7 +132,7 @@ def read_text_file(path, errors="strict"):
     except UnicodeDecodeError as e:
         raise SeqkitError(
             f"{path} is not valid UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}; "
-            "convert the file to UTF-8 or pass --errors replace"
+            "convert the file to UTF-8 or pass `errors` replace"
         ) from None
 
 

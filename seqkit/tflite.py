@@ -115,13 +115,13 @@ def max_difference(function, content, feeds):
 def check_options(task, quantize, max_length):
     """One-line errors for settings ``write`` cannot take, before anything is written."""
     if quantize is not None and quantize not in QUANTIZATIONS:
-        raise SeqkitError(f"--quantize must be one of {', '.join(QUANTIZATIONS)}; got {quantize!r}")
+        raise SeqkitError(f"`quantize` must be one of {', '.join(QUANTIZATIONS)}; got {quantize!r}")
     if max_length is None:
         return
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0:
-        raise SeqkitError(f"--max-length must be a positive integer (tokens per input); got {max_length!r}")
+        raise SeqkitError(f"`max_length` must be a positive integer (tokens per input); got {max_length!r}")
     if task == TASK_CHAR_LM:
-        raise SeqkitError("--max-length applies to classify and seq2seq runs; a char-LM's step model takes one "
+        raise SeqkitError("`max_length` applies to classify and seq2seq runs; a char-LM's step model takes one "
                           "character per call: leave it out")
 
 

@@ -28,7 +28,7 @@ import pytest
 from seqkit import export
 from seqkit.cli import main
 from seqkit.config import CharLMConfig, ClassifyConfig, Seq2SeqConfig
-from seqkit.errors import SeqkitError
+from seqkit.errors import SeqkitError, with_flags
 from seqkit.tasks import char_lm, classify, seq2seq
 
 TEXT = "a quick brown fox jumps over the lazy dog. " * 40
@@ -412,21 +412,26 @@ def api_cases():
         ("zero max_nonfinite", lambda ws: tiny_model(max_nonfinite=0), r"max_nonfinite must be a positive integer"),
         ("time-major labels", lambda ws: losses.SequenceCrossentropy()(np.zeros((5, 2)), np.zeros((2, 5, 3))),
          r"Sequence labels must have shape"),
-        ("config seed out of range", lambda ws: CharLMConfig(seed=2**70).validate(), r"--seed must be an integer in"),
+        ("config seed out of range", lambda ws: CharLMConfig(seed=2**70).validate(), r"`seed` must be an integer in"),
+        # the Python API's errors name its arguments (the CLI's, the same errors as flags: CASES above)
+        ("config with data and a synthetic task", lambda ws: ClassifyConfig(data="x.csv", synthetic="adding").validate(),
+         r"pass either `data` FILE .* or `synthetic` adding\|copy\|parity .*not both"),
+        ("config dropout of 1.5", lambda ws: ClassifyConfig(synthetic="adding", dropout=1.5).validate(),
+         r"^`dropout` must be in \[0, 1\); received 1.5$"),
         ("config units beyond int32", lambda ws: ClassifyConfig(synthetic="adding", units=2**40).validate(),
-         r"--units must be at most"),
+         r"`units` must be at most"),
         ("generate a billion samples", lambda ws: char_lm.generate(ws / "run", num_samples=10**9),
-         r"--num-samples must be at most 10,000"),
+         r"`num_samples` must be at most 10,000"),
         ("generate with a fractional top-k", lambda ws: char_lm.generate(ws / "run", top_k=1.5),
-         r"--top-k must be >= 0, an integer"),
+         r"`top_k` must be >= 0, an integer"),
         ("generate with a negative seed", lambda ws: char_lm.generate(ws / "run", seed=-5),
-         r"--seed must be an integer in \[0, 4294967295\]"),
+         r"`seed` must be an integer in \[0, 4294967295\]"),
         ("seq2seq beam width of 1e8", lambda ws: seq2seq.generate(ws / "seq2seq", ["abc"], decode="beam",
-                                                                   beam_width=10**8), r"--beam-width must be at most"),
+                                                                   beam_width=10**8), r"`beam_width` must be at most"),
         ("seq2seq max length of 2**31", lambda ws: seq2seq.generate(ws / "seq2seq", ["abc"], max_length=2**31),
-         r"--max-length must be at most 10,000"),
+         r"`max_length` must be at most 10,000"),
         ("predict with batch size -5", lambda ws: classify.predict(ws / "classify", inputs=["good"], batch_size=-5),
-         r"--batch-size must be a positive integer; received -5"),
+         r"`batch_size` must be a positive integer; received -5"),
         ("predict with neither source nor inputs", lambda ws: classify.predict(ws / "classify"),
          r"pass either source .* or inputs"),
         ("predict lines of nothing", lambda ws: list(classify.predict_lines(ws / "classify", [])),
@@ -438,7 +443,7 @@ def api_cases():
          r"not a regular file \(a named pipe"),
         ("named pipe as pairs", lambda ws: read_pairs(ws / "pipe.txt"), r"not a regular file \(a named pipe"),
         ("export version zero", lambda ws: export.export(ws / "run", version=0, out=ws / "saved_models"),
-         r"--version must be a positive integer"),
+         r"`version` must be a positive integer"),
     ]
 
 
@@ -753,3 +758,14 @@ def test_export_to_a_full_disk_is_one_line_and_leaves_no_partial_model(ws, tmp_p
     assert len(lines) == 1 and lines[0].startswith("error: no space left on the device"), lines
     assert (tmp_path / "left.txt").read_text() == ""  # no version folder, no temporary one
     assert snapshot(run) == before
+
+
+def test_the_cli_names_the_library_arguments_as_its_flags(capsys, tmp_path):
+    """Oracle: the same error through the API (argument names) and through the CLI (flags),
+    including arguments whose flag is not their name (synthetic: --task)."""
+    assert with_flags("pass `data` or `synthetic`; `val_fraction` too", {"synthetic": "--task"}) == \
+        "pass --data or --task; --val-fraction too"
+    code, _, err = run_cli_out(tmp_path, ["train", "classify", "--task", "adding", "--data", str(tmp_path / "x.csv"),
+                                          "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "pass either --data FILE" in err and "or --task adding|copy|parity" in err and "`" not in err
+    assert not (tmp_path / "run").exists()

@@ -185,8 +185,8 @@ def test_resume_with_options_that_change_the_model_or_data_is_a_one_line_error(b
 def test_resume_rules_for_a_run_planned_by_steps(tmp_path):
     """resolve_config alone (no training): what a resume may change, what it keeps."""
     rundir.save_config(tmp_path, CharLMConfig(data=["/data/a.txt"], steps=6, steps_per_epoch=3, seed=7, out="old/path"))
-    with pytest.raises(SeqkitError, match=r"--epochs does not set the length of the run in .*: it is planned by "
-                       r"--steps 6; pass --steps"):
+    with pytest.raises(SeqkitError, match=r"`epochs` does not set the length of the run in .*: it is planned by "
+                       r"`steps` 6; pass `steps`"):
         rundir.resolve_config(CharLMConfig(epochs=5, out=str(tmp_path)), True, given={"epochs", "out"})
     config = rundir.resolve_config(CharLMConfig(steps=12, lr=0.1, seed=-1, out=str(tmp_path)), True,
                                  given={"steps", "lr", "seed", "out"})

@@ -104,7 +104,7 @@ def test_strategy_names_are_validated(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(SeqkitError, match="unknown strategy 'mirror'; choose one of auto, mirrored, multiworker"):
         get_strategy("mirror")
-    with pytest.raises(SeqkitError, match="--strategy multiworker needs TF_CONFIG"):
+    with pytest.raises(SeqkitError, match="`strategy` multiworker needs TF_CONFIG"):
         get_strategy("multiworker")
     assert get_strategy("auto").num_replicas_in_sync == 1
     monkeypatch.setenv("TF_CONFIG", "{not json")

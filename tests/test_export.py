@@ -58,7 +58,7 @@ def test_layout_is_tf_servings_and_versions_are_never_overwritten(run_dir, expor
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"version": 0}, "--version must be a positive integer"),
+    ({"version": 0}, "`version` must be a positive integer"),
     ({"name": "a/b"}, "is not usable in a URL"),
 ])
 def test_bad_arguments(run_dir, tmp_path, kwargs, message):

@@ -162,7 +162,7 @@ def test_synthetic_tasks_are_right_deterministic_and_split():
 
 
 def test_synthetic_task_too_small_for_the_size_is_an_error():
-    with pytest.raises(SeqkitError, match="could not produce 500 distinct train examples.*lower --size"):
+    with pytest.raises(SeqkitError, match="could not produce 500 distinct train examples.*lower `size`"):
         synthetic_pairs("addition", 500, seed=0, digits=1)  # 100 problems at most
     few = synthetic_pairs("addition", 500, seed=0, split="test", digits=1, at_most=True)
     assert 0 < len(few) < 100

@@ -290,6 +290,6 @@ def test_bad_tflite_options_are_one_line_errors_and_write_nothing(lm_run, tmp_pa
         (["export", lm_run, "--out", out, "--format", "tflite", "--quantize", "int4"], r"--quantize"),
         (["export", lm_run, "--out", out, "--format", "tflite", "--max-length", "0"], r"--max-length"),
     ], capsys, out)
-    with pytest.raises(Exception, match="max-length must be"):
+    with pytest.raises(Exception, match="`max_length` must be"):
         export.export(lm_run, out=out, format="tflite", max_length=2.5)
     assert not out.exists()

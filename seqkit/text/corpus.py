@@ -14,7 +14,7 @@ def collect_files(paths, glob="**/*.txt"):
         if p.is_dir():
             found = sorted(f for f in p.glob(glob) if f.is_file())
             if not found:
-                raise SeqkitError(f"no files matching {glob!r} in directory {p}; pass --glob, e.g. --glob '**/*.py'")
+                raise SeqkitError(f"no files matching {glob!r} in directory {p}; pass `glob`, e.g. `glob` '**/*.py'")
             files.extend(found)
         else:
             check_regular_file(p, "data path")
@@ -52,5 +52,5 @@ def default_corpus(max_chars=1_000_000):
             break
     text = "".join(parts)[:max_chars]
     if not text:
-        raise SeqkitError(f"no Python sources found under {root}; pass --data")
+        raise SeqkitError(f"no Python sources found under {root}; pass `data`")
     return text

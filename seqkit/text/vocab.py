@@ -115,7 +115,7 @@ class TokenVocabulary:
                 raise SeqkitError(
                     f"{what} contains {noun} not in the model's vocabulary: {describe_tokens(missing[:10], self.kind)}"
                     + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-                    + "; remove or replace them (or pass --unknown map to read them as <unk>)"
+                    + "; remove or replace them (or pass `unknown` map to read them as <unk>)"
                 )
         return [self.index.get(t, UNK) for t in tokens]
 

@@ -118,10 +118,10 @@ def split_indices(n, config, noun="examples"):
     order = np.random.default_rng(config.seed).permutation(n)
     n_val = int(round(n * config.val_fraction))
     if config.val_fraction > 0 and n_val == 0:
-        raise SeqkitError(f"the validation split is empty ({n} {noun} x --val-fraction {config.val_fraction} "
-                          f"rounds to 0); add {noun}, raise --val-fraction, or set --val-fraction 0")
+        raise SeqkitError(f"the validation split is empty ({n} {noun} x `val_fraction` {config.val_fraction} "
+                          f"rounds to 0); add {noun}, raise `val_fraction`, or set `val_fraction` 0")
     train, val = np.sort(order[n_val:]), np.sort(order[:n_val])
     if len(train) < config.batch_size:
         raise SeqkitError(f"the training split has {len(train)} {noun}, fewer than one batch of "
-                          f"{config.batch_size}; add {noun} or lower --batch-size")
+                          f"{config.batch_size}; add {noun} or lower `batch_size`")
     return train, val

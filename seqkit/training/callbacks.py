@@ -215,6 +215,6 @@ class RunDirectoryGuard(keras.callbacks.Callback):
         if not self.config.is_file():
             raise SeqkitError(f"the run directory {self.config.parent} was deleted or moved during training "
                               f"({rundir.CONFIG} is gone); training stopped without writing more; start again with "
-                              "a new --out, or restore the folder and pass --resume")
+                              "a new `out`, or restore the folder and pass `resume`")
 
     on_train_batch_begin = on_train_batch_end = on_test_begin = on_epoch_end = check

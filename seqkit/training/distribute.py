@@ -41,7 +41,7 @@ def get_strategy(name="auto"):
     if name == "multiworker" or (name == "auto" and workers > 1):
         if workers == 0:
             raise SeqkitError(
-                "--strategy multiworker needs TF_CONFIG describing the cluster and this "
+                "`strategy` multiworker needs TF_CONFIG describing the cluster and this "
                 "worker's index; see the README's 'Scaling out' section"
             )
         return tf.distribute.MultiWorkerMirroredStrategy()

@@ -74,7 +74,7 @@ def fit(
         state = start or (manager.latest() if manager else None)
         if state is None:
             raise SeqkitError(
-                f"nothing to resume: no checkpoint in {checkpoint_dir}; run without --resume to start"
+                f"nothing to resume: no checkpoint in {checkpoint_dir}; run without `resume` to start"
             )
         manager.restore(model, state, keep_rate)
         epoch, step = state["epoch"], state["step_in_epoch"]
@@ -152,7 +152,7 @@ def init_weights(model, path):
         try:
             return load_weights(model, path)
         except SeqkitError as e:
-            raise SeqkitError(f"--init-from: {e}") from None
+            raise SeqkitError(f"`init_from`: {e}") from None
 
 
 def plan_steps(config, batches_per_pass, resume=False):
@@ -178,7 +178,7 @@ def checkpoint_to_resume(out, steps_per_epoch):
     directory = Path(out) / rundir.CHECKPOINTS
     state = CheckpointManager(directory).latest()
     if state is None:
-        raise SeqkitError(f"nothing to resume: no checkpoint in {directory}; run without --resume to start")
+        raise SeqkitError(f"nothing to resume: no checkpoint in {directory}; run without `resume` to start")
     if state["global_step"] != state["epoch"] * steps_per_epoch + state["step_in_epoch"]:
         raise SeqkitError(f"checkpoint index {directory / 'latest.json'} is damaged: 'global_step' "
                           f"{state['global_step']} is not 'epoch' {state['epoch']} x {steps_per_epoch} steps per "

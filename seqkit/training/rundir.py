@@ -28,14 +28,13 @@ import dataclasses
 import json
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from seqkit.config import MODEL_FIELDS, RESUMABLE, UNRESOLVED
-from seqkit.errors import SeqkitError
+from seqkit.errors import ARGUMENT, SeqkitError
 from seqkit.io import write_text
 
 CONFIG = "config.json"
@@ -76,29 +75,29 @@ def run_directory(out, resume):
     created = None  # the topmost folder this command made
     if not resume:
         if out.exists() and not out.is_dir():
-            raise SeqkitError(f"--out {out} is a file, not a folder; choose another --out")
+            raise SeqkitError(f"`out` {out} is a file, not a folder; choose another `out`")
         created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise SeqkitError(f"cannot create run directory {out}: {e.strerror}; choose a writable --out") from e
+            raise SeqkitError(f"cannot create run directory {out}: {e.strerror}; choose a writable `out`") from e
     elif not (out / CONFIG).is_file():
-        raise SeqkitError(f"cannot resume: {out} is not a seqkit run directory (no {CONFIG}); drop --resume")
+        raise SeqkitError(f"cannot resume: {out} is not a seqkit run directory (no {CONFIG}); drop `resume`")
     lock_existed = (out / LOCK).exists()
     lock = FileLock(out / LOCK, timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise SeqkitError(f"another seqkit process is training into {out} (it holds {out / LOCK}); wait for it "
-                          "to finish, or choose another --out") from None
+                          "to finish, or choose another `out`") from None
     except OSError as e:
-        raise SeqkitError(f"cannot lock run directory {out}: {e.strerror}; choose a writable --out") from e
+        raise SeqkitError(f"cannot lock run directory {out}: {e.strerror}; choose a writable `out`") from e
     if not resume and any(p.name != LOCK for p in out.iterdir()):
         lock.release()
         if not lock_existed:
             (out / LOCK).unlink(missing_ok=True)
-        raise SeqkitError(f"run directory {out} already exists and is not empty; pass --resume to continue it, "
-                          "or choose another --out")
+        raise SeqkitError(f"run directory {out} already exists and is not empty; pass `resume` to continue it, "
+                          "or choose another `out`")
     identity = _identity(out)
     try:
         yield out
@@ -177,7 +176,7 @@ def load_config(run_dir, task=None):
     if not run_dir.is_dir():
         raise SeqkitError(f"{run_dir} is not a directory; pass a seqkit run directory (made by seqkit train)")
     if not path.exists():
-        raise SeqkitError(f"{run_dir} is not a seqkit run directory (no {CONFIG}); pass the --out of seqkit train")
+        raise SeqkitError(f"{run_dir} is not a seqkit run directory (no {CONFIG}); pass the `out` of seqkit train")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
         found = config["task"]
@@ -208,8 +207,8 @@ def config_from_dict(config_class, values, source=CONFIG):
     config = config_class(**{k: v for k, v in values.items() if k in fields})
     try:
         return config.validate()
-    except SeqkitError as e:  # the message names the flag; here it is the key
-        problem = re.sub(r"--([a-z][a-z-]*)", lambda m: repr(m.group(1).replace("-", "_")), str(e))
+    except SeqkitError as e:  # the message names the field (`units`); here it is the file's key: 'units'
+        problem = ARGUMENT.sub(lambda m: repr(m.group(1)), str(e))
         raise SeqkitError(f"{source} is damaged: {problem}; retrain, or restore it from the run's backup") from e
 
 
@@ -259,7 +258,7 @@ def resolve_config(config, resume, given=None):
     out = Path(config.out)
     if not (out / CONFIG).is_file():
         raise SeqkitError(f"cannot resume: {out} is not a seqkit run directory (no {CONFIG}); "
-                          "drop --resume to start a new run")
+                          "drop `resume` to start a new run")
     saved = read_config(out, type(config), config.task)
     # --init-from on a resume: the run goes on from its checkpoint, whatever it started from.
     given = set(given) & {f.name for f in dataclasses.fields(config)} - {"out", "task", "init_from"}
@@ -273,11 +272,11 @@ def resolve_config(config, resume, given=None):
         what = "the model or its data" if conflicts != ["monitor"] else "the metric its best checkpoint is chosen by"
         raise SeqkitError(f"cannot resume {out} with {shown}: {'this changes' if one else 'these change'} {what}; "
                           f"drop {'it' if one else 'them'} to continue the run as it was, or start a new run with "
-                          "another --out")
+                          "another `out`")
     steps = config.steps if "steps" in given else saved.steps
     if "epochs" in given and config.epochs != saved.epochs and steps:
-        raise SeqkitError(f"--epochs does not set the length of the run in {out}: it is planned by --steps "
-                          f"{steps}; pass --steps to change it")
+        raise SeqkitError(f"`epochs` does not set the length of the run in {out}: it is planned by `steps` "
+                          f"{steps}; pass `steps` to change it")
     for name in sorted(given & set(RESUMABLE)):
         if hasattr(saved, name):
             setattr(saved, name, getattr(config, name))
@@ -293,15 +292,15 @@ def init_source(path, config_class, task):
     directory is needed for the vocabulary and the model's fields. Errors are one line naming the flag."""
     path = Path(path)
     if not path.exists():
-        raise SeqkitError(f"--init-from {path} does not exist; pass a run directory or a .keras file inside one")
+        raise SeqkitError(f"`init_from` {path} does not exist; pass a run directory or a .keras file inside one")
     run_dir = run_dir_of(path)
     try:
         source = read_config(run_dir, config_class, task)
     except SeqkitError as e:
-        raise SeqkitError(f"--init-from {path}: {e}") from None
+        raise SeqkitError(f"`init_from` {path}: {e}") from None
     weights = path if path.suffix == ".keras" else path / MODEL
     if not weights.is_file():
-        raise SeqkitError(f"--init-from {path}: the run has no {MODEL} (it never finished an epoch); pass one of "
+        raise SeqkitError(f"`init_from` {path}: the run has no {MODEL} (it never finished an epoch); pass one of "
                           f"its checkpoints ({run_dir / CHECKPOINTS}/*.keras) or another run")
     return weights.resolve(), source
 
@@ -318,9 +317,9 @@ def init_config(config, given):
     if conflicts:
         shown = ", ".join(f"{setting(n, getattr(config, n))} (that run's: {value_of(n, getattr(source, n))})"
                           for n in conflicts)
-        raise SeqkitError(f"cannot --init-from {config.init_from} with {shown}: the weights would not fit; drop "
+        raise SeqkitError(f"cannot `init_from` {config.init_from} with {shown}: the weights would not fit; drop "
                           f"{'it' if len(conflicts) == 1 else 'them'} (the model's fields come from that run), "
-                          "or train from scratch without --init-from")
+                          "or train from scratch without `init_from`")
     for name in MODEL_FIELDS[config.task]:
         setattr(config, name, getattr(source, name))
     config.init_from = str(weights)

@@ -53,7 +53,7 @@ def train_in(out, config, resume, strategy, verbose):
     if source := rundir.vocabulary_dir(out, config, resume):  # characters new to it read as <unk>
         vocab = Vocabulary.load(source / rundir.VOCAB)
         if not resume and (missing := vocab.unknown(text)):
-            warnings.warn(f"{len(missing)} characters of the data are not in the --init-from run's vocabulary "
+            warnings.warn(f"{len(missing)} characters of the data are not in the `init_from` run's vocabulary "
                           f"and are read as the unknown symbol: {describe_chars(missing[:10])}", SeqkitWarning,
                           stacklevel=2)
         ids = vocab.encode(text, unknown="map")
@@ -139,11 +139,11 @@ MAX_GENERATED = 10**8  # characters held in memory: --num-samples x --length
 
 
 def check_sampling(length, temperature, top_k, top_p, num_samples, seed=None):
-    check_count(length, "--length")
+    check_count(length, "`length`")
     check_sampler(temperature, top_k, top_p)
-    check_count(num_samples, "--num-samples", MAX_NUM_SAMPLES, " (the samples are drawn as one batch)")
+    check_count(num_samples, "`num_samples`", MAX_NUM_SAMPLES, " (the samples are drawn as one batch)")
     if num_samples * length > MAX_GENERATED:
-        raise SeqkitError(f"--num-samples x --length = {num_samples:,} x {length:,} characters exceeds the "
+        raise SeqkitError(f"`num_samples` x `length` = {num_samples:,} x {length:,} characters exceeds the "
                           f"{MAX_GENERATED:,} held in memory; ask for fewer or shorter samples")
     check_seed(seed, unset=None)
 
@@ -182,7 +182,7 @@ def generate(path, prime=None, length=500, temperature=0.8, top_k=0, top_p=1.0, 
     """
     check_sampling(length, temperature, top_k, top_p, num_samples, seed)
     if prime is not None and not prime:
-        raise SeqkitError("--prime must not be empty; give at least one character to start from")
+        raise SeqkitError("`prime` must not be empty; give at least one character to start from")
     _, vocab, model = load(path)
     prime_ids = vocab.encode(default_prime(vocab) if prime is None else prime, what="--prime")
     top_k = min(int(top_k), len(vocab))  # k >= V keeps every character

@@ -22,13 +22,13 @@ def split_ids(ids, config):
     if len(train) < window * config.batch_size:
         raise SeqkitError(
             f"the training text has {len(train):,} characters, fewer than one batch of "
-            f"{config.batch_size} windows of {window} (--seq-len + 1); add text, or lower "
-            "--batch-size or --seq-len"
+            f"{config.batch_size} windows of {window} (`seq_len` + 1); add text, or lower "
+            "`batch_size` or `seq_len`"
         )
     if config.val_fraction > 0 and len(val) < window:
         raise SeqkitError(
             f"the validation text has {len(val):,} characters, fewer than one window of {window}; "
-            "raise --val-fraction, lower --seq-len, or set --val-fraction 0"
+            "raise `val_fraction`, lower `seq_len`, or set `val_fraction` 0"
         )
     return train, val
 

@@ -162,7 +162,7 @@ def evaluate(path, data=None, fmt="auto", text_column=None, label_column=None, b
         x, y = synthetic_data(config, "test", TEST_SIZE)
         name = "test"
     else:
-        raise SeqkitError("nothing to evaluate on: pass --data FILE, labelled examples held out from training")
+        raise SeqkitError("nothing to evaluate on: pass `data` FILE, labelled examples held out from training")
     scores = score(model, config, x, y, labels, batch_size or config.batch_size)
     if config.inputs == "text":
         scores["unknown_tokens"] = unknown
@@ -181,7 +181,7 @@ def predict(path, source=None, inputs=None, fmt="auto", batch_size=None):
     if (source is None) == (inputs is None):
         raise ValueError("pass either source (a file, or '-' for standard input) or inputs (a list), not both")
     if batch_size is not None:
-        check_count(batch_size, "--batch-size")
+        check_count(batch_size, "`batch_size`")
     config, vocab, labels, model = load(path)
     if source is not None:
         examples = read_examples(source, fmt, config.text_column, config.label_column, config.inputs,
@@ -212,7 +212,7 @@ def predict_lines(path, lines, batch_size=None, name="standard input"):
     with the input, so an endless pipe is served as it flows. ``name`` names the
     source in error messages (with the line number)."""
     if batch_size is not None:
-        check_count(batch_size, "--batch-size")
+        check_count(batch_size, "`batch_size`")
     config, vocab, labels, model = load(path)
     batch_size = batch_size or config.batch_size
     batch, first = [], 1

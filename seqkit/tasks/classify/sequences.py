@@ -64,7 +64,7 @@ def format_of(path, fmt="auto"):
         return "lines"
     found = EXTENSIONS.get(Path(path).suffix.lower())
     if found is None:
-        raise SeqkitError(f"cannot tell the format of {path} from its extension; pass --format "
+        raise SeqkitError(f"cannot tell the format of {path} from its extension; pass `fmt` "
                           "csv, tsv, jsonl or npz (or lines: one example per line)")
     return found
 
@@ -99,7 +99,7 @@ def read_examples(path, fmt="auto", text_column="text", label_column="label", in
         elif fmt == "lines":
             examples = read_lines(text, name, inputs)
         else:
-            raise SeqkitError(f"unknown format {fmt!r}; pass --format csv, tsv, jsonl, npz, npy or lines")
+            raise SeqkitError(f"unknown format {fmt!r}; pass `fmt` csv, tsv, jsonl, npz, npy or lines")
     if not examples.x:
         raise SeqkitError(f"{name} holds no examples; pass a file with at least one row")
     return examples
@@ -124,7 +124,7 @@ def parse_number(cell, where, column):
         value = float(cell)
     except (TypeError, ValueError):
         raise SeqkitError(f"{where}: {column} holds {cell!r}, not a number; fix the value (or, for text, pass "
-                          "--inputs text)") from None
+                          "`inputs` text)") from None
     if not math.isfinite(value):
         raise SeqkitError(f"{where}: {column} holds {cell!r}, which is not finite; replace or remove it")
     return value
@@ -226,14 +226,14 @@ def read_table(text, name, delimiter, text_column, label_column, inputs, labelle
     found = ", ".join(repr(h) for h in header)
     if labelled and label_column not in header:
         raise SeqkitError(f"{name} has no column {label_column!r} (columns found: {found}); "
-                          "pass --label-column NAME")
+                          "pass `label_column` NAME")
     records = [(rows.line_num, row) for row in rows]  # line_num: where the row ends
     value_columns = [i for i, h in enumerate(header) if h != label_column]
     if inputs == "auto":
         inputs = "text" if text_column in header else "numbers" if looks_numeric(records, value_columns) else ""
     if not inputs or (inputs == "text" and text_column not in header):
         raise SeqkitError(f"{name} has no column {text_column!r} (columns found: {found}); "
-                          "pass --text-column NAME")
+                          "pass `text_column` NAME")
     if inputs == "numbers" and not value_columns:
         raise SeqkitError(f"{name} has no value columns besides {label_column!r}; each row needs its sequence's "
                           "values after the label, one column per time step")
@@ -317,7 +317,7 @@ def read_lines(text, name, inputs, first=1):
     """One example per line: the text, or numbers (a JSON list, or separated by
     commas or spaces). ``text``: a string, or a list of lines (numbered from ``first``)."""
     if inputs not in ("text", "numbers"):
-        raise SeqkitError(f"cannot tell whether {name} holds text or numbers; pass --inputs text or numbers")
+        raise SeqkitError(f"cannot tell whether {name} holds text or numbers; pass `inputs` text or numbers")
     x = []
     for number, line in enumerate(text.splitlines() if isinstance(text, str) else text, start=first):
         where = f"line {number} of {name}"

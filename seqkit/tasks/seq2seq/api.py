@@ -216,7 +216,7 @@ def generate(path, inputs, decode="greedy", beam_width=5, length_penalty=1.0, ma
     """
     check_decoding(decode, max_length, beam_width, length_penalty, temperature, top_k, top_p, n_best, seed)
     if unknown not in ("error", "map"):
-        raise SeqkitError(f"unknown --unknown {unknown!r}; choose error or map")
+        raise SeqkitError(f"unknown `unknown` {unknown!r}; choose error or map")
     config, source_vocab, target_vocab, model = load(path)
     top_k = min(int(top_k), len(target_vocab))  # k >= V keeps every token
     decoder = Seq2SeqDecoder(model, config)
@@ -241,7 +241,7 @@ def generate(path, inputs, decode="greedy", beam_width=5, length_penalty=1.0, ma
         if text is None:
             break
     if not results:
-        raise SeqkitError("no inputs to decode; pass --input TEXT or lines on standard input")
+        raise SeqkitError("no inputs to decode; pass `inputs` TEXT or lines on standard input")
     return results
 
 
@@ -260,7 +260,7 @@ def evaluate(path, data=None, decode="greedy", beam_width=5, length_penalty=1.0,
     """
     check_decoding(decode, max_length, beam_width, length_penalty, 1.0, 0, 1.0, 1)
     if decode == "sample":
-        raise SeqkitError("evaluate scores greedy or beam decoding; pass --decode greedy or beam")
+        raise SeqkitError("evaluate scores greedy or beam decoding; pass `decode` greedy or beam")
     config, source_vocab, target_vocab, model = load(path)
     check_writable(rundir.run_dir_of(path) / EVAL_DIR, "make the run directory writable, or evaluate a copy of it")
     if data:
@@ -270,7 +270,7 @@ def evaluate(path, data=None, decode="greedy", beam_width=5, length_penalty=1.0,
                                 at_most=True)
         name = "test"
     else:
-        raise SeqkitError("nothing to evaluate on: pass --data FILE, SOURCE<TAB>TARGET pairs held out from training")
+        raise SeqkitError("nothing to evaluate on: pass `data` FILE, SOURCE<TAB>TARGET pairs held out from training")
     source_ids, unknown = encode_texts(pairs.sources, config.source_tokens, source_vocab, what=f"{pairs.name} pair")
     outputs = decode_ids(Seq2SeqDecoder(model, config), source_ids, decode, max_length or default_max_length(config),
                          beam_width, length_penalty, batch_size=batch_size)

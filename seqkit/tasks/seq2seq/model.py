@@ -246,19 +246,19 @@ MAX_HYPOTHESES = 4_096  # beam search decodes at most this many hypotheses (inpu
 
 def check_decoding(decode, max_length, beam_width, length_penalty, temperature, top_k, top_p, n_best, seed=None):
     if decode not in DECODERS:
-        raise SeqkitError(f"unknown --decode {decode!r}; choose one of {', '.join(DECODERS)}")
+        raise SeqkitError(f"unknown `decode` {decode!r}; choose one of {', '.join(DECODERS)}")
     if max_length is not None:
-        check_count(max_length, "--max-length", MAX_DECODE_LENGTH, " output tokens (</s> included)")
-    check_count(beam_width, "--beam-width", MAX_BEAM_WIDTH)
+        check_count(max_length, "`max_length`", MAX_DECODE_LENGTH, " output tokens (</s> included)")
+    check_count(beam_width, "`beam_width`", MAX_BEAM_WIDTH)
     if not length_penalty >= 0:
-        raise SeqkitError(f"--length-penalty must be >= 0 (0: raw log-probability, 1: per-token mean); "
+        raise SeqkitError(f"`length_penalty` must be >= 0 (0: raw log-probability, 1: per-token mean); "
                           f"received {length_penalty}")
     check_sampler(temperature, top_k, top_p)
-    check_count(n_best, "--n-best", MAX_BEAM_WIDTH)
+    check_count(n_best, "`n_best`", MAX_BEAM_WIDTH)
     if n_best > 1 and decode != "beam":
-        raise SeqkitError("--n-best needs --decode beam (greedy and sampling give one output per input)")
+        raise SeqkitError("`n_best` needs `decode` beam (greedy and sampling give one output per input)")
     if n_best > beam_width:
-        raise SeqkitError(f"--n-best ({n_best}) cannot exceed --beam-width ({beam_width}); raise --beam-width")
+        raise SeqkitError(f"`n_best` ({n_best}) cannot exceed `beam_width` ({beam_width}); raise `beam_width`")
     check_seed(seed, unset=None)
 
 

@@ -107,7 +107,7 @@ def synthetic_pairs(task, n, seed, split="train", digits=3, length=10, at_most=F
             examples (small ``digits`` or ``length``) instead of raising.
     """
     if task not in SYNTHETIC_TASKS:
-        raise SeqkitError(f"unknown --task {task!r}; choose one of {', '.join(SYNTHETIC_TASKS)}")
+        raise SeqkitError(f"unknown `synthetic` {task!r}; choose one of {', '.join(SYNTHETIC_TASKS)}")
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     make = {"addition": lambda: addition_example(rng, digits), "reverse": lambda: reverse_example(rng, length),
             "dates": lambda: date_example(rng)}[task]
@@ -119,9 +119,9 @@ def synthetic_pairs(task, n, seed, split="train", digits=3, length=10, at_most=F
             if at_most:
                 break
             raise SeqkitError(f"the {task} task could not produce {n:,} distinct {split} examples (found "
-                              f"{len(sources):,}); lower --size"
-                              + (", or raise --digits" if task == "addition" else
-                                 ", or raise --length" if task == "reverse" else ""))
+                              f"{len(sources):,}); lower `size`"
+                              + (", or raise `digits`" if task == "addition" else
+                                 ", or raise `length`" if task == "reverse" else ""))
         source, target = make()
         if source in seen or not in_split(source, split):
             continue
