@@ -889,7 +889,9 @@ def main(argv=None):
     except USER_ERRORS as e:
         if debug:
             raise
-        message = with_flags(" ".join(str(e).split()) or type(e).__name__, flags_of(argv))
+        message = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, SeqkitError):  # seqkit's own: its `arguments` as this command's flags
+            message = with_flags(message, flags_of(argv))
         click.echo(f"error: {message}", err=True)
         sys.exit(2)
     except (MemoryError, *out_of_memory_errors()) as e:
