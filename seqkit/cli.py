@@ -256,7 +256,7 @@ def train_char_lm(ctx, resume, **options):
     from seqkit.tasks import char_lm
 
     options["data"] = list(options["data"])
-    summary = char_lm.train(char_lm.CharLMConfig(**options), resume=resume, verbose=progress_verbosity(),
+    summary = char_lm.train(CharLMConfig(**options), resume=resume, verbose=progress_verbosity(),
                             given=given_options(ctx))
     report_training(summary, f", val bpc {summary['val_bpc']:.3f}, val perplexity {summary['val_perplexity']:.2f}"
                     if "val_loss" in summary else "")
@@ -858,10 +858,13 @@ def unescape(text):
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
+ARGV = [None]  # the running command's arguments (main's argv; None: sys.argv)
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None):
     """seqkit's warnings (``SeqkitWarning``) as one ``warning:`` line on stderr; others as Python shows them."""
     if issubclass(category, SeqkitWarning):
-        click.echo(f"warning: {with_flags(' '.join(str(message).split()), flags_of(None))}", err=True)
+        click.echo(f"warning: {with_flags(' '.join(str(message).split()), flags_of(ARGV[0]))}", err=True)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
@@ -869,6 +872,7 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv=None):
     """Console entry point: run the CLI, turning user errors into one line."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    ARGV[0] = argv  # for show_warning's flags
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", SeqkitWarning)
@@ -924,18 +928,11 @@ def invoked(argv):
 
 
 def flags_of(argv):
-    """``{library argument: flag}`` for the command ``argv`` runs (``val_fraction: --val-fraction``,
-    ``synthetic: --task``, ``run_dir: RUN_DIR``), over every command's, for ``with_flags``."""
-    def flags(command):
-        return {p.name: p.opts[0] if isinstance(p, click.Option) else p.human_readable_name for p in command.params}
-
-    def every(command):
-        found = {}
-        for sub in getattr(command, "commands", {}).values():
-            found.update(every(sub))
-        return {**found, **flags(command)}
-
-    return {**every(cli), **flags(invoked(argv))}
+    """``{library argument: flag}`` of the command ``argv`` runs (``val_fraction: --val-fraction``,
+    ``synthetic: --task``, ``run_dir: RUN_DIR``), for ``with_flags``; an argument the command does
+    not take is written ``--argument-name``."""
+    return {p.name: p.opts[0] if isinstance(p, click.Option) else p.human_readable_name
+            for p in invoked(argv).params}
 
 
 def size_options(argv):

@@ -11,14 +11,25 @@ name in their classes: ``keras.Model._maybe_symbolic_build`` (``SeqModel``,
 for MultiWorkerMirroredStrategy's first batch).
 """
 
-import keras
-import tensorflow as tf
-from keras.src.backend import rnn  # noqa: F401  the time loop RecurrentLayer runs (keras.layers.RNN's)
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # noqa: F401  Keras cells' dropout masks
-from tensorflow.python.eager.cancellation import CancellationManager  # noqa: F401  cancels a running call
+import importlib
 
-# private methods seqkit's subclasses override: name -> (class, the parameters the override takes)
-OVERRIDDEN = {"_maybe_symbolic_build": (keras.Model, ("iterator", "data_batch"))}
+# Imported on first use (PEP 562), so that importing this module loads neither Keras nor TensorFlow:
+# the first ``import keras`` of a process registers seqkit's Keras objects (``seqkit/__init__.py``),
+# which import this module's names, and must find it whole.
+_PRIVATE = {
+    "rnn": ("keras.src.backend", "rnn"),  # the time loop RecurrentLayer runs (keras.layers.RNN's)
+    "DropoutRNNCell": ("keras.src.layers.rnn.dropout_rnn_cell", "DropoutRNNCell"),  # Keras cells' dropout masks
+    "CancellationManager": ("tensorflow.python.eager.cancellation", "CancellationManager"),  # cancels a running call
+}
+# private methods seqkit's subclasses override: name -> (class, as "module.Class", the parameters the override takes)
+OVERRIDDEN = {"_maybe_symbolic_build": ("keras.Model", ("iterator", "data_batch"))}
+
+
+def __getattr__(name):
+    if name not in _PRIVATE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _PRIVATE[name]
+    return getattr(importlib.import_module(module), attribute)
 
 
 def loss_tracker(model):
@@ -47,17 +58,22 @@ def in_multi_worker_mode(strategy):
 def learning_rate_variable(optimizer):
     """The variable a Keras optimizer keeps its learning rate in (``_learning_rate``), or None
     when the rate is a schedule (then no variable holds it)."""
+    import keras
+
     rate = optimizer._learning_rate
     return rate if isinstance(rate, keras.Variable) else None
 
 
 def strategy_supports_no_merge_call():
     """Whether the current ``tf.distribute`` strategy can apply gradients without a merge call."""
+    import tensorflow as tf
+
     return tf.__internal__.distribute.strategy_supports_no_merge_call()
 
 
 def in_xla_context():
     """Whether ops built now go to XLA (inside a ``jit_compile=True`` function)."""
+    import tensorflow as tf
     from tensorflow.python.ops import control_flow_util
 
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())

@@ -82,13 +82,13 @@ MAX_SEED = 2**32 - 1  # NumPy's seeds are 32-bit
 MAX_INT32 = 2**31 - 1  # TensorFlow's sizes, steps and shapes are int32
 
 
-def check_count(value, flag, at_most=MAX_INT32, why=""):
-    """``value`` must be an integer in [1, ``at_most``]; else a one-line SeqkitError naming ``flag``
-    (``why``: the reason for the upper bound, said after it)."""
+def check_count(value, name, at_most=MAX_INT32, why=""):
+    """``value`` must be an integer in [1, ``at_most``]; else a one-line SeqkitError naming ``name``
+    (an argument in backticks, e.g. ``"`units`"``; ``why``: the reason for the upper bound, said after it)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise SeqkitError(f"{flag} must be a positive integer; received {value!r}")
+        raise SeqkitError(f"{name} must be a positive integer; received {value!r}")
     if value > at_most:
-        raise SeqkitError(f"{flag} must be at most {at_most:,}{why}; received {value:,}")
+        raise SeqkitError(f"{name} must be at most {at_most:,}{why}; received {value:,}")
 
 
 def check_seed(seed, unset=-1, name="`seed`"):
@@ -143,8 +143,7 @@ def check_options(config, positive, non_negative, choices):
     if config.clip_norm < 0:
         raise SeqkitError(f"`clip_norm` must be >= 0 (0 disables clipping); received {config.clip_norm}")
     if config.dtype_policy not in DTYPE_POLICIES:
-        raise SeqkitError(f"unknown dtype_policy {config.dtype_policy!r}; choose one of {', '.join(DTYPE_POLICIES)} "
-                          "(the flag --mixed-precision sets mixed_float16)")
+        raise SeqkitError(f"unknown `dtype_policy` {config.dtype_policy!r}; choose one of {', '.join(DTYPE_POLICIES)}")
     check_seed(config.seed)
     for name in ("keep", "patience"):
         value = getattr(config, name)

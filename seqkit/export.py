@@ -95,7 +95,7 @@ def export(run_dir, name=None, version=None, out=None, format="saved_model", qua
             an existing version, or an unwritable ``out``; nothing is left behind.
     """
     if format not in FORMATS:
-        raise SeqkitError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
+        raise SeqkitError(f"`format` must be one of {', '.join(FORMATS)}; got {format!r}")
     if format != "tflite" and (quantize is not None or max_length is not None):
         raise SeqkitError("`quantize` and `max_length` apply to `format` tflite only")
     out = DEFAULT_OUTS[format] if out is None else out

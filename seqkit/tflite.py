@@ -21,7 +21,7 @@ ids with ``metadata.json`` (TFLite has no built-in string lookup op).
 * classify: ``tokens`` int32 ``[1, T]`` (token ids, 0 is padding) or
   ``values`` float32 ``[1, T, D]`` (NaN-padded) -> ``probabilities``
   ``[1, C]`` (copy task: ``[1, K, C]``), or ``value`` ``[1]`` for the adding
-  problem. ``T`` is ``--max-length`` when given (pad with 0 / NaN, cut longer
+  problem. ``T`` is ``max_length`` (``--max-length``) when given (pad with 0 / NaN, cut longer
   inputs), else any length (``resize_tensor_input`` to the input's length).
 * seq2seq ``encoder``: ``source`` int32 ``[1, S]`` (ids, 0 is padding; ``S``
   as ``T`` above) -> ``state`` ``[1, N]`` (the decoder's initial state) and,

@@ -52,6 +52,9 @@ REGISTERED = ("import json, keras; print(json.dumps(sorted(n for n in keras.savi
     "import seqkit.layers",  # a seqkit module whose own import loads Keras
     "import tensorflow; import seqkit",
     "import seqkit; import tensorflow",  # TensorFlow's own import loads Keras, half way through
+    "import seqkit.compat",  # modules the registration imports from, loading Keras first
+    "import seqkit.layers.fused",
+    "import seqkit.training.step",
     "from seqkit.cli import main",
 ])
 def test_every_serializable_is_registered_whatever_the_import_order(imports):

@@ -33,12 +33,12 @@ from seqkit.config import Seq2SeqConfig
 from seqkit.errors import SeqkitError
 from seqkit.layers.attention import SequenceAttention
 from seqkit.layers.reverse import ReverseTokens
+from seqkit.tasks import seq2seq
 from seqkit.tasks.seq2seq.data import parse_pairs, read_pairs
+from seqkit.tasks.seq2seq.scores import corpus_bleu, sequence_scores
 from seqkit.tasks.seq2seq.synthetic import DATE_FORMATS, synthetic_pairs
 from seqkit.text.tokenize import detokenize, split
 from seqkit.text.vocab import END, PAD, SPECIALS, START, UNK, TokenVocabulary
-from seqkit.tasks.seq2seq.scores import corpus_bleu, sequence_scores
-from seqkit.tasks import seq2seq
 
 BLOCKED = [PAD, START]
 

@@ -480,11 +480,12 @@ def test_a_loaded_savedmodel_leaves_nothing_behind_once_unloaded(exported, tmp_p
     import gc
     import weakref
 
-    from seqkit.serve import ModelRegistry, _gradient_registry
+    from seqkit import compat
+    from seqkit.serve import ModelRegistry
 
     publish(exported, tmp_path / "abc" / "1")
     registry = ModelRegistry(tmp_path)
-    size = len(_gradient_registry())
+    size = len(compat.gradient_registry())
     graphs = []
     for version in (2, 3, 4):
         graphs.append(weakref.ref(registry.get("abc").model.signatures["serving_default"].graph))
@@ -493,7 +494,7 @@ def test_a_loaded_savedmodel_leaves_nothing_behind_once_unloaded(exported, tmp_p
         assert registry.get("abc").version == version
     gc.collect()
     assert [graph() for graph in graphs] == [None] * 3
-    assert len(_gradient_registry()) == size
+    assert len(compat.gradient_registry()) == size
 
 
 def test_a_configured_base_path_that_is_missing_is_logged_once_and_served_once_it_appears(exported, tmp_path):

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from seqkit.training import rundir
 from seqkit.diagnose.common import output_folder
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 from seqkit.plots import plot_panels
+from seqkit.training import rundir
 
 
 def read_steps(run_dir):

@@ -13,6 +13,7 @@ No task imports another: what they share lives outside ``tasks`` (``seqkit.text`
 """
 
 import importlib
+import types
 
 from seqkit.config import TASK_CHAR_LM, TASK_CLASSIFY, TASK_SEQ2SEQ
 
@@ -39,9 +40,11 @@ def lazy_attributes(package, modules):
     def __getattr__(name):
         if name in modules:  # ``from seqkit.tasks.classify import data``: the submodule itself
             return importlib.import_module(f"{package}.{name}")
+        if name.startswith("__"):  # a probe (pickle, copy, inspect): not worth importing the parts
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
         for module in modules:
             value = getattr(importlib.import_module(f"{package}.{module}"), name, _MISSING)
-            if value is not _MISSING:
+            if value is not _MISSING and not isinstance(value, types.ModuleType):  # not a part's own imports
                 return value
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 

@@ -29,9 +29,18 @@ _HOME = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = sorted(_HOME)
 
 
+_MODULES = ("batches", "callbacks", "checkpoint", "distribute", "loop", "rundir", "schedules", "step")
+
+
 def __getattr__(name):
     """Each re-exported name is imported from its module on first use (PEP 562), so that
     ``seqkit.training.rundir`` (run directories, read by every command) loads no TensorFlow."""
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+
+
+def __dir__():
+    return sorted({*globals(), *_HOME, *_MODULES})

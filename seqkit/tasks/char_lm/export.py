@@ -135,6 +135,7 @@ class CharLMStep:
         state = np.zeros((1, self.state_size), np.float32)
         return {"step": [{"char_id": np.array([i % vocab], np.int32), "state": state} for i in range(1, 9)]}
 
+
 def saved_model(run_dir):
     """The run's SavedModel module (``signatures()``: see ``seqkit.export``)."""
     _, vocab, model = load(run_dir)

@@ -9,25 +9,6 @@ Python API (the CLI only calls these):
     config, vocab, labels, model = load("runs/reviews")
 
     train(ClassifyConfig(synthetic="adding", length=150, cell="irnn", out="runs/adding"))
-
-The model: token ids -> Embedding (id 0 is padding, ``mask_zero``) or
-values -> PaddingMask (NaN is padding), then ``layers`` recurrent layers
-(each optionally Bidirectional), pooling over the valid steps, and a head:
-
-* classification: ``C`` logits, softmax cross-entropy; the copy task has
-  ``K`` heads of 8 logits, one per symbol to recall;
-* regression (the adding problem): one linear unit, mean squared error.
-
-The fields a config leaves None (``units``, ``bidirectional``, ``pooling``,
-``dropout``, ``lr``, the schedule, ``epochs``, ``monitor``, ...) take
-``seqkit.config.INPUT_DEFAULTS`` of the inputs once the data is read: text
-a bidirectional LSTM max-pooled over its steps (BiLSTM-max, Conneau et al.
-2017, "Supervised Learning of Universal Sentence Representations"), numbers
-and the synthetic tasks one forward LSTM read to its last step.
-
-Padding never changes a prediction: the mask reaches every recurrent layer
-(a padded step leaves the state unchanged) and every pooling. Synthetic tasks
-have no padding, so they train without a mask, on the layers' fused path.
 """
 
 import itertools

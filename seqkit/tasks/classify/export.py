@@ -133,6 +133,7 @@ class ClassifyModel:
             x[0, n * 2 // 3 :] = np.nan
         return {"classify": [{self.spec.name: x}]}
 
+
 def saved_model(run_dir):
     """The run's SavedModel module (``signatures()``, ``method_names``: see ``seqkit.export``)."""
     config, vocab, labels, model = load(run_dir)

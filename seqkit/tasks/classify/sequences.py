@@ -64,7 +64,7 @@ def format_of(path, fmt="auto"):
         return "lines"
     found = EXTENSIONS.get(Path(path).suffix.lower())
     if found is None:
-        raise SeqkitError(f"cannot tell the format of {path} from its extension; pass `fmt` "
+        raise SeqkitError(f"cannot tell the format of {path} from its extension; pass `format` "
                           "csv, tsv, jsonl or npz (or lines: one example per line)")
     return found
 
@@ -99,7 +99,7 @@ def read_examples(path, fmt="auto", text_column="text", label_column="label", in
         elif fmt == "lines":
             examples = read_lines(text, name, inputs)
         else:
-            raise SeqkitError(f"unknown format {fmt!r}; pass `fmt` csv, tsv, jsonl, npz, npy or lines")
+            raise SeqkitError(f"unknown format {fmt!r}; pass `format` csv, tsv, jsonl, npz, npy or lines")
     if not examples.x:
         raise SeqkitError(f"{name} holds no examples; pass a file with at least one row")
     return examples
@@ -246,7 +246,7 @@ def read_table(text, name, delimiter, text_column, label_column, inputs, labelle
         if len(row) > len(header):
             hint = "give each row at most one value per header column"
             if inputs == "text":
-                hint = "quote text that contains the delimiter" + (", or use --format tsv" if delimiter == "," else "")
+                hint = "quote text that contains the delimiter" + (", or use `format` tsv" if delimiter == "," else "")
             raise SeqkitError(f"{where} has {len(row)} fields but the header has {len(header)} (a ragged row); {hint}")
         row = row + [""] * (len(header) - len(row))
         if inputs == "text":
@@ -293,7 +293,7 @@ def read_jsonl(text, name, text_column, label_column, inputs, labelled):
             raise SeqkitError(f"{where} is not a JSON object; write one object per line, e.g. "
                               f'{{"{text_column}": "...", "{label_column}": "..."}}')
         keys = ", ".join(repr(k) for k in record) or "none"
-        for key, flag in ((text_column, "--text-column"), (label_column if labelled else None, "--label-column")):
+        for key, flag in ((text_column, "`text_column`"), (label_column if labelled else None, "`label_column`")):
             if key is not None and key not in record:
                 raise SeqkitError(f"{where} has no key {key!r} (keys found: {keys}); pass {flag} NAME")
         value = record[text_column]

@@ -1,4 +1,4 @@
-r"""Sequence to sequence: an encoder-decoder of seqkit cells, with attention and in-graph decoding.
+"""Sequence to sequence: an encoder-decoder of seqkit cells, with attention and in-graph decoding.
 
 Python API (the CLI only calls these):
 
@@ -10,39 +10,6 @@ Python API (the CLI only calls these):
     decoder = Seq2SeqDecoder(model, config)                        # greedy / beam_search / sample
 
     train(Seq2SeqConfig(synthetic="addition", attention="dot", out="runs/addition"))
-
-The model, for source ids ``x`` ``(B, S)`` (right-padded with id 0) and
-target ids ``y`` ``(B, T)``:
-
-.. math::
-
-    \bar h_{1..S},\ s_0 &= \text{encoder}(x)          && \text{L recurrent layers (optionally bidirectional)} \\
-    h_t &= \text{decoder}(y_{t-1}, h_{t-1}),\ h_0 = s_0 && \text{L recurrent layers, one per encoder layer} \\
-    c_t &= \textstyle\sum_s \alpha_{ts} \bar h_s        && \text{attention (seqkit.layers.attention)} \\
-    \tilde h_t &= \tanh(W_c [c_t; h_t] + b_c)            && \text{Luong et al. 2015, eq. 5} \\
-    p(y_t \mid y_{<t}, x) &= \operatorname{softmax}(\tilde h_t W_s + b_s)
-
-Without attention (``attention="none"``) the decoder sees the source only
-through its initial state ``s_0``, the encoder's final states (Keras'
-lstm_seq2seq recipe), and ``p`` is computed from ``h_t``. Decoder layer
-``i`` starts from encoder layer ``i``'s final states; a bidirectional
-encoder's forward and backward states are joined by ``s_0 = tanh([s→; s←] W + b)``
-(Bahdanau et al. 2015). The attention query is the decoder's top-layer
-state ``h_t`` (Luong's global attention), for every score function, so the
-decoder's recurrence does not depend on the attention and training runs it
-over the whole target in one pass.
-
-Training is teacher forcing: the decoder reads ``<s> y_1 .. y_n`` and
-predicts ``y_1 .. y_n </s>``; the loss is the cross-entropy over the real
-positions (``SequenceCrossentropy(pad_id=0)``). Masks: the encoder's layers
-get the source mask, so a padded step leaves the state as it was and padding
-a source changes neither the memory at real positions, nor the final states,
-nor the attention (padded positions get weight exactly 0). The decoder needs
-no mask: it is causal, and the loss ignores the padded positions.
-
-Decoding (``Seq2SeqDecoder``) runs inside one ``tf.function`` per method,
-a ``tf.while_loop`` that carries the decoder state step to step
-(``seqkit.decoding``).
 """
 
 import math

@@ -1,4 +1,4 @@
-"""Sequence pairs for seq2seq: the pairs file, tokenizers, vocabularies, synthetic tasks.
+"""Seq2seq data: the pairs file, the pairs as ids, batches (length buckets, token budgets).
 
 A pairs file is UTF-8 text, one example per line: ``SOURCE<TAB>TARGET``.
 Empty lines are skipped; a line without a tab, with more than one, or with
@@ -6,18 +6,6 @@ an empty side is an error that names the line.
 
 Each side is split into tokens by ``seqkit.text.tokenize`` (``char``, ``word``
 with case kept, or ``space``) and numbered by a ``seqkit.text.vocab.TokenVocabulary``.
-
-Synthetic tasks (``synthetic_pairs``), seeded and deterministic:
-
-* ``addition``: ``"535+61" -> "596"``, operands of 1 to ``digits`` digits
-  drawn as in Keras' addition_rnn example;
-* ``reverse``: ``"abcde" -> "edcba"``, lowercase strings of 1 to ``length`` letters;
-* ``dates``: a date from 1950-2049 written in one of many formats
-  (``"Friday, March 5, 2021"``, ``"3/5/21"``, ``"05.03.2021"``, ...) -> ``"2021-03-05"``.
-
-Examples are unique by source. An example belongs to the test split when
-the CRC-32 of its source is divisible by 10, else to the training split, so
-the two never share a source whatever the seed or the sizes.
 """
 
 from collections import namedtuple
@@ -73,7 +61,7 @@ def parse_pairs(text, name):
 def read_pairs(path):
     """``Pairs`` of a UTF-8 pairs file (a leading byte-order mark is dropped)."""
     path = Path(path)
-    check_regular_file(path, "pairs file", "check the --data path")
+    check_regular_file(path, "pairs file", "check the `data` path")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")

@@ -140,6 +140,7 @@ class Seq2SeqModels:
             step["mask"] = np.tile((np.arange(n) < n * 2 // 3).astype(np.float32), (2, 1))
         return {"encoder": [{"source": source}], "decoder_step": [step]}
 
+
 def saved_model(run_dir):
     """The run's SavedModel module (``signatures()``: see ``seqkit.export``)."""
     config, source_vocab, target_vocab, model = load(run_dir)

@@ -1,13 +1,4 @@
-"""Sequence pairs for seq2seq: the pairs file, tokenizers, vocabularies, synthetic tasks.
-
-A pairs file is UTF-8 text, one example per line: ``SOURCE<TAB>TARGET``.
-Empty lines are skipped; a line without a tab, with more than one, or with
-an empty side is an error that names the line.
-
-Each side is split into tokens by ``seqkit.text.tokenize`` (``char``, ``word``
-with case kept, or ``space``) and numbered by a ``seqkit.text.vocab.TokenVocabulary``.
-
-Synthetic tasks (``synthetic_pairs``), seeded and deterministic:
+"""Synthetic seq2seq tasks (``synthetic_pairs``), seeded and deterministic:
 
 * ``addition``: ``"535+61" -> "596"``, operands of 1 to ``digits`` digits
   drawn as in Keras' addition_rnn example;
