@@ -184,7 +184,7 @@ def generate(path, prime=None, length=500, temperature=0.8, top_k=0, top_p=1.0, 
     if prime is not None and not prime:
         raise SeqkitError("`prime` must not be empty; give at least one character to start from")
     _, vocab, model = load(path)
-    prime_ids = vocab.encode(default_prime(vocab) if prime is None else prime, what="--prime")
+    prime_ids = vocab.encode(default_prime(vocab) if prime is None else prime, what="`prime`")
     top_k = min(int(top_k), len(vocab))  # k >= V keeps every character
     sampler = Sampler(model, xla=xla)
     seed = random.SystemRandom().randrange(2**31) if seed is None else int(seed)
