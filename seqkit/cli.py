@@ -929,10 +929,15 @@ def invoked(argv):
 
 def flags_of(argv):
     """``{library argument: flag}`` of the command ``argv`` runs (``val_fraction: --val-fraction``,
-    ``synthetic: --task``, ``run_dir: RUN_DIR``), for ``with_flags``; an argument the command does
-    not take is written ``--argument-name``."""
-    return {p.name: p.opts[0] if isinstance(p, click.Option) else p.human_readable_name
-            for p in invoked(argv).params}
+    ``synthetic: --task``, ``run_dir: RUN_DIR``), with each switch's two settings
+    (``bidirectional=False: --no-bidirectional``), for ``with_flags``; an argument the command
+    does not take is written ``--argument-name``."""
+    flags = {}
+    for p in invoked(argv).params:
+        flags[p.name] = p.opts[0] if isinstance(p, click.Option) else p.human_readable_name
+        if isinstance(p, click.Option) and p.secondary_opts:
+            flags.update({f"{p.name}=True": p.opts[0], f"{p.name}=False": p.secondary_opts[0]})
+    return flags
 
 
 def size_options(argv):

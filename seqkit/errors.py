@@ -1,13 +1,14 @@
 """Errors seqkit raises for bad input: the message names the problem and the fix.
 
 A message names the library's arguments in backticks (`` `val_fraction` must be in [0, 1)``),
-so a Python user reads the argument they passed; the CLI prints each as its flag
-(``--val-fraction``) with ``with_flags``.
+and a setting as `` `name=value` `` (`` `units=16` ``, `` `bidirectional=False` ``), so a Python user
+reads the arguments they passed; the CLI prints each as its flag with ``with_flags``
+(``--val-fraction``, ``--units 16``, ``--no-bidirectional``).
 """
 
 import re
 
-ARGUMENT = re.compile(r"`([a-z][a-z0-9_]*)`")
+ARGUMENT = re.compile(r"`([a-z][a-z0-9_]*)(?:=([^`]*))?`")
 
 
 class SeqkitError(Exception):
@@ -20,5 +21,12 @@ class SeqkitWarning(UserWarning):
 
 def with_flags(message, flags):
     """``message`` with each `argument` written as its CLI flag: ``flags[argument]``, else
-    ``--argument-name`` (the CLI's flags are the arguments' names, with dashes)."""
-    return ARGUMENT.sub(lambda m: flags.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
+    ``--argument-name`` (the CLI's flags are the arguments' names, with dashes); a setting
+    `argument=value` as ``flags["argument=value"]`` (a switch: ``--no-bidirectional``), else
+    the flag and the value."""
+    def flag(match):
+        name, value = match.groups()
+        option = flags.get(name, "--" + name.replace("_", "-"))
+        return option if value is None else flags.get(f"{name}={value}", f"{option} {value}")
+
+    return ARGUMENT.sub(flag, message)

@@ -769,3 +769,12 @@ def test_the_cli_names_the_library_arguments_as_its_flags(capsys, tmp_path):
                                           "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and "pass either --data FILE" in err and "or --task adding|copy|parity" in err and "`" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_setting_is_its_flags_in_the_cli_and_its_argument_in_the_api():
+    """Oracle: known answers for with_flags on the settings the resume and --init-from errors print."""
+    flags = {"bidirectional": "--bidirectional", "bidirectional=True": "--bidirectional",
+             "bidirectional=False": "--no-bidirectional", "synthetic": "--task"}
+    message = "`bidirectional=False` (the run's: `bidirectional=True`), `units=16` (the run's: 8), `synthetic='copy'`"
+    assert with_flags(message, flags) == ("--no-bidirectional (the run's: --bidirectional), --units 16 (the run's: 8), "
+                                          "--task 'copy'")

@@ -177,7 +177,7 @@ def test_resume_with_options_that_change_the_model_or_data_is_a_one_line_error(b
     code, stdout, err = run_cli(["train", "char-lm", "--resume", "--out", run_dir, "--units", 8, "--data",
                             os.path.relpath(base[0] / "corpus.txt")], capsys)
     assert code == 0 and "already complete" in stdout, err
-    with pytest.raises(SeqkitError, match=r"--units 16 \(the run's: 8\)"):  # the Python API: fields set
+    with pytest.raises(SeqkitError, match=r"`units=16` \(the run's: 8\)"):  # the Python API: arguments set
         char_lm.train(CharLMConfig(units=16, epochs=3, out=str(run_dir)), resume=True, verbose=0)
     assert tree_hashes(workspace, base[0]) == before
 
@@ -192,7 +192,7 @@ def test_resume_rules_for_a_run_planned_by_steps(tmp_path):
                                  given={"steps", "lr", "seed", "out"})
     assert (config.steps, config.lr, config.seed, config.steps_per_epoch) == (12, 0.1, 7, 3)  # -1: the run's seed
     assert config.out == str(tmp_path) and config.data == ["/data/a.txt"]
-    with pytest.raises(SeqkitError, match=r"with --batch-size 4 \(the run's: 64\), --layers 3 \(the run's: 2\): "
+    with pytest.raises(SeqkitError, match=r"with `batch_size=4` \(the run's: 64\), `layers=3` \(the run's: 2\): "
                        r"these change the model or its data; drop them"):
         rundir.resolve_config(CharLMConfig(layers=3, batch_size=4, out=str(tmp_path)), True)
     # /data/a.txt is gone: the run's data moved, and --data may name its new place (recorded)
@@ -203,7 +203,7 @@ def test_resume_rules_for_a_run_planned_by_steps(tmp_path):
     rundir.save_config(tmp_path, config, global_step=6)
     assert json.loads((tmp_path / "config.json").read_text())["resumes"] == [
         {"global_step": 6, "changed": {"data": [["/data/a.txt"], [str(moved)]]}}]
-    with pytest.raises(SeqkitError, match=r"--data .* \(the run's: .*a.txt'\]\)"):  # now it exists: no other data
+    with pytest.raises(SeqkitError, match=r"`data=.*` \(the run's: .*a.txt'\]\)"):  # now it exists: no other data
         rundir.resolve_config(CharLMConfig(data=[str(tmp_path / "b.txt")], out=str(tmp_path)), True, given={"data"})
 
 

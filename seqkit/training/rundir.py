@@ -341,29 +341,16 @@ def absolute_paths(data):
     return os.path.abspath(data) if data else data
 
 
-FLAGS = {"synthetic": "--task", "dtype_policy": "--mixed-precision"}  # config fields whose flag has another name
-
-
-def flag(name):
-    return FLAGS.get(name, "--" + name.replace("_", "-"))
-
-
-def switch(name, value):
-    """The flag that sets a switch (a bool field) to ``value``: ``--bidirectional`` or
-    ``--no-bidirectional``; None for any other field."""
-    if isinstance(value, bool) and name not in FLAGS:
-        return flag(name) if value else "--no-" + flag(name)[2:]
-    return None
-
-
 def value_of(name, value):
-    """A field's value as a user writes it: a switch as its flag, anything else as its repr."""
-    return switch(name, value) or repr(value)
+    """A field's value as a user writes it: a switch as its setting (`` `stateful=True` ``: the
+    CLI prints ``--stateful``), anything else as its repr."""
+    return f"`{name}={value!r}`" if isinstance(value, bool) else repr(value)
 
 
 def setting(name, value):
-    """The flag and value that set field ``name`` to ``value``: ``--units 16``, ``--no-bidirectional``."""
-    return switch(name, value) or f"{flag(name)} {value!r}"
+    """Field ``name`` set to ``value``, as `` `units=16` `` (the CLI prints ``--units 16``, and a
+    switch as its flag: ``--no-bidirectional``)."""
+    return f"`{name}={value!r}`"
 
 
 def same_value(name, given, saved):
