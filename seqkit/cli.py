@@ -737,15 +737,6 @@ class Subcommand(click.Command):
             raise
 
 
-def flag_names(**renamed):
-    """``{library argument: flag}`` for the library's error messages: each parameter of the running
-    command under its own name (``batch_size: --batch-size``, ``run_dir: RUN_DIR``), and ``renamed``
-    where the library's argument is not the option's (``cells="--compare"``)."""
-    params = click.get_current_context().command.params
-    names = {p.name: p.opts[0] if isinstance(p, click.Option) else p.human_readable_name for p in params}
-    return {**names, **renamed}
-
-
 def show_report(report):
     """A diagnosis' summary, then the files it wrote."""
     click.echo(report["summary"], nl=False)
@@ -771,6 +762,9 @@ def cell_list(ctx, param, value):
     cells = [c.strip() for c in value.split(",") if c.strip()]
     if not cells or len(set(cells)) != len(cells):
         raise click.UsageError(f"--compare {value!r} must name distinct cells, e.g. rnn,irnn,lstm,gru", ctx)
+    for cell in cells:
+        if cell not in CELL_NAMES:
+            raise click.UsageError(f"unknown cell {cell!r} in --compare; choose from {', '.join(CELL_NAMES)}", ctx)
     return cells
 
 
@@ -811,8 +805,7 @@ def diagnose_gradients(run_dir, cell, compare, units, length, batch_size, input_
 
     cells = compare or ([cell] if cell else None)
     report = gradients.diagnose(run_dir=run_dir, cells=cells, out=out, units=units, length=length,
-                                batch_size=batch_size, input_dim=input_dim, seed=seed, data=data,
-                                flags=flag_names(cells="--compare" if compare else "--cell"))
+                                batch_size=batch_size, input_dim=input_dim, seed=seed, data=data)
     show_report(report)
 
 
@@ -827,7 +820,7 @@ def diagnose_history(run_dir, out):
     """
     from seqkit.diagnose import history
 
-    show_report(history.diagnose(run_dir, out=out, flags=flag_names()))
+    show_report(history.diagnose(run_dir, out=out))
 
 
 @diagnose.command("exploding", cls=Subcommand)
@@ -849,7 +842,7 @@ def diagnose_exploding(radius, clip_norm, units, length, steps, seed, out):
     from seqkit.diagnose import exploding
 
     report = exploding.diagnose(out=out, radius=radius, clip_norm=clip_norm, units=units, length=length, steps=steps,
-                                seed=seed, flags=flag_names())
+                                seed=seed)
     show_report(report)
 
 

@@ -287,16 +287,16 @@ def test_cli_history_writes_beside_the_run_by_default(run_dir, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda out: gradients.diagnose(cells=["gru"], length=0, out=out), r"^length must be a positive integer"),
-    (lambda out: gradients.diagnose(cells=["gru"], batch_size=2**40, out=out), r"^batch_size must be at most"),
-    (lambda out: gradients.diagnose(cells=["gru", "gru"], out=out), r"^cells must be a list of distinct cell names"),
-    (lambda out: gradients.diagnose(cells=["tanh"], out=out), r"^unknown cell 'tanh' in cells; choose from"),
-    (lambda out: gradients.diagnose(out=out), r"^nothing to diagnose; pass run_dir \(a trained char-LM run\) or cells"),
-    (lambda out: gradients.diagnose(run_dir="RUN", cells=["rnn"], out=out), r"or cells .*, not both$"),
+    (lambda out: gradients.diagnose(cells=["gru"], length=0, out=out), r"^`length` must be a positive integer"),
+    (lambda out: gradients.diagnose(cells=["gru"], batch_size=2**40, out=out), r"^`batch_size` must be at most"),
+    (lambda out: gradients.diagnose(cells=["gru", "gru"], out=out), r"^`cells` must be a list of distinct cell names"),
+    (lambda out: gradients.diagnose(cells=["tanh"], out=out), r"^unknown cell 'tanh' in `cells`; choose from"),
+    (lambda out: gradients.diagnose(out=out), r"^nothing to diagnose; pass `run_dir` \(a trained char-LM run\) or `cells`"),
+    (lambda out: gradients.diagnose(run_dir="RUN", cells=["rnn"], out=out), r"or `cells` .*, not both$"),
     (lambda out: gradients.diagnose(cells=["rnn"], out=out.parent / "a_file"),
-     r"^out .*a_file is a file, not a folder; choose another out$"),
-    (lambda out: exploding.diagnose(radius=0, steps=1, out=out), r"^radius and clip_norm must be > 0"),
-    (lambda out: exploding.diagnose(seed=-1, out=out), r"^seed must be an integer in \[0, "),
+     r"^`out` .*a_file is a file, not a folder; choose another `out`$"),
+    (lambda out: exploding.diagnose(radius=0, steps=1, out=out), r"^`radius` and `clip_norm` must be > 0"),
+    (lambda out: exploding.diagnose(seed=-1, out=out), r"^`seed` must be an integer in \[0, "),
     (lambda out: history.diagnose("/nonexistent/run", out=out), r"is not a directory"),
 ], ids=["length", "batch_size", "repeated cell", "unknown cell", "neither", "both", "out a file", "radius", "seed",
         "no run"])

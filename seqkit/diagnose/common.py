@@ -1,8 +1,7 @@
 """What the diagnoses share: where they write, their argument checks and their CSV writer.
 
-Errors name the arguments as the caller knows them: a function's own argument
-names by default, or the caller's names for them through ``flags`` (the CLI
-passes ``{"length": "--length", "cells": "--compare", ...}``).
+Errors name the arguments in backticks (`` `length` ``), as every seqkit error does
+(``seqkit.errors``): the CLI prints them as its flags.
 """
 
 import csv
@@ -14,24 +13,18 @@ from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 
 
-def named(flags, argument):
-    """``argument`` as the caller names it: ``flags[argument]`` where given, else the argument's own name."""
-    return (flags or {}).get(argument, argument)
-
-
-def check_counts(flags=None, **values):
+def check_counts(**values):
     """Each value must be an integer in [1, 2**31 - 1]."""
     for name, value in values.items():
-        check_count(value, named(flags, name))
+        check_count(value, f"`{name}`")
 
 
-def output_folder(out, run_dir=None, flags=None):
+def output_folder(out, run_dir=None):
     """``out``, by default RUN_DIR/diagnose (./diagnose without a run), checked not to be a file."""
     if out is None:
         out = Path(run_dir) / "diagnose" if run_dir is not None else Path("diagnose")
     if Path(out).exists() and not Path(out).is_dir():
-        flag = named(flags, "out")
-        raise SeqkitError(f"{flag} {out} is a file, not a folder; choose another {flag}")
+        raise SeqkitError(f"`out` {out} is a file, not a folder; choose another `out`")
     return Path(out)
 
 

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from seqkit.config import check_seed
-from seqkit.diagnose.common import check_counts, named, output_folder, write_csv
+from seqkit.diagnose.common import check_counts, output_folder, write_csv
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 from seqkit.layers import recurrent_layer
@@ -42,7 +42,7 @@ def exploding_model(length, input_dim, units, radius, clip_norm, seed):
     return model
 
 
-def exploding_demo(x, y, radius=2.0, clip_norm=1.0, units=32, batch_size=64, lr=0.1, seed=0, flags=None):
+def exploding_demo(x, y, radius=2.0, clip_norm=1.0, units=32, batch_size=64, lr=0.1, seed=0):
     """Train the same exploding-regime SimpleRNN on ``(x, y)`` twice with plain
     SGD, one pass in the same order: without clipping and with ``clip_norm``.
 
@@ -61,13 +61,11 @@ def exploding_demo(x, y, radius=2.0, clip_norm=1.0, units=32, batch_size=64, lr=
     at 0.11-0.61. The same SGD at
     radius 0.9 trains without clipping.
 
-    Returns ``{run name: {"loss": per-step losses, "grad_norm": per-step norms}}``;
-    ``flags``: the caller's names for the arguments, in errors.
+    Returns ``{run name: {"loss": per-step losses, "grad_norm": per-step norms}}``.
     """
     if radius <= 0 or clip_norm <= 0:
-        r, c = named(flags, "radius"), named(flags, "clip_norm")
-        raise SeqkitError(f"{r} and {c} must be > 0 for the exploding demo (received {radius:g} and {clip_norm:g}); "
-                          f"pass e.g. {r} 2 and {c} 1")
+        raise SeqkitError(f"`radius` and `clip_norm` must be > 0 for the exploding demo (received {radius:g} and "
+                          f"{clip_norm:g}); pass e.g. `radius=2` and `clip_norm=1`")
     runs = {}
     for name, clip in (("no clipping", 0.0), (f"clip-norm {clip_norm:g}", clip_norm)):
         model = exploding_model(x.shape[1], x.shape[2], units, radius, clip, seed)
@@ -129,25 +127,24 @@ def exploding_report(runs, out, rows=15):
                                                      out / "exploding.txt"]}
 
 
-def exploding_data(length, steps, seed, batch_size=64, flags=None):
+def exploding_data(length, steps, seed, batch_size=64):
     """The adding problem's training set for ``steps`` batches of the demo."""
     from seqkit.tasks.classify import synthetic
 
-    check_counts(flags, length=length, steps=steps)
+    check_counts(length=length, steps=steps)
     x, y = synthetic.examples("adding", steps * batch_size, length, seed)
     return x, y[:, None]
 
 
-def diagnose(out=None, radius=2.0, clip_norm=1.0, units=32, length=30, steps=300, seed=0, flags=None):
+def diagnose(out=None, radius=2.0, clip_norm=1.0, units=32, length=30, steps=300, seed=0):
     """The demo end to end: ``steps`` batches of the adding problem (length
     ``length``), the SimpleRNN of ``units`` at spectral radius ``radius`` trained
     unclipped and clipped at ``clip_norm``, the report written to ``out``
-    (default: ./diagnose). ``flags``: the caller's names for the arguments, in
-    errors. Returns ``exploding_report``'s ``{"summary", "plot", "files"}``.
+    (default: ./diagnose). Returns ``exploding_report``'s ``{"summary", "plot", "files"}``.
     """
-    out = output_folder(out, flags=flags)
-    check_counts(flags, units=units, length=length, steps=steps)
-    check_seed(seed, unset=None, name=named(flags, "seed"))
-    x, y = exploding_data(length, steps, seed, flags=flags)
-    runs = exploding_demo(x, y, radius=radius, clip_norm=clip_norm, units=units, seed=seed, flags=flags)
+    out = output_folder(out)
+    check_counts(units=units, length=length, steps=steps)
+    check_seed(seed, unset=None)
+    x, y = exploding_data(length, steps, seed)
+    runs = exploding_demo(x, y, radius=radius, clip_norm=clip_norm, units=units, seed=seed)
     return exploding_report(runs, out)

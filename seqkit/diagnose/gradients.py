@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from seqkit.config import CELL_NAMES, check_seed
-from seqkit.diagnose.common import check_counts, named, output_folder, write_csv
+from seqkit.diagnose.common import check_counts, output_folder, write_csv
 from seqkit.errors import SeqkitError
 from seqkit.io import write_text
 from seqkit.layers import recurrent_layer
@@ -235,42 +235,40 @@ def random_inputs(batch, length, dim, seed):
     return np.random.default_rng(seed).standard_normal((batch, length, dim)).astype(np.float32)
 
 
-def text_windows(text, vocab_index, batch, length, seed, flags=None):
+def text_windows(text, vocab_index, batch, length, seed):
     """``batch`` windows of ``length + 1`` ids starting at seeded random offsets."""
     ids = np.array([vocab_index.get(c, 0) for c in text], dtype=np.int32)
     if len(ids) < length + 1:
-        flag = named(flags, "length")
         raise SeqkitError(
-            f"the text has {len(ids):,} characters, fewer than one window of {length + 1} ({flag} + 1); "
-            f"pass more text or lower {flag}"
+            f"the text has {len(ids):,} characters, fewer than one window of {length + 1} (`length` + 1); "
+            "pass more text or lower `length`"
         )
     starts = np.random.default_rng(seed).integers(0, len(ids) - length, size=batch)
     return np.stack([ids[s : s + length + 1] for s in starts])
 
 
-def one_hot_text(text, batch, length, seed, flags=None):
+def one_hot_text(text, batch, length, seed):
     """Real input for a bare cell: one-hot characters of ``text`` (B, T, vocabulary size)."""
     chars = sorted(set(text))
-    windows = text_windows(text, {c: i for i, c in enumerate(chars)}, batch, length, seed, flags)[:, :length]
+    windows = text_windows(text, {c: i for i, c in enumerate(chars)}, batch, length, seed)[:, :length]
     return np.eye(len(chars), dtype=np.float32)[windows]
 
 
-def compare_cells(cells, units=128, length=200, batch_size=16, input_dim=32, seed=0, text=None, jacobian=True,
-                  flags=None):
+def compare_cells(cells, units=128, length=200, batch_size=16, input_dim=32, seed=0, text=None, jacobian=True):
     """Profiles of freshly initialised cells (a list of distinct names from
     ``CELL_NAMES``) on one shared input and one shared readout.
 
     The input is N(0, 1) noise of ``input_dim`` features, or one-hot windows of
-    ``text`` when given. ``flags``: the caller's names for the arguments, in errors.
+    ``text`` when given.
     """
     if isinstance(cells, str) or not cells or len(set(cells)) != len(cells):
-        raise SeqkitError(f"{named(flags, 'cells')} must be a list of distinct cell names, e.g. ['rnn', 'lstm']; "
+        raise SeqkitError(f"`cells` must be a list of distinct cell names, e.g. ['rnn', 'lstm']; "
                           f"received {cells!r}")
     for name in cells:
         if name not in CELL_NAMES:
-            raise SeqkitError(f"unknown cell {name!r} in {named(flags, 'cells')}; choose from {', '.join(CELL_NAMES)}")
-    check_counts(flags, units=units, length=length, batch_size=batch_size, input_dim=input_dim)
-    x = one_hot_text(text, batch_size, length, seed, flags) if text is not None else random_inputs(
+            raise SeqkitError(f"unknown cell {name!r} in `cells`; choose from {', '.join(CELL_NAMES)}")
+    check_counts(units=units, length=length, batch_size=batch_size, input_dim=input_dim)
+    x = one_hot_text(text, batch_size, length, seed) if text is not None else random_inputs(
         batch_size, length, input_dim, seed)
     loss_fn = random_readout(units, seed)
     with quiet_retracing():
@@ -278,7 +276,7 @@ def compare_cells(cells, units=128, length=200, batch_size=16, input_dim=32, see
                                  seed=seed) for name in cells]
 
 
-def profile_char_lm(run_dir, length=200, batch_size=16, seed=0, text=None, flags=None):
+def profile_char_lm(run_dir, length=200, batch_size=16, seed=0, text=None):
     """The profile of a trained char-LM's top recurrent layer on real text.
 
     The loss is the cross-entropy of the last step's prediction of the next
@@ -287,11 +285,11 @@ def profile_char_lm(run_dir, length=200, batch_size=16, seed=0, text=None, flags
     """
     from seqkit.tasks import char_lm
 
-    check_counts(flags, length=length, batch_size=batch_size)
+    check_counts(length=length, batch_size=batch_size)
     config, vocab, model = char_lm.load(run_dir)
     if text is None:
         text = char_lm.load_text(config)
-    windows = text_windows(text, vocab.index, batch_size, length, seed, flags)
+    windows = text_windows(text, vocab.index, batch_size, length, seed)
     recurrent = [layer for layer in model.layers if isinstance(layer, RecurrentLayer)]
     top = recurrent[-1]
     below = keras.Model(model.inputs[0], top.input)
@@ -342,7 +340,7 @@ def write_report(profiles, out, title=None):
 
 
 def diagnose(run_dir=None, cells=None, out=None, units=128, length=200, batch_size=16, input_dim=32, seed=0,
-             data=None, flags=None):
+             data=None):
     """Profile the gradient flow of a trained char-LM run's top layer (``run_dir``)
     or of freshly initialised ``cells`` (a list of names: one cell, or several
     compared on one input), and write the report to ``out`` (default:
@@ -350,20 +348,19 @@ def diagnose(run_dir=None, cells=None, out=None, units=128, length=200, batch_si
 
     ``units`` and ``input_dim`` size the fresh cells; ``data`` is a UTF-8 text
     file used as input instead of random input (for a run, its own training
-    text by default). ``flags``: the caller's names for the arguments, in
-    errors. Returns ``write_report``'s ``{"summary", "plot", "files"}``.
+    text by default). Returns ``write_report``'s ``{"summary", "plot", "files"}``.
     """
     if (run_dir is None) == (cells is None):
-        what = "pass run_dir (a trained char-LM run) or cells (fresh cells, e.g. ['rnn', 'lstm'])"
+        what = "pass `run_dir` (a trained char-LM run) or `cells` (fresh cells, e.g. ['rnn', 'lstm'])"
         raise SeqkitError(f"{what}, not both" if run_dir is not None else f"nothing to diagnose; {what}")
-    out = output_folder(out, run_dir, flags)
-    check_counts(flags, units=units, length=length, batch_size=batch_size, input_dim=input_dim)
-    check_seed(seed, unset=None, name=named(flags, "seed"))
+    out = output_folder(out, run_dir)
+    check_counts(units=units, length=length, batch_size=batch_size, input_dim=input_dim)
+    check_seed(seed, unset=None)
     text = read_corpus([data]) if data else None
     if run_dir is not None:
-        profiles = [profile_char_lm(run_dir, length, batch_size, seed, text, flags)]
+        profiles = [profile_char_lm(run_dir, length, batch_size, seed, text)]
         title = f"gradient flow in {run_dir}"
     else:
-        profiles = compare_cells(cells, units, length, batch_size, input_dim, seed, text, flags=flags)
+        profiles = compare_cells(cells, units, length, batch_size, input_dim, seed, text)
         title = f"gradient flow at initialisation, H={units}, T={length}"
     return write_report(profiles, out, title=title)

@@ -41,14 +41,13 @@ def rolling_mean(values, window):
     return (cumulative[ends] - cumulative[starts]) / (ends - starts)
 
 
-def diagnose(run_dir, out=None, flags=None):
+def diagnose(run_dir, out=None):
     """history.png and history.txt in ``out`` (default: RUN_DIR/diagnose): grad
-    norm, clip rate and loss per step from the run's steps.csv. ``flags``: the
-    caller's names for the arguments, in errors.
+    norm, clip rate and loss per step from the run's steps.csv.
 
     Returns ``{"summary": text, "plot": the data behind each panel, "files": paths}``.
     """
-    out = output_folder(out, run_dir, flags)
+    out = output_folder(out, run_dir)
     steps = read_steps(run_dir)
     clip_norm = None
     try:
