@@ -18,6 +18,17 @@ SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
 UNK_CHAR = "\ufffd"  # a char vocabulary's unknown symbol: U+FFFD REPLACEMENT CHARACTER, id 0
 
 
+def lookup_table(tokens, first_id, default_id):
+    """A ``tf.lookup.StaticHashTable`` from ``tokens`` to ids ``first_id, first_id + 1, ...``
+    (``default_id`` for any other string): a vocabulary's ``encode`` in the graph, for exports."""
+    import tensorflow as tf  # here: the vocabularies themselves load no TensorFlow
+
+    initializer = tf.lookup.KeyValueTensorInitializer(
+        tf.constant(list(tokens), tf.string), tf.range(first_id, first_id + len(tokens), dtype=tf.int32),
+        key_dtype=tf.string, value_dtype=tf.int32)
+    return tf.lookup.StaticHashTable(initializer, default_value=default_id)
+
+
 def describe_chars(chars):
     """``'é' (U+00E9), '\\t' (U+0009)``: characters as a user can read them."""
     return ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars)

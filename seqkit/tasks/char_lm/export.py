@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from seqkit.decoding import Sampler, cell_step, flat_state_sizes, join_state, split_state
 from seqkit.tasks.char_lm.api import default_prime, load
+from seqkit.text.vocab import lookup_table
 
 
 def encode_strings(table, text):
@@ -32,38 +33,23 @@ def encode_strings(table, text):
         return tf.identity(ids.to_tensor(0)), tf.identity(tf.sequence_mask(lengths))
 
 
-def char_table(chars):
-    """A ``tf.lookup`` table from characters to ids (default 0, the unknown symbol)."""
-    initializer = tf.lookup.KeyValueTensorInitializer(
-        tf.constant(chars), tf.range(len(chars), dtype=tf.int32), key_dtype=tf.string, value_dtype=tf.int32
-    )
-    return tf.lookup.StaticHashTable(initializer, default_value=0)
-
-
 class CharLMExport(tf.Module):
     """The char-LM's signatures (see the module docstring)."""
 
     def __init__(self, model, vocab):
         super().__init__()
-
         self.sampler = Sampler(model)
-        self.table = char_table(vocab.chars)
+        self.table = lookup_table(vocab.chars, first_id=0, default_id=0)  # id 0: the unknown symbol
         self.chars = tf.Variable(vocab.chars, trainable=False, dtype=tf.string, name="chars")
-        self.state_sizes = [list(size) if isinstance(size, (list, tuple)) else [size]  # LSTM [h, c]; others h
-                            for size in (layer.cell.state_size for layer in self.sampler.rnns)]
+        self.state_sizes = flat_state_sizes(self.sampler.rnns)  # LSTM [h, c]; others [h]
 
     def split_state(self, state):
-        widths = [n for sizes in self.state_sizes for n in sizes]
+        width = sum(n for sizes in self.state_sizes for n in sizes)
         check = tf.debugging.assert_equal(
-            tf.shape(state)[1], sum(widths),
-            message=f"state must have shape [B, {sum(widths)}]: zeros to start, then the state a step returned")
+            tf.shape(state)[1], width,
+            message=f"state must have shape [B, {width}]: zeros to start, then the state a step returned")
         with tf.control_dependencies([check]):
-            flat = tf.split(state, widths, axis=1)
-        out, i = [], 0
-        for sizes in self.state_sizes:
-            out.append(flat[i : i + len(sizes)])
-            i += len(sizes)
-        return out
+            return split_state(state, self.state_sizes)
 
     def read(self, text, states):
         ids, mask = encode_strings(self.table, text)
@@ -81,7 +67,7 @@ class CharLMExport(tf.Module):
                                   tf.TensorSpec([None, None], tf.float32, name="state")])
     def step(self, text, state):
         logits, states = self.read(text, self.split_state(state))
-        return {"probabilities": tf.nn.softmax(logits), "state": tf.concat([s for ss in states for s in ss], axis=1)}
+        return {"probabilities": tf.nn.softmax(logits), "state": join_state(states)}
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="prime"), tf.TensorSpec([None], tf.int32, name="length"),

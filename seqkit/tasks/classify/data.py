@@ -30,9 +30,15 @@ def outputs_per_example(config):
     return config.copy_length if config.synthetic == "copy" else 1
 
 
+def tokenizer(tokens):
+    """classify's ``seqkit.text.tokenize`` settings for ``tokens`` (char, word): words are lowercased.
+    Training (``tokenize``) and the exports read them here, so the two split text alike."""
+    return {"kind": tokens, "lowercase": tokens == "word"}
+
+
 def tokenize(texts, tokens):
-    """The tokens of each text (``seqkit.text.tokenize``): characters, or lowercased words and punctuation marks."""
-    return split(texts, tokens, lowercase=tokens == "word")
+    """The tokens of each text: characters, or lowercased words and punctuation marks."""
+    return split(texts, **tokenizer(tokens))
 
 
 def build_vocabulary(texts, config):

@@ -4,8 +4,9 @@ import numpy as np
 import tensorflow as tf
 
 from seqkit.tasks.classify.api import load
-from seqkit.tasks.classify.data import is_regression, outputs_per_example
+from seqkit.tasks.classify.data import is_regression, outputs_per_example, tokenizer
 from seqkit.text.tokenize import tokenize
+from seqkit.text.vocab import lookup_table
 
 
 class ClassifyExport(tf.Module):
@@ -19,10 +20,8 @@ class ClassifyExport(tf.Module):
         self.regression, self.per_example = is_regression(config), outputs_per_example(config)
         self.labels = tf.Variable(labels or [""], trainable=False, dtype=tf.string, name="labels")
         if config.inputs == "text":
-            initializer = tf.lookup.KeyValueTensorInitializer(  # id 0 is padding: token ids are shifted by one
-                tf.constant(vocab.chars), tf.range(1, len(vocab) + 1, dtype=tf.int32),
-                key_dtype=tf.string, value_dtype=tf.int32)
-            self.table = tf.lookup.StaticHashTable(initializer, default_value=1)  # 1: the unknown symbol
+            # id 0 is padding: token ids are shifted by one, and 1 is the unknown symbol
+            self.table = lookup_table(vocab.chars, first_id=1, default_id=1)
             spec = tf.TensorSpec([None], tf.string, name="text")
         else:
             spec = tf.TensorSpec([None, None, config.features], tf.float32, name="values")
@@ -30,7 +29,7 @@ class ClassifyExport(tf.Module):
 
     def tokens(self, text):
         """Ragged tokens of each string: the tokenizer the run was trained with (classify.tokenize)."""
-        return tokenize(text, self.config.tokens, lowercase=self.config.tokens == "word")
+        return tokenize(text, **tokenizer(self.config.tokens))
 
     def inputs(self, x):
         if self.config.inputs != "text":

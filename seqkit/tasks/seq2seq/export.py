@@ -8,7 +8,7 @@ from seqkit.decoding import flat_state_sizes, join_state, split_state
 from seqkit.tasks.seq2seq.api import load
 from seqkit.tasks.seq2seq.model import BLOCKED, Encoded, EncoderDecoder, Seq2SeqDecoder, default_max_length
 from seqkit.text.tokenize import tokenize
-from seqkit.text.vocab import END, PAD, SPECIALS, START, UNK
+from seqkit.text.vocab import END, PAD, SPECIALS, START, UNK, lookup_table
 
 
 class Seq2SeqExport(tf.Module):
@@ -21,10 +21,7 @@ class Seq2SeqExport(tf.Module):
         super().__init__()
         self.decoder = Seq2SeqDecoder(model, config)
         self.source_kind, self.target_kind = config.source_tokens, config.target_tokens
-        initializer = tf.lookup.KeyValueTensorInitializer(
-            tf.constant(source_vocab.tokens, tf.string),
-            tf.range(len(SPECIALS), len(source_vocab), dtype=tf.int32), key_dtype=tf.string, value_dtype=tf.int32)
-        self.table = tf.lookup.StaticHashTable(initializer, default_value=SPECIALS.index("<unk>"))
+        self.table = lookup_table(source_vocab.tokens, first_id=len(SPECIALS), default_id=UNK)
         self.targets = tf.Variable(list(SPECIALS) + target_vocab.tokens, trainable=False, dtype=tf.string,
                                    name="target_tokens")
         self.default_max_length = default_max_length(config)
