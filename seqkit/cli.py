@@ -6,6 +6,7 @@ become one line on stderr and exit status 2; ``--debug`` shows the traceback.
 """
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -175,7 +176,6 @@ def shown(d, name):
 
     text = value(INPUT_DEFAULTS["text"][name]) + TEXT_DEFAULT_NOTES.get(name, "")
     return f"text: {text}; numbers, --task: {value(INPUT_DEFAULTS['numbers'][name])}"
-
 
 
 def given_options(ctx):
@@ -436,7 +436,7 @@ def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samp
     given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     misplaced = sorted(given & set(SEQ2SEQ_GENERATE if task != TASK_SEQ2SEQ else CHAR_LM_GENERATE))
     if misplaced:
-        names = ", ".join("--" + ("input" if n == "inputs" else n.replace("_", "-")) for n in misplaced)
+        names = ", ".join(f"`{n}`" for n in misplaced)  # main prints each as its flag
         verb = "does" if len(misplaced) == 1 else "do"
         raise SeqkitError(f"{names} {verb} not apply to a {task} run; drop {'it' if verb == 'does' else 'them'}")
     if task == TASK_SEQ2SEQ:
@@ -851,13 +851,11 @@ def unescape(text):
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
-ARGV = [None]  # the running command's arguments (main's argv; None: sys.argv)
-
-
-def show_warning(message, category, filename, lineno, file=None, line=None):
-    """seqkit's warnings (``SeqkitWarning``) as one ``warning:`` line on stderr; others as Python shows them."""
+def show_warning(message, category, filename, lineno, file=None, line=None, argv=None):
+    """seqkit's warnings (``SeqkitWarning``) as one ``warning:`` line on stderr, its `arguments` as the flags
+    of the command ``argv`` runs; others as Python shows them."""
     if issubclass(category, SeqkitWarning):
-        click.echo(f"warning: {with_flags(' '.join(str(message).split()), flags_of(ARGV[0]))}", err=True)
+        click.echo(f"warning: {with_flags(' '.join(str(message).split()), flags_of(argv))}", err=True)
     else:
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
@@ -865,11 +863,10 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv=None):
     """Console entry point: run the CLI, turning user errors into one line."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
-    ARGV[0] = argv  # for show_warning's flags
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", SeqkitWarning)
-            warnings.showwarning = show_warning
+            warnings.showwarning = functools.partial(show_warning, argv=argv)
             cli.main(args=argv, prog_name="seqkit", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
@@ -899,7 +896,7 @@ def main(argv=None):
                        "--out on another device", err=True)
             sys.exit(2)
         reason = " ".join((str(e).strip().splitlines() or [type(e).__name__])[0].split())[:200]
-        options = size_options(sys.argv[1:] if argv is None else argv)
+        options = size_options(argv)
         fix = f"lower {', '.join(options[:-1])} or {options[-1]}" if len(options) > 1 else (
             f"lower {options[0]}" if options else "pass smaller inputs")
         click.echo(f"error: out of memory ({reason}); ask for less: {fix}", err=True)

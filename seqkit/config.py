@@ -91,13 +91,13 @@ def check_count(value, name, at_most=MAX_INT32, why=""):
         raise SeqkitError(f"{name} must be at most {at_most:,}{why}; received {value:,}")
 
 
-def check_seed(seed, unset=-1, name="`seed`"):
-    """``seed`` must be ``unset`` (pick one) or an integer in [0, MAX_SEED]; ``name``: what messages call it."""
+def check_seed(seed, unset=-1):
+    """``seed`` must be ``unset`` (pick one) or an integer in [0, MAX_SEED]."""
     if seed == unset:
         return
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
         pick = " (or -1: pick one)" if unset == -1 else ""
-        raise SeqkitError(f"{name} must be an integer in [0, {MAX_SEED}] (2**32 - 1){pick}; received {seed!r}")
+        raise SeqkitError(f"`seed` must be an integer in [0, {MAX_SEED}] (2**32 - 1){pick}; received {seed!r}")
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
