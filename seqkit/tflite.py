@@ -125,12 +125,12 @@ def check_options(task, quantize, max_length):
                           "character per call: leave it out")
 
 
-def build(run_dir, max_length=None):
+def build(run_dir, max_length=None, quantize=None):
     """``(task, module, metadata)`` for the run in ``run_dir``, from the task's ``export.tflite``
     (``seqkit.tasks.<task>.export``): ``module.functions()`` gives the models, ``module.probe_inputs()``
-    fixed inputs for each."""
+    fixed inputs for each. ``quantize`` is only checked here (``check_options``)."""
     task = rundir.load_config(run_dir)["task"]
-    check_options(task, None, max_length)
+    check_options(task, quantize, max_length)
     module, meta = task_module(task, "export").tflite(run_dir, max_length)
     return task, module, meta
 
@@ -142,8 +142,7 @@ def write(run_dir, folder, quantize=None, max_length=None):
     the TensorFlow function it came from; the largest difference is recorded
     (``check``), so a quantized model states what it costs.
     """
-    check_options(rundir.load_config(run_dir)["task"], quantize, max_length)
-    task, module, meta = build(run_dir, max_length)
+    task, module, meta = build(run_dir, max_length, quantize)
     functions = module.functions()
     feeds = module.probe_inputs()
     models = {}
