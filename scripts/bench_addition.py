@@ -154,11 +154,9 @@ def main(argv=None):
 
 
 def vocabularies(run_dir):
-    from seqkit.text.vocab import TokenVocabulary
-    from seqkit.tasks.seq2seq import SOURCE_VOCAB, TARGET_VOCAB
+    from seqkit.tasks.seq2seq import SOURCE_VOCAB, TARGET_VOCAB, load_vocabulary
 
-    return TokenVocabulary.load(os.path.join(run_dir, SOURCE_VOCAB)), TokenVocabulary.load(
-        os.path.join(run_dir, TARGET_VOCAB))
+    return (load_vocabulary(os.path.join(run_dir, SOURCE_VOCAB)), load_vocabulary(os.path.join(run_dir, TARGET_VOCAB)))
 
 
 def markdown(args, results, n_pairs):

@@ -46,7 +46,6 @@ def main(argv=None):
 
     from seqkit.config import CharLMConfig
     from seqkit.tasks import char_lm
-    from seqkit.text.vocab import Vocabulary
 
     from seqkit.training import read_metrics
 
@@ -66,9 +65,9 @@ def main(argv=None):
         runs.append((schedule, config.warmup_steps, summary, best, seconds, out))
 
     text = char_lm.load_text(config)
-    vocab = Vocabulary.from_text(text)
+    vocab = char_lm.build_vocabulary(text)
     _, val_ids = char_lm.split_ids(vocab.encode(text), config)
-    val_text = vocab.decode(val_ids)
+    val_text = "".join(vocab.decode(val_ids))
     xz_bits = 8 * len(lzma.compress(val_text.encode("utf-8"), preset=9))
     xz_bpc = xz_bits / len(val_text)
     sample = char_lm.generate(runs[-1][-1], prime="def ", length=300, temperature=0.7, seed=0)[0]

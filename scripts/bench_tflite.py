@@ -161,7 +161,7 @@ def text_scores(run_dir, folders, tmp, n):
     scores = {"keras": float(np.mean([p == l for p, l in zip(predicted, labels)]))}
     for q, folder in folders.items():
         meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
-        index = {t: i + meta["first_id"] for i, t in enumerate(meta["tokens"])}
+        index = {t: i for i, t in enumerate(meta["tokens"])}
         run = runner(folder / "classify.tflite")
         hits = 0
         for text, label in zip(texts, labels):

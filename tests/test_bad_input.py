@@ -391,7 +391,6 @@ def api_cases():
     from seqkit.tasks.classify.sequences import read_examples
     from seqkit.tasks.seq2seq.data import read_pairs
     from seqkit.text.corpus import read_corpus
-    from seqkit.text.vocab import Vocabulary
 
     return [
         ("LSTM units zero", lambda ws: layers.LSTM(0), r"`units` must be a positive integer; received units=0"),
@@ -436,7 +435,7 @@ def api_cases():
          r"pass either source .* or inputs"),
         ("predict lines of nothing", lambda ws: list(classify.predict_lines(ws / "classify", [])),
          r"standard input holds no examples"),
-        ("unknown characters to encode", lambda ws: Vocabulary("abc").encode("abz", what="text"),
+        ("unknown characters to encode", lambda ws: char_lm.build_vocabulary("abc").encode("abz", what="text"),
          r"not in the model's vocabulary: 'z'"),
         ("character device as a corpus", lambda ws: read_corpus(["/dev/zero"]), r"not a regular file"),
         ("named pipe as examples", lambda ws: read_examples(ws / "pipe.txt", fmt="lines", labelled=False),
@@ -580,10 +579,8 @@ def test_generate_without_prime_works_for_a_corpus_without_newline(ws, capsys):
 
 
 def test_default_prime_is_in_every_vocabulary():
-    from seqkit.text.vocab import Vocabulary
-
     for text, prime in (("ab\ncd", "\n"), ("ab cd", " "), ("xyz", "x")):
-        vocab = Vocabulary.from_text(text)
+        vocab = char_lm.build_vocabulary(text)
         assert char_lm.default_prime(vocab) == prime and prime in vocab.index
 
 

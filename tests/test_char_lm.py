@@ -18,11 +18,8 @@ import tensorflow as tf
 from conftest import assert_one_line_errors, run_cli
 from seqkit import decoding
 from seqkit.config import CharLMConfig
-from seqkit.errors import SeqkitError
 from seqkit.tasks import char_lm
 from seqkit.text.corpus import default_corpus
-from seqkit.text.vocab import UNK_CHAR as UNK
-from seqkit.text.vocab import Vocabulary
 
 PATTERN = "the quick brown fox jumps over the lazy dog. "
 
@@ -78,17 +75,6 @@ def test_default_corpus_is_deterministic_python_and_capped():
     a, b = default_corpus(50_000), default_corpus(50_000)
     assert a == b and len(a) == 50_000
     assert "def " in a and "import " in a
-
-
-def test_vocabulary_round_trip_and_unknown_symbol(tmp_path):
-    vocab = Vocabulary.from_text("hello world")
-    assert vocab.chars[0] == UNK and len(vocab) == 9
-    assert vocab.decode(vocab.encode("hello")) == "hello"
-    assert vocab.encode("hé", unknown="map") == [vocab.index["h"], 0]
-    with pytest.raises(SeqkitError, match=r"not in the model's vocabulary: 'é' \(U\+00E9\)"):
-        vocab.encode("hé")
-    vocab.save(tmp_path / "v.json")
-    assert Vocabulary.load(tmp_path / "v.json").chars == vocab.chars
 
 
 # -- training, evaluation, generation -------------------------------------------
@@ -153,6 +139,19 @@ def test_bpc_equals_hand_computation(pattern_run, tmp_path):
     assert scores["perplexity"] == pytest.approx(math.exp(nats), rel=1e-5)
 
 
+def test_a_run_saved_before_one_id_scheme_generates_the_same(pattern_run, tmp_path):
+    """A run from before ``seqkit.text.vocab``'s one scheme saved ``{"unk", "chars"}``
+    (U+FFFD, then the characters sorted): the same ids, so the same samples."""
+    import shutil
+
+    run_dir = pattern_run[0]
+    old = Path(shutil.copytree(run_dir, tmp_path / "old"))
+    chars = json.loads((run_dir / "vocab.json").read_text(encoding="utf-8"))["tokens"]
+    (old / "vocab.json").write_text(json.dumps({"unk": "\ufffd", "chars": ["\ufffd", *chars]}), encoding="utf-8")
+    sample = dict(prime="the ", length=40, temperature=1.0, seed=3, num_samples=2)
+    assert char_lm.generate(old, **sample) == char_lm.generate(run_dir, **sample)
+
+
 def test_greedy_generation_equals_step_by_step_argmax_with_the_full_model(tmp_path):
     """Oracle: re-run the whole model on the growing text, take the argmax."""
     corpus = tmp_path / "c.txt"
@@ -166,7 +165,7 @@ def test_greedy_generation_equals_step_by_step_argmax_with_the_full_model(tmp_pa
     for _ in range(12):
         logits = model.predict(np.array([ids]), verbose=0)[0, -1]
         ids.append(int(np.argmax(logits)))
-    assert generated == vocab.decode(ids[len(prime) :])
+    assert generated == "".join(vocab.decode(ids[len(prime) :]))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

@@ -317,14 +317,30 @@ def test_learns_a_separable_text_task(text_run):
     assert config["task"] == "classify" and config["inputs"] == "text" and config["seed"] == 0
 
 
+def test_a_run_saved_before_one_id_scheme_predicts_the_same(text_run, tmp_path):
+    """A run from before ``seqkit.text.vocab``'s one scheme saved ``{"unk", "chars"}``
+    (U+FFFD, then the tokens sorted; ids shifted up by one): it loads to the same ids,
+    so its embedding rows still fit, and predicts bitwise the same."""
+    import shutil
+
+    run_dir, _, held_out = text_run
+    old = Path(shutil.copytree(run_dir, tmp_path / "old"))
+    tokens = json.loads((run_dir / "vocab.json").read_text(encoding="utf-8"))["tokens"]
+    (old / "vocab.json").write_text(json.dumps({"unk": "\ufffd", "chars": ["\ufffd", *tokens]}), encoding="utf-8")
+    texts = ["a great film", "dull and bad, unseen words"]
+    assert classify.predict(old, inputs=texts) == classify.predict(run_dir, inputs=texts)
+
+
 def test_evaluate_and_predict_agree_with_the_model(text_run):
     """Oracle: the loaded model run on each example alone, softmax in NumPy."""
     run_dir, _, held_out = text_run
     _, vocab, labels, model = classify.load(run_dir)
+    index = {t: i for i, t in enumerate(vocab.tokens, start=2)}  # id 0 pads, 1 is unknown, then the tokens
+    assert vocab.tokens == sorted(vocab.tokens)
     rows = reviews(200, seed=1)
     probabilities = []
     for text, _ in rows:
-        ids = [vocab.index.get(w, 0) + 1 for w in classify.tokenize([text], "word")[0]]
+        ids = [index.get(w, 1) for w in classify.tokenize([text], "word")[0]]
         probabilities.append(classify.softmax(model.predict_on_batch(np.array([ids])))[0])
     probabilities = np.array(probabilities)
     truth = np.array([labels.index(label) for _, label in rows])

@@ -86,7 +86,7 @@ def test_signatures_match_the_in_process_model(run_dir, exported):
     for row, text in zip(out["probabilities"].numpy(), texts):
         np.testing.assert_allclose(row, next_char_probabilities(model, vocab, text), atol=1e-6)
     assert [c.decode() for c in out["next_char"].numpy()] == [
-        vocab.chars[int(np.argmax(r))] for r in out["probabilities"].numpy()]
+        vocab.symbols[int(np.argmax(r))] for r in out["probabilities"].numpy()]
 
     # the state passed in and out: two requests equal one
     first = loaded.signatures["step"](text=tf.constant(["hello"]), state=tf.zeros([1, 2 * 2 * 16]))

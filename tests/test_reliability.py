@@ -74,7 +74,7 @@ def test_sigkill_during_checkpoint_write_leaves_previous_checkpoint_and_resume_f
     checkpoints = out / "checkpoints"
     latest = json.loads((checkpoints / "latest.json").read_text())["latest"]
     assert latest["file"].startswith("ckpt-e0001") and latest["global_step"] == 5
-    model = char_lm.build_model(CharLMConfig(**options), len(json.loads((out / "vocab.json").read_text())["chars"]))
+    model = char_lm.build_model(CharLMConfig(**options), len(char_lm.vocabulary(out)))
     model.load_weights(checkpoints / latest["file"])  # the previous checkpoint is intact
 
     summary = char_lm.train(CharLMConfig(**options, out=str(out)), resume=True, verbose=0)

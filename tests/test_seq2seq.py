@@ -38,7 +38,7 @@ from seqkit.tasks.seq2seq.data import parse_pairs, read_pairs
 from seqkit.tasks.seq2seq.scores import corpus_bleu, sequence_scores
 from seqkit.tasks.seq2seq.synthetic import DATE_FORMATS, synthetic_pairs
 from seqkit.text.tokenize import detokenize, split
-from seqkit.text.vocab import END, PAD, SPECIALS, START, UNK, TokenVocabulary
+from seqkit.text.vocab import END, PAD, START, UNK
 
 BLOCKED = [PAD, START]
 
@@ -119,22 +119,6 @@ def test_tokenizers_and_detokenizers():
     assert split(["  HH AH0\tL OW1 "], "space") == [["HH", "AH0", "L", "OW1"]]
     for kind, text in (("char", "ab c"), ("space", "HH AH0 L OW1")):
         assert detokenize(split([text], kind)[0], kind) == text
-
-
-def test_vocabulary_ids_unknown_tokens_and_round_trip(tmp_path):
-    vocab = TokenVocabulary.from_sequences([list("abba"), list("cab")], "char")
-    assert vocab.tokens == ["a", "b", "c"]  # most frequent first, ties sorted
-    assert len(vocab) == len(SPECIALS) + 3 and vocab.index["a"] == 4
-    assert vocab.encode(list("cab")) == [6, 4, 5]
-    assert vocab.encode(list("cé"), unknown="map") == [6, UNK]
-    with pytest.raises(SeqkitError, match=r"input 7 contains characters not in the model's vocabulary: 'é'"):
-        vocab.encode(list("cé"), what="input 7")
-    assert vocab.decode([4, 5, PAD, 6, END, 4]) == ["a", "b", "c"]  # padding skipped, stops at </s>
-    vocab.save(tmp_path / "v.json")
-    loaded = TokenVocabulary.load(tmp_path / "v.json")
-    assert loaded.tokens == vocab.tokens and loaded.kind == "char"
-    capped = TokenVocabulary.from_sequences([["x", "y", "x"]], "word", max_size=1)
-    assert capped.tokens == ["x"]
 
 
 # -- synthetic tasks --------------------------------------------------------------------

@@ -80,7 +80,7 @@ def test_char_lm_layout_metadata_and_builtin_ops_only(lm_run, lm_exports):
     assert sorted(p.name for p in folder.iterdir()) == ["metadata.json", "step.tflite"]
     meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
     vocab = char_lm.vocabulary(lm_run)
-    assert meta["task"] == "char-lm" and meta["chars"] == list(vocab.chars) and meta["state_size"] == 2 * 2 * 32
+    assert meta["task"] == "char-lm" and meta["chars"] == vocab.symbols and meta["state_size"] == 2 * 2 * 32
     step = meta["models"]["step"]
     assert step["inputs"] == {"char_id": {"shape": [-1], "dtype": "int32"},
                               "state": {"shape": [-1, 128], "dtype": "float32"}}
@@ -156,8 +156,8 @@ def train_classifier(tmp, name, **options):
 
 
 def word_ids(text, meta):
-    """The app's tokenizer from metadata.json: lowercased \\w+|[^\\w\\s] tokens, ids shifted by one."""
-    index = {t: i + meta["first_id"] for i, t in enumerate(meta["tokens"])}
+    """The app's tokenizer from metadata.json: lowercased \\w+|[^\\w\\s] tokens, token i of "tokens" id i."""
+    index = {t: i for i, t in enumerate(meta["tokens"])}
     return [index.get(t, meta["unknown_id"]) for t in re.findall(r"\w+|[^\w\s]", text.lower())]
 
 

@@ -235,9 +235,9 @@ def random_inputs(batch, length, dim, seed):
     return np.random.default_rng(seed).standard_normal((batch, length, dim)).astype(np.float32)
 
 
-def text_windows(text, vocab_index, batch, length, seed):
-    """``batch`` windows of ``length + 1`` ids starting at seeded random offsets."""
-    ids = np.array([vocab_index.get(c, 0) for c in text], dtype=np.int32)
+def text_windows(ids, batch, length, seed):
+    """``batch`` windows of ``length + 1`` of a text's ``ids`` starting at seeded random offsets."""
+    ids = np.asarray(ids, dtype=np.int32)
     if len(ids) < length + 1:
         raise SeqkitError(
             f"the text has {len(ids):,} characters, fewer than one window of {length + 1} (`length` + 1); "
@@ -250,7 +250,8 @@ def text_windows(text, vocab_index, batch, length, seed):
 def one_hot_text(text, batch, length, seed):
     """Real input for a bare cell: one-hot characters of ``text`` (B, T, vocabulary size)."""
     chars = sorted(set(text))
-    windows = text_windows(text, {c: i for i, c in enumerate(chars)}, batch, length, seed)[:, :length]
+    index = {c: i for i, c in enumerate(chars)}
+    windows = text_windows([index[c] for c in text], batch, length, seed)[:, :length]
     return np.eye(len(chars), dtype=np.float32)[windows]
 
 
@@ -289,7 +290,7 @@ def profile_char_lm(run_dir, length=200, batch_size=16, seed=0, text=None):
     config, vocab, model = char_lm.load(run_dir)
     if text is None:
         text = char_lm.load_text(config)
-    windows = text_windows(text, vocab.index, batch_size, length, seed)
+    windows = text_windows(vocab.encode(text, unknown="map"), batch_size, length, seed)
     recurrent = [layer for layer in model.layers if isinstance(layer, RecurrentLayer)]
     top = recurrent[-1]
     below = keras.Model(model.inputs[0], top.input)

@@ -1,10 +1,15 @@
-"""Vocabularies: tokens <-> ids, saved in a run directory.
+"""Vocabularies: tokens <-> ids, one scheme for every task, saved in a run directory.
 
-* ``Vocabulary``: characters (the char-LM; classify's tokens, with ids shifted up by
-  one so that id 0 pads). Id 0 is the unknown symbol ``UNK_CHAR``; the other ids are
-  the tokens in sorted order.
-* ``TokenVocabulary``: seq2seq's tokens. Ids 0-3 are ``<pad>``, ``<unk>``, ``<s>``,
-  ``</s>``; the tokens follow, most frequent first.
+Ids ``0 .. len(specials) - 1`` are the special symbols, the tokens follow:
+
+* char-LM: ``(UNK_CHAR,)``, then the text's characters in sorted order (char-rnn's order);
+* classify: ``<pad>``, ``<unk>``, then the ``max_vocab`` most frequent tokens, sorted;
+* seq2seq: ``<pad>``, ``<unk>``, ``<s>``, ``</s>``, then the tokens, most frequent first.
+
+The file (``vocab.json``, ``source_vocab.json``, ...) holds ``kind``, ``specials``,
+``unknown`` and ``tokens``. ``Vocabulary.load`` also reads the files of runs made
+before the scheme was one (``{"unk", "chars"}`` of the char-LM and classify, and
+seq2seq's without ``unknown``), to the same ids.
 """
 
 import json
@@ -13,20 +18,9 @@ from collections import Counter
 from seqkit.errors import SeqkitError
 from seqkit.io import read_run_json, write_text
 
-PAD, UNK, START, END = 0, 1, 2, 3  # TokenVocabulary: ids of the special symbols, the same in source and target
-SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
-UNK_CHAR = "\ufffd"  # a char vocabulary's unknown symbol: U+FFFD REPLACEMENT CHARACTER, id 0
-
-
-def lookup_table(tokens, first_id, default_id):
-    """A ``tf.lookup.StaticHashTable`` from ``tokens`` to ids ``first_id, first_id + 1, ...``
-    (``default_id`` for any other string): a vocabulary's ``encode`` in the graph, for exports."""
-    import tensorflow as tf  # here: the vocabularies themselves load no TensorFlow
-
-    initializer = tf.lookup.KeyValueTensorInitializer(
-        tf.constant(list(tokens), tf.string), tf.range(first_id, first_id + len(tokens), dtype=tf.int32),
-        key_dtype=tf.string, value_dtype=tf.int32)
-    return tf.lookup.StaticHashTable(initializer, default_value=default_id)
+SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")  # seq2seq's special symbols; classify's are the first two
+PAD, UNK, START, END = range(len(SPECIALS))  # their ids, wherever a vocabulary's specials begin with them
+UNK_CHAR = "\ufffd"  # the char-LM's unknown symbol: U+FFFD REPLACEMENT CHARACTER, id 0 (one character, so text stays text)
 
 
 def describe_chars(chars):
@@ -34,122 +28,111 @@ def describe_chars(chars):
     return ", ".join(f"{c!r} (U+{ord(c):04X})" for c in chars)
 
 
-class Vocabulary:
-    """Characters <-> ids. Id 0 is the unknown symbol ``UNK_CHAR``; the other ids
-    are the characters of the training text in sorted order."""
-
-    def __init__(self, chars):
-        chars = [c for c in chars if c != UNK_CHAR]
-        self.chars = [UNK_CHAR] + sorted(set(chars))
-        self.index = {c: i for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def from_text(cls, text):
-        return cls(set(text))
-
-    def __len__(self):
-        return len(self.chars)
-
-    def unknown(self, text):
-        """Sorted characters of ``text`` that are not in the vocabulary."""
-        return sorted(set(text) - set(self.index))
-
-    def encode(self, text, unknown="error", what="text"):
-        """Ids of ``text``. Unknown characters raise (``unknown="error"``) or map to id 0."""
-        missing = self.unknown(text)
-        if missing and unknown == "error":
-            raise SeqkitError(
-                f"{what} contains characters not in the model's vocabulary: {describe_chars(missing[:10])}"
-                + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-                + "; remove or replace them"
-            )
-        return [self.index.get(c, 0) for c in text]
-
-    def decode(self, ids):
-        return "".join(self.chars[i] for i in ids)
-
-    def save(self, path):
-        write_text(path, json.dumps({"unk": UNK_CHAR, "chars": self.chars}, ensure_ascii=False, indent=0))
-
-    @classmethod
-    def load(cls, path):
-        def build(data):
-            vocab = cls(data["chars"])
-            if vocab.chars != data["chars"]:
-                raise SeqkitError(f"vocabulary file {path} is not in seqkit's order; retrain or restore it")
-            return vocab
-
-        return read_run_json(path, "vocabulary file", build)
-
-
 def describe_tokens(tokens, kind):
-    """Unknown tokens as a user can read them: characters with their code points, words quoted."""
+    """Tokens as a user can read them: characters with their code points, words quoted."""
     return describe_chars(tokens) if kind == "char" else ", ".join(map(repr, tokens))
 
 
-class TokenVocabulary:
-    """Tokens <-> ids. Ids 0-3 are ``<pad>``, ``<unk>``, ``<s>``, ``</s>``; the
-    tokens follow, most frequent first (ties in sorted order).
+class Vocabulary:
+    """Tokens <-> ids: the special symbols first, then the tokens.
+
+    A token the vocabulary lacks reads as the ``unknown`` symbol. Built vocabularies
+    (``from_counts``) leave the special symbols out of their tokens, so text holding
+    one reads as unknown too. Decoding skips ``<pad>`` and stops at ``</s>``, where
+    the specials hold them.
 
     Args:
-        tokens: The tokens, in id order (without the special symbols).
-        kind: The tokenizer that made them (``char``, ``word`` or ``space``).
+        tokens: The tokens in id order (ids from ``len(specials)``), unique, no special symbol among them.
+        specials: The special symbols, ids ``0 .. len(specials) - 1``.
+        unknown: The special symbol of tokens the vocabulary lacks.
+        kind: The tokenizer that made the tokens (``char``, ``word`` or ``space``; ``seqkit.text.tokenize``).
+
+    Raises:
+        ValueError: tokens repeat, or ``unknown`` is not one of ``specials``.
     """
 
-    def __init__(self, tokens, kind):
-        self.kind = kind
-        self.tokens = list(tokens)
-        self.index = {t: i + len(SPECIALS) for i, t in enumerate(self.tokens)}
+    def __init__(self, tokens, specials, unknown, kind="char"):
+        self.specials, self.tokens, self.kind = tuple(specials), list(tokens), kind
+        self.symbols = [*self.specials, *self.tokens]  # id i is symbols[i]
+        if unknown not in self.specials:
+            raise ValueError(f"the unknown symbol {unknown!r} is not one of the specials {self.specials}")
+        self.unknown_id = self.specials.index(unknown)
+        self.index = {t: i for i, t in enumerate(self.tokens, start=len(self.specials))}
         if len(self.index) != len(self.tokens):
             raise ValueError("vocabulary tokens must be unique")
+        self.index.setdefault(unknown, self.unknown_id)  # (a run from before the scheme may hold it as a token)
+        position = {t: i for i, t in enumerate(self.specials)}
+        self.stop, self.skip = position.get(SPECIALS[END]), position.get(SPECIALS[PAD])  # None: no such symbol
 
     @classmethod
-    def from_sequences(cls, sequences, kind, max_size=0):
-        """The ``max_size`` (0: all) most frequent tokens of ``sequences`` (lists of tokens)."""
-        counts = Counter(token for sequence in sequences for token in sequence)
+    def from_counts(cls, counts, specials, unknown, kind="char", max_size=0, order="frequency"):
+        """The ``max_size`` (0: all) most frequent tokens of ``counts`` (token -> count; ties in
+        sorted order), in ``order``: ``frequency`` (most frequent first) or ``sorted``."""
+        counts = {t: n for t, n in Counter(counts).items() if t not in specials}
         ranked = sorted(counts, key=lambda t: (-counts[t], t))
-        return cls(ranked[:max_size] if max_size else ranked, kind)
+        kept = ranked[:max_size] if max_size else ranked
+        return cls(sorted(kept) if order == "sorted" else kept, specials, unknown, kind)
 
     def __len__(self):
-        return len(SPECIALS) + len(self.tokens)
+        return len(self.symbols)
 
     def unknown(self, tokens):
-        """Tokens not in the vocabulary, in order of first appearance."""
-        return list(dict.fromkeys(t for t in tokens if t not in self.index))
+        """Tokens of ``tokens`` (a string: its characters) that are not in the vocabulary, in order of first appearance."""
+        return [t for t in dict.fromkeys(tokens) if t not in self.index]
 
-    def encode(self, tokens, unknown="error", what="the input"):
-        """Ids of ``tokens``; unknown tokens raise (``unknown="error"``) or map to ``<unk>``."""
-        if unknown == "error":
-            missing = self.unknown(tokens)
-            if missing:
-                noun = "characters" if self.kind == "char" else "tokens"
-                raise SeqkitError(
-                    f"{what} contains {noun} not in the model's vocabulary: {describe_tokens(missing[:10], self.kind)}"
-                    + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-                    + "; remove or replace them (or pass `unknown` map to read them as <unk>)"
-                )
-        return [self.index.get(t, UNK) for t in tokens]
+    def encode(self, tokens, unknown="error", what="the input", fix="remove or replace them"):
+        """Ids of ``tokens`` (a string: its characters). Tokens the vocabulary lacks raise a
+        SeqkitError naming ``what`` and the ``fix`` (``unknown="error"``), or read as the unknown symbol (``"map"``)."""
+        if unknown == "error" and (missing := self.unknown(tokens)):
+            noun = "characters" if self.kind == "char" else "tokens"
+            raise SeqkitError(
+                f"{what} contains {noun} not in the model's vocabulary: {describe_tokens(missing[:10], self.kind)}"
+                + (f" and {len(missing) - 10} more" if len(missing) > 10 else "") + f"; {fix}")
+        get, unknown_id = self.index.get, self.unknown_id
+        return [get(t, unknown_id) for t in tokens]
 
     def decode(self, ids):
-        """Tokens of ``ids`` up to the first ``</s>``; padding is skipped."""
+        """The symbols of ``ids``, up to the first ``</s>``, ``<pad>`` skipped (where the specials hold them)."""
         out = []
-        for i in ids:
-            i = int(i)
-            if i == END:
+        for i in map(int, ids):
+            if i == self.stop:
                 break
-            if i != PAD:
-                out.append(SPECIALS[i] if i < len(SPECIALS) else self.tokens[i - len(SPECIALS)])
+            if i != self.skip:
+                out.append(self.symbols[i])
         return out
 
+    def lookup_table(self):
+        """A ``tf.lookup.StaticHashTable`` of ``encode(unknown="map")``, in the graph, for exports."""
+        import tensorflow as tf  # here: the vocabularies themselves load no TensorFlow
+
+        first = len(self.specials)
+        initializer = tf.lookup.KeyValueTensorInitializer(
+            tf.constant(self.tokens, tf.string), tf.range(first, first + len(self.tokens), dtype=tf.int32),
+            key_dtype=tf.string, value_dtype=tf.int32)
+        return tf.lookup.StaticHashTable(initializer, default_value=self.unknown_id)
+
     def save(self, path):
-        write_text(path, json.dumps({"kind": self.kind, "specials": list(SPECIALS), "tokens": self.tokens},
+        write_text(path, json.dumps({"kind": self.kind, "specials": list(self.specials),
+                                     "unknown": self.symbols[self.unknown_id], "tokens": self.tokens},
                                     ensure_ascii=False, indent=0))
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path, specials, unknown, kind="char"):
+        """The vocabulary saved at ``path``, which must have these ``specials`` and ``unknown``
+        symbol (the task's); ``kind`` is for files that do not say (the char-LM's and classify's
+        from before one scheme, ``{"unk": UNK_CHAR, "chars": [UNK_CHAR, *sorted tokens]}``).
+
+        Raises:
+            SeqkitError: the file is missing, damaged, or holds another scheme.
+        """
         def build(data):
-            if data["specials"] != list(SPECIALS):
-                raise ValueError(f"special symbols {data['specials']}")
-            return cls(data["tokens"], data["kind"])
+            if "chars" in data:  # the old char-LM/classify file: UNK_CHAR at id 0, the tokens sorted, shifted by
+                old = data["chars"]  # the specials beyond the first (classify's <pad>)
+                if old[:1] != [UNK_CHAR] or old[1:] != sorted(set(old[1:]) - {UNK_CHAR}):
+                    raise ValueError("its characters are not in seqkit's order")
+                return cls(old[1:], specials, unknown, kind)
+            if tuple(data["specials"]) != tuple(specials) or data.get("unknown", unknown) != unknown:
+                raise ValueError(f"special symbols {data['specials']}, where this task has {list(specials)}")
+            return cls(data["tokens"], specials, unknown, data["kind"])
 
         return read_run_json(path, "vocabulary file", build)

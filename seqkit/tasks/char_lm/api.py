@@ -21,10 +21,19 @@ from seqkit.config import CharLMConfig, check_count, check_seed
 from seqkit.decoding import Sampler, check_sampler
 from seqkit.errors import SeqkitError, SeqkitWarning
 from seqkit.plots import plot_history
-from seqkit.tasks.char_lm.data import as_tensor, eval_batches, load_text, split_ids, stripe_batches, window_batches
+from seqkit.tasks.char_lm.data import (
+    as_tensor,
+    build_vocabulary,
+    eval_batches,
+    load_text,
+    load_vocabulary,
+    split_ids,
+    stripe_batches,
+    window_batches,
+)
 from seqkit.tasks.char_lm.model import LN2, LMMetrics, ResetStates, StatefulValidation, build_model, compile_model
 from seqkit.text.corpus import read_corpus
-from seqkit.text.vocab import Vocabulary, describe_chars
+from seqkit.text.vocab import describe_chars
 from seqkit.training import rundir
 from seqkit.training.checkpoint import load_weights
 from seqkit.training.distribute import get_strategy
@@ -51,14 +60,14 @@ def train_in(out, config, resume, strategy, verbose):
     """``train`` inside the run directory ``out``, held (locked) by the caller."""
     text = load_text(config)
     if source := rundir.vocabulary_dir(out, config, resume):  # characters new to it read as <unk>
-        vocab = Vocabulary.load(source / rundir.VOCAB)
+        vocab = load_vocabulary(source)
         if not resume and (missing := vocab.unknown(text)):
             warnings.warn(f"{len(missing)} characters of the data are not in the `init_from` run's vocabulary "
                           f"and are read as the unknown symbol: {describe_chars(missing[:10])}", SeqkitWarning,
                           stacklevel=2)
         ids = vocab.encode(text, unknown="map")
     else:
-        vocab = Vocabulary.from_text(text)
+        vocab = build_vocabulary(text)
         ids = vocab.encode(text)
     train_ids, val_ids = split_ids(ids, config)
     train_ids, val_ids = as_tensor(train_ids, len(vocab)), as_tensor(val_ids, len(vocab))
@@ -100,13 +109,13 @@ def load(path):
     ``.keras`` file inside one (e.g. a checkpoint)."""
     run_dir, weights = rundir.run_paths(path)
     config = rundir.read_config(run_dir, CharLMConfig, TASK)
-    vocab = Vocabulary.load(run_dir / rundir.VOCAB)
+    vocab = load_vocabulary(run_dir)
     return config, vocab, load_weights(build_model(config, len(vocab)), weights)
 
 
 def vocabulary(path):
     """The Vocabulary of the run at ``path`` (a run directory or a ``.keras`` file inside one)."""
-    return Vocabulary.load(rundir.run_dir_of(path) / rundir.VOCAB)
+    return load_vocabulary(rundir.run_dir_of(path))
 
 
 def evaluate(path, data, errors="strict", batch_size=None):
@@ -117,8 +126,8 @@ def evaluate(path, data, errors="strict", batch_size=None):
     """
     config, vocab, model = load(path)
     text = read_corpus(data, errors=errors)
-    unknown = sum(1 for c in text if c not in vocab.index)
     ids = vocab.encode(text, unknown="map")
+    unknown = ids.count(vocab.unknown_id)
     if len(ids) < config.seq_len + 1:
         raise SeqkitError(
             f"the evaluation text has {len(ids)} characters, fewer than one window of {config.seq_len + 1}; "
@@ -154,7 +163,7 @@ def default_prime(vocab):
     for c in ("\n", " "):
         if c in vocab.index:
             return c
-    return vocab.chars[1] if len(vocab) > 1 else vocab.chars[0]
+    return vocab.symbols[1] if len(vocab) > 1 else vocab.symbols[0]
 
 
 def generate(path, prime=None, length=500, temperature=0.8, top_k=0, top_p=1.0, seed=None, num_samples=1,
@@ -200,7 +209,7 @@ def generate(path, prime=None, length=500, temperature=0.8, top_k=0, top_p=1.0, 
         )
         pieces.append(out.numpy()[:, :n])
         if on_text is not None:
-            on_text(vocab.decode(pieces[-1][0]))
+            on_text("".join(vocab.decode(pieces[-1][0])))
         done += n
     ids = np.concatenate(pieces, axis=1)
-    return [vocab.decode(row) for row in ids]
+    return ["".join(vocab.decode(row)) for row in ids]

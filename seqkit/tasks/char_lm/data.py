@@ -1,11 +1,27 @@
 """The char-LM's data: the corpus as ids, split, cut into windows, batched (stateless or stateful stripes)."""
 
+from collections import Counter
+
 import numpy as np
 import tensorflow as tf
 
 from seqkit import training
 from seqkit.errors import SeqkitError
 from seqkit.text.corpus import default_corpus, read_corpus
+from seqkit.text.vocab import UNK_CHAR, Vocabulary
+from seqkit.training import rundir
+
+VOCABULARY = {"specials": (UNK_CHAR,), "unknown": UNK_CHAR}  # the char-LM's ids: U+FFFD (0), then the characters
+
+
+def build_vocabulary(text):
+    """Every character of ``text``, in sorted order (char-rnn's), after the unknown symbol (id 0)."""
+    return Vocabulary.from_counts(Counter(text), **VOCABULARY, order="sorted")
+
+
+def load_vocabulary(run_dir):
+    """The vocabulary of the run directory ``run_dir``."""
+    return Vocabulary.load(run_dir / rundir.VOCAB, **VOCABULARY)
 
 
 def load_text(config):

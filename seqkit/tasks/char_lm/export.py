@@ -19,7 +19,6 @@ import tensorflow as tf
 
 from seqkit.decoding import Sampler, cell_step, flat_state_sizes, join_state, split_state
 from seqkit.tasks.char_lm.api import default_prime, load
-from seqkit.text.vocab import lookup_table
 
 
 def encode_strings(table, text):
@@ -39,8 +38,8 @@ class CharLMExport(tf.Module):
     def __init__(self, model, vocab):
         super().__init__()
         self.sampler = Sampler(model)
-        self.table = lookup_table(vocab.chars, first_id=0, default_id=0)  # id 0: the unknown symbol
-        self.chars = tf.Variable(vocab.chars, trainable=False, dtype=tf.string, name="chars")
+        self.table = vocab.lookup_table()  # unknown characters: id 0, the unknown symbol
+        self.chars = tf.Variable(vocab.symbols, trainable=False, dtype=tf.string, name="chars")
         self.state_sizes = flat_state_sizes(self.sampler.rnns)  # LSTM [h, c]; others [h]
 
     def split_state(self, state):
@@ -132,5 +131,5 @@ def tflite(run_dir, max_length=None):
     """``(module, metadata)`` of the run's TFLite step model (``seqkit.tflite``)."""
     _, vocab, model = load(run_dir)
     module = CharLMStep(model)
-    return module, {"chars": list(vocab.chars), "unknown_id": 0, "state_size": module.state_size,
+    return module, {"chars": vocab.symbols, "unknown_id": vocab.unknown_id, "state_size": module.state_size,
                     "default_prime": default_prime(vocab)}

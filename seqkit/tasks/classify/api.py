@@ -31,6 +31,7 @@ from seqkit.tasks.classify.data import (
     encode_targets,
     eval_batches,
     is_regression,
+    load_vocabulary,
     read_labels,
     synthetic_data,
     train_batches,
@@ -42,7 +43,6 @@ from seqkit.tasks.classify.scores import (
     regression_scores,
 )
 from seqkit.tasks.classify.sequences import read_examples, read_lines
-from seqkit.text.vocab import Vocabulary
 from seqkit.training import rundir
 from seqkit.training.checkpoint import load_weights
 
@@ -115,7 +115,7 @@ def load(path):
     run_dir, weights = rundir.run_paths(path)
     config = rundir.read_config(run_dir, ClassifyConfig, TASK)
     labels = read_labels(run_dir)
-    vocab = Vocabulary.load(run_dir / rundir.VOCAB) if config.inputs == "text" else None
+    vocab = load_vocabulary(run_dir, config)
     model = build_model(config, len(vocab) if vocab is not None else 0, len(labels))
     return config, vocab, labels, load_weights(model, weights)
 

@@ -12,10 +12,10 @@ from seqkit.io import read_run_json
 from seqkit.tasks.classify import synthetic
 from seqkit.tasks.classify.sequences import Examples, read_examples, steps_array
 from seqkit.text.tokenize import split
-from seqkit.text.vocab import Vocabulary
+from seqkit.text.vocab import PAD, SPECIALS, UNK, Vocabulary
 from seqkit.training import rundir
 
-PAD = 0  # token id of padding; vocabulary ids are shifted up by one
+VOCABULARY = {"specials": SPECIALS[:2], "unknown": SPECIALS[UNK]}  # classify's ids: <pad> (0), <unk> (1), the tokens
 
 
 TEST_SIZE = 2000  # examples in a synthetic task's test set
@@ -42,9 +42,14 @@ def tokenize(texts, tokens):
 
 
 def build_vocabulary(texts, config):
-    """The ``max_vocab`` most frequent tokens of the training texts (ties: first seen)."""
+    """The ``max_vocab`` (0: all) most frequent tokens of the training texts (ties: sorted), in sorted order."""
     counts = Counter(token for tokens in tokenize(texts, config.tokens) for token in tokens)
-    return Vocabulary(token for token, _ in counts.most_common(config.max_vocab))
+    return Vocabulary.from_counts(counts, **VOCABULARY, kind=config.tokens, max_size=config.max_vocab, order="sorted")
+
+
+def load_vocabulary(run_dir, config):
+    """The vocabulary of the run directory ``run_dir`` (None: a run that reads numbers)."""
+    return Vocabulary.load(run_dir / rundir.VOCAB, **VOCABULARY, kind=config.tokens) if config.inputs == "text" else None
 
 
 def ragged(sequences, dtype):
@@ -66,8 +71,8 @@ def encode_inputs(examples, config, vocab):
                               f"{config.features}; pass sequences of {config.features} values per step")
         return ragged([s[:limit] for s in examples.x], np.float32), 0
     rows = tokenize(examples.x, config.tokens)
-    ids = [[vocab.index.get(token, 0) + 1 for token in tokens[:limit]] for tokens in rows]
-    unknown = sum(row.count(1) for row in ids)  # id 1: the vocabulary's unknown symbol
+    ids = [vocab.encode(tokens[:limit], unknown="map") for tokens in rows]
+    unknown = sum(row.count(vocab.unknown_id) for row in ids)
     return ragged(ids, np.int32), unknown
 
 
@@ -116,7 +121,7 @@ def training_data(config, out, resume):
     config.inputs, config.features = examples.inputs, examples.features
     if source := rundir.vocabulary_dir(out, config, resume):  # this run's, or those of the run it starts from
         labels = read_labels(source)
-        vocab = Vocabulary.load(source / rundir.VOCAB) if config.inputs == "text" else None
+        vocab = load_vocabulary(source, config)
     else:
         labels = sorted(set(examples.labels))
         if len(labels) < 2:

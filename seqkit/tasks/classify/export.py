@@ -6,7 +6,7 @@ import tensorflow as tf
 from seqkit.tasks.classify.api import load
 from seqkit.tasks.classify.data import is_regression, outputs_per_example, tokenizer
 from seqkit.text.tokenize import tokenize
-from seqkit.text.vocab import lookup_table
+from seqkit.text.vocab import PAD
 
 
 class ClassifyExport(tf.Module):
@@ -20,8 +20,7 @@ class ClassifyExport(tf.Module):
         self.regression, self.per_example = is_regression(config), outputs_per_example(config)
         self.labels = tf.Variable(labels or [""], trainable=False, dtype=tf.string, name="labels")
         if config.inputs == "text":
-            # id 0 is padding: token ids are shifted by one, and 1 is the unknown symbol
-            self.table = lookup_table(vocab.chars, first_id=1, default_id=1)
+            self.table = vocab.lookup_table()  # tokens from id 2 (0: <pad>, 1: <unk>, the unknown tokens' id)
             spec = tf.TensorSpec([None], tf.string, name="text")
         else:
             spec = tf.TensorSpec([None, None, config.features], tf.float32, name="values")
@@ -146,8 +145,7 @@ def tflite(run_dir, max_length=None):
     module = ClassifyModel(model, config, max_length)
     meta = {"inputs": config.inputs, "max_length": max_length or 0}
     if config.inputs == "text":
-        meta.update(tokenizer=config.tokens, tokens=list(vocab.chars), padding_id=0, unknown_id=1,
-                    first_id=1)  # token i of "tokens" has id i + 1
+        meta.update(tokenizer=config.tokens, tokens=vocab.symbols, padding_id=PAD, unknown_id=vocab.unknown_id)
     else:
         meta.update(features=config.features, padding="NaN")
     if not module.regression:

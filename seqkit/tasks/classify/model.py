@@ -37,7 +37,7 @@ def build_model(config, vocab_size, n_labels, masked=True):
     """
     if config.inputs == "text":
         inputs = keras.Input((None,), dtype="int32", name="tokens")
-        h = keras.layers.Embedding(vocab_size + 1, config.embedding_dim, mask_zero=True, name="embedding")(inputs)
+        h = keras.layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True, name="embedding")(inputs)  # id 0: <pad>
     else:
         inputs = keras.Input((None, config.features), name="values")  # (B, T, D), NaN-padded
         h = PaddingMask(name="padding_mask")(inputs) if masked else inputs

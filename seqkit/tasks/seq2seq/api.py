@@ -28,8 +28,10 @@ from seqkit.tasks.seq2seq.data import (
     SOURCE_VOCAB,
     TARGET_VOCAB,
     TEST_SIZE,
+    build_vocabulary,
     encode_texts,
     eval_batches,
+    load_vocabulary,
     pair_ids,
     read_pairs,
     take,
@@ -46,7 +48,6 @@ from seqkit.tasks.seq2seq.model import (
 from seqkit.tasks.seq2seq.scores import sequence_scores
 from seqkit.tasks.seq2seq.synthetic import synthetic_pairs
 from seqkit.text.tokenize import detokenize, split
-from seqkit.text.vocab import TokenVocabulary
 from seqkit.training import rundir
 from seqkit.training.checkpoint import load_weights
 
@@ -100,11 +101,10 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     source_tokens = split(pairs.sources, config.source_tokens)
     target_tokens = split(pairs.targets, config.target_tokens)
     if source := rundir.vocabulary_dir(out, config, resume):  # this run's, or the --init-from run's: new tokens <unk>
-        source_vocab = TokenVocabulary.load(source / SOURCE_VOCAB)
-        target_vocab = TokenVocabulary.load(source / TARGET_VOCAB)
+        source_vocab, target_vocab = load_vocabulary(source / SOURCE_VOCAB), load_vocabulary(source / TARGET_VOCAB)
     else:
-        source_vocab = TokenVocabulary.from_sequences(source_tokens, config.source_tokens, config.max_vocab)
-        target_vocab = TokenVocabulary.from_sequences(target_tokens, config.target_tokens, config.max_vocab)
+        source_vocab = build_vocabulary(source_tokens, config.source_tokens, config.max_vocab)
+        target_vocab = build_vocabulary(target_tokens, config.target_tokens, config.max_vocab)
     if not resume:
         config.max_target_length = max(len(t) for t in target_tokens)
     source_ids = [source_vocab.encode(s, unknown="map") for s in source_tokens]
@@ -152,8 +152,7 @@ def load(path):
     run directory, or a ``.keras`` file inside one (e.g. a checkpoint)."""
     run_dir, weights = rundir.run_paths(path)
     config = rundir.read_config(run_dir, Seq2SeqConfig, TASK)
-    source_vocab = TokenVocabulary.load(run_dir / SOURCE_VOCAB)
-    target_vocab = TokenVocabulary.load(run_dir / TARGET_VOCAB)
+    source_vocab, target_vocab = load_vocabulary(run_dir / SOURCE_VOCAB), load_vocabulary(run_dir / TARGET_VOCAB)
     model = build_model(config, len(source_vocab), len(target_vocab))
     return config, source_vocab, target_vocab, load_weights(model, weights)
 

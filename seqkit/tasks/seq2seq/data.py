@@ -5,10 +5,10 @@ Empty lines are skipped; a line without a tab, with more than one, or with
 an empty side is an error that names the line.
 
 Each side is split into tokens by ``seqkit.text.tokenize`` (``char``, ``word``
-with case kept, or ``space``) and numbered by a ``seqkit.text.vocab.TokenVocabulary``.
+with case kept, or ``space``) and numbered by a ``seqkit.text.vocab.Vocabulary`` per side.
 """
 
-from collections import namedtuple
+from collections import Counter, namedtuple
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from seqkit import training
 from seqkit.errors import SeqkitError
 from seqkit.io import check_regular_file
 from seqkit.text.tokenize import split
-from seqkit.text.vocab import END, PAD, START
+from seqkit.text.vocab import END, PAD, SPECIALS, START, UNK, Vocabulary
 
 
 @dataclass
@@ -81,6 +81,21 @@ TARGET_VOCAB = "target_vocab.json"
 TEST_SIZE = 2000  # pairs in a synthetic task's test set
 
 
+VOCABULARY = {"specials": SPECIALS, "unknown": SPECIALS[UNK]}  # seq2seq's ids: <pad> <unk> <s> </s>, the tokens
+
+
+def build_vocabulary(sequences, kind, max_size):
+    """The ``max_size`` most frequent tokens of ``sequences`` (lists of ``kind`` tokens), most frequent first
+    (ties sorted)."""
+    counts = Counter(token for sequence in sequences for token in sequence)
+    return Vocabulary.from_counts(counts, **VOCABULARY, kind=kind, max_size=max_size)
+
+
+def load_vocabulary(path):
+    """The vocabulary saved at ``path`` (a run's ``SOURCE_VOCAB`` or ``TARGET_VOCAB``)."""
+    return Vocabulary.load(path, **VOCABULARY)
+
+
 def encode_texts(texts, kind, vocab, unknown="map", what="input", first=1):
     """``(ids, unknown_count)``: one id list per text (``kind`` tokens); tokens the
     vocabulary lacks raise (``unknown="error"``, naming ``what`` and its number,
@@ -89,8 +104,9 @@ def encode_texts(texts, kind, vocab, unknown="map", what="input", first=1):
     for i, tokens in enumerate(split(texts, kind), start=first):
         if not tokens:
             raise SeqkitError(f"{what} {i} is empty; pass text with at least one {kind} token")
-        missing += len([t for t in tokens if t not in vocab.index])
-        ids.append(vocab.encode(tokens, unknown=unknown, what=f"{what} {i}"))
+        ids.append(vocab.encode(tokens, unknown=unknown, what=f"{what} {i}",
+                                fix="remove or replace them (or pass `unknown` map to read them as <unk>)"))
+        missing += ids[-1].count(vocab.unknown_id)
     return ids, missing
 
 

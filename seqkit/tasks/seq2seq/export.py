@@ -8,7 +8,7 @@ from seqkit.decoding import flat_state_sizes, join_state, split_state
 from seqkit.tasks.seq2seq.api import load
 from seqkit.tasks.seq2seq.model import BLOCKED, Encoded, EncoderDecoder, Seq2SeqDecoder, default_max_length
 from seqkit.text.tokenize import tokenize
-from seqkit.text.vocab import END, PAD, SPECIALS, START, UNK, lookup_table
+from seqkit.text.vocab import END, PAD, START
 
 
 class Seq2SeqExport(tf.Module):
@@ -21,8 +21,8 @@ class Seq2SeqExport(tf.Module):
         super().__init__()
         self.decoder = Seq2SeqDecoder(model, config)
         self.source_kind, self.target_kind = config.source_tokens, config.target_tokens
-        self.table = lookup_table(source_vocab.tokens, first_id=len(SPECIALS), default_id=UNK)
-        self.targets = tf.Variable(list(SPECIALS) + target_vocab.tokens, trainable=False, dtype=tf.string,
+        self.table = source_vocab.lookup_table()  # unknown tokens: <unk>
+        self.targets = tf.Variable(target_vocab.symbols, trainable=False, dtype=tf.string,
                                    name="target_tokens")
         self.default_max_length = default_max_length(config)
 
@@ -149,9 +149,8 @@ def tflite(run_dir, max_length=None):
     config, source_vocab, target_vocab, model = load(run_dir)
     module = Seq2SeqModels(model, config, max_length)
     meta = {"source_tokenizer": config.source_tokens, "target_tokenizer": config.target_tokens,
-            "source_tokens": list(SPECIALS) + list(source_vocab.tokens),
-            "target_tokens": list(SPECIALS) + list(target_vocab.tokens),
-            "pad_id": PAD, "unknown_id": UNK, "start_id": START, "end_id": END,
+            "source_tokens": source_vocab.symbols, "target_tokens": target_vocab.symbols,
+            "pad_id": PAD, "unknown_id": source_vocab.unknown_id, "start_id": START, "end_id": END,
             "max_length": max_length or 0, "state_size": module.state_size,
             "attention": module.attention, "max_decode_length": default_max_length(config)}
     return module, meta
