@@ -706,7 +706,7 @@ def model_server(grpc_port, port, model_name, model_base_path, model_config_file
     --rest_api_port REST, --model_name/--model_base_path or --model_config_file say what
     to serve, with TF Serving's defaults (latest version, 1 s polls)."""
     # The parameters carry serving.serve's names (--port is grpc_port, --rest_api_port is port),
-    # so that flags_of maps the library's `port` to --rest_api_port.
+    # so that flags_of prints the library's `port` in an error as --rest_api_port.
     quiet_tensorflow()
     from seqkit import serve as serving
 
@@ -715,7 +715,7 @@ def model_server(grpc_port, port, model_name, model_base_path, model_config_file
     serving.serve(None, host=host, port=port, grpc_port=grpc_port, policy="latest", poll_seconds=poll_seconds,
                   metrics=metrics, model_config_file=model_config_file,
                   model_name=None if model_config_file else model_name, model_base_path=model_base_path,
-                  flags={"port": "--rest_api_port", "grpc_port": "--port"}, **model_calls, log=click.echo)
+                  **model_calls, log=click.echo)
 
 
 class Subcommand(click.Command):
