@@ -414,7 +414,10 @@ def policy_from_proto(proto):
     if kind == "all":
         return VersionPolicy("all")
     if kind == "specific":
-        return VersionPolicy("specific:" + ",".join(str(v) for v in proto.specific.versions))
+        versions = list(proto.specific.versions)
+        if not versions or min(versions) < 1:
+            raise SeqkitError(f"specific needs one or more versions, each >= 1; got {versions}")
+        return VersionPolicy("specific:" + ",".join(str(v) for v in versions))
     return VersionPolicy(f"latest:{proto.latest.num_versions or 1}" if kind == "latest" else "latest")
 
 
@@ -1236,6 +1239,9 @@ def read_monitoring_config(path, metrics, metrics_path):
         raise SeqkitError(f"`monitoring_config_file` {path}: {e}; write a MonitoringConfig in text format, e.g. "
                           "prometheus_config { enable: true }") from e
     prometheus = config.prometheus_config
+    if prometheus.path and not prometheus.path.startswith("/"):
+        raise SeqkitError(f"`monitoring_config_file` {path}: prometheus_config's path must start with '/'; got "
+                          f"{prometheus.path!r}")
     return metrics or prometheus.enable, prometheus.path or metrics_path
 
 

@@ -411,13 +411,16 @@ def test_a_serve_error_names_the_argument_in_the_api_and_the_commands_flag_in_th
 
 
 def test_serve_errors_name_its_arguments_not_flags(tmp_path):
-    """A Python caller of serve() reads the arguments it passed, in backticks, and no CLI flag. Each
-    case fails before a port is bound or a model loaded."""
+    """A Python caller of serve() reads the arguments it passed, in backticks, and no CLI flag; what a
+    config file holds is named by the file. Each case fails before a port is bound or a model loaded."""
     from seqkit.errors import SeqkitError
     from seqkit.serve import serve
 
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text('prometheus_config { enable: true path: "metrics" }', encoding="utf-8")
     config = tmp_path / "models.config"
-    config.write_text("model_config_list { config { name: 'a' base_path: '/m' } }", encoding="utf-8")
+    config.write_text("model_config_list { config { name: 'a' base_path: '/m' "
+                      "model_version_policy { specific { versions: 0 } } } }", encoding="utf-8")
     cases = [
         ({"rest_api_timeout_in_ms": -1}, r"`rest_api_timeout_in_ms` must be >= 0 \(0: no limit\); got -1"),
         ({"max_concurrent": 0}, r"`max_concurrent` must be >= 1; got 0"),
@@ -431,6 +434,10 @@ def test_serve_errors_name_its_arguments_not_flags(tmp_path):
         ({"model_config_file": config, "model_name": "x"},
          r"`model_config_file` and `model_name`/`model_base_path` are two ways to say what to serve; pass one"),
         ({"model_config_file": tmp_path / "none"}, r"cannot read `model_config_file` .*none"),
+        ({"model_config_file": config},
+         r"`model_config_file`: model a: .* not usable \(specific needs one or more versions, each >= 1; got \[0\]\)"),
+        ({"monitoring_config_file": monitoring},
+         r"`monitoring_config_file` .*monitoring.txt: prometheus_config's path must start with '/'; got 'metrics'"),
     ]
     for arguments, message in cases:
         with pytest.raises(SeqkitError, match=message) as error:
