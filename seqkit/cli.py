@@ -686,34 +686,36 @@ def serve(base, host, port, grpc_port, max_body_bytes, max_length, poll_seconds,
 
 
 @cli.command("model-server", context_settings={"help_option_names": ["--help", "-h"]})
-@click.option("--port", type=click.IntRange(0, 65535), default=8500, show_default=True,
+@click.option("--port", "grpc_port", type=click.IntRange(0, 65535), default=8500, show_default=True,
               help="gRPC port (tensorflow_model_server's --port).")
-@click.option("--rest_api_port", type=click.IntRange(0, 65535), default=0, show_default=True,
+@click.option("--rest_api_port", "port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="REST port (0: no REST, as tensorflow_model_server).")
 @click.option("--model_name", default="default", show_default=True, help="Name of the --model_base_path model.")
 @click.option("--model_base_path", type=click.Path(), help="Folder of one model's numeric version folders.")
 @click.option("--model_config_file", type=click.Path(),
               help="ModelServerConfig in text format (names, base paths, version policies, version labels).")
-@click.option("--file_system_poll_wait_seconds", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Seconds between polls of the base paths (0: only at start).")
+@click.option("--file_system_poll_wait_seconds", "poll_seconds", type=click.FloatRange(0), default=1.0,
+              show_default=True, help="Seconds between polls of the base paths (0: only at start).")
 @click.option("--host", default="0.0.0.0", show_default=True,
               help="Interface for both APIs (seqkit's; tensorflow_model_server binds every interface).")
 @click.option("--metrics", is_flag=True, help="seqkit's: Prometheus metrics over REST.")
 @model_call_options
-def model_server(port, rest_api_port, model_name, model_base_path, model_config_file,
-                 file_system_poll_wait_seconds, host, metrics, **model_calls):
+def model_server(grpc_port, port, model_name, model_base_path, model_config_file, poll_seconds, host, metrics,
+                 **model_calls):
     """tensorflow_model_server's command line over seqkit's server: --port is gRPC,
     --rest_api_port REST, --model_name/--model_base_path or --model_config_file say what
     to serve, with TF Serving's defaults (latest version, 1 s polls)."""
+    # The parameters carry serving.serve's names (--port is grpc_port, --rest_api_port is port),
+    # so that flags_of prints the library's `port` in an error as --rest_api_port.
     quiet_tensorflow()
     from seqkit import serve as serving
 
     if not model_base_path and not model_config_file:
         raise SeqkitError("pass --model_base_path (with --model_name) or --model_config_file: what to serve")
-    serving.serve(None, host=host, port=rest_api_port, grpc_port=port, policy="latest",
-                  poll_seconds=file_system_poll_wait_seconds, metrics=metrics, model_config_file=model_config_file,
+    serving.serve(None, host=host, port=port, grpc_port=grpc_port, policy="latest", poll_seconds=poll_seconds,
+                  metrics=metrics, model_config_file=model_config_file,
                   model_name=None if model_config_file else model_name, model_base_path=model_base_path,
-                  flags={"port": "--rest_api_port", "grpc_port": "--port"}, **model_calls, log=click.echo)
+                  **model_calls, log=click.echo)
 
 
 class Subcommand(click.Command):

@@ -92,7 +92,7 @@ def read_allowlist(spec):
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise SeqkitError(f"cannot read --op-allowlist {spec}: {e}; pass seqkit or a file of op names") from e
+        raise SeqkitError(f"cannot read `op_allowlist` {spec}: {e}; pass seqkit or a file of op names") from e
     return frozenset(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
 
 
@@ -389,8 +389,8 @@ class VersionPolicy:
         except ValueError:
             ok = False
         if not ok:
-            raise SeqkitError(f"--model-version-policy {text!r} is not a policy; pass latest, latest:N, all or "
-                              "specific:V,V (positive integers)")
+            raise SeqkitError(f"`policy` {text!r} is not a policy; pass latest, latest:N, all or specific:V,V "
+                              "(positive integers)")
 
     def select(self, versions):
         """The versions to serve out of ``versions`` (on disk)."""
@@ -414,13 +414,17 @@ def policy_from_proto(proto):
     if kind == "all":
         return VersionPolicy("all")
     if kind == "specific":
-        return VersionPolicy("specific:" + ",".join(str(v) for v in proto.specific.versions))
+        versions = list(proto.specific.versions)
+        if not versions or min(versions) < 1:
+            raise SeqkitError(f"specific needs one or more versions, each >= 1; got {versions}")
+        return VersionPolicy("specific:" + ",".join(str(v) for v in versions))
     return VersionPolicy(f"latest:{proto.latest.num_versions or 1}" if kind == "latest" else "latest")
 
 
-def read_model_config(config, where="--model_config_file"):
+def read_model_config(config, where="`model_config_file`"):
     """``[ModelSource]`` of a ``ModelServerConfig``: its text format (TF Serving's
-    ``--model_config_file``) or the proto itself (``HandleReloadConfigRequest``)."""
+    ``--model_config_file``) or the proto itself (``HandleReloadConfigRequest``); its
+    errors name it ``where``."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -623,10 +627,10 @@ class ModelRegistry:
                     text = Path(path).read_text(encoding="utf-8")
                     if text != seen[0]:
                         seen[0] = text
-                        self.reload_config(read_model_config(text))
-                        self.log(f"reloaded --model_config_file {path}")
+                        self.reload_config(read_model_config(text, where="the new config"))
+                        self.log(f"reloaded the model config {path}")
                 except (OSError, UnicodeDecodeError, SeqkitError) as e:
-                    self.log(f"--model_config_file {path} not reloaded, still serving the last good config: {e}")
+                    self.log(f"the model config {path} not reloaded, still serving the last good config: {e}")
 
         thread = threading.Thread(target=loop, name="seqkit-serve-config", daemon=True)
         thread.start()
@@ -1157,7 +1161,7 @@ def make_grpc_server(registry, address, workers=8, max_body_bytes=10 << 20, metr
     except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
         bound = 0
     if bound == 0:
-        raise SeqkitError(f"cannot bind gRPC to {address} (in use?); pass another --grpc-port (0 turns gRPC off)")
+        raise SeqkitError(f"cannot bind gRPC to {address} (in use?); pass another `grpc_port` (0 turns gRPC off)")
     return server
 
 
@@ -1166,8 +1170,9 @@ def address(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def check_port(host, port, flag):
-    """Fail early, in one line, when ``host:port`` cannot be bound (in use, or not an address here)."""
+def check_port(host, port, argument):
+    """Fail early, in one line, when ``host:port`` cannot be bound (in use, or not an address here);
+    the error says to pass another ``argument`` (``"port"`` or ``"grpc_port"``)."""
     import socket
 
     try:
@@ -1175,31 +1180,33 @@ def check_port(host, port, flag):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
     except OSError as e:
-        raise SeqkitError(f"cannot serve on {address(host, port)} ({e.strerror}); pass another {flag}") from e
+        raise SeqkitError(f"cannot serve on {address(host, port)} ({e.strerror}); pass another `{argument}`") from e
 
 
 def model_sources(model_config_file, model_name, model_base_path, policy):
-    """The models to serve from TF Serving's flags, or None for every folder of the base folder."""
+    """The models to serve: those of ``model_config_file``, or the one at ``model_base_path`` (named
+    ``model_name``), or None for every folder of the base folder."""
     if model_config_file and (model_name or model_base_path):
-        raise SeqkitError("--model_config_file and --model_name/--model_base_path are two ways to say what to serve; "
+        raise SeqkitError("`model_config_file` and `model_name`/`model_base_path` are two ways to say what to serve; "
                           "pass one")
     if model_config_file:
-        return read_model_config(read_text_config(model_config_file, "--model_config_file"))
+        return read_model_config(read_text_config(model_config_file, "model_config_file"))
     if model_base_path:
         if not Path(model_base_path).is_dir():
-            raise SeqkitError(f"--model_base_path {model_base_path} is not a folder; pass the folder that holds the "
+            raise SeqkitError(f"`model_base_path` {model_base_path} is not a folder; pass the folder that holds the "
                               "numeric version folders (e.g. saved_models/NAME)")
         return [ModelSource(model_name or "default", model_base_path, policy)]  # TF Serving's default name
     if model_name:
-        raise SeqkitError("--model_name needs --model_base_path, the folder of that model's versions")
+        raise SeqkitError("`model_name` needs `model_base_path`, the folder of that model's versions")
     return None
 
 
-def read_text_config(path, flag):
+def read_text_config(path, argument):
+    """The text of the config file ``path``, passed as ``argument`` (named in the error)."""
     try:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise SeqkitError(f"cannot read {flag} {path}: {e}") from e
+        raise SeqkitError(f"cannot read `{argument}` {path}: {e}") from e
 
 
 def read_batching_parameters(enable_batching, path):
@@ -1209,14 +1216,14 @@ def read_batching_parameters(enable_batching, path):
 
     if not enable_batching:
         if path:
-            raise SeqkitError("--batching_parameters_file is set without --enable_batching; add --enable_batching")
+            raise SeqkitError("`batching_parameters_file` is set without `enable_batching`; add `enable_batching`")
         return None
     if not path:
         return BatchingParameters()
     try:
-        return BatchingParameters.from_text(read_text_config(path, "--batching_parameters_file"))
+        return BatchingParameters.from_text(read_text_config(path, "batching_parameters_file"))
     except (text_format.ParseError, ValueError) as e:
-        raise SeqkitError(f"--batching_parameters_file {path}: {e}; write BatchingParameters in text format, e.g. "
+        raise SeqkitError(f"`batching_parameters_file` {path}: {e}; write BatchingParameters in text format, e.g. "
                           "max_batch_size { value: 32 } batch_timeout_micros { value: 1000 }") from e
 
 
@@ -1227,11 +1234,14 @@ def read_monitoring_config(path, metrics, metrics_path):
 
     config = tf_serving_message("MonitoringConfig")()
     try:
-        text_format.Parse(read_text_config(path, "--monitoring_config_file"), config)
+        text_format.Parse(read_text_config(path, "monitoring_config_file"), config)
     except text_format.ParseError as e:
-        raise SeqkitError(f"--monitoring_config_file {path}: {e}; write a MonitoringConfig in text format, e.g. "
+        raise SeqkitError(f"`monitoring_config_file` {path}: {e}; write a MonitoringConfig in text format, e.g. "
                           "prometheus_config { enable: true }") from e
     prometheus = config.prometheus_config
+    if prometheus.path and not prometheus.path.startswith("/"):
+        raise SeqkitError(f"`monitoring_config_file` {path}: prometheus_config's path must start with '/'; got "
+                          f"{prometheus.path!r}")
     return metrics or prometheus.enable, prometheus.path or metrics_path
 
 
@@ -1240,7 +1250,7 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
           metrics_path="/monitoring/prometheus/metrics", model_config_file=None, model_name=None,
           model_base_path=None, op_allowlist=None, enable_batching=False, batching_parameters_file=None,
           rest_api_timeout_in_ms=30000, max_concurrent=None, monitoring_config_file=None,
-          model_config_file_poll_wait_seconds=0, access_log=False, flags=None, log=print):
+          model_config_file_poll_wait_seconds=0, access_log=False, log=print):
     """Serve models until interrupted, with TF Serving's REST API on ``port`` and its gRPC
     API on ``grpc_port`` (0 turns either off, not both).
 
@@ -1249,8 +1259,7 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     base paths, version policies, version labels) or the one ``model_base_path`` (named
     ``model_name``). The folders are polled every ``poll_seconds`` (TF Serving's
     ``--file_system_poll_wait_seconds``; 0: only at start) for versions that come and go;
-    ``policy`` (``VersionPolicy``) applies where the config gives none. ``flags`` names
-    the CLI's flags for the ports in messages (``{"port": "--port", "grpc_port": ...}``).
+    ``policy`` (``VersionPolicy``) applies where the config gives none.
     ``op_allowlist``: ``"seqkit"`` or a file of op types (``read_allowlist``); a model
     holding another op is refused at load (its status says which ops).
 
@@ -1264,33 +1273,35 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
     only at start, TF Serving's default) and serve what it says when it changes.
     ``access_log``: a line per request (REST: Uvicorn's access log; gRPC: peer, method, model,
     code, milliseconds).
+
+    Errors name these arguments (`` `port` and `grpc_port` are both 0``); the CLI prints
+    them as its flags (``seqkit model-server``: ``--rest_api_port and --port``).
     """
-    flags = {"port": "--port", "grpc_port": "--grpc-port", **(flags or {})}
     if monitoring_config_file:
         metrics, metrics_path = read_monitoring_config(monitoring_config_file, metrics, metrics_path)
     batching = read_batching_parameters(enable_batching, batching_parameters_file)
     if rest_api_timeout_in_ms < 0:
-        raise SeqkitError(f"--rest_api_timeout_in_ms must be >= 0 (0: no limit); got {rest_api_timeout_in_ms}")
+        raise SeqkitError(f"`rest_api_timeout_in_ms` must be >= 0 (0: no limit); got {rest_api_timeout_in_ms}")
     if model_config_file_poll_wait_seconds < 0:
-        raise SeqkitError("--model_config_file_poll_wait_seconds must be >= 0 (0: read the file only at start)")
+        raise SeqkitError("`model_config_file_poll_wait_seconds` must be >= 0 (0: read the file only at start)")
     if model_config_file_poll_wait_seconds and not model_config_file:
-        raise SeqkitError("--model_config_file_poll_wait_seconds needs --model_config_file, the file to re-read")
+        raise SeqkitError("`model_config_file_poll_wait_seconds` needs `model_config_file`, the file to re-read")
     if max_concurrent is not None and max_concurrent < 1:
-        raise SeqkitError(f"--max-concurrent-per-model must be >= 1; got {max_concurrent}")
+        raise SeqkitError(f"`max_concurrent` must be >= 1; got {max_concurrent}")
     timeout = rest_api_timeout_in_ms / 1000 or None
     policy = VersionPolicy(policy)
     sources = model_sources(model_config_file, model_name, model_base_path, policy)
     if not port and not grpc_port:
-        raise SeqkitError(f"{flags['port']} and {flags['grpc_port']} are both 0: turn one API on")
+        raise SeqkitError("`port` and `grpc_port` are both 0: turn one API on")
     if metrics and not metrics_path.startswith("/"):
-        raise SeqkitError(f"--metrics-path must start with '/'; got {metrics_path!r}")
+        raise SeqkitError(f"`metrics_path` must start with '/'; got {metrics_path!r}")
     if metrics and not port:
-        raise SeqkitError(f"--metrics are served over REST: give {flags['port']} a port")
+        raise SeqkitError("`metrics` are served over REST: give `port` a port")
     metrics = Metrics() if metrics else None
     if port:
-        check_port(host, port, flags["port"])
+        check_port(host, port, "port")
     if grpc_port:
-        check_port(host, grpc_port, flags["grpc_port"])
+        check_port(host, grpc_port, "grpc_port")
     allowed_ops = read_allowlist(op_allowlist) if op_allowlist else None
     scheduler = (Batcher(batching, metrics.batch if metrics else lambda *args: None, max_concurrent)
                  if batching else Direct(max_concurrent))
@@ -1328,8 +1339,7 @@ def serve(base="saved_models", host="127.0.0.1", port=8501, grpc_port=8500, max_
         try:
             asyncio.run(uvicorn.Server(config).serve())
         except SystemExit as e:  # uvicorn exits when it cannot start (e.g. the port was taken meanwhile)
-            raise SeqkitError(f"cannot serve REST on {address(host, port)} (in use?); pass another "
-                              f"{flags['port']}") from e
+            raise SeqkitError(f"cannot serve REST on {address(host, port)} (in use?); pass another `port`") from e
     finally:
         registry.stop_polling()
         if grpc_server is not None:

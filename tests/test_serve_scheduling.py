@@ -232,6 +232,8 @@ def test_batching_and_monitoring_flags_are_one_line_errors(exported, tmp_path, c
     params.write_text("max_batch_size { value: 0 }", encoding="utf-8")
     broken = tmp_path / "broken.txt"
     broken.write_text("max_batch_size {", encoding="utf-8")
+    relative = tmp_path / "monitoring.txt"
+    relative.write_text('prometheus_config { enable: true path: "metrics" }', encoding="utf-8")
     base = exported.parent
     assert_one_line_errors([
         (["model-server", "--model_base_path", base, "--batching_parameters_file", params],
@@ -242,6 +244,8 @@ def test_batching_and_monitoring_flags_are_one_line_errors(exported, tmp_path, c
         (["serve", "--enable_batching", "--batching_parameters_file", tmp_path / "none"],
          r"cannot read --batching_parameters_file"),
         (["serve", "--monitoring_config_file", broken], r"--monitoring_config_file .*MonitoringConfig"),
+        (["model-server", "--model_base_path", base, "--monitoring_config_file", relative],
+         r"--monitoring_config_file .*monitoring.txt: prometheus_config's path must start with '/'"),
     ], capsys, tmp_path / "never")
 
 

@@ -336,7 +336,8 @@ def test_the_model_config_file_is_reread_when_it_changes(exported, tmp_path):
     finally:
         process.terminate()
         log = process.communicate(timeout=30)[0]
-    assert "not reloaded, still serving the last good config" in log
+    assert "not reloaded, still serving the last good config: the new config is not a ModelServerConfig" in log
+    assert "`" not in log  # the log is printed as written: no API argument in backticks
 
 
 def test_model_server_with_a_model_base_path_serves_grpc_only_by_default(exported, tmp_path):
@@ -376,6 +377,110 @@ def test_model_server_flags_are_one_line_errors(exported, tmp_path, capsys):
         (["model-server", "--model_base_path", tmp_path / "nowhere"], r"--model_base_path .* is not a folder"),
         (["serve", "--model_name", "x"], r"--model_name needs --model_base_path"),
     ], capsys, tmp_path / "never")
+
+
+def test_a_serve_error_names_the_argument_in_the_api_and_the_commands_flag_in_the_cli(tmp_path, capsys):
+    """Oracle: the same errors both ways. serve() names its arguments (`port`, `grpc_port`); each
+    command prints its own flag for them, and model-server's are TF Serving's: its REST port is
+    --rest_api_port, its gRPC port --port (where seqkit serve's --port is REST)."""
+    from seqkit.errors import SeqkitError
+    from seqkit.serve import serve
+
+    models = tmp_path / "models"
+    models.mkdir()
+    with pytest.raises(SeqkitError, match=r"^`port` and `grpc_port` are both 0: turn one API on$"):
+        serve(model_base_path=models, port=0, grpc_port=0)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SeqkitError, match=rf"^cannot serve on 127.0.0.1:{port} \(.*\); pass another `port`$"):
+            serve(model_base_path=models, port=port, grpc_port=0)
+        assert_one_line_errors([
+            (["model-server", "--model_base_path", models, "--port", 0, "--rest_api_port", 0],
+             r"^error: --rest_api_port and --port are both 0: turn one API on$"),
+            (["model-server", "--model_base_path", models, "--port", 0, "--rest_api_port", port, "--host", "127.0.0.1"],
+             rf"^error: cannot serve on 127.0.0.1:{port} \(.*\); pass another --rest_api_port$"),
+            (["model-server", "--model_base_path", models, "--port", port, "--host", "127.0.0.1"],
+             rf"^error: cannot serve on 127.0.0.1:{port} \(.*\); pass another --port$"),
+            (["serve", "--model_base_path", models, "--port", port, "--grpc-port", 0],
+             rf"^error: cannot serve on 127.0.0.1:{port} \(.*\); pass another --port$"),
+            (["serve", "--model_base_path", models, "--grpc-port", port, "--port", free_port()],
+             rf"^error: cannot serve on 127.0.0.1:{port} \(.*\); pass another --grpc-port$"),
+        ], capsys, tmp_path / "never")
+
+
+def test_serve_errors_name_its_arguments_not_flags(tmp_path):
+    """A Python caller of serve() reads the arguments it passed, in backticks, and no CLI flag; what a
+    config file holds is named by the file. Each case fails before a port is bound or a model loaded."""
+    from seqkit.errors import SeqkitError
+    from seqkit.serve import serve
+
+    monitoring = tmp_path / "monitoring.txt"
+    monitoring.write_text('prometheus_config { enable: true path: "metrics" }', encoding="utf-8")
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list { config { name: 'a' base_path: '/m' "
+                      "model_version_policy { specific { versions: 0 } } } }", encoding="utf-8")
+    cases = [
+        ({"rest_api_timeout_in_ms": -1}, r"`rest_api_timeout_in_ms` must be >= 0 \(0: no limit\); got -1"),
+        ({"max_concurrent": 0}, r"`max_concurrent` must be >= 1; got 0"),
+        ({"model_config_file_poll_wait_seconds": 1}, r"`model_config_file_poll_wait_seconds` needs `model_config_file`"),
+        ({"policy": "newest"}, r"`policy` 'newest' is not a policy; pass latest, latest:N, all or specific:V,V"),
+        ({"metrics": True, "metrics_path": "m"}, r"`metrics_path` must start with '/'; got 'm'"),
+        ({"metrics": True, "port": 0}, r"`metrics` are served over REST: give `port` a port"),
+        ({"batching_parameters_file": "b.txt"}, r"`batching_parameters_file` is set without `enable_batching`"),
+        ({"model_name": "x"}, r"`model_name` needs `model_base_path`"),
+        ({"model_base_path": tmp_path / "nowhere"}, r"`model_base_path` .*nowhere is not a folder"),
+        ({"model_config_file": config, "model_name": "x"},
+         r"`model_config_file` and `model_name`/`model_base_path` are two ways to say what to serve; pass one"),
+        ({"model_config_file": tmp_path / "none"}, r"cannot read `model_config_file` .*none"),
+        ({"model_config_file": config},
+         r"`model_config_file`: model a: .* not usable \(specific needs one or more versions, each >= 1; got \[0\]\)"),
+        ({"monitoring_config_file": monitoring},
+         r"`monitoring_config_file` .*monitoring.txt: prometheus_config's path must start with '/'; got 'metrics'"),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(SeqkitError, match=message) as error:
+            serve(**arguments)
+        assert "--" not in str(error.value), str(error.value)
+
+
+def test_every_argument_serve_errors_name_is_a_flag_of_the_command_that_runs():
+    """Every `argument` in serve.py's errors is a parameter of serve(), and the CLI prints it as an option
+    that `seqkit serve --help` lists; model-server lists all but the three it passes fixed values the
+    library accepts (policy latest, no op allowlist, the default metrics path). Oracle: the click commands'
+    own options, read from them."""
+    import ast
+    import inspect
+
+    import seqkit.serve
+    from seqkit import cli
+    from seqkit.errors import ARGUMENT
+
+    named = set()
+    for node in ast.walk(ast.parse(inspect.getsource(seqkit.serve))):
+        function = getattr(node, "func", None)
+        if getattr(function, "id", None) == "SeqkitError":
+            texts = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        elif getattr(function, "id", None) in ("check_port", "read_text_config"):  # ..., `{argument}`
+            texts = [f"`{node.args[-1].value}`"]
+        elif isinstance(node, ast.FunctionDef):  # read_model_config(where="`model_config_file`")
+            texts = [d.value for d in node.args.defaults if isinstance(d, ast.Constant) and isinstance(d.value, str)]
+        else:
+            continue
+        named |= {m.group(1) for text in texts for m in ARGUMENT.finditer(text)}
+    assert {"port", "grpc_port", "policy", "max_concurrent", "model_config_file"} <= named
+    assert named <= set(inspect.signature(seqkit.serve.serve).parameters)
+    for command in ("serve", "model-server"):
+        options = {o for p in cli.invoked([command]).params for o in getattr(p, "opts", [])}
+        flags = cli.flags_of([command])
+        missing = {a for a in named if flags.get(a, "--" + a.replace("_", "-")) not in options}
+        assert missing == (set() if command == "serve" else {"policy", "op_allowlist", "metrics_path"}), command
+    assert {a: cli.flags_of(["serve"])[a] for a in ("port", "grpc_port", "policy", "max_concurrent")} == {
+        "port": "--port", "grpc_port": "--grpc-port", "policy": "--model-version-policy",
+        "max_concurrent": "--max-concurrent-per-model"}
+    assert {a: cli.flags_of(["model-server"])[a] for a in ("port", "grpc_port", "poll_seconds")} == {
+        "port": "--rest_api_port", "grpc_port": "--port", "poll_seconds": "--file_system_poll_wait_seconds"}
 
 
 # -- the op allowlist: SavedModels are programs -----------------------------------------------------------
