@@ -340,7 +340,7 @@ def test_evaluate_and_predict_agree_with_the_model(text_run):
     rows = reviews(200, seed=1)
     probabilities = []
     for text, _ in rows:
-        ids = [index.get(w, 1) for w in classify.tokenize([text], "word")[0]]
+        ids = [index.get(w, 1) for w in classify.split_texts([text], "word")[0]]
         probabilities.append(classify.softmax(model.predict_on_batch(np.array([ids])))[0])
     probabilities = np.array(probabilities)
     truth = np.array([labels.index(label) for _, label in rows])

@@ -19,7 +19,7 @@ import importlib
 
 _HOMES = {  # the names the tasks use -> the module that holds each
     "batches": ("bucket_count", "bucket_of", "bucketed_batches", "length_bounds", "pad_to", "padded_width",
-                "shuffled_batches", "split_indices", "token_batch_sizes"),
+                "ragged", "shuffled_batches", "split_indices", "token_batch_sizes"),
     "callbacks": ("StepLogger",),
     "loop": ("fit", "plan_run", "read_metrics", "run_limits", "train_run"),
     "schedules": ("OPTIMIZERS", "LinearWarmup", "learning_rate"),

@@ -24,6 +24,13 @@ def shuffled_batches(items, batch_size, seed, gather, shuffle=True):
     return pass_stream(one_pass, gather), per_pass
 
 
+def ragged(rows, dtype=np.int32):
+    """A ``tf.RaggedTensor`` ``(N, None[, D])`` holding each row (a sequence of ids, or of
+    ``D`` values per step) once, unpadded."""
+    values = np.concatenate([np.asarray(r, dtype=dtype) for r in rows]) if rows else np.zeros(0, dtype)
+    return tf.RaggedTensor.from_row_lengths(values, np.array([len(r) for r in rows], dtype=np.int64))
+
+
 def pass_order(items, seed, p):
     """Pass ``p``'s order of ``items``: their stateless shuffle seeded with ``(seed, p)``."""
     return tf.random.experimental.stateless_shuffle(items, seed=tf.stack([tf.cast(seed, tf.int64), p]))

@@ -32,30 +32,25 @@ def outputs_per_example(config):
 
 def tokenizer(tokens):
     """classify's ``seqkit.text.tokenize`` settings for ``tokens`` (char, word): words are lowercased.
-    Training (``tokenize``) and the exports read them here, so the two split text alike."""
+    Training (``split_texts``) and the exports read them here, so the two split text alike."""
     return {"kind": tokens, "lowercase": tokens == "word"}
 
 
-def tokenize(texts, tokens):
-    """The tokens of each text: characters, or lowercased words and punctuation marks."""
+def split_texts(texts, tokens):
+    """The ``tokens`` (char, word) of each text as classify reads them: characters, or lowercased
+    words and punctuation marks (``seqkit.text.tokenize.split`` with ``tokenizer(tokens)``)."""
     return split(texts, **tokenizer(tokens))
 
 
 def build_vocabulary(texts, config):
     """The ``max_vocab`` (0: all) most frequent tokens of the training texts (ties: sorted), in sorted order."""
-    counts = Counter(token for tokens in tokenize(texts, config.tokens) for token in tokens)
+    counts = Counter(token for tokens in split_texts(texts, config.tokens) for token in tokens)
     return Vocabulary.from_counts(counts, **VOCABULARY, kind=config.tokens, max_size=config.max_vocab, order="sorted")
 
 
 def load_vocabulary(run_dir, config):
     """The vocabulary of the run directory ``run_dir`` (None: a run that reads numbers)."""
     return Vocabulary.load(run_dir / rundir.VOCAB, **VOCABULARY, kind=config.tokens) if config.inputs == "text" else None
-
-
-def ragged(sequences, dtype):
-    """A ``tf.RaggedTensor`` ``(N, None[, D])`` holding each sequence once, unpadded."""
-    values = np.concatenate([np.asarray(s, dtype=dtype) for s in sequences])
-    return tf.RaggedTensor.from_row_lengths(values, np.array([len(s) for s in sequences], dtype=np.int64))
 
 
 def encode_inputs(examples, config, vocab):
@@ -69,11 +64,11 @@ def encode_inputs(examples, config, vocab):
         if examples.features != config.features:
             raise SeqkitError(f"{examples.source} has {examples.features} values per step but the model reads "
                               f"{config.features}; pass sequences of {config.features} values per step")
-        return ragged([s[:limit] for s in examples.x], np.float32), 0
-    rows = tokenize(examples.x, config.tokens)
+        return training.ragged([s[:limit] for s in examples.x], np.float32), 0
+    rows = split_texts(examples.x, config.tokens)
     ids = [vocab.encode(tokens[:limit], unknown="map") for tokens in rows]
     unknown = sum(row.count(vocab.unknown_id) for row in ids)
-    return ragged(ids, np.int32), unknown
+    return training.ragged(ids), unknown
 
 
 def encode_labels(labels, names, source):
@@ -103,7 +98,7 @@ def synthetic_data(config, split, n):
     """``(x, y)`` of ``n`` examples of the run's synthetic task, as model inputs and targets."""
     x, y = synthetic.examples(config.synthetic, n, config.length, config.seed, split, config.copy_length)
     y = y[:, None] if is_regression(config) else y  # regression targets (N, 1)
-    return ragged(list(x), np.float32), y
+    return training.ragged(list(x), np.float32), y
 
 
 def training_data(config, out, resume):

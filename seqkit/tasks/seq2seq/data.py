@@ -110,19 +110,13 @@ def encode_texts(texts, kind, vocab, unknown="map", what="input", first=1):
     return ids, missing
 
 
-def ragged(rows):
-    """A ``tf.RaggedTensor`` ``(N, None)`` of int32 ids."""
-    values = np.concatenate([np.asarray(r, dtype=np.int32) for r in rows]) if rows else np.zeros(0, np.int32)
-    return tf.RaggedTensor.from_row_lengths(values, np.array([len(r) for r in rows], dtype=np.int64))
-
-
 PairIds = namedtuple("PairIds", "source decoder_input labels")  # ragged (N, None) each
 
 
 def pair_ids(source_ids, target_ids):
     """Teacher forcing: the decoder reads ``<s> y`` and predicts ``y </s>``."""
-    return PairIds(ragged(source_ids), ragged([[START, *t] for t in target_ids]),
-                   ragged([[*t, END] for t in target_ids]))
+    return PairIds(training.ragged(source_ids), training.ragged([[START, *t] for t in target_ids]),
+                   training.ragged([[*t, END] for t in target_ids]))
 
 
 def take(data, indices):

@@ -47,7 +47,6 @@ from seqkit.decoding import check_sampler, choose
 from seqkit.errors import SeqkitError
 from seqkit.layers import ReverseTokens, SequenceAttention, recurrent_layer
 from seqkit.losses import SequenceCrossentropy
-from seqkit.tasks.seq2seq.data import ragged
 from seqkit.text.vocab import END, PAD, START
 
 BLOCKED = (PAD, START)  # ids a decoder never emits
@@ -304,7 +303,7 @@ def decode_ids(decoder, source_ids, decode="greedy", max_length=10, beam_width=5
     if decode == "beam":  # each input is beam_width rows of the decoder's batch
         batch_size = max(1, min(batch_size, MAX_HYPOTHESES // beam_width))
     for start in range(0, len(source_ids), batch_size):
-        source = ragged(source_ids[start : start + batch_size]).to_tensor(PAD)
+        source = training.ragged(source_ids[start : start + batch_size]).to_tensor(PAD)
         length = tf.constant(max_length, tf.int32)
         if decode == "beam":
             out = decoder.beam_search(source, length, tf.constant(beam_width, tf.int32),
