@@ -17,11 +17,31 @@ import warnings
 import click
 
 from seqkit import __version__
-from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_DEFAULTS, INPUT_KINDS, LR_SCHEDULES,
-                           MONITORS, OPTIMIZER_NAMES, POOLINGS, STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY,
-                           TOKENIZERS, CharLMConfig, ClassifyConfig)
-from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZERS, TARGET_TOKENIZERS, TASK_SEQ2SEQ,
-                           Seq2SeqConfig)
+from seqkit.config import (
+    ATTENTIONS,
+    CELL_NAMES,
+    CLASS_WEIGHTS,
+    DATA_FORMATS,
+    DECODERS,
+    INPUT_DEFAULTS,
+    INPUT_KINDS,
+    LR_SCHEDULES,
+    MONITORS,
+    OPTIMIZER_NAMES,
+    POOLINGS,
+    SEQ2SEQ_TASKS,
+    SOURCE_TOKENIZERS,
+    STRATEGIES,
+    SYNTHETIC_TASKS,
+    TARGET_TOKENIZERS,
+    TASK_CHAR_LM,
+    TASK_CLASSIFY,
+    TASK_SEQ2SEQ,
+    TOKENIZERS,
+    CharLMConfig,
+    ClassifyConfig,
+    Seq2SeqConfig,
+)
 from seqkit.errors import SeqkitError, SeqkitWarning, with_flags
 
 USER_ERRORS = (SeqkitError, ValueError, OSError)
@@ -391,10 +411,6 @@ def train_seq2seq(ctx, resume, **options):
                     f"{scores['token_error_rate']:.4f}" if scores else "")
 
 
-CHAR_LM_GENERATE = ("prime", "length", "num_samples", "xla")
-SEQ2SEQ_GENERATE = ("inputs", "decode", "beam_width", "length_penalty", "max_length", "n_best", "unknown")
-
-
 @cli.command()
 @click.argument("path", type=click.Path())
 @click.option("--prime", help="char-lm: text that warms the state [default: a newline, or, for a model "
@@ -421,8 +437,7 @@ SEQ2SEQ_GENERATE = ("inputs", "decode", "beam_width", "length_penalty", "max_len
 @click.option("--unknown", type=click.Choice(["error", "map"]), default="error", show_default=True,
               help="seq2seq: source tokens not in the vocabulary are an error, or read as <unk>.")
 @click.pass_context
-def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samples, xla, inputs, decode,
-             beam_width, length_penalty, max_length, n_best, unknown):
+def generate(ctx, path, **options):
     """Generate from a run: char-LM text (streams to stdout), or seq2seq outputs, one line per input.
 
     \b
@@ -430,52 +445,55 @@ def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samp
     seqkit generate runs/addition --input "535+61" --decode beam --beam-width 5
     cat sources.txt | seqkit generate runs/g2p
     """
-    from seqkit.training.rundir import load_config, run_dir_of
+    from seqkit import tasks
 
-    task = load_config(run_dir_of(path))["task"]
-    given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    misplaced = sorted(given & set(SEQ2SEQ_GENERATE if task != TASK_SEQ2SEQ else CHAR_LM_GENERATE))
-    if misplaced:
-        names = ", ".join(f"`{n}`" for n in misplaced)  # main prints each as its flag
-        verb = "does" if len(misplaced) == 1 else "do"
-        raise SeqkitError(f"{names} {verb} not apply to a {task} run; drop {'it' if verb == 'does' else 'them'}")
-    if task == TASK_SEQ2SEQ:
-        quiet_tensorflow()
-        from seqkit.tasks import seq2seq
-
-        def show(result):
-            if n_best == 1:
-                click.echo(result)
-                return
-            for text, score in result:
-                click.echo(f"{text}\t{score:.4f}")
-            click.echo()
-
-        from seqkit.io import stdin_lines
-
-        lines = stdin_lines() if not inputs else inputs
-        seq2seq.generate(path, lines, decode=decode, beam_width=beam_width, length_penalty=length_penalty,
-                         max_length=max_length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                         n_best=n_best, unknown=unknown, on_output=show)
-        return
+    task = tasks.run_task(path)
     quiet_tensorflow()
+    function = tasks.task_function(task, "generate", path)
+    given = {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    options, show = GENERATE_OUTPUTS[task](path, tasks.arguments(function, task, options, given))
+    show(function(path, **options))
+
+
+def texts_output(path, options):
+    """char-lm's ``generate`` on stdout: sample 0 streams, its prime first (the shell escapes in --prime
+    read, or the model's default prime); more samples print once drawn, each under a header.
+    Returns ``(options, show)``: the arguments with the prime and the stream, and what prints the result."""
     from seqkit.tasks import char_lm
 
-    prime = char_lm.default_prime(char_lm.vocabulary(path)) if prime is None else unescape(prime)
-    stream = None
-    if num_samples == 1:  # stream: the prime, then each chunk as it is sampled
-        pending = [prime]
+    prime = char_lm.default_prime(char_lm.vocabulary(path)) if options["prime"] is None else unescape(options["prime"])
+    if options["num_samples"] != 1:
+        def show(texts):
+            for i, text in enumerate(texts):
+                click.echo(f"--- sample {i + 1} ---\n{prime}{text}")
 
-        def stream(text):
-            click.echo(pending.pop() + text if pending else text, nl=False)
+        return {**options, "prime": prime}, show
+    pending = [prime]
 
-    texts = char_lm.generate(path, prime=prime, length=length, temperature=temperature, top_k=top_k,
-                             top_p=top_p, seed=seed, num_samples=num_samples, on_text=stream, xla=xla)
-    if num_samples == 1:
+    def stream(text):
+        click.echo(pending.pop() + text if pending else text, nl=False)
+
+    return {**options, "prime": prime, "on_text": stream}, lambda texts: click.echo()
+
+
+def decoded_output(path, options):
+    """seq2seq's ``generate`` on stdout: each input's output as its batch is decoded, one line (--n-best:
+    the hypotheses with their scores, then a blank line); the inputs are standard input's lines when
+    no --input is given. Returns ``(options, show)`` as ``texts_output``."""
+    from seqkit.io import stdin_lines
+
+    def on_output(result):
+        if options["n_best"] == 1:
+            click.echo(result)
+            return
+        for text, score in result:
+            click.echo(f"{text}\t{score:.4f}")
         click.echo()
-        return
-    for i, text in enumerate(texts):
-        click.echo(f"--- sample {i + 1} ---\n{prime}{text}")
+
+    return {**options, "inputs": options["inputs"] or stdin_lines(), "on_output": on_output}, lambda results: None
+
+
+GENERATE_OUTPUTS = {TASK_CHAR_LM: texts_output, TASK_SEQ2SEQ: decoded_output}
 
 
 @cli.command()
@@ -493,7 +511,7 @@ def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samp
               help="seq2seq --decode beam: α in log p / steps^α.")
 @click.option("--max-length", type=int, default=None,
               help="seq2seq: most output steps, </s> included [default: 2 x the longest training target + 2].")
-def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max_length):
+def evaluate(run_dir, data, **options):
     """Score a trained model on held-out data.
 
     char-lm: loss, bits/char, perplexity. classify: accuracy, macro-F1,
@@ -504,49 +522,64 @@ def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max
     synthetic task without --data: a fresh test set); scores and predictions
     are written to RUN_DIR/eval/.
     """
-    from seqkit.training.rundir import load_config, run_dir_of
+    from seqkit import tasks
 
-    task = load_config(run_dir_of(run_dir))["task"]
-    if task == TASK_SEQ2SEQ:
-        if len(data) > 1:
-            raise click.UsageError("a seq2seq run is scored on one --data pairs file; pass one")
-        quiet_tensorflow()
-        from seqkit.tasks import seq2seq
-
-        scores = seq2seq.evaluate(run_dir, data[0] if data else None, decode=decode, beam_width=beam_width,
-                                  length_penalty=length_penalty, max_length=max_length)
-        click.echo(f"exact match {scores['exact_match']:.4f}  token error rate {scores['token_error_rate']:.4f}"
-                   + (f"  BLEU {scores['bleu']:.2f}" if "bleu" in scores else "")
-                   + f"  over {scores['examples']:,} pairs ({decode} decoding)")
-        if "bleu" in scores:
-            click.echo(f"BLEU signature {scores['bleu_signature']} (sacrebleu, on the run's target tokens)")
-        if scores["unknown_tokens"]:
-            click.echo(f"{scores['unknown_tokens']} source tokens were not in the vocabulary (read as <unk>)")
-        click.echo("wrote " + ", ".join(scores["files"]))
-        return
-    if task == TASK_CLASSIFY:
-        if len(data) > 1:
-            raise click.UsageError("a classify run is scored on one --data file; pass one")
-        quiet_tensorflow()
-        from seqkit.tasks.classify.scores import format_scores
-        from seqkit.tasks import classify
-
-        scores = classify.evaluate(run_dir, data[0] if data else None, fmt=fmt)
-        click.echo(format_scores(scores), nl=False)
-        if scores.get("unknown_tokens"):
-            click.echo(f"{scores['unknown_tokens']} tokens were not in the vocabulary (scored as unknown)")
-        click.echo("wrote " + ", ".join(scores["files"]))
-        return
-    if not data:
-        raise click.UsageError("Missing option '--data': held-out text file(s) to score the char-lm run on")
+    task = tasks.run_task(run_dir)
     quiet_tensorflow()
-    from seqkit.tasks import char_lm
+    function = tasks.task_function(task, "evaluate", run_dir)
+    held_out, show = EVALUATE_OUTPUTS[task]
+    show(function(run_dir, held_out(task, data), **tasks.arguments(function, task, options)))
 
-    scores = char_lm.evaluate(run_dir, list(data), errors=errors)
+
+def text_files(task, data):
+    """char-lm's held-out data: the --data text files, one or more."""
+    if not data:
+        raise click.UsageError(f"Missing option '--data': held-out text file(s) to score the {task} run on")
+    return list(data)
+
+
+def one_file(noun):
+    """A task's held-out data as one --data ``noun`` (None without --data: its own test set, where it has one)."""
+
+    def held_out(task, data):
+        if len(data) > 1:
+            raise click.UsageError(f"a {task} run is scored on one --data {noun}; pass one")
+        return data[0] if data else None
+
+    return held_out
+
+
+def show_text_scores(scores):
     click.echo(
         f"loss {scores['loss']:.4f} nats/char  bpc {scores['bpc']:.4f}  perplexity {scores['perplexity']:.3f}  "
         f"over {scores['chars']:,} characters ({scores['unknown_chars']} unknown)"
     )
+
+
+def show_classify_scores(scores):
+    from seqkit.tasks.classify.scores import format_scores
+
+    click.echo(format_scores(scores), nl=False)
+    if scores.get("unknown_tokens"):
+        click.echo(f"{scores['unknown_tokens']} tokens were not in the vocabulary (scored as unknown)")
+    click.echo("wrote " + ", ".join(scores["files"]))
+
+
+def show_sequence_scores(scores):
+    click.echo(f"exact match {scores['exact_match']:.4f}  token error rate {scores['token_error_rate']:.4f}"
+               + (f"  BLEU {scores['bleu']:.2f}" if "bleu" in scores else "")
+               + f"  over {scores['examples']:,} pairs ({scores['decode']} decoding)")
+    if "bleu" in scores:
+        click.echo(f"BLEU signature {scores['bleu_signature']} (sacrebleu, on the run's target tokens)")
+    if scores["unknown_tokens"]:
+        click.echo(f"{scores['unknown_tokens']} source tokens were not in the vocabulary (read as <unk>)")
+    click.echo("wrote " + ", ".join(scores["files"]))
+
+
+# evaluate, per task: (how its --data is read, what prints its scores)
+EVALUATE_OUTPUTS = {TASK_CHAR_LM: (text_files, show_text_scores),
+                    TASK_CLASSIFY: (one_file("file"), show_classify_scores),
+                    TASK_SEQ2SEQ: (one_file("pairs file"), show_sequence_scores)}
 
 
 @cli.command()

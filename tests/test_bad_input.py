@@ -731,7 +731,7 @@ def test_out_of_memory_is_one_line(ws, error, capsys, monkeypatch):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[4,1000000000]\n"
                                                "\t [[{{node lstm/MatMul}}]]")
 
-    monkeypatch.setattr(char_lm, "generate", fail)
+    monkeypatch.setattr(char_lm.api, "generate", fail)  # the function the registry gives the CLI
     code, lines = run_main(ws, ["generate", RUN, "--length", "5"], capsys)
     assert code == 2 and len(lines) == 1, lines
     assert re.fullmatch(r"error: out of memory \((Unable to allocate 8.00 TiB|OOM when allocating tensor).*\); ask "
