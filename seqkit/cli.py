@@ -195,12 +195,37 @@ def shown(d, name):
         return ("on" if v else "off") if isinstance(v, bool) else str(v)
 
     text = value(INPUT_DEFAULTS["text"][name]) + TEXT_DEFAULT_NOTES.get(name, "")
-    return f"text: {text}; numbers, --task: {value(INPUT_DEFAULTS['numbers'][name])}"
+    return f"text: {text}; numbers, --synthetic: {value(INPUT_DEFAULTS['numbers'][name])}"
 
 
 def given_options(ctx):
     """Names of the options the user set: on the command line, in ``--config``, or from the environment."""
     return {name for name in ctx.params if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+
+
+def synthetic_options(tasks):
+    """--synthetic, and --task: its old name (hidden; it read as a run's task, char-lm / classify /
+    seq2seq), still taken by ``synthetic_given``."""
+    return [
+        click.option("--synthetic", type=click.Choice(tasks), default=None,
+                     help="A built-in synthetic task instead of --data."),
+        click.option("--task", "task_alias", type=click.Choice(tasks), default=None, hidden=True),
+    ]
+
+
+def synthetic_given(ctx, options):
+    """``given_options`` of a train command with --synthetic; a --task value (its deprecated name,
+    which warns) moved from ``options`` into ``options["synthetic"]``."""
+    given = given_options(ctx) - {"task_alias"}
+    value = options.pop("task_alias")
+    if value is None:
+        return given
+    if ctx.get_parameter_source("synthetic") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--task is the deprecated name of --synthetic; pass --synthetic alone", ctx)
+    warnings.warn(f"--task is deprecated: the option is now --synthetic; pass --synthetic {value}", SeqkitWarning,
+                  stacklevel=2)
+    options["synthetic"] = value
+    return given | {"synthetic"}
 
 
 def report_training(summary, scores="", model_scores=""):
@@ -287,9 +312,8 @@ def classify_options(f):
     options = [
         toml_defaults(ClassifyConfig),
         click.option("--data", default=d.data, help="Labelled training file: .csv, .tsv, .jsonl or .npz "
-                     "(see README). Or pass --task."),
-        click.option("--task", "synthetic", type=click.Choice(SYNTHETIC_TASKS), default=None,
-                     help="A built-in synthetic task instead of --data (TOML key: synthetic)."),
+                     "(see README). Or pass --synthetic."),
+        *synthetic_options(SYNTHETIC_TASKS),
         click.option("--format", type=click.Choice(DATA_FORMATS[:5]), default=d.format, show_default=True,
                      help="Format of --data (auto: from its extension)."),
         click.option("--text-column", default=d.text_column, show_default=True,
@@ -303,11 +327,11 @@ def classify_options(f):
                      help="Text: most frequent tokens kept."),
         click.option("--max-length", type=int, default=d.max_length, show_default=True,
                      help="Keep the first N steps of longer sequences (0: all)."),
-        click.option("--length", type=int, default=d.length, show_default=True, help="--task: sequence length T."),
+        click.option("--length", type=int, default=d.length, show_default=True, help="--synthetic: sequence length T."),
         click.option("--size", type=int, default=d.size, show_default=True,
-                     help="--task: examples generated for training + validation."),
+                     help="--synthetic: examples generated for training + validation."),
         click.option("--copy-length", type=int, default=d.copy_length, show_default=True,
-                     help="--task copy: symbols to recall."),
+                     help="--synthetic copy: symbols to recall."),
         *recurrent_options(d, "Hidden size per layer and direction."),
         click.option("--bidirectional/--no-bidirectional", default=d.bidirectional,
                      show_default=shown(d, "bidirectional")),
@@ -333,14 +357,14 @@ def train_classify(ctx, resume, **options):
 
     \b
     seqkit train classify --data reviews.csv --tokens word --out runs/reviews
-    seqkit train classify --task adding --length 150 --cell irnn --out runs/adding
+    seqkit train classify --synthetic adding --length 150 --cell irnn --out runs/adding
     """
+    given = synthetic_given(ctx, options)
     quiet_tensorflow()
     from seqkit.tasks import classify
 
     options["synthetic"] = options["synthetic"] or ""
-    summary = classify.train(ClassifyConfig(**options), resume=resume, verbose=progress_verbosity(),
-                             given=given_options(ctx))
+    summary = classify.train(ClassifyConfig(**options), resume=resume, verbose=progress_verbosity(), given=given)
     scores = summary["val_scores"]
     if scores and "mse" in scores:
         report_training(summary, model_scores=f"mse {scores['mse']:.4f} (baseline {scores['baseline_mse']:.4f})")
@@ -354,15 +378,14 @@ def seq2seq_options(f):
     options = [
         toml_defaults(Seq2SeqConfig),
         click.option("--data", default=d.data, help="Pairs file: one SOURCE<TAB>TARGET per line (UTF-8). "
-                     "Or pass --task."),
-        click.option("--task", "synthetic", type=click.Choice(SEQ2SEQ_TASKS), default=None,
-                     help="A built-in synthetic task instead of --data (TOML key: synthetic)."),
+                     "Or pass --synthetic."),
+        *synthetic_options(SEQ2SEQ_TASKS),
         click.option("--size", type=int, default=d.size, show_default=True,
-                     help="--task: pairs generated for training + validation."),
+                     help="--synthetic: pairs generated for training + validation."),
         click.option("--digits", type=int, default=d.digits, show_default=True,
-                     help="--task addition: most digits per operand."),
+                     help="--synthetic addition: most digits per operand."),
         click.option("--length", type=int, default=d.length, show_default=True,
-                     help="--task reverse: longest string."),
+                     help="--synthetic reverse: longest string."),
         click.option("--source-tokens", type=click.Choice(SOURCE_TOKENIZERS), default=d.source_tokens,
                      show_default=True, help="Source tokens: characters, or words and punctuation marks."),
         click.option("--target-tokens", type=click.Choice(TARGET_TOKENIZERS), default=d.target_tokens,
@@ -398,14 +421,14 @@ def train_seq2seq(ctx, resume, **options):
 
     \b
     seqkit train seq2seq --data pairs.tsv --target-tokens space --attention general --out runs/g2p
-    seqkit train seq2seq --task addition --attention dot --reverse-source --out runs/addition
+    seqkit train seq2seq --synthetic addition --attention dot --reverse-source --out runs/addition
     """
+    given = synthetic_given(ctx, options)
     quiet_tensorflow()
     from seqkit.tasks import seq2seq
 
     options["synthetic"] = options["synthetic"] or ""
-    summary = seq2seq.train(Seq2SeqConfig(**options), resume=resume, verbose=progress_verbosity(),
-                            given=given_options(ctx))
+    summary = seq2seq.train(Seq2SeqConfig(**options), resume=resume, verbose=progress_verbosity(), given=given)
     scores = summary["val_scores"]
     report_training(summary, model_scores=f"exact match {scores['exact_match']:.4f}, token error rate "
                     f"{scores['token_error_rate']:.4f}" if scores else "")
@@ -952,7 +975,7 @@ def invoked(argv):
 
 def flags_of(argv):
     """``{library argument: flag}`` of the command ``argv`` runs (``val_fraction: --val-fraction``,
-    ``synthetic: --task``, ``run_dir: RUN_DIR``), with each switch's two settings
+    ``inputs: --input``, ``run_dir: RUN_DIR``), with each switch's two settings
     (``bidirectional=False: --no-bidirectional``), for ``with_flags``; an argument the command
     does not take is written ``--argument-name``."""
     flags = {}
