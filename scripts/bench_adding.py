@@ -6,7 +6,7 @@ two input channels, values U(0, 1) and a marker with one 1 in each half of
 the sequence; the target is the sum of the two marked values. Predicting the
 mean gives MSE 2/12 = 0.167; a model beats that only by carrying a value
 across at least T/2 steps. Every cell gets the same budget (steps, batch,
-units, optimizer, clip norm) through `seqkit train classify --task adding`,
+units, optimizer, clip norm) through `seqkit train classify --synthetic adding`,
 once per learning rate in --lrs (no single rate suits every cell: IRNN
 diverges where LSTM needs it), and is scored on a fresh test set
 (`seqkit evaluate`). The first table shows each cell's best rate.

@@ -17,11 +17,31 @@ import warnings
 import click
 
 from seqkit import __version__
-from seqkit.config import (CELL_NAMES, CLASS_WEIGHTS, DATA_FORMATS, INPUT_DEFAULTS, INPUT_KINDS, LR_SCHEDULES,
-                           MONITORS, OPTIMIZER_NAMES, POOLINGS, STRATEGIES, SYNTHETIC_TASKS, TASK_CLASSIFY,
-                           TOKENIZERS, CharLMConfig, ClassifyConfig)
-from seqkit.config import (ATTENTIONS, DECODERS, SEQ2SEQ_TASKS, SOURCE_TOKENIZERS, TARGET_TOKENIZERS, TASK_SEQ2SEQ,
-                           Seq2SeqConfig)
+from seqkit.config import (
+    ATTENTIONS,
+    CELL_NAMES,
+    CLASS_WEIGHTS,
+    DATA_FORMATS,
+    DECODERS,
+    INPUT_DEFAULTS,
+    INPUT_KINDS,
+    LR_SCHEDULES,
+    MONITORS,
+    OPTIMIZER_NAMES,
+    POOLINGS,
+    SEQ2SEQ_TASKS,
+    SOURCE_TOKENIZERS,
+    STRATEGIES,
+    SYNTHETIC_TASKS,
+    TARGET_TOKENIZERS,
+    TASK_CHAR_LM,
+    TASK_CLASSIFY,
+    TASK_SEQ2SEQ,
+    TOKENIZERS,
+    CharLMConfig,
+    ClassifyConfig,
+    Seq2SeqConfig,
+)
 from seqkit.errors import SeqkitError, SeqkitWarning, with_flags
 
 USER_ERRORS = (SeqkitError, ValueError, OSError)
@@ -175,12 +195,37 @@ def shown(d, name):
         return ("on" if v else "off") if isinstance(v, bool) else str(v)
 
     text = value(INPUT_DEFAULTS["text"][name]) + TEXT_DEFAULT_NOTES.get(name, "")
-    return f"text: {text}; numbers, --task: {value(INPUT_DEFAULTS['numbers'][name])}"
+    return f"text: {text}; numbers, --synthetic: {value(INPUT_DEFAULTS['numbers'][name])}"
 
 
 def given_options(ctx):
     """Names of the options the user set: on the command line, in ``--config``, or from the environment."""
     return {name for name in ctx.params if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+
+
+def synthetic_options(tasks):
+    """--synthetic, and --task: its old name (hidden; it read as a run's task, char-lm / classify /
+    seq2seq), still taken by ``synthetic_given``."""
+    return [
+        click.option("--synthetic", type=click.Choice(tasks), default=None,
+                     help="A built-in synthetic task instead of --data."),
+        click.option("--task", "task_alias", type=click.Choice(tasks), default=None, hidden=True),
+    ]
+
+
+def synthetic_given(ctx, options):
+    """``given_options`` of a train command with --synthetic; a --task value (its deprecated name,
+    which warns) moved from ``options`` into ``options["synthetic"]``."""
+    given = given_options(ctx) - {"task_alias"}
+    value = options.pop("task_alias")
+    if value is None:
+        return given
+    if ctx.get_parameter_source("synthetic") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--task is the deprecated name of --synthetic; pass --synthetic alone", ctx)
+    warnings.warn(f"--task is deprecated: the option is now --synthetic; pass --synthetic {value}", SeqkitWarning,
+                  stacklevel=2)
+    options["synthetic"] = value
+    return given | {"synthetic"}
 
 
 def report_training(summary, scores="", model_scores=""):
@@ -267,9 +312,8 @@ def classify_options(f):
     options = [
         toml_defaults(ClassifyConfig),
         click.option("--data", default=d.data, help="Labelled training file: .csv, .tsv, .jsonl or .npz "
-                     "(see README). Or pass --task."),
-        click.option("--task", "synthetic", type=click.Choice(SYNTHETIC_TASKS), default=None,
-                     help="A built-in synthetic task instead of --data (TOML key: synthetic)."),
+                     "(see README). Or pass --synthetic."),
+        *synthetic_options(SYNTHETIC_TASKS),
         click.option("--format", type=click.Choice(DATA_FORMATS[:5]), default=d.format, show_default=True,
                      help="Format of --data (auto: from its extension)."),
         click.option("--text-column", default=d.text_column, show_default=True,
@@ -283,11 +327,11 @@ def classify_options(f):
                      help="Text: most frequent tokens kept."),
         click.option("--max-length", type=int, default=d.max_length, show_default=True,
                      help="Keep the first N steps of longer sequences (0: all)."),
-        click.option("--length", type=int, default=d.length, show_default=True, help="--task: sequence length T."),
+        click.option("--length", type=int, default=d.length, show_default=True, help="--synthetic: sequence length T."),
         click.option("--size", type=int, default=d.size, show_default=True,
-                     help="--task: examples generated for training + validation."),
+                     help="--synthetic: examples generated for training + validation."),
         click.option("--copy-length", type=int, default=d.copy_length, show_default=True,
-                     help="--task copy: symbols to recall."),
+                     help="--synthetic copy: symbols to recall."),
         *recurrent_options(d, "Hidden size per layer and direction."),
         click.option("--bidirectional/--no-bidirectional", default=d.bidirectional,
                      show_default=shown(d, "bidirectional")),
@@ -313,14 +357,14 @@ def train_classify(ctx, resume, **options):
 
     \b
     seqkit train classify --data reviews.csv --tokens word --out runs/reviews
-    seqkit train classify --task adding --length 150 --cell irnn --out runs/adding
+    seqkit train classify --synthetic adding --length 150 --cell irnn --out runs/adding
     """
+    given = synthetic_given(ctx, options)
     quiet_tensorflow()
     from seqkit.tasks import classify
 
     options["synthetic"] = options["synthetic"] or ""
-    summary = classify.train(ClassifyConfig(**options), resume=resume, verbose=progress_verbosity(),
-                             given=given_options(ctx))
+    summary = classify.train(ClassifyConfig(**options), resume=resume, verbose=progress_verbosity(), given=given)
     scores = summary["val_scores"]
     if scores and "mse" in scores:
         report_training(summary, model_scores=f"mse {scores['mse']:.4f} (baseline {scores['baseline_mse']:.4f})")
@@ -334,15 +378,14 @@ def seq2seq_options(f):
     options = [
         toml_defaults(Seq2SeqConfig),
         click.option("--data", default=d.data, help="Pairs file: one SOURCE<TAB>TARGET per line (UTF-8). "
-                     "Or pass --task."),
-        click.option("--task", "synthetic", type=click.Choice(SEQ2SEQ_TASKS), default=None,
-                     help="A built-in synthetic task instead of --data (TOML key: synthetic)."),
+                     "Or pass --synthetic."),
+        *synthetic_options(SEQ2SEQ_TASKS),
         click.option("--size", type=int, default=d.size, show_default=True,
-                     help="--task: pairs generated for training + validation."),
+                     help="--synthetic: pairs generated for training + validation."),
         click.option("--digits", type=int, default=d.digits, show_default=True,
-                     help="--task addition: most digits per operand."),
+                     help="--synthetic addition: most digits per operand."),
         click.option("--length", type=int, default=d.length, show_default=True,
-                     help="--task reverse: longest string."),
+                     help="--synthetic reverse: longest string."),
         click.option("--source-tokens", type=click.Choice(SOURCE_TOKENIZERS), default=d.source_tokens,
                      show_default=True, help="Source tokens: characters, or words and punctuation marks."),
         click.option("--target-tokens", type=click.Choice(TARGET_TOKENIZERS), default=d.target_tokens,
@@ -378,21 +421,17 @@ def train_seq2seq(ctx, resume, **options):
 
     \b
     seqkit train seq2seq --data pairs.tsv --target-tokens space --attention general --out runs/g2p
-    seqkit train seq2seq --task addition --attention dot --reverse-source --out runs/addition
+    seqkit train seq2seq --synthetic addition --attention dot --reverse-source --out runs/addition
     """
+    given = synthetic_given(ctx, options)
     quiet_tensorflow()
     from seqkit.tasks import seq2seq
 
     options["synthetic"] = options["synthetic"] or ""
-    summary = seq2seq.train(Seq2SeqConfig(**options), resume=resume, verbose=progress_verbosity(),
-                            given=given_options(ctx))
+    summary = seq2seq.train(Seq2SeqConfig(**options), resume=resume, verbose=progress_verbosity(), given=given)
     scores = summary["val_scores"]
     report_training(summary, model_scores=f"exact match {scores['exact_match']:.4f}, token error rate "
                     f"{scores['token_error_rate']:.4f}" if scores else "")
-
-
-CHAR_LM_GENERATE = ("prime", "length", "num_samples", "xla")
-SEQ2SEQ_GENERATE = ("inputs", "decode", "beam_width", "length_penalty", "max_length", "n_best", "unknown")
 
 
 @cli.command()
@@ -421,8 +460,7 @@ SEQ2SEQ_GENERATE = ("inputs", "decode", "beam_width", "length_penalty", "max_len
 @click.option("--unknown", type=click.Choice(["error", "map"]), default="error", show_default=True,
               help="seq2seq: source tokens not in the vocabulary are an error, or read as <unk>.")
 @click.pass_context
-def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samples, xla, inputs, decode,
-             beam_width, length_penalty, max_length, n_best, unknown):
+def generate(ctx, path, **options):
     """Generate from a run: char-LM text (streams to stdout), or seq2seq outputs, one line per input.
 
     \b
@@ -430,52 +468,55 @@ def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samp
     seqkit generate runs/addition --input "535+61" --decode beam --beam-width 5
     cat sources.txt | seqkit generate runs/g2p
     """
-    from seqkit.training.rundir import load_config, run_dir_of
+    from seqkit import tasks
 
-    task = load_config(run_dir_of(path))["task"]
-    given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    misplaced = sorted(given & set(SEQ2SEQ_GENERATE if task != TASK_SEQ2SEQ else CHAR_LM_GENERATE))
-    if misplaced:
-        names = ", ".join(f"`{n}`" for n in misplaced)  # main prints each as its flag
-        verb = "does" if len(misplaced) == 1 else "do"
-        raise SeqkitError(f"{names} {verb} not apply to a {task} run; drop {'it' if verb == 'does' else 'them'}")
-    if task == TASK_SEQ2SEQ:
-        quiet_tensorflow()
-        from seqkit.tasks import seq2seq
-
-        def show(result):
-            if n_best == 1:
-                click.echo(result)
-                return
-            for text, score in result:
-                click.echo(f"{text}\t{score:.4f}")
-            click.echo()
-
-        from seqkit.io import stdin_lines
-
-        lines = stdin_lines() if not inputs else inputs
-        seq2seq.generate(path, lines, decode=decode, beam_width=beam_width, length_penalty=length_penalty,
-                         max_length=max_length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                         n_best=n_best, unknown=unknown, on_output=show)
-        return
+    task = tasks.run_task(path)
     quiet_tensorflow()
+    function = tasks.task_function(task, "generate", path)
+    given = {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    options, show = GENERATE_OUTPUTS[task](path, tasks.arguments(function, task, options, given))
+    show(function(path, **options))
+
+
+def texts_output(path, options):
+    """char-lm's ``generate`` on stdout: sample 0 streams, its prime first (the shell escapes in --prime
+    read, or the model's default prime); more samples print once drawn, each under a header.
+    Returns ``(options, show)``: the arguments with the prime and the stream, and what prints the result."""
     from seqkit.tasks import char_lm
 
-    prime = char_lm.default_prime(char_lm.vocabulary(path)) if prime is None else unescape(prime)
-    stream = None
-    if num_samples == 1:  # stream: the prime, then each chunk as it is sampled
-        pending = [prime]
+    prime = char_lm.default_prime(char_lm.vocabulary(path)) if options["prime"] is None else unescape(options["prime"])
+    if options["num_samples"] != 1:
+        def show(texts):
+            for i, text in enumerate(texts):
+                click.echo(f"--- sample {i + 1} ---\n{prime}{text}")
 
-        def stream(text):
-            click.echo(pending.pop() + text if pending else text, nl=False)
+        return {**options, "prime": prime}, show
+    pending = [prime]
 
-    texts = char_lm.generate(path, prime=prime, length=length, temperature=temperature, top_k=top_k,
-                             top_p=top_p, seed=seed, num_samples=num_samples, on_text=stream, xla=xla)
-    if num_samples == 1:
+    def stream(text):
+        click.echo(pending.pop() + text if pending else text, nl=False)
+
+    return {**options, "prime": prime, "on_text": stream}, lambda texts: click.echo()
+
+
+def decoded_output(path, options):
+    """seq2seq's ``generate`` on stdout: each input's output as its batch is decoded, one line (--n-best:
+    the hypotheses with their scores, then a blank line); the inputs are standard input's lines when
+    no --input is given. Returns ``(options, show)`` as ``texts_output``."""
+    from seqkit.io import stdin_lines
+
+    def on_output(result):
+        if options["n_best"] == 1:
+            click.echo(result)
+            return
+        for text, score in result:
+            click.echo(f"{text}\t{score:.4f}")
         click.echo()
-        return
-    for i, text in enumerate(texts):
-        click.echo(f"--- sample {i + 1} ---\n{prime}{text}")
+
+    return {**options, "inputs": options["inputs"] or stdin_lines(), "on_output": on_output}, lambda results: None
+
+
+GENERATE_OUTPUTS = {TASK_CHAR_LM: texts_output, TASK_SEQ2SEQ: decoded_output}
 
 
 @cli.command()
@@ -493,7 +534,7 @@ def generate(ctx, path, prime, length, temperature, top_k, top_p, seed, num_samp
               help="seq2seq --decode beam: α in log p / steps^α.")
 @click.option("--max-length", type=int, default=None,
               help="seq2seq: most output steps, </s> included [default: 2 x the longest training target + 2].")
-def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max_length):
+def evaluate(run_dir, data, **options):
     """Score a trained model on held-out data.
 
     char-lm: loss, bits/char, perplexity. classify: accuracy, macro-F1,
@@ -504,49 +545,64 @@ def evaluate(run_dir, data, errors, fmt, decode, beam_width, length_penalty, max
     synthetic task without --data: a fresh test set); scores and predictions
     are written to RUN_DIR/eval/.
     """
-    from seqkit.training.rundir import load_config, run_dir_of
+    from seqkit import tasks
 
-    task = load_config(run_dir_of(run_dir))["task"]
-    if task == TASK_SEQ2SEQ:
-        if len(data) > 1:
-            raise click.UsageError("a seq2seq run is scored on one --data pairs file; pass one")
-        quiet_tensorflow()
-        from seqkit.tasks import seq2seq
-
-        scores = seq2seq.evaluate(run_dir, data[0] if data else None, decode=decode, beam_width=beam_width,
-                                  length_penalty=length_penalty, max_length=max_length)
-        click.echo(f"exact match {scores['exact_match']:.4f}  token error rate {scores['token_error_rate']:.4f}"
-                   + (f"  BLEU {scores['bleu']:.2f}" if "bleu" in scores else "")
-                   + f"  over {scores['examples']:,} pairs ({decode} decoding)")
-        if "bleu" in scores:
-            click.echo(f"BLEU signature {scores['bleu_signature']} (sacrebleu, on the run's target tokens)")
-        if scores["unknown_tokens"]:
-            click.echo(f"{scores['unknown_tokens']} source tokens were not in the vocabulary (read as <unk>)")
-        click.echo("wrote " + ", ".join(scores["files"]))
-        return
-    if task == TASK_CLASSIFY:
-        if len(data) > 1:
-            raise click.UsageError("a classify run is scored on one --data file; pass one")
-        quiet_tensorflow()
-        from seqkit.tasks.classify.scores import format_scores
-        from seqkit.tasks import classify
-
-        scores = classify.evaluate(run_dir, data[0] if data else None, fmt=fmt)
-        click.echo(format_scores(scores), nl=False)
-        if scores.get("unknown_tokens"):
-            click.echo(f"{scores['unknown_tokens']} tokens were not in the vocabulary (scored as unknown)")
-        click.echo("wrote " + ", ".join(scores["files"]))
-        return
-    if not data:
-        raise click.UsageError("Missing option '--data': held-out text file(s) to score the char-lm run on")
+    task = tasks.run_task(run_dir)
     quiet_tensorflow()
-    from seqkit.tasks import char_lm
+    function = tasks.task_function(task, "evaluate", run_dir)
+    held_out, show = EVALUATE_OUTPUTS[task]
+    show(function(run_dir, held_out(task, data), **tasks.arguments(function, task, options)))
 
-    scores = char_lm.evaluate(run_dir, list(data), errors=errors)
+
+def text_files(task, data):
+    """char-lm's held-out data: the --data text files, one or more."""
+    if not data:
+        raise click.UsageError(f"Missing option '--data': held-out text file(s) to score the {task} run on")
+    return list(data)
+
+
+def one_file(noun):
+    """A task's held-out data as one --data ``noun`` (None without --data: its own test set, where it has one)."""
+
+    def held_out(task, data):
+        if len(data) > 1:
+            raise click.UsageError(f"a {task} run is scored on one --data {noun}; pass one")
+        return data[0] if data else None
+
+    return held_out
+
+
+def show_text_scores(scores):
     click.echo(
         f"loss {scores['loss']:.4f} nats/char  bpc {scores['bpc']:.4f}  perplexity {scores['perplexity']:.3f}  "
         f"over {scores['chars']:,} characters ({scores['unknown_chars']} unknown)"
     )
+
+
+def show_classify_scores(scores):
+    from seqkit.tasks.classify.scores import format_scores
+
+    click.echo(format_scores(scores), nl=False)
+    if scores.get("unknown_tokens"):
+        click.echo(f"{scores['unknown_tokens']} tokens were not in the vocabulary (scored as unknown)")
+    click.echo("wrote " + ", ".join(scores["files"]))
+
+
+def show_sequence_scores(scores):
+    click.echo(f"exact match {scores['exact_match']:.4f}  token error rate {scores['token_error_rate']:.4f}"
+               + (f"  BLEU {scores['bleu']:.2f}" if "bleu" in scores else "")
+               + f"  over {scores['examples']:,} pairs ({scores['decode']} decoding)")
+    if "bleu" in scores:
+        click.echo(f"BLEU signature {scores['bleu_signature']} (sacrebleu, on the run's target tokens)")
+    if scores["unknown_tokens"]:
+        click.echo(f"{scores['unknown_tokens']} source tokens were not in the vocabulary (read as <unk>)")
+    click.echo("wrote " + ", ".join(scores["files"]))
+
+
+# evaluate, per task: (how its --data is read, what prints its scores)
+EVALUATE_OUTPUTS = {TASK_CHAR_LM: (text_files, show_text_scores),
+                    TASK_CLASSIFY: (one_file("file"), show_classify_scores),
+                    TASK_SEQ2SEQ: (one_file("pairs file"), show_sequence_scores)}
 
 
 @cli.command()
@@ -921,7 +977,7 @@ def invoked(argv):
 
 def flags_of(argv):
     """``{library argument: flag}`` of the command ``argv`` runs (``val_fraction: --val-fraction``,
-    ``synthetic: --task``, ``run_dir: RUN_DIR``), with each switch's two settings
+    ``inputs: --input``, ``run_dir: RUN_DIR``), with each switch's two settings
     (``bidirectional=False: --no-bidirectional``), for ``with_flags``; an argument the command
     does not take is written ``--argument-name``."""
     flags = {}

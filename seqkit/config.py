@@ -70,7 +70,7 @@ UNRESOLVED = {"seed": -1, "inputs": "auto", "features": 0, "max_target_length": 
 
 
 def check_data_or_task(config, tasks, data_kind):
-    """Exactly one of ``data`` and ``synthetic`` (the CLI's --task), and a known task."""
+    """Exactly one of ``data`` and ``synthetic`` (the CLI's --synthetic), and a known task."""
     if config.synthetic and config.synthetic not in tasks:
         raise SeqkitError(f"unknown `synthetic` {config.synthetic!r}; choose one of {', '.join(tasks)}")
     if bool(config.data) == bool(config.synthetic):
@@ -242,7 +242,7 @@ class ClassifyConfig:
     max_vocab: int = 20_000  # text: most frequent tokens kept, the rest map to the unknown symbol
     max_length: int = 0  # keep the first N steps of longer sequences (0: keep all)
     features: int = 0  # numbers: values per time step (set from the data)
-    synthetic: str = ""  # built-in task instead of data (CLI --task): adding, copy or parity
+    synthetic: str = ""  # built-in task instead of data (CLI --synthetic): adding, copy or parity
     length: int = 100  # synthetic: sequence length T
     size: int = 10_000  # synthetic: examples generated for training + validation
     copy_length: int = 5  # copy: symbols to remember and recall
@@ -332,7 +332,7 @@ class Seq2SeqConfig:
 
     task: str = TASK_SEQ2SEQ
     data: str = ""  # pairs file, one SOURCE<TAB>TARGET per line (empty: a synthetic task)
-    synthetic: str = ""  # built-in task instead of data (CLI --task): addition, reverse or dates
+    synthetic: str = ""  # built-in task instead of data (CLI --synthetic): addition, reverse or dates
     size: int = 50_000  # synthetic: examples generated for training + validation
     digits: int = 3  # addition: most digits per operand
     length: int = 10  # reverse: longest string

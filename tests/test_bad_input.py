@@ -216,9 +216,9 @@ CASES = [
      r"--steps must be at most 2,147,483,647"),
     ("units beyond int32", [*TRAIN, "--data", "{ws}/corpus.txt", "--units", str(2**40)],
      r"--units must be at most 2,147,483,647"),
-    ("classify seed beyond 64 bits", ["train", "classify", "--task", "parity", "--seed", str(2**70), "--out", NEW],
+    ("classify seed beyond 64 bits", ["train", "classify", "--synthetic", "parity", "--seed", str(2**70), "--out", NEW],
      r"--seed must be an integer in \[0, "),
-    ("seq2seq batch size beyond int32", ["train", "seq2seq", "--task", "reverse", "--batch-size", str(2**31),
+    ("seq2seq batch size beyond int32", ["train", "seq2seq", "--synthetic", "reverse", "--batch-size", str(2**31),
                                          "--out", NEW], r"--batch-size must be at most 2,147,483,647"),
     # honest messages: what is wrong with a path, and what to do
     ("character device as --data", [*TRAIN, "--data", "/dev/zero"],
@@ -250,20 +250,21 @@ CASES = [
     ("zero layers", [*TRAIN, "--data", "{ws}/corpus.txt", "--layers", "0"], r"--layers must be a positive integer"),
     ("unknown decoding errors mode", [*TRAIN, "--errors", "ignore"], r"Invalid value for '--errors': 'ignore'"),
     ("non-integer units", [*TRAIN, "--units", "1e3"], r"Invalid value for '--units': '1e3' is not a valid integer"),
-    ("both data and task", ["train", "classify", "--data", "{ws}/reviews.csv", "--task", "adding", "--out", NEW],
+    ("both data and task", ["train", "classify", "--data", "{ws}/reviews.csv", "--synthetic", "adding", "--out", NEW],
      r"pass either --data FILE .* not both"),
     ("neither data nor task", ["train", "classify", "--out", NEW], r"pass either --data FILE .* not neither"),
-    ("copy task shorter than its symbols", ["train", "classify", "--task", "copy", "--length", "3", "--copy-length",
-                                            "5", "--out", NEW], r"--length \(3\) must exceed --copy-length \(5\)"),
-    ("class weights on a regression task", ["train", "classify", "--task", "adding", "--class-weight", "balanced",
+    ("copy task shorter than its symbols", ["train", "classify", "--synthetic", "copy", "--length", "3",
+                                            "--copy-length", "5", "--out", NEW],
+     r"--length \(3\) must exceed --copy-length \(5\)"),
+    ("class weights on a regression task", ["train", "classify", "--synthetic", "adding", "--class-weight", "balanced",
                                             "--out", NEW], r"--class-weight applies to single-label classification"),
     ("unlabelled lines as training data", ["train", "classify", "--data", "{ws}/corpus.txt", "--out", NEW],
      r"has no labels \(lines holds inputs only\)"),
     ("unknown file extension", ["train", "classify", "--data", "{ws}/data.xyz", "--out", NEW],
      r"cannot tell the format of .*data.xyz from its extension; pass --format"),
-    ("dot attention with a bidirectional encoder", ["train", "seq2seq", "--task", "reverse", "--attention", "dot",
+    ("dot attention with a bidirectional encoder", ["train", "seq2seq", "--synthetic", "reverse", "--attention", "dot",
                                                     "--bidirectional", "--out", NEW], r"--attention dot needs"),
-    ("zero digits", ["train", "seq2seq", "--task", "addition", "--digits", "0", "--out", NEW],
+    ("zero digits", ["train", "seq2seq", "--synthetic", "addition", "--digits", "0", "--out", NEW],
      r"--digits must be a positive integer"),
     ("predict with a char-lm run", ["predict", RUN, "--input", "{ws}/reviews.csv"], r"is a char-lm run, not a classify"),
     ("predict with an unknown extension", ["predict", "{ws}/classify", "--input", "{ws}/data.xyz"],
@@ -728,7 +729,7 @@ def test_out_of_memory_is_one_line(ws, error, capsys, monkeypatch):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[4,1000000000]\n"
                                                "\t [[{{node lstm/MatMul}}]]")
 
-    monkeypatch.setattr(char_lm, "generate", fail)
+    monkeypatch.setattr(char_lm.api, "generate", fail)  # the function the registry gives the CLI
     code, lines = run_main(ws, ["generate", RUN, "--length", "5"], capsys)
     assert code == 2 and len(lines) == 1, lines
     assert re.fullmatch(r"error: out of memory \((Unable to allocate 8.00 TiB|OOM when allocating tensor).*\); ask "
@@ -759,19 +760,20 @@ def test_export_to_a_full_disk_is_one_line_and_leaves_no_partial_model(ws, tmp_p
 
 def test_the_cli_names_the_library_arguments_as_its_flags(capsys, tmp_path):
     """Oracle: the same error through the API (argument names) and through the CLI (flags),
-    including arguments whose flag is not their name (synthetic: --task)."""
-    assert with_flags("pass `data` or `synthetic`; `val_fraction` too", {"synthetic": "--task"}) == \
-        "pass --data or --task; --val-fraction too"
-    code, _, err = run_cli_out(tmp_path, ["train", "classify", "--task", "adding", "--data", str(tmp_path / "x.csv"),
-                                          "--out", str(tmp_path / "run")], capsys)
-    assert code == 2 and "pass either --data FILE" in err and "or --task adding|copy|parity" in err and "`" not in err
+    including arguments whose flag is not their name (inputs: --input)."""
+    assert with_flags("pass `data` or `synthetic`; `inputs`, `val_fraction` too", {"inputs": "--input"}) == \
+        "pass --data or --synthetic; --input, --val-fraction too"
+    code, _, err = run_cli_out(tmp_path, ["train", "classify", "--synthetic", "adding", "--data",
+                                          str(tmp_path / "x.csv"), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "pass either --data FILE" in err and "or --synthetic adding|copy|parity" in err
+    assert "`" not in err
     assert not (tmp_path / "run").exists()
 
 
 def test_a_setting_is_its_flags_in_the_cli_and_its_argument_in_the_api():
     """Oracle: known answers for with_flags on the settings the resume and --init-from errors print."""
     flags = {"bidirectional": "--bidirectional", "bidirectional=True": "--bidirectional",
-             "bidirectional=False": "--no-bidirectional", "synthetic": "--task"}
+             "bidirectional=False": "--no-bidirectional", "synthetic": "--synthetic"}
     message = "`bidirectional=False` (the run's: `bidirectional=True`), `units=16` (the run's: 8), `synthetic='copy'`"
     assert with_flags(message, flags) == ("--no-bidirectional (the run's: --bidirectional), --units 16 (the run's: 8), "
-                                          "--task 'copy'")
+                                          "--synthetic 'copy'")

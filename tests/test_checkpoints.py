@@ -33,9 +33,9 @@ REVERSE = dict(synthetic="reverse", length=4, size=64, units=8, batch_size=16, s
 CLI_TASKS = {
     "char-lm": ["--data", "{corpus}", "--units", 8, "--layers", 1, "--embedding-dim", 4, "--seq-len", 16,
                 "--batch-size", 8, "--steps-per-epoch", 3, "--seed", 0],
-    "classify": ["--task", "parity", "--length", 6, "--size", 96, "--units", 8, "--batch-size", 16,
+    "classify": ["--synthetic", "parity", "--length", 6, "--size", 96, "--units", 8, "--batch-size", 16,
                  "--steps-per-epoch", 2, "--seed", 0],
-    "seq2seq": ["--task", "reverse", "--length", 4, "--size", 64, "--units", 8, "--batch-size", 16,
+    "seq2seq": ["--synthetic", "reverse", "--length", 4, "--size", 64, "--units", 8, "--batch-size", 16,
                 "--steps-per-epoch", 2, "--val-decode", 8, "--seed", 0],
 }
 
@@ -228,7 +228,7 @@ def test_bad_monitor_is_a_one_line_error(tmp_path, capsys):
          r"Invalid value for '--monitor': 'val_exact_match' is not one of 'val_loss', 'val_accuracy'"),
         (base("classify") + ["--monitor", "val_accuracy", "--val-fraction", 0],
          r"--monitor val_accuracy is a validation metric, and --val-fraction 0 leaves no validation split"),
-        (["train", "classify", "--task", "adding", "--monitor", "val_accuracy", "--out", tmp_path / "run"],
+        (["train", "classify", "--synthetic", "adding", "--monitor", "val_accuracy", "--out", tmp_path / "run"],
          r"--monitor val_accuracy needs classes, and the adding problem is a regression"),
         (base("seq2seq") + ["--monitor", "val_exact_match", "--val-decode", 0],
          r"--monitor val_exact_match is measured on --val-decode pairs, and --val-decode 0 turns it off"),

@@ -487,16 +487,16 @@ def test_cli_train_evaluate_predict_text(tmp_path, capsys, monkeypatch):
 
 def test_cli_synthetic_tasks(tmp_path, capsys):
     out = tmp_path / "adding"
-    code, stdout, err = run_cli(["train", "classify", "--task", "adding", "--length", 12, "--size", 300, "--units", 8,
-                                 "--steps", 4, "--seed", 0, "--out", out], capsys)
+    code, stdout, err = run_cli(["train", "classify", "--synthetic", "adding", "--length", 12, "--size", 300,
+                                 "--units", 8, "--steps", 4, "--seed", 0, "--out", out], capsys)
     assert code == 0, err
     assert re.search(r"trained 4 steps: .* \(last epoch\); run directory", stdout), stdout
     assert re.search(r"model.keras on the validation split: mse \d\.\d{4} \(baseline 0\.1\d{3}\)", stdout), stdout
     code, stdout, err = run_cli(["evaluate", out], capsys)
     assert code == 0 and re.search(r"baseline mse 0\.1\d{3} \(predicting the mean\)\s+over 2,000 examples", stdout)
     out = tmp_path / "copy"
-    code, stdout, err = run_cli(["train", "classify", "--task", "copy", "--length", 8, "--copy-length", 3, "--size",
-                                 200, "--units", 8, "--steps", 3, "--seed", 0, "--out", out], capsys)
+    code, stdout, err = run_cli(["train", "classify", "--synthetic", "copy", "--length", 8, "--copy-length", 3,
+                                 "--size", 200, "--units", 8, "--steps", 3, "--seed", 0, "--out", out], capsys)
     assert code == 0, err
     code, stdout, err = run_cli(["evaluate", out], capsys)
     assert code == 0 and "over 6,000 symbols  (whole sequences right:" in stdout
@@ -505,6 +505,25 @@ def test_cli_synthetic_tasks(tmp_path, capsys):
     code, stdout, err = run_cli(["predict", out, "--input", tmp_path / "copy.npy"], capsys)
     rows = [json.loads(line) for line in stdout.splitlines()]
     assert code == 0 and len(rows) == 2 and all(len(r["label"]) == 3 and len(r["probabilities"]) == 3 for r in rows)
+
+
+def test_cli_task_is_the_deprecated_name_of_synthetic(tmp_path, capsys):
+    """--task, --synthetic's name before it, still trains the synthetic task, with one warning line naming
+    --synthetic; with --synthetic too it is refused. Oracle: the run's config.json and the known lines."""
+    out = tmp_path / "parity"
+    code, _, err = run_cli(["train", "classify", "--task", "parity", "--length", 6, "--size", 64, "--units", 8,
+                            "--batch-size", 16, "--steps", 2, "--seed", 0, "--out", out], capsys)
+    assert code == 0, err
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [
+        "warning: --task is deprecated: the option is now --synthetic; pass --synthetic parity"]
+    assert json.loads((out / "config.json").read_text())["synthetic"] == "parity"
+    code, _, err = run_cli(["train", "classify", "--task", "parity", "--synthetic", "copy", "--out", tmp_path / "both"],
+                           capsys)
+    both = "error: --task is the deprecated name of --synthetic; pass --synthetic alone; see 'seqkit train classify --help'"
+    assert code == 2 and err.splitlines() == [both]
+    assert not (tmp_path / "both").exists()
+    code, stdout, _ = run_cli(["train", "classify", "--help"], capsys)
+    assert code == 0 and "--synthetic [adding|copy|parity]" in stdout and "--task" not in stdout
 
 
 def bad_input_cases(tmp_path):
@@ -539,9 +558,10 @@ def bad_input_cases(tmp_path):
         ([*train, tmp_path / "object.npz", *out], r"holds a ragged \(object\) array; pad X to \(N, T, D\)"),
         ([*train, tmp_path / "tiny.csv", *out], r"the validation split is empty \(3 examples x --val-fraction 0.1"),
         ([*train, tmp_path / "missing.csv", *out], r"data file .*missing.csv does not exist"),
-        ([*train, tmp_path / "one.csv", "--task", "adding", *out], r"pass either --data FILE .* not both"),
+        ([*train, tmp_path / "one.csv", "--synthetic", "adding", *out], r"pass either --data FILE .* not both"),
         (["train", "classify", *out], r"pass either --data FILE .* not neither"),
-        (["train", "classify", "--task", "copy", "--length", 4, *out], r"--length \(4\) must exceed --copy-length"),
+        (["train", "classify", "--synthetic", "copy", "--length", 4, *out],
+         r"--length \(4\) must exceed --copy-length"),
     ]
 
 

@@ -341,9 +341,9 @@ def test_a_second_training_into_a_run_in_use_is_refused(base, workspace, capsys)
 
 @pytest.mark.parametrize("task, args", [
     ("char-lm", ["--data", "{corpus}", *TINY_FLAGS, "--epochs", 1]),
-    ("classify", ["--task", "parity", "--length", 6, "--size", 64, "--units", 8, "--batch-size", 16,
+    ("classify", ["--synthetic", "parity", "--length", 6, "--size", 64, "--units", 8, "--batch-size", 16,
                   "--epochs", 1, "--steps-per-epoch", 2, "--seed", 0]),
-    ("seq2seq", ["--task", "reverse", "--length", 4, "--size", 64, "--units", 8, "--batch-size", 16,
+    ("seq2seq", ["--synthetic", "reverse", "--length", 4, "--size", 64, "--units", 8, "--batch-size", 16,
                  "--epochs", 1, "--steps-per-epoch", 2, "--seed", 0]),
 ])
 def test_val_fraction_zero_trains_every_task_and_plots_the_loss(base, tmp_path, capsys, task, args):

@@ -47,7 +47,7 @@ BLOCKED = [PAD, START]
 def reverse_run(tmp_path_factory):
     """String reversal (1-5 letters) with dot attention, trained through the CLI (shared by several tests)."""
     out = tmp_path_factory.mktemp("reverse") / "run"
-    args = ["train", "seq2seq", "--task", "reverse", "--length", 5, "--size", 4000, "--attention", "dot",
+    args = ["train", "seq2seq", "--synthetic", "reverse", "--length", 5, "--size", 4000, "--attention", "dot",
             "--units", 64, "--embedding-dim", 32, "--epochs", 3, "--lr", 3e-3, "--val-decode", 200, "--seed", 0,
             "--out", out]
     stdout = io.StringIO()
@@ -637,10 +637,10 @@ def test_cli_bad_training_input_gives_one_line_errors_and_writes_nothing(tmp_pat
     out_dir = tmp_path / "run"
     for args, message in (
         (["--data", bad], "bad.tsv line 3 has no tab"),
-        (["--task", "reverse", "--data", bad], "not both"),
+        (["--synthetic", "reverse", "--data", bad], "not both"),
         ([], "not neither"),
-        (["--task", "reverse", "--attention", "dot", "--bidirectional"], "use --attention general or additive"),
-        (["--task", "addition", "--digits", 1, "--size", 500], "lower --size"),
+        (["--synthetic", "reverse", "--attention", "dot", "--bidirectional"], "use --attention general or additive"),
+        (["--synthetic", "addition", "--digits", 1, "--size", 500], "lower --size"),
     ):
         code, _, err = run_cli(["train", "seq2seq", *args, "--out", out_dir], capsys)
         assert code == 2 and err.startswith("error: ") and message in err, err

@@ -506,9 +506,10 @@ def test_cli_mixed_precision_flag_on_every_train_command(tmp_path, capsys, float
     corpus.write_text("the cat sat on the mat. " * 40, encoding="utf-8")
     commands = {
         "char-lm": (char_lm, ["--data", corpus, "--seq-len", 12, "--batch-size", 8], np.zeros((2, 5), "int32")),
-        "classify": (classify, ["--task", "parity", "--length", 6, "--size", 80, "--batch-size", 16],
+        "classify": (classify, ["--synthetic", "parity", "--length", 6, "--size", 80, "--batch-size", 16],
                      np.zeros((2, 6, 1), "float32")),
-        "seq2seq": (seq2seq, ["--task", "reverse", "--length", 3, "--size", 80, "--batch-size", 16, "--val-decode", 4],
+        "seq2seq": (seq2seq, ["--synthetic", "reverse", "--length", 3, "--size", 80, "--batch-size", 16,
+                              "--val-decode", 4],
                     [np.ones((2, 3), "int32"), np.ones((2, 2), "int32")]),
     }
     for task, (module, args, inputs) in commands.items():
