@@ -9,7 +9,7 @@ registration runs when Keras is imported (at once if it already is), so
 
 import wrapt
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def _register_custom_objects(keras):
