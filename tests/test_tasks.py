@@ -70,3 +70,29 @@ def test_arguments_gives_a_function_with_keyword_arguments_every_option():
         return options
 
     assert tasks.arguments(generate, "char-lm", GENERATE_OPTIONS, given={"beam_width"}) == GENERATE_OPTIONS
+
+
+@pytest.mark.parametrize("task", ["char_lm", "classify", "seq2seq"])
+def test_a_task_package_finds_its_own_names_and_none_its_parts_imported(task):
+    """``seqkit.tasks.classify.tokenize`` once found the ``tokenize`` classify's export imports from
+    ``seqkit.text``: a different function, silently. Known answers: every function or class a part
+    defines is found; what the parts import from outside the package is not."""
+    import importlib
+    import inspect
+
+    package = importlib.import_module(f"seqkit.tasks.{task}")
+    parts = [importlib.import_module(f"{package.__name__}.{part}") for part in ("api", "data", "model", "export")]
+    defined, imported = {}, set()
+    for part in parts:
+        for name, value in vars(part).items():
+            if not name.startswith("_") and (inspect.isfunction(value) or inspect.isclass(value)):
+                own = value.__module__.startswith(package.__name__ + ".")
+                defined.update({name: value} if own else {})
+                imported |= set() if own else {name}
+    for name, value in defined.items():
+        assert getattr(package, name) is value and name in dir(package), name
+    for name in imported - set(defined):
+        with pytest.raises(AttributeError):
+            getattr(package, name)
+        assert name not in dir(package)
+    assert len(defined) > 5 and len(imported - set(defined)) > 5

@@ -8,7 +8,7 @@ Each holds ``data.py`` (reading and batching its data), ``model.py`` (the
 Keras model), ``api.py`` (``train``, ``evaluate``, ``generate`` / ``predict``,
 ``load``: what the CLI calls) and ``export.py`` (its SavedModel signatures and
 TFLite models), plus ``synthetic.py`` and ``scores.py`` where the task owns them.
-A function several tasks' APIs have keeps one name and shape (``evaluate(path, data, ...)``,
+A function several tasks' ``api.py`` have keeps one name and shape (``evaluate(path, data, ...)``,
 ``generate(path, ...)``), and an option they share one keyword, so a command that takes any
 run finds its function by the run's task (``run_task``, ``task_function``) and passes it the
 options it takes (``arguments``).
@@ -96,12 +96,20 @@ def lazy_attributes(package, modules):
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         for module in modules:
             value = getattr(importlib.import_module(f"{package}.{module}"), name, _MISSING)
-            if value is not _MISSING and not isinstance(value, types.ModuleType):  # not a part's own imports
+            if value is not _MISSING and own(value):
                 return value
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
+    def own(value):
+        """Not a part's own import: no module, and no function or class defined outside the package
+        (``classify.tokenize`` must not find the ``tokenize`` that classify's export imports)."""
+        if isinstance(value, types.ModuleType):
+            return False
+        defined = (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__
+        return not defined or defined.startswith(package + ".")
+
     def __dir__():
-        return sorted({n for m in modules for n in dir(importlib.import_module(f"{package}.{m}"))
-                       if not n.startswith("_")})
+        return sorted({n for m in modules for n, value in vars(importlib.import_module(f"{package}.{m}")).items()
+                       if not n.startswith("_") and own(value)})
 
     return __getattr__, __dir__
