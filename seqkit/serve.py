@@ -630,7 +630,7 @@ class ModelRegistry:
                         self.reload_config(read_model_config(text, where="the new config"))
                         self.log(f"reloaded the model config {path}")
                 except (OSError, UnicodeDecodeError, SeqkitError) as e:
-                    self.log(f"the model config {path} not reloaded, still serving the last good config: {e}")
+                    self.log(f"the model config {path} was not reloaded, still serving the last good config: {e}")
 
         thread = threading.Thread(target=loop, name="seqkit-serve-config", daemon=True)
         thread.start()

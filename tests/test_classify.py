@@ -519,7 +519,8 @@ def test_cli_task_is_the_deprecated_name_of_synthetic(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["synthetic"] == "parity"
     code, _, err = run_cli(["train", "classify", "--task", "parity", "--synthetic", "copy", "--out", tmp_path / "both"],
                            capsys)
-    both = "error: --task is the deprecated name of --synthetic; pass --synthetic alone; see 'seqkit train classify --help'"
+    both = ("error: --task is the deprecated name of --synthetic; pass --synthetic alone; "
+            "see 'seqkit train classify --help'")
     assert code == 2 and err.splitlines() == [both]
     assert not (tmp_path / "both").exists()
     code, stdout, _ = run_cli(["train", "classify", "--help"], capsys)

@@ -424,7 +424,8 @@ def test_serve_errors_name_its_arguments_not_flags(tmp_path):
     cases = [
         ({"rest_api_timeout_in_ms": -1}, r"`rest_api_timeout_in_ms` must be >= 0 \(0: no limit\); got -1"),
         ({"max_concurrent": 0}, r"`max_concurrent` must be >= 1; got 0"),
-        ({"model_config_file_poll_wait_seconds": 1}, r"`model_config_file_poll_wait_seconds` needs `model_config_file`"),
+        ({"model_config_file_poll_wait_seconds": 1},
+         r"`model_config_file_poll_wait_seconds` needs `model_config_file`"),
         ({"policy": "newest"}, r"`policy` 'newest' is not a policy; pass latest, latest:N, all or specific:V,V"),
         ({"metrics": True, "metrics_path": "m"}, r"`metrics_path` must start with '/'; got 'm'"),
         ({"metrics": True, "port": 0}, r"`metrics` are served over REST: give `port` a port"),

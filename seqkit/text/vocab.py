@@ -20,7 +20,7 @@ from seqkit.io import read_run_json, write_text
 
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")  # seq2seq's special symbols; classify's are the first two
 PAD, UNK, START, END = range(len(SPECIALS))  # their ids, wherever a vocabulary's specials begin with them
-UNK_CHAR = "\ufffd"  # the char-LM's unknown symbol: U+FFFD REPLACEMENT CHARACTER, id 0 (one character, so text stays text)
+UNK_CHAR = "\ufffd"  # the char-LM's unknown symbol, id 0: U+FFFD REPLACEMENT CHARACTER (one character: text stays text)
 
 
 def describe_chars(chars):
@@ -68,6 +68,8 @@ class Vocabulary:
     def from_counts(cls, counts, specials, unknown, kind="char", max_size=0, order="frequency"):
         """The ``max_size`` (0: all) most frequent tokens of ``counts`` (token -> count; ties in
         sorted order), in ``order``: ``frequency`` (most frequent first) or ``sorted``."""
+        if order not in ("frequency", "sorted"):
+            raise ValueError(f"order must be 'frequency' or 'sorted'; got {order!r}")
         counts = {t: n for t, n in Counter(counts).items() if t not in specials}
         ranked = sorted(counts, key=lambda t: (-counts[t], t))
         kept = ranked[:max_size] if max_size else ranked
@@ -77,7 +79,7 @@ class Vocabulary:
         return len(self.symbols)
 
     def unknown(self, tokens):
-        """Tokens of ``tokens`` (a string: its characters) that are not in the vocabulary, in order of first appearance."""
+        """Tokens of ``tokens`` (a string: its characters) not in the vocabulary, in order of first appearance."""
         return [t for t in dict.fromkeys(tokens) if t not in self.index]
 
     def encode(self, tokens, unknown="error", what="the input", fix="remove or replace them"):

@@ -126,8 +126,8 @@ def evaluate(path, data, errors="strict", batch_size=None):
     """
     config, vocab, model = load(path)
     text = read_corpus(data, errors=errors)
+    unknown = len([c for c in text if c not in vocab.index])  # (U+FFFD itself is the unknown symbol's id)
     ids = vocab.encode(text, unknown="map")
-    unknown = ids.count(vocab.unknown_id)
     if len(ids) < config.seq_len + 1:
         raise SeqkitError(
             f"the evaluation text has {len(ids)} characters, fewer than one window of {config.seq_len + 1}; "

@@ -43,14 +43,16 @@ def split_texts(texts, tokens):
 
 
 def build_vocabulary(texts, config):
-    """The ``max_vocab`` (0: all) most frequent tokens of the training texts (ties: sorted), in sorted order."""
+    """The ``max_vocab`` most frequent tokens of the training texts (ties: sorted), in sorted order."""
     counts = Counter(token for tokens in split_texts(texts, config.tokens) for token in tokens)
     return Vocabulary.from_counts(counts, **VOCABULARY, kind=config.tokens, max_size=config.max_vocab, order="sorted")
 
 
 def load_vocabulary(run_dir, config):
     """The vocabulary of the run directory ``run_dir`` (None: a run that reads numbers)."""
-    return Vocabulary.load(run_dir / rundir.VOCAB, **VOCABULARY, kind=config.tokens) if config.inputs == "text" else None
+    if config.inputs != "text":
+        return None
+    return Vocabulary.load(run_dir / rundir.VOCAB, **VOCABULARY, kind=config.tokens)
 
 
 def encode_inputs(examples, config, vocab):

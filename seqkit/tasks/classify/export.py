@@ -27,7 +27,7 @@ class ClassifyExport(tf.Module):
         self.classify = tf.function(self._classify, input_signature=[spec])
 
     def tokens(self, text):
-        """Ragged tokens of each string: the tokenizer the run was trained with (classify's split_texts, in the graph)."""
+        """Ragged tokens of each string, as the run was trained (classify's ``split_texts``, in the graph)."""
         return tokenize(text, **tokenizer(self.config.tokens))
 
     def inputs(self, x):

@@ -31,13 +31,16 @@ from seqkit.tasks.classify.data import eval_batches, is_regression, outputs_per_
 def build_model(config, vocab_size, n_labels, masked=True):
     """Inputs -> ``layers`` x recurrent layer -> pooling -> head, as a SeqModel.
 
+    ``vocab_size`` is ``len(vocab)``, every id (``<pad>`` 0 and ``<unk>`` 1 included); 0 for numbers.
+
     ``masked=False`` (numbers only) leaves out the padding mask, for data with
     none: the recurrent layers then take their fused path. Both forms have the
     same weights.
     """
     if config.inputs == "text":
         inputs = keras.Input((None,), dtype="int32", name="tokens")
-        h = keras.layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True, name="embedding")(inputs)  # id 0: <pad>
+        embedding = keras.layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True, name="embedding")
+        h = embedding(inputs)  # id 0: <pad>, masked
     else:
         inputs = keras.Input((None, config.features), name="values")  # (B, T, D), NaN-padded
         h = PaddingMask(name="padding_mask")(inputs) if masked else inputs
