@@ -266,6 +266,15 @@ def assert_idle(pid, what):
     assert cpu_seconds(pid) - before < 0.3, f"the server kept computing after {what}"
 
 
+def wait_busy(pid, what, timeout=10.0):
+    """Wait until the server has computed for 0.2 CPU-seconds: it is running ``what`` (not a sleep, which
+    under a loaded machine may end before the request has reached the model)."""
+    start, deadline = cpu_seconds(pid), time.monotonic() + timeout
+    while cpu_seconds(pid) - start < 0.2:
+        assert time.monotonic() < deadline, f"the server did not start {what}"
+        time.sleep(0.02)
+
+
 def generate_body(length):
     return {"signature_name": "generate",
             "instances": [{"prime": "ab", "length": length, "temperature": 1.0, "top_k": 0, "top_p": 1.0,
@@ -355,12 +364,12 @@ def test_deadlines_and_gone_clients_stop_the_model_call_and_calls_per_model_are_
 
         holder = threading.Thread(target=request, args=(f"{url}/v1/models/abc:predict", long))
         holder.start()  # holds the model's one slot for 1.5 s
-        time.sleep(0.3)
+        wait_busy(process.pid, "the long request")
         short = predict_pb2.PredictRequest()
         short.model_spec.name = "abc"
         short.inputs["text"].CopyFrom(tf.make_tensor_proto(["ab"]))
         with pytest.raises(grpc.RpcError) as error:
-            stub.Predict(short, timeout=0.5)  # a few ms alone: it waits for the slot
+            stub.Predict(short, timeout=0.3)  # a few ms alone: it waits for the slot
         assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         holder.join()
         assert stub.Predict(short, timeout=30).outputs["probabilities"].tensor_shape.dim[0].size == 1  # free again
