@@ -295,11 +295,26 @@ def test_cli_history_writes_beside_the_run_by_default(run_dir, tmp_path, capsys)
     (lambda out: gradients.diagnose(run_dir="RUN", cells=["rnn"], out=out), r"or `cells` .*, not both$"),
     (lambda out: gradients.diagnose(cells=["rnn"], out=out.parent / "a_file"),
      r"^`out` .*a_file is a file, not a folder; choose another `out`$"),
-    (lambda out: exploding.diagnose(radius=0, steps=1, out=out), r"^`radius` and `clip_norm` must be > 0"),
+    (lambda out: exploding.diagnose(radius=0, steps=1, out=out), r"^`radius` must be a finite number > 0; received 0$"),
+    (lambda out: exploding.diagnose(radius=float("nan"), steps=1, out=out),
+     r"^`radius` must be a finite number > 0; received nan$"),
+    (lambda out: exploding.diagnose(radius=float("inf"), steps=1, out=out),
+     r"^`radius` must be a finite number > 0; received inf$"),
+    (lambda out: exploding.diagnose(radius=-2.0, steps=1, out=out),
+     r"^`radius` must be a finite number > 0; received -2.0$"),
+    (lambda out: exploding.diagnose(radius="2", steps=1, out=out),
+     r"^`radius` must be a finite number > 0; received '2'$"),
+    (lambda out: exploding.diagnose(clip_norm=float("nan"), steps=1, out=out),
+     r"^`clip_norm` must be a finite number > 0; received nan$"),
+    (lambda out: exploding.diagnose(clip_norm=float("-inf"), steps=1, out=out),
+     r"^`clip_norm` must be a finite number > 0; received -inf$"),
+    (lambda out: exploding.exploding_demo(np.zeros((64, 5, 2), np.float32), np.zeros((64, 1), np.float32),
+                                          lr=float("nan")), r"^`lr` must be a finite number > 0; received nan$"),
     (lambda out: exploding.diagnose(seed=-1, out=out), r"^`seed` must be an integer in \[0, "),
     (lambda out: history.diagnose("/nonexistent/run", out=out), r"is not a directory"),
-], ids=["length", "batch_size", "repeated cell", "unknown cell", "neither", "both", "out a file", "radius", "seed",
-        "no run"])
+], ids=["length", "batch_size", "repeated cell", "unknown cell", "neither", "both", "out a file", "radius",
+        "radius nan", "radius inf", "radius negative", "radius a string", "clip_norm nan", "clip_norm -inf",
+        "demo lr nan", "seed", "no run"])
 def test_library_errors_name_the_arguments(call, message, tmp_path):
     """The Python API's errors name its own arguments (the CLI's name its flags: the tests above)."""
     (tmp_path / "a_file").write_text("not a folder", encoding="utf-8")
