@@ -831,10 +831,12 @@ def cell_list(ctx, param, value):
 @click.option("--cell", type=click.Choice(CELL_NAMES), help="Diagnose a freshly initialised cell (no RUN_DIR).")
 @click.option("--compare", callback=cell_list,
               help="Comma-separated cells to measure on one input, e.g. rnn,irnn,lstm,gru.")
-@click.option("--units", type=int, default=128, show_default=True, help="Hidden size of --cell/--compare cells.")
+@click.option("--units", type=int, default=None,
+              help="Hidden size of --cell/--compare cells [default: 128] (not with RUN_DIR: the run's model sets it).")
 @click.option("--length", type=int, default=200, show_default=True, help="Sequence length T.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Examples the norms are averaged over.")
-@click.option("--input-dim", type=int, default=32, show_default=True, help="Features of the random N(0, 1) input.")
+@click.option("--input-dim", type=int, default=None,
+              help="Features of the random N(0, 1) input of --cell/--compare cells [default: 32] (not with RUN_DIR).")
 @click.option("--data", type=click.Path(), help="UTF-8 text to use as input instead of random input "
               "(RUN_DIR default: the run's training text).")
 @click.option("--seed", type=int, default=0, show_default=True)
