@@ -214,6 +214,23 @@ CASES = [
      r"--length does not apply to a seq2seq run; drop it"),
     ("seq2seq option on a char-lm run", ["generate", RUN, "--beam-width", "3", "--input", "x"],
      r"--beam-width, --input do not apply to a char-lm run; drop them"),
+    # evaluate takes any run: an option of another task's evaluate is refused, as by generate
+    ("seq2seq option at a char-lm evaluation", ["evaluate", RUN, "--data", "{ws}/corpus.txt", "--decode", "beam"],
+     r"^error: --decode does not apply to a char-lm run; drop it$"),
+    ("beam options at a char-lm evaluation", ["evaluate", RUN, "--data", "{ws}/corpus.txt", "--beam-width", "3",
+                                              "--length-penalty", "0.5", "--max-length", "9"],
+     r"^error: --beam-width, --length-penalty, --max-length do not apply to a char-lm run; drop them$"),
+    ("classify option at a char-lm evaluation", ["evaluate", RUN, "--data", "{ws}/corpus.txt", "--format", "csv"],
+     r"^error: --format does not apply to a char-lm run; drop it$"),
+    ("options of other tasks at a classify evaluation", ["evaluate", "{ws}/classify", "--data", "{ws}/reviews.csv",
+                                                         "--decode", "greedy", "--errors", "replace"],
+     r"^error: --decode, --errors do not apply to a classify run; drop them$"),
+    ("seq2seq option at a classify evaluation", ["evaluate", "{ws}/classify", "--data", "{ws}/reviews.csv",
+                                                 "--max-length", "5"],
+     r"^error: --max-length does not apply to a classify run; drop it$"),
+    ("options of other tasks at a seq2seq evaluation", ["evaluate", "{ws}/seq2seq", "--format", "csv", "--errors",
+                                                        "strict"],
+     r"^error: --errors, --format do not apply to a seq2seq run; drop them$"),
     ("evaluation max length beyond the bound", ["evaluate", "{ws}/seq2seq", "--max-length", "20000"],
      r"--max-length must be at most 10,000"),
     ("evaluation beam width zero", ["evaluate", "{ws}/seq2seq", "--decode", "beam", "--beam-width", "0"],
@@ -662,6 +679,23 @@ def test_a_run_directory_deleted_while_training_stops_it(tmp_path):
         seq2seq.train(config, verbose=0, callbacks=[Delete()])
     assert "\n" not in str(raised.value)
     assert not out.exists()
+
+
+def test_evaluate_passes_the_options_of_the_runs_task(ws, tmp_path, capsys):
+    """The counterpart of CASES' refusals: the options that apply to a run's task reach its evaluate
+    (oracle: what each one changes: --format csv reads a .txt file as a table, not as unlabelled lines)."""
+    code, out, err = run_cli_out(ws, ["evaluate", RUN, "--data", "{ws}/corpus.txt", "--errors", "replace"], capsys)
+    assert code == 0 and out.startswith("loss "), err
+    run = shutil.copytree(ws / "classify", tmp_path / "classify")
+    shutil.copy(ws / "reviews.csv", tmp_path / "reviews.txt")
+    code, out, err = run_cli_out(ws, ["evaluate", str(run), "--data", str(tmp_path / "reviews.txt"), "--format",
+                                      "csv"], capsys)
+    assert code == 0 and "accuracy" in out, err
+    run = shutil.copytree(ws / "seq2seq", tmp_path / "seq2seq")
+    (tmp_path / "pairs.tsv").write_text("abc\tcba\nab\tba\n", encoding="utf-8")
+    code, out, err = run_cli_out(ws, ["evaluate", str(run), "--data", str(tmp_path / "pairs.tsv"), "--decode", "beam",
+                                      "--beam-width", "2", "--length-penalty", "0.5", "--max-length", "6"], capsys)
+    assert code == 0 and "over 2 pairs (beam decoding)" in out, err
 
 
 def test_evaluate_on_a_read_only_run_fails_before_scoring(ws, tmp_path):
