@@ -30,6 +30,7 @@ from seqkit.cli import main
 from seqkit.config import CharLMConfig, ClassifyConfig, Seq2SeqConfig
 from seqkit.errors import SeqkitError, with_flags
 from seqkit.tasks import char_lm, classify, seq2seq
+from seqkit.training import rundir
 
 TEXT = "a quick brown fox jumps over the lazy dog. " * 40
 
@@ -91,7 +92,23 @@ RUN, NEW = "{ws}/run", "{ws}/new_run"
 TRAIN = ["train", "char-lm", "--out", NEW]
 CASES = [
     # train char-lm: data
-    ("missing file", [*TRAIN, "--data", "{ws}/missing.txt"], r"missing.txt does not exist"),
+    ("missing file", [*TRAIN, "--data", "{ws}/missing.txt"],
+     r"^error: --data .*missing.txt does not exist; check the path$"),
+    # a missing --data: one message for every task, train and evaluate, before any reading or writing
+    ("missing classify data file", ["train", "classify", "--data", "{ws}/missing.csv", "--out", NEW],
+     r"^error: --data .*missing.csv does not exist; check the path$"),
+    ("missing classify data file of no known format", ["train", "classify", "--data", "{ws}/missing.xyz", "--out", NEW],
+     r"^error: --data .*missing.xyz does not exist; check the path$"),
+    ("missing pairs file", ["train", "seq2seq", "--data", "{ws}/missing.tsv", "--out", NEW],
+     r"^error: --data .*missing.tsv does not exist; check the path$"),
+    ("missing evaluation text", ["evaluate", RUN, "--data", "{ws}/missing.txt"],
+     r"^error: --data .*missing.txt does not exist; check the path$"),
+    ("missing classify evaluation file", ["evaluate", "{ws}/classify", "--data", "{ws}/missing.xyz"],
+     r"^error: --data .*missing.xyz does not exist; check the path$"),
+    ("missing seq2seq evaluation pairs", ["evaluate", "{ws}/seq2seq", "--data", "{ws}/missing.tsv"],
+     r"^error: --data .*missing.tsv does not exist; check the path$"),
+    ("missing diagnosis text", ["diagnose", "gradients", "--cell", "rnn", "--data", "{ws}/missing.txt", "--out",
+                                "{ws}/d"], r"^error: --data .*missing.txt does not exist; check the path$"),
     ("directory without text", [*TRAIN, "--data", "{ws}/no_text"], r"no files matching '\*\*/\*.txt'"),
     ("empty file", [*TRAIN, "--data", "{ws}/empty.txt"], r"is empty"),
     ("non-UTF-8 bytes", [*TRAIN, "--data", "{ws}/latin1.txt"], r"not valid UTF-8: byte 0xe9 at offset 3"),
@@ -480,6 +497,12 @@ def api_cases():
         ("named pipe as pairs", lambda ws: read_pairs(ws / "pipe.txt"), r"not a regular file \(a named pipe"),
         ("export version zero", lambda ws: export.export(ws / "run", version=0, out=ws / "saved_models"),
          r"`version` must be a positive integer"),
+        ("char-lm evaluation of missing text", lambda ws: char_lm.evaluate(ws / "run", [str(ws / "missing.txt")]),
+         r"^`data` .*missing.txt does not exist; check the path$"),
+        ("classify evaluation of a missing file", lambda ws: classify.evaluate(ws / "classify", ws / "missing.csv"),
+         r"^`data` .*missing.csv does not exist; check the path$"),
+        ("seq2seq evaluation of missing pairs", lambda ws: seq2seq.evaluate(ws / "seq2seq", ws / "missing.tsv"),
+         r"^`data` .*missing.tsv does not exist; check the path$"),
     ]
 
 
@@ -496,6 +519,23 @@ def test_bad_api_arguments_raise_one_clear_error(ws, name, call, message):
     if isinstance(raised.value, SeqkitError):
         assert "\n" not in text  # the CLI prints it as one line
     assert snapshot(ws) == before
+
+
+@pytest.mark.parametrize("train, config", [
+    (char_lm.train, CharLMConfig(data=["corpus.txt", "missing.txt"])),
+    (classify.train, ClassifyConfig(data="missing.csv")),
+    (classify.train, ClassifyConfig(data="missing.xyz")),  # before the format, which its extension cannot tell
+    (seq2seq.train, Seq2SeqConfig(data="missing.tsv")),
+], ids=["char-lm", "classify", "classify, no known format", "seq2seq"])
+def test_missing_data_is_one_message_before_the_run_directory_is_made(train, config, tmp_path, monkeypatch):
+    """Every task says it the same way, and before ``run_directory`` makes (or locks) anything."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    monkeypatch.setattr(rundir, "run_directory", lambda *args: pytest.fail("the run directory was made"))
+    config.out = str(tmp_path / "run")
+    with pytest.raises(SeqkitError, match=r"^`data` \S+missing\.(txt|csv|xyz|tsv) does not exist; check the path$"):
+        train(config, verbose=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
 
 
 # -- the server: a 4xx with a JSON error, over HTTP -------------------------------------------------

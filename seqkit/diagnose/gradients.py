@@ -39,7 +39,7 @@ import tensorflow as tf
 from seqkit.config import CELL_NAMES, check_seed
 from seqkit.diagnose.common import check_counts, output_folder, write_csv
 from seqkit.errors import SeqkitError
-from seqkit.io import write_text
+from seqkit.io import check_data_exists, write_text
 from seqkit.layers import recurrent_layer
 from seqkit.layers.base import RecurrentLayer
 from seqkit.plots import plot_panels
@@ -367,6 +367,7 @@ def diagnose(run_dir=None, cells=None, out=None, units=None, length=200, batch_s
     input_dim = FRESH_CELLS["input_dim"] if input_dim is None else input_dim
     out = output_folder(out, run_dir)
     check_counts(units=units, length=length, batch_size=batch_size, input_dim=input_dim)
+    check_data_exists(data)
     check_seed(seed, unset=None)
     text = read_corpus([data]) if data else None
     if run_dir is not None:
