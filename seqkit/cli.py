@@ -203,6 +203,12 @@ def given_options(ctx):
     return {name for name in ctx.params if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
 
 
+def typed_options(ctx, options):
+    """Those of ``options`` (names) typed on the command line: what a command that takes any run passes
+    ``seqkit.tasks.arguments`` as ``given``, so one that does not apply to the run's task is refused."""
+    return {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+
+
 def synthetic_options(tasks):
     """--synthetic, and --task: its old name (hidden; it read as a run's task, char-lm / classify /
     seq2seq), still taken by ``synthetic_given``."""
@@ -473,8 +479,7 @@ def generate(ctx, path, **options):
     task = tasks.run_task(path)
     quiet_tensorflow()
     function = tasks.task_function(task, "generate", path)
-    given = {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
-    options, show = GENERATE_OUTPUTS[task](path, tasks.arguments(function, task, options, given))
+    options, show = GENERATE_OUTPUTS[task](path, tasks.arguments(function, task, options, typed_options(ctx, options)))
     show(function(path, **options))
 
 
@@ -534,7 +539,8 @@ GENERATE_OUTPUTS = {TASK_CHAR_LM: texts_output, TASK_SEQ2SEQ: decoded_output}
               help="seq2seq --decode beam: α in log p / steps^α.")
 @click.option("--max-length", type=int, default=None,
               help="seq2seq: most output steps, </s> included [default: 2 x the longest training target + 2].")
-def evaluate(run_dir, data, **options):
+@click.pass_context
+def evaluate(ctx, run_dir, data, **options):
     """Score a trained model on held-out data.
 
     char-lm: loss, bits/char, perplexity. classify: accuracy, macro-F1,
@@ -551,7 +557,8 @@ def evaluate(run_dir, data, **options):
     quiet_tensorflow()
     function = tasks.task_function(task, "evaluate", run_dir)
     held_out, show = EVALUATE_OUTPUTS[task]
-    show(function(run_dir, held_out(task, data), **tasks.arguments(function, task, options)))
+    arguments = tasks.arguments(function, task, options, typed_options(ctx, options))
+    show(function(run_dir, held_out(task, data), **arguments))
 
 
 def text_files(task, data):
@@ -831,10 +838,12 @@ def cell_list(ctx, param, value):
 @click.option("--cell", type=click.Choice(CELL_NAMES), help="Diagnose a freshly initialised cell (no RUN_DIR).")
 @click.option("--compare", callback=cell_list,
               help="Comma-separated cells to measure on one input, e.g. rnn,irnn,lstm,gru.")
-@click.option("--units", type=int, default=128, show_default=True, help="Hidden size of --cell/--compare cells.")
+@click.option("--units", type=int, default=None,
+              help="Hidden size of --cell/--compare cells [default: 128] (not with RUN_DIR: the run's model sets it).")
 @click.option("--length", type=int, default=200, show_default=True, help="Sequence length T.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Examples the norms are averaged over.")
-@click.option("--input-dim", type=int, default=32, show_default=True, help="Features of the random N(0, 1) input.")
+@click.option("--input-dim", type=int, default=None,
+              help="Features of the random N(0, 1) input of --cell/--compare cells [default: 32] (not with RUN_DIR).")
 @click.option("--data", type=click.Path(), help="UTF-8 text to use as input instead of random input "
               "(RUN_DIR default: the run's training text).")
 @click.option("--seed", type=int, default=0, show_default=True)

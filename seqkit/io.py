@@ -124,6 +124,16 @@ def check_regular_file(path, what, fix="check the path"):
     raise SeqkitError(f"{what} {path} is not a regular file ({file_kind(path)}); pass a file saved on disk")
 
 
+def check_data_exists(data, argument="data"):
+    """Each path of ``data`` (one path, or a list of them; "", None or [] for none) must exist: else
+    the one-line SeqkitError every task's ``train`` and ``evaluate`` raise for it, before reading or
+    writing anything: "`data` PATH does not exist; check the path" (the CLI: ``--data PATH ...``).
+    What kind of file it must be is the reader's to check."""
+    for path in [data] if isinstance(data, (str, os.PathLike)) else data or []:
+        if path and not os.path.exists(path):
+            raise SeqkitError(f"`{argument}` {path} does not exist; check the path")
+
+
 def read_text_file(path, errors="strict"):
     """Decode a UTF-8 file; a decoding error names the file and byte offset."""
     data = Path(path).read_bytes()

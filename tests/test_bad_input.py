@@ -30,6 +30,7 @@ from seqkit.cli import main
 from seqkit.config import CharLMConfig, ClassifyConfig, Seq2SeqConfig
 from seqkit.errors import SeqkitError, with_flags
 from seqkit.tasks import char_lm, classify, seq2seq
+from seqkit.training import rundir
 
 TEXT = "a quick brown fox jumps over the lazy dog. " * 40
 
@@ -91,7 +92,23 @@ RUN, NEW = "{ws}/run", "{ws}/new_run"
 TRAIN = ["train", "char-lm", "--out", NEW]
 CASES = [
     # train char-lm: data
-    ("missing file", [*TRAIN, "--data", "{ws}/missing.txt"], r"missing.txt does not exist"),
+    ("missing file", [*TRAIN, "--data", "{ws}/missing.txt"],
+     r"^error: --data .*missing.txt does not exist; check the path$"),
+    # a missing --data: one message for every task, train and evaluate, before any reading or writing
+    ("missing classify data file", ["train", "classify", "--data", "{ws}/missing.csv", "--out", NEW],
+     r"^error: --data .*missing.csv does not exist; check the path$"),
+    ("missing classify data file of no known format", ["train", "classify", "--data", "{ws}/missing.xyz", "--out", NEW],
+     r"^error: --data .*missing.xyz does not exist; check the path$"),
+    ("missing pairs file", ["train", "seq2seq", "--data", "{ws}/missing.tsv", "--out", NEW],
+     r"^error: --data .*missing.tsv does not exist; check the path$"),
+    ("missing evaluation text", ["evaluate", RUN, "--data", "{ws}/missing.txt"],
+     r"^error: --data .*missing.txt does not exist; check the path$"),
+    ("missing classify evaluation file", ["evaluate", "{ws}/classify", "--data", "{ws}/missing.xyz"],
+     r"^error: --data .*missing.xyz does not exist; check the path$"),
+    ("missing seq2seq evaluation pairs", ["evaluate", "{ws}/seq2seq", "--data", "{ws}/missing.tsv"],
+     r"^error: --data .*missing.tsv does not exist; check the path$"),
+    ("missing diagnosis text", ["diagnose", "gradients", "--cell", "rnn", "--data", "{ws}/missing.txt", "--out",
+                                "{ws}/d"], r"^error: --data .*missing.txt does not exist; check the path$"),
     ("directory without text", [*TRAIN, "--data", "{ws}/no_text"], r"no files matching '\*\*/\*.txt'"),
     ("empty file", [*TRAIN, "--data", "{ws}/empty.txt"], r"is empty"),
     ("non-UTF-8 bytes", [*TRAIN, "--data", "{ws}/latin1.txt"], r"not valid UTF-8: byte 0xe9 at offset 3"),
@@ -165,7 +182,20 @@ CASES = [
     ("conflicting flags", ["diagnose", "gradients", "--cell", "rnn", "--compare", "lstm"], r"cannot be combined"),
     ("unknown cell in a list", ["diagnose", "gradients", "--compare", "rnn,foo"], r"unknown cell 'foo' in --compare"),
     ("history of a folder without steps.csv", ["diagnose", "history", "{ws}/no_text"], r"has no steps.csv"),
-    ("zero radius", ["diagnose", "exploding", "--radius", "0"], r"--radius and --clip-norm must be > 0"),
+    ("zero radius", ["diagnose", "exploding", "--radius", "0"], r"--radius must be a finite number > 0; received 0"),
+    # float options: NaN and inf are refused before anything runs (with --out in the workspace, a run would show)
+    ("NaN radius", ["diagnose", "exploding", "--radius", "nan", "--steps", "1", "--out", "{ws}/d"],
+     r"^error: --radius must be a finite number > 0; received nan$"),
+    ("infinite radius", ["diagnose", "exploding", "--radius", "inf", "--steps", "1", "--out", "{ws}/d"],
+     r"--radius must be a finite number > 0; received inf$"),
+    ("negative radius", ["diagnose", "exploding", "--radius", "-2", "--steps", "1", "--out", "{ws}/d"],
+     r"--radius must be a finite number > 0; received -2"),
+    ("NaN clip norm for the demo", ["diagnose", "exploding", "--clip-norm", "nan", "--steps", "1", "--out", "{ws}/d"],
+     r"--clip-norm must be a finite number > 0; received nan$"),
+    ("infinite clip norm for the demo", ["diagnose", "exploding", "--clip-norm", "inf", "--steps", "1", "--out",
+                                         "{ws}/d"], r"--clip-norm must be a finite number > 0; received inf$"),
+    ("zero clip norm for the demo", ["diagnose", "exploding", "--clip-norm", "0", "--steps", "1", "--out", "{ws}/d"],
+     r"--clip-norm must be a finite number > 0; received 0"),
     ("option of another diagnosis", ["diagnose", "history", "{ws}/run", "--radius", "2"],
      r"--radius is an option of 'seqkit diagnose exploding', not of 'seqkit diagnose history'"),
     # sizes without bounds and integer overflow: each names the option and its range
@@ -201,6 +231,23 @@ CASES = [
      r"--length does not apply to a seq2seq run; drop it"),
     ("seq2seq option on a char-lm run", ["generate", RUN, "--beam-width", "3", "--input", "x"],
      r"--beam-width, --input do not apply to a char-lm run; drop them"),
+    # evaluate takes any run: an option of another task's evaluate is refused, as by generate
+    ("seq2seq option at a char-lm evaluation", ["evaluate", RUN, "--data", "{ws}/corpus.txt", "--decode", "beam"],
+     r"^error: --decode does not apply to a char-lm run; drop it$"),
+    ("beam options at a char-lm evaluation", ["evaluate", RUN, "--data", "{ws}/corpus.txt", "--beam-width", "3",
+                                              "--length-penalty", "0.5", "--max-length", "9"],
+     r"^error: --beam-width, --length-penalty, --max-length do not apply to a char-lm run; drop them$"),
+    ("classify option at a char-lm evaluation", ["evaluate", RUN, "--data", "{ws}/corpus.txt", "--format", "csv"],
+     r"^error: --format does not apply to a char-lm run; drop it$"),
+    ("options of other tasks at a classify evaluation", ["evaluate", "{ws}/classify", "--data", "{ws}/reviews.csv",
+                                                         "--decode", "greedy", "--errors", "replace"],
+     r"^error: --decode, --errors do not apply to a classify run; drop them$"),
+    ("seq2seq option at a classify evaluation", ["evaluate", "{ws}/classify", "--data", "{ws}/reviews.csv",
+                                                 "--max-length", "5"],
+     r"^error: --max-length does not apply to a classify run; drop it$"),
+    ("options of other tasks at a seq2seq evaluation", ["evaluate", "{ws}/seq2seq", "--format", "csv", "--errors",
+                                                        "strict"],
+     r"^error: --errors, --format do not apply to a seq2seq run; drop them$"),
     ("evaluation max length beyond the bound", ["evaluate", "{ws}/seq2seq", "--max-length", "20000"],
      r"--max-length must be at most 10,000"),
     ("evaluation beam width zero", ["evaluate", "{ws}/seq2seq", "--decode", "beam", "--beam-width", "0"],
@@ -288,6 +335,12 @@ CASES = [
      r"--seed must be an integer in \[0, 4294967295\]"),
     ("diagnosis units beyond int32", ["diagnose", "gradients", "--cell", "rnn", "--units", str(2**40)],
      r"--units must be at most 2,147,483,647"),
+    ("diagnosis width with a trained run", ["diagnose", "gradients", RUN, "--units", "8", "--length", "5",
+                                            "--batch-size", "2", "--out", "{ws}/d"],
+     r"^error: --units does not apply to a trained run's profile \(RUN_DIR: its model has its own sizes\); drop it$"),
+    ("diagnosis default sizes given with a trained run", ["diagnose", "gradients", RUN, "--units", "128",
+                                                          "--input-dim", "32", "--length", "5", "--out", "{ws}/d"],
+     r"--units, --input-dim do not apply to a trained run's profile \(RUN_DIR: .*\); drop them$"),
     ("diagnosis input width zero", ["diagnose", "gradients", "--cell", "rnn", "--input-dim", "0"],
      r"--input-dim must be a positive integer"),
     ("diagnosis output naming a file", ["diagnose", "gradients", "--cell", "rnn", "--out", "{ws}/a_file"],
@@ -444,6 +497,12 @@ def api_cases():
         ("named pipe as pairs", lambda ws: read_pairs(ws / "pipe.txt"), r"not a regular file \(a named pipe"),
         ("export version zero", lambda ws: export.export(ws / "run", version=0, out=ws / "saved_models"),
          r"`version` must be a positive integer"),
+        ("char-lm evaluation of missing text", lambda ws: char_lm.evaluate(ws / "run", [str(ws / "missing.txt")]),
+         r"^`data` .*missing.txt does not exist; check the path$"),
+        ("classify evaluation of a missing file", lambda ws: classify.evaluate(ws / "classify", ws / "missing.csv"),
+         r"^`data` .*missing.csv does not exist; check the path$"),
+        ("seq2seq evaluation of missing pairs", lambda ws: seq2seq.evaluate(ws / "seq2seq", ws / "missing.tsv"),
+         r"^`data` .*missing.tsv does not exist; check the path$"),
     ]
 
 
@@ -460,6 +519,23 @@ def test_bad_api_arguments_raise_one_clear_error(ws, name, call, message):
     if isinstance(raised.value, SeqkitError):
         assert "\n" not in text  # the CLI prints it as one line
     assert snapshot(ws) == before
+
+
+@pytest.mark.parametrize("train, config", [
+    (char_lm.train, CharLMConfig(data=["corpus.txt", "missing.txt"])),
+    (classify.train, ClassifyConfig(data="missing.csv")),
+    (classify.train, ClassifyConfig(data="missing.xyz")),  # before the format, which its extension cannot tell
+    (seq2seq.train, Seq2SeqConfig(data="missing.tsv")),
+], ids=["char-lm", "classify", "classify, no known format", "seq2seq"])
+def test_missing_data_is_one_message_before_the_run_directory_is_made(train, config, tmp_path, monkeypatch):
+    """Every task says it the same way, and before ``run_directory`` makes (or locks) anything."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    monkeypatch.setattr(rundir, "run_directory", lambda *args: pytest.fail("the run directory was made"))
+    config.out = str(tmp_path / "run")
+    with pytest.raises(SeqkitError, match=r"^`data` \S+missing\.(txt|csv|xyz|tsv) does not exist; check the path$"):
+        train(config, verbose=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt"]
 
 
 # -- the server: a 4xx with a JSON error, over HTTP -------------------------------------------------
@@ -643,6 +719,23 @@ def test_a_run_directory_deleted_while_training_stops_it(tmp_path):
         seq2seq.train(config, verbose=0, callbacks=[Delete()])
     assert "\n" not in str(raised.value)
     assert not out.exists()
+
+
+def test_evaluate_passes_the_options_of_the_runs_task(ws, tmp_path, capsys):
+    """The counterpart of CASES' refusals: the options that apply to a run's task reach its evaluate
+    (oracle: what each one changes: --format csv reads a .txt file as a table, not as unlabelled lines)."""
+    code, out, err = run_cli_out(ws, ["evaluate", RUN, "--data", "{ws}/corpus.txt", "--errors", "replace"], capsys)
+    assert code == 0 and out.startswith("loss "), err
+    run = shutil.copytree(ws / "classify", tmp_path / "classify")
+    shutil.copy(ws / "reviews.csv", tmp_path / "reviews.txt")
+    code, out, err = run_cli_out(ws, ["evaluate", str(run), "--data", str(tmp_path / "reviews.txt"), "--format",
+                                      "csv"], capsys)
+    assert code == 0 and "accuracy" in out, err
+    run = shutil.copytree(ws / "seq2seq", tmp_path / "seq2seq")
+    (tmp_path / "pairs.tsv").write_text("abc\tcba\nab\tba\n", encoding="utf-8")
+    code, out, err = run_cli_out(ws, ["evaluate", str(run), "--data", str(tmp_path / "pairs.tsv"), "--decode", "beam",
+                                      "--beam-width", "2", "--length-penalty", "0.5", "--max-length", "6"], capsys)
+    assert code == 0 and "over 2 pairs (beam decoding)" in out, err
 
 
 def test_evaluate_on_a_read_only_run_fails_before_scoring(ws, tmp_path):

@@ -558,7 +558,7 @@ def bad_input_cases(tmp_path):
         ([*train, tmp_path / "nolabels.npz", *out], r"has no array 'y' \(arrays found: X\)"),
         ([*train, tmp_path / "object.npz", *out], r"holds a ragged \(object\) array; pad X to \(N, T, D\)"),
         ([*train, tmp_path / "tiny.csv", *out], r"the validation split is empty \(3 examples x --val-fraction 0.1"),
-        ([*train, tmp_path / "missing.csv", *out], r"data file .*missing.csv does not exist"),
+        ([*train, tmp_path / "missing.csv", *out], r"--data .*missing.csv does not exist; check the path"),
         ([*train, tmp_path / "one.csv", "--synthetic", "adding", *out], r"pass either --data FILE .* not both"),
         (["train", "classify", *out], r"pass either --data FILE .* not neither"),
         (["train", "classify", "--synthetic", "copy", "--length", 4, *out],

@@ -204,6 +204,16 @@ def test_exploding_rnn_diverges_without_clipping_and_trains_with_it(tmp_path):
     assert "no clipping: diverged" in report["summary"] and "clip-norm 1: trained" in report["summary"]
 
 
+def test_fresh_cells_default_to_128_units_and_32_input_features(tmp_path, monkeypatch):
+    """``units`` and ``input_dim`` default to None (so a run can refuse them) and mean 128 and 32
+    for fresh cells, as documented (oracle: the sizes the cell is built with)."""
+    built, build = [], gradients.build_cell
+    monkeypatch.setattr(gradients, "build_cell", lambda name, units, input_dim, seed: built.append(
+        (units, input_dim)) or build(name, units, input_dim, seed))
+    gradients.diagnose(cells=["rnn"], length=2, batch_size=1, out=tmp_path)
+    assert built == [(128, 32)]
+
+
 # -- the command ---------------------------------------------------------------------------
 
 
@@ -295,11 +305,30 @@ def test_cli_history_writes_beside_the_run_by_default(run_dir, tmp_path, capsys)
     (lambda out: gradients.diagnose(run_dir="RUN", cells=["rnn"], out=out), r"or `cells` .*, not both$"),
     (lambda out: gradients.diagnose(cells=["rnn"], out=out.parent / "a_file"),
      r"^`out` .*a_file is a file, not a folder; choose another `out`$"),
-    (lambda out: exploding.diagnose(radius=0, steps=1, out=out), r"^`radius` and `clip_norm` must be > 0"),
+    (lambda out: exploding.diagnose(radius=0, steps=1, out=out), r"^`radius` must be a finite number > 0; received 0$"),
+    (lambda out: exploding.diagnose(radius=float("nan"), steps=1, out=out),
+     r"^`radius` must be a finite number > 0; received nan$"),
+    (lambda out: exploding.diagnose(radius=float("inf"), steps=1, out=out),
+     r"^`radius` must be a finite number > 0; received inf$"),
+    (lambda out: exploding.diagnose(radius=-2.0, steps=1, out=out),
+     r"^`radius` must be a finite number > 0; received -2.0$"),
+    (lambda out: exploding.diagnose(radius="2", steps=1, out=out),
+     r"^`radius` must be a finite number > 0; received '2'$"),
+    (lambda out: exploding.diagnose(clip_norm=float("nan"), steps=1, out=out),
+     r"^`clip_norm` must be a finite number > 0; received nan$"),
+    (lambda out: exploding.diagnose(clip_norm=float("-inf"), steps=1, out=out),
+     r"^`clip_norm` must be a finite number > 0; received -inf$"),
+    (lambda out: exploding.exploding_demo(np.zeros((64, 5, 2), np.float32), np.zeros((64, 1), np.float32),
+                                          lr=float("nan")), r"^`lr` must be a finite number > 0; received nan$"),
+    (lambda out: gradients.diagnose(run_dir="RUN", units=64, out=out),
+     r"^`units` does not apply to a trained run's profile \(`run_dir`: its model has its own sizes\); drop it$"),
+    (lambda out: gradients.diagnose(run_dir="RUN", units=128, input_dim=32, out=out),
+     r"^`units`, `input_dim` do not apply to a trained run's profile .*; drop them$"),
     (lambda out: exploding.diagnose(seed=-1, out=out), r"^`seed` must be an integer in \[0, "),
     (lambda out: history.diagnose("/nonexistent/run", out=out), r"is not a directory"),
-], ids=["length", "batch_size", "repeated cell", "unknown cell", "neither", "both", "out a file", "radius", "seed",
-        "no run"])
+], ids=["length", "batch_size", "repeated cell", "unknown cell", "neither", "both", "out a file", "radius",
+        "radius nan", "radius inf", "radius negative", "radius a string", "clip_norm nan", "clip_norm -inf",
+        "demo lr nan", "units with a run", "the default sizes given with a run", "seed", "no run"])
 def test_library_errors_name_the_arguments(call, message, tmp_path):
     """The Python API's errors name its own arguments (the CLI's name its flags: the tests above)."""
     (tmp_path / "a_file").write_text("not a folder", encoding="utf-8")

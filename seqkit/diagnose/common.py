@@ -6,6 +6,8 @@ Errors name the arguments in backticks (`` `length` ``), as every seqkit error d
 
 import csv
 import io
+import math
+import numbers
 from pathlib import Path
 
 from seqkit.config import check_count
@@ -17,6 +19,13 @@ def check_counts(**values):
     """Each value must be an integer in [1, 2**31 - 1]."""
     for name, value in values.items():
         check_count(value, f"`{name}`")
+
+
+def check_positive_numbers(**values):
+    """Each value must be a finite number > 0 (not NaN, not inf, not a bool)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+            raise SeqkitError(f"`{name}` must be a finite number > 0; received {value!r}")
 
 
 def output_folder(out, run_dir=None):

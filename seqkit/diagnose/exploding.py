@@ -8,8 +8,7 @@ import keras
 import numpy as np
 
 from seqkit.config import check_seed
-from seqkit.diagnose.common import check_counts, output_folder, write_csv
-from seqkit.errors import SeqkitError
+from seqkit.diagnose.common import check_counts, check_positive_numbers, output_folder, write_csv
 from seqkit.io import write_text
 from seqkit.layers import recurrent_layer
 from seqkit.plots import plot_panels
@@ -63,9 +62,7 @@ def exploding_demo(x, y, radius=2.0, clip_norm=1.0, units=32, batch_size=64, lr=
 
     Returns ``{run name: {"loss": per-step losses, "grad_norm": per-step norms}}``.
     """
-    if radius <= 0 or clip_norm <= 0:
-        raise SeqkitError(f"`radius` and `clip_norm` must be > 0 for the exploding demo (received {radius:g} and "
-                          f"{clip_norm:g}); pass e.g. `radius=2` and `clip_norm=1`")
+    check_positive_numbers(radius=radius, clip_norm=clip_norm, lr=lr)
     runs = {}
     for name, clip in (("no clipping", 0.0), (f"clip-norm {clip_norm:g}", clip_norm)):
         model = exploding_model(x.shape[1], x.shape[2], units, radius, clip, seed)
@@ -143,6 +140,7 @@ def diagnose(out=None, radius=2.0, clip_norm=1.0, units=32, length=30, steps=300
     (default: ./diagnose). Returns ``exploding_report``'s ``{"summary", "plot", "files"}``.
     """
     out = output_folder(out)
+    check_positive_numbers(radius=radius, clip_norm=clip_norm)
     check_counts(units=units, length=length, steps=steps)
     check_seed(seed, unset=None)
     x, y = exploding_data(length, steps, seed)

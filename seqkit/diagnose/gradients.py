@@ -39,7 +39,7 @@ import tensorflow as tf
 from seqkit.config import CELL_NAMES, check_seed
 from seqkit.diagnose.common import check_counts, output_folder, write_csv
 from seqkit.errors import SeqkitError
-from seqkit.io import write_text
+from seqkit.io import check_data_exists, write_text
 from seqkit.layers import recurrent_layer
 from seqkit.layers.base import RecurrentLayer
 from seqkit.plots import plot_panels
@@ -340,22 +340,34 @@ def write_report(profiles, out, title=None):
 # -- the diagnosis (seqkit diagnose gradients) ------------------------------------------
 
 
-def diagnose(run_dir=None, cells=None, out=None, units=128, length=200, batch_size=16, input_dim=32, seed=0,
+FRESH_CELLS = {"units": 128, "input_dim": 32}  # the sizes of fresh cells, when not given
+
+
+def diagnose(run_dir=None, cells=None, out=None, units=None, length=200, batch_size=16, input_dim=None, seed=0,
              data=None):
     """Profile the gradient flow of a trained char-LM run's top layer (``run_dir``)
     or of freshly initialised ``cells`` (a list of names: one cell, or several
     compared on one input), and write the report to ``out`` (default:
     RUN_DIR/diagnose, or ./diagnose).
 
-    ``units`` and ``input_dim`` size the fresh cells; ``data`` is a UTF-8 text
+    ``units`` and ``input_dim`` size the fresh cells (None: 128 and 32); a run's
+    model has its own, so with ``run_dir`` they are an error. ``data`` is a UTF-8 text
     file used as input instead of random input (for a run, its own training
     text by default). Returns ``write_report``'s ``{"summary", "plot", "files"}``.
     """
     if (run_dir is None) == (cells is None):
         what = "pass `run_dir` (a trained char-LM run) or `cells` (fresh cells, e.g. ['rnn', 'lstm'])"
         raise SeqkitError(f"{what}, not both" if run_dir is not None else f"nothing to diagnose; {what}")
+    given = [f"`{name}`" for name, value in (("units", units), ("input_dim", input_dim)) if value is not None]
+    if run_dir is not None and given:
+        one = len(given) == 1
+        raise SeqkitError(f"{', '.join(given)} {'does' if one else 'do'} not apply to a trained run's profile "
+                          f"(`run_dir`: its model has its own sizes); drop {'it' if one else 'them'}")
+    units = FRESH_CELLS["units"] if units is None else units
+    input_dim = FRESH_CELLS["input_dim"] if input_dim is None else input_dim
     out = output_folder(out, run_dir)
     check_counts(units=units, length=length, batch_size=batch_size, input_dim=input_dim)
+    check_data_exists(data)
     check_seed(seed, unset=None)
     text = read_corpus([data]) if data else None
     if run_dir is not None:

@@ -35,7 +35,7 @@ from filelock import FileLock, Timeout
 
 from seqkit.config import MODEL_FIELDS, RESUMABLE, UNRESOLVED
 from seqkit.errors import ARGUMENT, SeqkitError
-from seqkit.io import write_text
+from seqkit.io import check_data_exists, write_text
 
 CONFIG = "config.json"
 MODEL = "model.keras"
@@ -233,7 +233,9 @@ def resolve_config(config, resume, given=None):
     """The config a training command runs with.
 
     A new run: ``config`` validated, its data paths made absolute (so the run
-    resumes from any working directory), a seed picked if unset.
+    resumes from any working directory) and checked to exist, a seed picked if unset.
+    (``validate`` cannot check them: it also checks the config.json of a trained
+    run, whose training files may since have moved.)
 
     A resume: the config saved in the run directory ``config.out``, wherever
     that directory is now (copied, moved, renamed): its ``out`` is the one
@@ -250,6 +252,7 @@ def resolve_config(config, resume, given=None):
     if not resume:
         config = dataclasses.replace(config).validate()
         config.data = absolute_paths(config.data)
+        check_data_exists(config.data)
         if config.seed < 0:
             config.seed = random.SystemRandom().randrange(2**31)
         if config.init_from:
@@ -282,6 +285,7 @@ def resolve_config(config, resume, given=None):
             setattr(saved, name, getattr(config, name))
     if "data" in given and config.data:  # the same data, or the run's moved away (see same_value)
         saved.data = absolute_paths(config.data)
+        check_data_exists(saved.data)
     saved.out = str(config.out)
     return saved.validate()
 

@@ -20,6 +20,7 @@ from seqkit.config import TASK_CHAR_LM as TASK
 from seqkit.config import CharLMConfig, check_count, check_seed
 from seqkit.decoding import Sampler, check_sampler
 from seqkit.errors import SeqkitError, SeqkitWarning
+from seqkit.io import check_data_exists
 from seqkit.plots import plot_history
 from seqkit.tasks.char_lm.data import (
     as_tensor,
@@ -124,6 +125,7 @@ def evaluate(path, data, errors="strict", batch_size=None):
     Characters the vocabulary lacks are scored as the unknown symbol; their
     count is reported.
     """
+    check_data_exists(data)
     config, vocab, model = load(path)
     text = read_corpus(data, errors=errors)
     unknown = len([c for c in text if c not in vocab.index])  # (U+FFFD itself is the unknown symbol's id)

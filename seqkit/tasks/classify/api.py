@@ -21,7 +21,7 @@ from seqkit import training
 from seqkit.config import TASK_CLASSIFY as TASK
 from seqkit.config import ClassifyConfig, check_count
 from seqkit.errors import SeqkitError
-from seqkit.io import check_writable
+from seqkit.io import check_data_exists, check_writable
 from seqkit.plots import plot_confusion, plot_history
 from seqkit.tasks.classify.data import (
     TEST_SIZE,
@@ -130,6 +130,7 @@ def evaluate(path, data=None, fmt="auto", text_column=None, label_column=None, b
     the data file's stem, or ``test``); their paths are in ``files``. Text
     tokens the vocabulary lacks count as the unknown symbol (``unknown_tokens``).
     """
+    check_data_exists(data)
     config, vocab, labels, model = load(path)
     unknown = 0
     check_writable(rundir.run_dir_of(path) / EVAL_DIR, "make the run directory writable, or evaluate a copy of it")

@@ -22,7 +22,7 @@ from seqkit import training
 from seqkit.config import TASK_SEQ2SEQ as TASK
 from seqkit.config import Seq2SeqConfig
 from seqkit.errors import SeqkitError
-from seqkit.io import check_writable, write_text
+from seqkit.io import check_data_exists, check_writable, write_text
 from seqkit.plots import plot_panels
 from seqkit.tasks.seq2seq.data import (
     SOURCE_VOCAB,
@@ -227,6 +227,7 @@ def evaluate(path, data=None, decode="greedy", beam_width=5, length_penalty=1.0,
     check_decoding(decode, max_length, beam_width, length_penalty, 1.0, 0, 1.0, 1)
     if decode == "sample":
         raise SeqkitError("evaluate scores greedy or beam decoding; pass `decode` greedy or beam")
+    check_data_exists(data)
     config, source_vocab, target_vocab, model = load(path)
     check_writable(rundir.run_dir_of(path) / EVAL_DIR, "make the run directory writable, or evaluate a copy of it")
     if data:
