@@ -272,6 +272,31 @@ def test_a_failed_build_is_not_tried_again_in_every_process(monkeypatch, tmp_pat
     assert any(f"delete {failed} to try again" in r.message for r in caplog.records)
 
 
+@pytest.mark.parametrize("stop", ["signal", "timeout"])
+def test_a_stopped_compiler_is_not_remembered_as_a_failed_build(monkeypatch, tmp_path, stop):
+    """A compiler killed (out of memory, say: several test workers build at once on a fresh
+    machine) or timed out says nothing about the source: no ``failed`` file, so the next
+    process compiles again rather than training on the XLA loops for good."""
+    fake = tmp_path / "cxx"
+    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && { echo fake 1.0; exit 0; }\nkill -9 $$\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("SEQKIT_KERNEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(fake))
+    monkeypatch.delenv("SEQKIT_KERNELS", raising=False)
+    if stop == "timeout":
+        real_run = kernels.subprocess.run
+
+        def run(cmd, **kw):
+            if "-shared" in cmd:
+                raise kernels.subprocess.TimeoutExpired(cmd, kw.get("timeout"))
+            return real_run(cmd, **kw)
+
+        monkeypatch.setattr(kernels.subprocess, "run", run)
+    assert kernels._load.__wrapped__() is None  # the XLA loops, this time
+    assert not list((tmp_path / "cache").rglob("failed"))
+    assert kernels._load.__wrapped__() is None and not list((tmp_path / "cache").rglob("failed"))
+
+
 def test_a_build_is_cached(ops, monkeypatch, tmp_path):
     """The second build is the first one's library: same path, not rewritten."""
     import tensorflow as tf

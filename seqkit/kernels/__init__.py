@@ -136,6 +136,10 @@ def _first_error(stderr, returncode):
     return (errors or lines or [f"exit status {returncode}"])[0].strip()
 
 
+class BuildInterrupted(RuntimeError):
+    """The compiler was stopped (a timeout, or killed by a signal: out of memory, say), not refused the source."""
+
+
 def _compile(tf, cxx, target):
     """Compiles recurrence.cc into ``target`` (atomically); RuntimeError naming the compiler's first error."""
     log.info("seqkit: compiling the recurrence kernels (once, about 10 s) into %s", target.parent)
@@ -155,6 +159,8 @@ def _compile(tf, cxx, target):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        if result.returncode < 0:  # killed by a signal: nothing was learnt about the source
+            raise BuildInterrupted(f"{' '.join(cxx)} was stopped by signal {-result.returncode}")
         first = first or result
         if not ARCH_ERROR.search(result.stderr):
             break
@@ -165,7 +171,8 @@ def _build(tf, cxx):
     """The cached library, compiled first if it is not there yet. A build that
     failed leaves a ``failed`` file with its error beside it, and later
     processes give up at once instead of compiling again (delete the file to
-    retry; any change of source, TensorFlow, compiler or CPU retries anyway)."""
+    retry; any change of source, TensorFlow, compiler or CPU retries anyway).
+    A compiler that was stopped (timeout, signal) leaves no such file: the next process tries again."""
     target = _library_path(tf, cxx)
     failed = target.with_name("failed")
     if target.exists():
@@ -182,7 +189,9 @@ def _build(tf, cxx):
         target = Path(tempfile.mkdtemp(prefix="seqkit-kernels-")) / target.name
     try:
         return _compile(tf, cxx, target)
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
+    except (BuildInterrupted, subprocess.TimeoutExpired):
+        raise
+    except RuntimeError as e:
         try:
             failed.write_text(str(e).splitlines()[0] + "\n")
         except OSError:
