@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -173,8 +174,11 @@ CASES = [
      r"--max-length must be a positive integer"),
     ("char-lm option on a seq2seq run", ["generate", "{ws}/seq2seq", "--prime", "abc"], r"--prime"),
     # serve
-    ("serve a folder without models", ["serve", "{ws}/empty_models"], r"no models under"),
-    ("serve a missing folder", ["serve", "{ws}/nowhere"], r"model folder .* does not exist"),
+    # serve binds its ports before it reads the folder: free ones ({port}), since 8501/8500 may be taken
+    ("serve a folder without models", ["serve", "{ws}/empty_models", "--port", "{port}", "--grpc-port", "0"],
+     r"no models under"),
+    ("serve a missing folder", ["serve", "{ws}/nowhere", "--port", "{port}", "--grpc-port", "0"],
+     r"model folder .* does not exist"),
     ("port out of range", ["serve", "{ws}/saved_models", "--port", "70000"],
      r"Invalid value for '--port': 70000 is not in the range 1<=x<=65535"),
     ("empty cell list", ["diagnose", "gradients", "--compare", ","], r"--compare ',' must name distinct cells"),
@@ -356,8 +360,11 @@ CASES = [
 def test_bad_input_is_one_line_and_changes_nothing(ws, name, args, message, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     before = snapshot(ws)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     try:
-        main([a.format(ws=ws) for a in args])
+        main([a.format(ws=ws, port=port) for a in args])
         code = 0
     except SystemExit as e:
         code = e.code

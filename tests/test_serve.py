@@ -297,7 +297,8 @@ def huge_strings():
 
 
 def test_serve_refuses_a_folder_without_models(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "seqkit.cli", "serve", str(tmp_path)], capture_output=True,
+    ports = ["--port", str(free_port()), "--grpc-port", str(free_port())]  # not 8501/8500: they may be taken
+    result = subprocess.run([sys.executable, "-m", "seqkit.cli", "serve", str(tmp_path), *ports], capture_output=True,
                             text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: no models under {tmp_path}")
