@@ -369,7 +369,7 @@ def test_deadlines_and_gone_clients_stop_the_model_call_and_calls_per_model_are_
         short.model_spec.name = "abc"
         short.inputs["text"].CopyFrom(tf.make_tensor_proto(["ab"]))
         with pytest.raises(grpc.RpcError) as error:
-            stub.Predict(short, timeout=0.3)  # a few ms alone: it waits for the slot
+            stub.Predict(short, timeout=0.5)  # a few ms alone: it waits for the slot
         assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         holder.join()
         assert stub.Predict(short, timeout=30).outputs["probabilities"].tensor_shape.dim[0].size == 1  # free again
