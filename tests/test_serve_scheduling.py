@@ -121,7 +121,8 @@ def test_oversized_requests_and_a_full_queue_are_refused_as_tf_serving_does():
         queued = threading.Thread(target=batcher.run, args=(model, "serving_default", {"x": tf.ones([2, 1])},
                                                             Call()))
         queued.start()  # fills the one queue slot
-        time.sleep(0.2)
+        while not any(queue.batches for queue in batcher._queues.values()):  # (not a sleep: a loaded machine)
+            time.sleep(0.01)
         with pytest.raises(Unavailable, match="batch scheduling queue .* is full"):
             batcher.run(model, "serving_default", {"x": tf.ones([2, 1])}, Call())
     finally:
