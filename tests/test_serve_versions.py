@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -325,18 +326,24 @@ def test_the_model_config_file_is_reread_when_it_changes(exported, tmp_path):
         status, body = request(f"{url}/v1/models/abc/labels/{name}/metadata")
         return int(body["model_spec"]["version"]) if status == 200 else None
 
+    lines = []  # the server's log, read as it is written
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    failed = "not reloaded, still serving the last good config: the new config is not a ModelServerConfig"
     try:
         wait_for(lambda: label("stable") == 1 and label("canary") == 2, "the labels of the first config")
         swapped = CONFIG.replace('value: 1 }', 'value: @ }').replace('value: 2 }', 'value: 1 }').replace('@', '2')
         config.write_text(swapped.format(abc=tmp_path / "abc", xyz=tmp_path / "xyz"), encoding="utf-8")
         wait_for(lambda: label("stable") == 2 and label("canary") == 1, "the labels of the edited config")
         config.write_text("model_config_list { config { name: ", encoding="utf-8")
-        time.sleep(1.0)  # five polls
+        wait_for(lambda: any(failed in line for line in lines), "the broken config's report")
         assert label("stable") == 2 and request(f"{url}/v1/models/xyz:predict", {"instances": ["ab"]})[0] == 200
     finally:
         process.terminate()
-        log = process.communicate(timeout=30)[0]
-    assert "not reloaded, still serving the last good config: the new config is not a ModelServerConfig" in log
+        process.wait(timeout=30)
+        reader.join(timeout=30)
+    log = "".join(lines)
+    assert failed in log
     assert "`" not in log  # the log is printed as written: no API argument in backticks
 
 
