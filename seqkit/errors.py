@@ -19,6 +19,14 @@ class SeqkitWarning(UserWarning):
     """Something seqkit worked around (e.g. a damaged checkpoint passed over); the CLI prints it as one line."""
 
 
+def does_not_apply(names, where):
+    """The SeqkitError for arguments ``names`` given where they have no effect: "`units`, `input_dim` do
+    not apply to ``where``; drop them" (the CLI prints each as its flag)."""
+    one = len(names) == 1
+    return SeqkitError(f"{', '.join(f'`{n}`' for n in names)} {'does' if one else 'do'} not apply to {where}; "
+                       f"drop {'it' if one else 'them'}")
+
+
 def with_flags(message, flags):
     """``message`` with each `argument` written as its CLI flag: ``flags[argument]``, else
     ``--argument-name`` (the CLI's flags are the arguments' names, with dashes); a setting

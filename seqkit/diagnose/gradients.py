@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from seqkit.config import CELL_NAMES, check_seed
 from seqkit.diagnose.common import check_counts, output_folder, write_csv
-from seqkit.errors import SeqkitError
+from seqkit.errors import SeqkitError, does_not_apply
 from seqkit.io import check_data_exists, write_text
 from seqkit.layers import recurrent_layer
 from seqkit.layers.base import RecurrentLayer
@@ -358,11 +358,9 @@ def diagnose(run_dir=None, cells=None, out=None, units=None, length=200, batch_s
     if (run_dir is None) == (cells is None):
         what = "pass `run_dir` (a trained char-LM run) or `cells` (fresh cells, e.g. ['rnn', 'lstm'])"
         raise SeqkitError(f"{what}, not both" if run_dir is not None else f"nothing to diagnose; {what}")
-    given = [f"`{name}`" for name, value in (("units", units), ("input_dim", input_dim)) if value is not None]
+    given = [name for name, value in (("units", units), ("input_dim", input_dim)) if value is not None]
     if run_dir is not None and given:
-        one = len(given) == 1
-        raise SeqkitError(f"{', '.join(given)} {'does' if one else 'do'} not apply to a trained run's profile "
-                          f"(`run_dir`: its model has its own sizes); drop {'it' if one else 'them'}")
+        raise does_not_apply(given, "a trained run's profile (`run_dir`: its model has its own sizes)")
     units = FRESH_CELLS["units"] if units is None else units
     input_dim = FRESH_CELLS["input_dim"] if input_dim is None else input_dim
     out = output_folder(out, run_dir)

@@ -21,7 +21,7 @@ import inspect
 import types
 
 from seqkit.config import TASK_CHAR_LM, TASK_CLASSIFY, TASK_SEQ2SEQ
-from seqkit.errors import SeqkitError
+from seqkit.errors import SeqkitError, does_not_apply
 from seqkit.training import rundir
 
 _MISSING = object()
@@ -79,9 +79,7 @@ def arguments(function, task, options, given=()):
         return dict(options)
     misplaced = sorted(set(given) - set(parameters))
     if misplaced:
-        names = ", ".join(f"`{n}`" for n in misplaced)  # the CLI prints each as its flag
-        verb = "does" if len(misplaced) == 1 else "do"
-        raise SeqkitError(f"{names} {verb} not apply to a {task} run; drop {'it' if verb == 'does' else 'them'}")
+        raise does_not_apply(misplaced, f"a {task} run")
     return {name: value for name, value in options.items() if name in parameters}
 
 
