@@ -154,9 +154,9 @@ def main(argv=None):
 
 
 def vocabularies(run_dir):
-    from seqkit.tasks.seq2seq import SOURCE_VOCAB, TARGET_VOCAB, load_vocabulary
+    from seqkit.tasks.seq2seq import load_vocabularies
 
-    return (load_vocabulary(os.path.join(run_dir, SOURCE_VOCAB)), load_vocabulary(os.path.join(run_dir, TARGET_VOCAB)))
+    return load_vocabularies(run_dir)
 
 
 def markdown(args, results, n_pairs):

@@ -51,9 +51,11 @@ def test_seq2seq_ids_are_four_specials_then_tokens_most_frequent_first(tmp_path)
         vocab.encode(list("cé"), what="input 7")
     assert vocab.decode([4, 5, PAD, 6, UNK, END, 4]) == ["a", "b", "c", "<unk>"]  # padding skipped, stops at </s>
     assert seq2seq.build_vocabulary([["x", "y", "x"]], "word", max_size=1).tokens == ["x"]
-    vocab.save(tmp_path / "v.json")
-    loaded = seq2seq.load_vocabulary(tmp_path / "v.json")
+    vocab.save(tmp_path / "source_vocab.json")
+    seq2seq.build_vocabulary([["x"]], "word", max_size=0).save(tmp_path / "target_vocab.json")
+    loaded, target = seq2seq.load_vocabularies(tmp_path)
     assert loaded.symbols == vocab.symbols and loaded.kind == "char"
+    assert target.symbols == [*SPECIALS, "x"] and target.kind == "word"
 
 
 def test_special_symbols_in_the_data_are_not_tokens_and_read_as_unknown():
@@ -74,9 +76,10 @@ def test_files_from_before_one_scheme_load_to_the_ids_they_had(tmp_path):
     assert vocab.encode(["good", "bad", "meh", UNK_CHAR], unknown="map") == [3, 2, 1, 1]
     assert len(vocab) == 4 and vocab.kind == "word"  # the embedding's rows, as before: len(chars) + 1
 
-    old_seq2seq = write_json(tmp_path / "source_vocab.json", {"kind": "space", "specials": list(SPECIALS),
-                                                              "tokens": ["b", "<unk>", "a"]})
-    vocab = seq2seq.load_vocabulary(old_seq2seq)
+    for side in ("source", "target"):
+        write_json(tmp_path / f"{side}_vocab.json", {"kind": "space", "specials": list(SPECIALS),
+                                                      "tokens": ["b", "<unk>", "a"]})
+    vocab, _ = seq2seq.load_vocabularies(tmp_path)
     assert vocab.encode(["a", "b", "<unk>", "zz"], unknown="map") == [6, 4, 5, UNK]  # its own "<unk>" token kept
 
 

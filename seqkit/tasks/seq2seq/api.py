@@ -31,7 +31,7 @@ from seqkit.tasks.seq2seq.data import (
     build_vocabulary,
     encode_texts,
     eval_batches,
-    load_vocabulary,
+    load_vocabularies,
     pair_ids,
     read_pairs,
     take,
@@ -101,7 +101,7 @@ def train_in(out, config, resume, verbose, callbacks, pairs, train_idx, val_idx)
     source_tokens = split(pairs.sources, config.source_tokens)
     target_tokens = split(pairs.targets, config.target_tokens)
     if source := rundir.vocabulary_dir(out, config, resume):  # this run's, or the --init-from run's: new tokens <unk>
-        source_vocab, target_vocab = load_vocabulary(source / SOURCE_VOCAB), load_vocabulary(source / TARGET_VOCAB)
+        source_vocab, target_vocab = load_vocabularies(source)
     else:
         source_vocab = build_vocabulary(source_tokens, config.source_tokens, config.max_vocab)
         target_vocab = build_vocabulary(target_tokens, config.target_tokens, config.max_vocab)
@@ -152,7 +152,7 @@ def load(path):
     run directory, or a ``.keras`` file inside one (e.g. a checkpoint)."""
     run_dir, weights = rundir.run_paths(path)
     config = rundir.read_config(run_dir, Seq2SeqConfig, TASK)
-    source_vocab, target_vocab = load_vocabulary(run_dir / SOURCE_VOCAB), load_vocabulary(run_dir / TARGET_VOCAB)
+    source_vocab, target_vocab = load_vocabularies(run_dir)
     model = build_model(config, len(source_vocab), len(target_vocab))
     return config, source_vocab, target_vocab, load_weights(model, weights)
 

@@ -91,9 +91,9 @@ def build_vocabulary(sequences, kind, max_size):
     return Vocabulary.from_counts(counts, **VOCABULARY, kind=kind, max_size=max_size)
 
 
-def load_vocabulary(path):
-    """The vocabulary saved at ``path`` (a run's ``SOURCE_VOCAB`` or ``TARGET_VOCAB``)."""
-    return Vocabulary.load(path, **VOCABULARY)
+def load_vocabularies(run_dir):
+    """``(source, target)``: the vocabularies of the run directory ``run_dir`` (``SOURCE_VOCAB``, ``TARGET_VOCAB``)."""
+    return tuple(Vocabulary.load(Path(run_dir) / name, **VOCABULARY) for name in (SOURCE_VOCAB, TARGET_VOCAB))
 
 
 def encode_texts(texts, kind, vocab, unknown="map", what="input", first=1):
