@@ -193,7 +193,7 @@ class RecurrentCell(keras.layers.Layer, compat.DropoutRNNCell):
         """
         xw = ops.matmul(x, self.kernel)
         b = self.input_bias()
-        return xw if b is None else xw + b
+        return xw if b is None else ops.add(xw, b)  # a BiasAdd, which TensorFlow can fuse with the matmul
 
     def step(self, xw_t, states, recurrent_mask=None):
         """The recurrent part of one step; ``xw_t = x_t W + b``, ``(B, gates * units)``."""
@@ -395,13 +395,14 @@ class RecurrentLayer(keras.layers.RNN):
 
         # Time-major from here on: transposing x (B, T, D) is cheaper than
         # letting the loop transpose xw (B, T, gates * units) and its gradient.
-        xw = cell.project_inputs(ops.transpose(sequences, (1, 0, 2)))  # (T, B, gates * units), one matmul
+        x = ops.transpose(sequences, (1, 0, 2))  # (T, B, D)
         if mask is not None:
             mask = ops.transpose(mask, (1, 0))  # (T, B)
         if self.fused and recurrent_mask is None and not self.unroll:
-            result = self.fused_loop(xw, list(initial_state), mask, training)
+            result = self.fused_loop(x, list(initial_state), mask, training)
             if result is not None:
                 return result
+        xw = cell.project_inputs(x)  # (T, B, gates * units), one matmul
 
         def step(xw_t, states):
             return cell.step(xw_t, states, recurrent_mask)
@@ -427,7 +428,7 @@ class RecurrentLayer(keras.layers.RNN):
             # Zero the masked steps of the sequence, in the order processed
             # (Keras' unrolled loop zeroes by the unreversed mask). The last
             # output stays the last real one: the flag is about sequences.
-            real = ops.cast(mask[::-1] if self.go_backwards else mask, "bool")  # (T, B)
+            real = ops.cast(ops.flip(mask, axis=0) if self.go_backwards else mask, "bool")  # (T, B)
             outputs = ops.where(real[:, :, None], outputs, ops.zeros_like(outputs))
         return last_output, ops.transpose(outputs, (1, 0, 2)), states  # outputs: (B, T, H)
 
@@ -441,10 +442,10 @@ class RecurrentLayer(keras.layers.RNN):
             return [None if first is None else ops.flip(first, axis=1)] + output_mask[1:]
         return None if output_mask is None else ops.flip(output_mask, axis=1)
 
-    def fused_loop(self, xw, initial_state, mask, training):
+    def fused_loop(self, x, initial_state, mask, training):
         """The recurrence through ``cell.fused_recurrence`` (hand-written BPTT):
         ``(last_output, outputs (B, T, H), states)`` as ``inner_loop``, or None
-        when the cell has no fused form for this call. ``xw`` ``(T, B, G*H)``,
+        when the cell has no fused form for this call. ``x`` ``(T, B, D)``,
         ``mask`` ``(T, B)`` booleans or None, both in time order.
 
         With a mask the loop returns the carried states at every step (a masked
@@ -460,17 +461,25 @@ class RecurrentLayer(keras.layers.RNN):
         # them; inference (and so export) keeps TensorFlow's own ops.
         if mask is not None:
             mask = ops.cast(mask, "bool")
-            mask = mask[::-1] if self.go_backwards else mask
-        result = cell.fused_recurrence(xw[::-1] if self.go_backwards else xw, initial_state,
-                                       use_kernels=training is True, mask=mask)
+        if self.go_backwards:
+            # Reverse x, D wide, rather than xw, gates * units wide; ops.flip
+            # (ReverseV2), as x[::-1] (a negative-stride StridedSlice) and its
+            # gradient take about 10x as long.
+            x = ops.flip(x, axis=0)
+            mask = None if mask is None else ops.flip(mask, axis=0)
+        # (A cell without a fused form returns None; the projection is then unused, pruned from a graph.)
+        result = cell.fused_recurrence(cell.project_inputs(x), initial_state, use_kernels=training is True, mask=mask)
         if result is None:
             return None
         hs, states = result  # hs: (T, B, H), in the order processed (as Keras)
+        # The last output is h_T, the state (equal to hs[-1]): its gradient then
+        # enters the loop's backward as δh_T, not as a (T, B, H) slice gradient.
+        h_T = states[0]
         if mask is None:
-            return hs[-1], ops.transpose(hs, (1, 0, 2)), states
+            return h_T, ops.transpose(hs, (1, 0, 2)), states
         real = ops.expand_dims(mask, -1)  # (T, B, 1), in the order processed
         started = ops.cumsum(ops.cast(real, "int32"), axis=0) > 0  # a real step at or before t
-        last_output = ops.where(started[-1], hs[-1], ops.zeros_like(hs[-1]))  # (B, H)
+        last_output = ops.where(started[-1], h_T, ops.zeros_like(h_T))  # (B, H)
         if not self.return_sequences:
             return last_output, ops.expand_dims(last_output, 1), states
         outputs = ops.where(real if self.zero_output_for_mask else started, hs, ops.zeros_like(hs))  # (T, B, H)
