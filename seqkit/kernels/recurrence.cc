@@ -204,10 +204,21 @@ tensorflow::Status pack_block(OpKernelContext* ctx, const Tensor& U, Index offse
       ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({out->panels * K * kPanel}), &out->data));
   const float* u = U.flat<float>().data();
   float* p = out->data.flat<float>().data();
-  for (Index panel = 0; panel < out->panels; ++panel)
-    for (Index k = 0; k < K; ++k)
-      for (Index n = panel * kPanel; n < (panel + 1) * kPanel; ++n)
-        *p++ = n >= N ? 0.0f : transpose ? u[n * ld + offset + k] : u[k * ld + offset + n];
+  for (Index panel = 0; panel < out->panels; ++panel, p += K * kPanel) {
+    if (!transpose) {
+      for (Index k = 0; k < K; ++k)
+        for (Index j = 0, n = panel * kPanel; j < kPanel; ++j, ++n) p[k * kPanel + j] = n >= N ? 0.0f : u[k * ld + offset + n];
+      continue;
+    }
+    // The transpose reads the panel's kPanel rows of U 16 columns (a cache line)
+    // at a time. Read a float at a time, each k touched kPanel lines ld floats
+    // apart, which for a power-of-two ld share one L1 set and evict each other:
+    // at H = 512 that made packing 1.3 ms, most of a one-step backward.
+    for (Index k0 = 0; k0 < K; k0 += 16)
+      for (Index j = 0, n = panel * kPanel; j < kPanel; ++j, ++n)
+        for (Index k = k0; k < std::min<Index>(K, k0 + 16); ++k)
+          p[k * kPanel + j] = n >= N ? 0.0f : u[n * ld + offset + k];
+  }
   return tensorflow::OkStatus();
 }
 
