@@ -13,7 +13,11 @@ train_on_batch, Adam, sparse cross-entropy from logits:
             return_sequences=True, return_state=True)); decoder Embedding(V, 64,
             mask_zero=True) -> LSTM(512, return_sequences=True) from the encoder's
             final states -> dot-product attention over the encoder outputs
-            (keras.layers.Attention, masked) -> Dense(V)
+            (keras.layers.Attention, masked) -> Dense(V). The decoder LSTM runs
+            unmasked in every variant: Keras fills a layer's `mask` argument only
+            when the call has one tensor argument, and this one also has
+            initial_state (as in seqkit's own seq2seq model, whose decoder is
+            causal and whose loss skips the padding)
 
 Variants (the same model, weights and batches; only the LSTM class changes):
   seqkit-fused     seqkit.layers.LSTM: the masked fused path (its loops run as the
@@ -21,6 +25,14 @@ Variants (the same model, weights and batches; only the LSTM class changes):
   seqkit-readable  seqkit.layers.LSTM(fused=False): autodiff through the readable
                    step in Keras' masked rnn() loop
   keras            keras.layers.LSTM with the same mask (Keras' masked loop on a CPU)
+  no-recurrence    each LSTM replaced by a Dense of its input (same shapes, masks
+                   and states): what the step costs apart from the recurrent layers
+
+The profile below the table bounds what any recurrent layer could reach: the step
+without recurrence, plus the recurrent layers' matmul FLOPs (forward x W and h U,
+twice that backward) at the machine's float32 matmul peak (tf.matmul, 2048 x 2048),
+is the fastest a step can be; the readable path's and Keras' steps over that bound
+are the largest speed-ups possible against them.
 
 All variants are built and warmed up first (every batch shape traced), then timed
 in interleaved rounds (the order alternates each round) so that machine noise
@@ -40,12 +52,12 @@ import statistics
 import sys
 import time
 
-from bench import cpu_model, iqr_pct, loops_in_use, paired, sign_test
+from bench import cpu_model, iqr_pct, loops_in_use, measure_peak, paired, sign_test
 from benchdoc import choices_list, log, machine_heading, write_report
 
 HEADING = "## Masked training: one run of scripts/bench_masked.py"  # + " ({ISA path} path, {CPU})": one section per path and machine
 MODELS = ("charclf", "seq2seq")
-VARIANTS = ("seqkit-fused", "seqkit-readable", "keras")
+VARIANTS = ("seqkit-fused", "seqkit-readable", "keras", "no-recurrence")
 
 
 def parse_args(argv=None):
@@ -58,7 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--vocab", type=int, default=2000, help="seq2seq: words in the source and target vocabularies")
     p.add_argument("--batches", type=int, default=4, help="distinct generated batches, cycled")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
-    p.add_argument("--steps-per-round", type=int, default=3)
+    p.add_argument("--steps-per-round", type=int, default=10,
+                   help="steps per variant per round (the first after a switch runs cold; the median skips it)")
     p.add_argument("--warmup", type=int, default=2, help="passes over the batches before timing")
     p.add_argument("--markdown", default="", help="write the report as a section of this markdown file")
     p.add_argument("--quick", action="store_true", help="tiny sizes: smoke-test the script")
@@ -122,10 +135,67 @@ def build_seq2seq(lstm, args, keras):
     return keras.Model([source, target], keras.layers.Dense(args.vocab)(h))
 
 
+def no_recurrence_layer(keras):
+    """A stand-in for an LSTM layer without the recurrence: a Dense of each step's input, with the
+    LSTM's output shapes, masks and states (the last step's value), for timing the rest of a model."""
+
+    @keras.saving.register_keras_serializable(package="bench_masked")  # Bidirectional copies it by its config
+    class NoRecurrence(keras.layers.Layer):
+        def __init__(self, units, return_sequences=False, return_state=False, go_backwards=False, **kwargs):
+            super().__init__(**kwargs)
+            self.units, self.return_sequences, self.return_state = units, return_sequences, return_state
+            self.go_backwards, self.stateful, self.states = go_backwards, False, None  # what Bidirectional reads
+            self.dense, self.supports_masking = keras.layers.Dense(units), True
+
+        def call(self, sequences, mask=None, initial_state=None, training=None):
+            y = self.dense(sequences)  # (B, T, units)
+            if initial_state is not None:
+                y = y + initial_state[0][:, None, :]
+            last = y[:, -1]
+            out = y if self.return_sequences else last
+            return (out, last, last) if self.return_state else out
+
+        def compute_mask(self, sequences, mask=None):
+            mask = mask if self.return_sequences else None
+            return [mask, None, None] if self.return_state else mask
+
+        def build(self, sequences_shape, initial_state_shape=None):
+            self.dense.build(sequences_shape)
+
+        def compute_output_shape(self, sequences_shape, initial_state_shape=None):
+            last = (sequences_shape[0], self.units)
+            out = (*sequences_shape[:-1], self.units) if self.return_sequences else last
+            return (out, last, last) if self.return_state else out
+
+        def get_config(self):
+            return {**super().get_config(), "units": self.units, "return_sequences": self.return_sequences,
+                    "return_state": self.return_state, "go_backwards": self.go_backwards}
+
+    return NoRecurrence
+
+
+def recurrent_flops(model_name, data, args):
+    """Mean FLOPs per training step of the model's LSTM layers' matmuls over ``data``'s batches, each
+    padded to its longest row: 3 x 2 B T 4 H (D + H) a layer (forward x W and h U, twice that backward)."""
+    def lstm(T, D, H):
+        return 3 * 2 * args.batch * T * 4 * H * (D + H)
+
+    per_batch = []
+    for x, _ in data:
+        if model_name == "charclf":
+            per_batch.append(2 * lstm(x.shape[1], 32, args.clf_units))
+        else:
+            (source, target), H = x, args.enc_units
+            per_batch.append(2 * lstm(source.shape[1], 64, H) + lstm(target.shape[1], 64, 2 * H))
+    return sum(per_batch) / len(per_batch)
+
+
 def make_step(model_name, variant, data, args, keras, seqkit_layers):
     """A zero-argument training step cycling over ``data``, with the variant's LSTM class."""
     if variant == "keras":
         lstm = keras.layers.LSTM
+    elif variant == "no-recurrence":
+        lstm = no_recurrence_layer(keras)
     else:
         fused = variant == "seqkit-fused"
 
@@ -147,12 +217,14 @@ def make_step(model_name, variant, data, args, keras, seqkit_layers):
 
 
 def build(args, keras, np):
+    """(steps, flops): a training step per (model, variant), and each model's mean recurrent FLOPs a step."""
     import seqkit.layers
 
     rng = np.random.default_rng(0)
-    steps = {}
+    steps, flops = {}, {}
     for model_name in args.models:
         data = (charclf_data if model_name == "charclf" else seq2seq_data)(args, rng)
+        flops[model_name] = recurrent_flops(model_name, data, args)
         for variant in VARIANTS:
             t0 = time.perf_counter()
             step = make_step(model_name, variant, data, args, keras, seqkit.layers)
@@ -163,7 +235,7 @@ def build(args, keras, np):
     for step in steps.values():
         for _ in range(args.warmup * args.batches):
             step()
-    return steps
+    return steps, flops
 
 
 def interleave(steps, rounds, reps):
@@ -185,6 +257,25 @@ def interleave(steps, rounds, reps):
     return times
 
 
+def profile(times, flops, peak, args):
+    """Per model: the step without recurrence, the recurrent layers' share of each variant's step, and
+    the bound on the fused path (the step without recurrence + the recurrent FLOPs at the matmul peak)."""
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    rows = [("| model | recurrent GFLOP per step | at the matmul peak, ms | step without recurrence, ms | "
+             "recurrent layers, ms: fused / readable / keras | fastest possible step, ms | "
+             "largest speed-up possible vs readable / keras | seqkit-fused reached |"),
+            "|---|---|---|---|---|---|---|---|"]
+    for model_name in args.models:
+        step = {v: ms[(model_name, v)] for v in VARIANTS}
+        rest, at_peak = step["no-recurrence"], 1e3 * flops[model_name] / (peak * 1e9)
+        bound = rest + at_peak
+        layers = " / ".join(f"{step[v] - rest:.1f}" for v in ("seqkit-fused", "seqkit-readable", "keras"))
+        rows.append(f"| {model_name} | {flops[model_name] / 1e9:.2f} | {at_peak:.1f} | {rest:.1f} | {layers} | "
+                    f"{bound:.1f} | {step['seqkit-readable'] / bound:.2f}x / {step['keras'] / bound:.2f}x | "
+                    f"{step['seqkit-readable'] / step['seqkit-fused']:.2f}x / {step['keras'] / step['seqkit-fused']:.2f}x |")
+    return "\n".join(rows)
+
+
 def report(times, args):
     sps = {k: 1.0 / statistics.median(v) for k, v in times.items()}
     rows = ["| model | variant | steps/s (median) | ms/step | IQR % | vs seqkit-readable | vs keras |",
@@ -193,6 +284,8 @@ def report(times, args):
     for model_name in args.models:
         readable, keras_ = sps[(model_name, "seqkit-readable")], sps[(model_name, "keras")]
         for variant in VARIANTS:
+            if variant == "no-recurrence":
+                continue  # in the profile
             speed = sps[(model_name, variant)]
             rows.append(f"| {model_name} | {variant} | {speed:.2f} | {1e3 / speed:.0f} | "
                         f"{iqr_pct(times[(model_name, variant)]):.1f} | {speed / readable:.2f} | {speed / keras_:.2f} |")
@@ -223,15 +316,19 @@ def main(argv=None):
 
     isa, loops = loops_in_use()
     parts = [f"CPU: {cpu_model()}, {os.cpu_count()} cores; ISA path: {isa}; seqkit's training loops: {loops}",
-             f"B={args.batch}, charclf LSTM {args.clf_units} x 2 directions, seq2seq encoder LSTM "
-             f"{args.enc_units} x 2 / decoder {2 * args.enc_units}, V={args.vocab}, {args.batches} batches cycled, "
-             f"{args.threads} threads, {args.rounds} rounds x {args.steps_per_round} steps, tf {tf.__version__}, "
-             f"keras {keras.__version__}"]
+             (f"B={args.batch}, charclf LSTM {args.clf_units} x 2 directions, seq2seq encoder LSTM "
+              f"{args.enc_units} x 2 / decoder {2 * args.enc_units}, V={args.vocab}, {args.batches} batches cycled, "
+              f"{args.threads} threads, {args.rounds} rounds x {args.steps_per_round} steps, tf {tf.__version__}, "
+              f"keras {keras.__version__}")]
     log(parts[0])
-    steps = build(args, keras, np)
+    steps, flops = build(args, keras, np)
     times = interleave(steps, args.rounds, args.steps_per_round)
+    args.matmul_n = 2048
+    peak = max(measure_peak(args, tf, np, None).values())  # after the steps: no torch, tf.matmul and numpy
     rows, lines, checks = report(times, args)
-    parts += ["### Training steps/s, masked batches", rows, "\n".join(lines), "### Targets", "\n".join(checks)]
+    parts += ["### Training steps/s, masked batches", rows, "\n".join(lines),
+              f"### Profile: what bounds the speed-up (float32 matmul peak {peak:.0f} GFLOP/s)",
+              profile(times, flops, peak, args), "### Targets", "\n".join(checks)]
     text = "\n\n".join(parts) + "\n"
     print("\n" + text)
     if args.markdown:
