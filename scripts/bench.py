@@ -45,7 +45,7 @@ import sys
 import time
 from types import SimpleNamespace
 
-from benchdoc import choices_list, cpu_model, log, machine_heading, write_report
+from benchdoc import choices_list, cpu_model, isa_limits, log, machine_heading, write_report
 
 CELLS = {"rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"}
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -362,7 +362,9 @@ def main(argv=None):
         except ImportError:
             log("PyTorch not installed: torch rows skipped (pip install torch==2.13.0)")
     isa, loops = loops_in_use()
-    parts = [f"CPU: {cpu_model()}, {os.cpu_count()} cores; ISA path: {isa}; seqkit's training loops: {loops}",
+    limits = isa_limits()
+    parts = [f"CPU: {cpu_model()}, {os.cpu_count()} cores; ISA path: {isa}; seqkit's training loops: {loops}"
+             + (f"; the other libraries held by {limits}" if limits else ""),
              f"B={args.batch}, T={args.seq_len}, V={args.vocab}, E={args.embed}, {args.threads} threads, "
              f"{args.rounds} rounds x {args.steps_per_round} steps, tf {tf.__version__}, keras {keras.__version__}"
              + (f", torch {torch.__version__}" if torch is not None else "")]

@@ -27,10 +27,24 @@ def cpu_model():
     return f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}; {isa})"
 
 
+# Environment variables that hold the competitors' math libraries to an older instruction set, so that an
+# AVX-512 machine can time them as an AVX2 one would run them (oneDNN: TensorFlow and PyTorch; MKL:
+# PyTorch's BLAS; OpenBLAS: NumPy's). XLA and TensorFlow's Eigen kernels are not held: they keep what they
+# were compiled for.
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE")
+
+
+def isa_limits():
+    """The ISA_LIMITS set in the environment, "NAME=value, ..." ("" when none is)."""
+    return ", ".join(f"{name}={os.environ[name]}" for name in ISA_LIMITS if os.environ.get(name))
+
+
 def machine_heading(heading, isa):
     """``heading`` keyed by the compute path and the machine, "HEADING (avx2 path, CPU)": a run replaces
-    the section of its own path on its own CPU model and leaves those of other machines."""
-    return f"{heading} ({isa} path, {cpu_model()})"
+    the section of its own path on its own CPU model and leaves those of other machines. A run with
+    the libraries held to an older ISA (``isa_limits``) is its own section, named with the limits."""
+    limits = isa_limits()
+    return f"{heading} ({isa} path, {cpu_model()}{'; libraries at ' + limits if limits else ''})"
 
 
 def log(msg):
@@ -48,9 +62,12 @@ def choices_list(parser, text, allowed, what):
 
 
 def write_report(path, heading, script, argv, details, text):
-    """The section ``heading``: the command that produced it (``python scripts/SCRIPT ARGV``), ``details``
-    after it on the same line, then ``text``."""
-    command = f"python scripts/{script} {' '.join(argv)}".strip()
+    """The section ``heading``: the command that produced it (``[SETTINGS] python scripts/SCRIPT ARGV``, the
+    settings being seqkit's kernel variables and ISA_LIMITS where set), ``details`` after it on the same
+    line, then ``text``."""
+    settings = [f"{name}={os.environ[name]}" for name in ("SEQKIT_KERNELS", "SEQKIT_KERNEL_ISA", *ISA_LIMITS)
+                if os.environ.get(name)]  # the environment the run depended on, so the command reproduces it
+    command = " ".join([*settings, f"python scripts/{script}", *argv])
     write_section(path, heading, f"{heading}\n\n`{command}`{details}\n\n{text}")
 
 
