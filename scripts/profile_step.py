@@ -125,7 +125,7 @@ def main(argv=None):
         from bench import loops_in_use
 
         details = (f" (B=64, T=100, E=64, V=65, 2 threads, {args.rounds} interleaved rounds x {args.reps} calls;"
-                   f" forward/backward loop: {loops_in_use()})")
+                   f" forward/backward loop: {loops_in_use()[1]})")
         write_report(args.markdown, HEADING, "profile_step.py", argv or sys.argv[1:], details, text)
 
 
