@@ -137,6 +137,9 @@ def test_bpc_equals_hand_computation(pattern_run, tmp_path):
     assert scores["loss"] == pytest.approx(nats, rel=1e-5)
     assert scores["bpc"] == pytest.approx(nats / math.log(2), rel=1e-5)
     assert scores["perplexity"] == pytest.approx(math.exp(nats), rel=1e-5)
+    # One path, a str or a Path, is that file, not a list of its name's characters.
+    for one in (str(held_out), held_out):
+        assert char_lm.evaluate(run_dir, one)["loss"] == pytest.approx(scores["loss"], rel=1e-6)
 
 
 def test_a_run_saved_before_one_id_scheme_generates_the_same(pattern_run, tmp_path):

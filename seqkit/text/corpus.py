@@ -1,5 +1,6 @@
 """Text corpora: the files a char-LM trains on, and the default corpus (Python's own sources)."""
 
+import os
 import sysconfig
 from pathlib import Path
 
@@ -7,10 +8,16 @@ from seqkit.errors import SeqkitError
 from seqkit.io import check_regular_file, read_text_file
 
 
+def _path_list(paths):
+    """``paths`` as a list: one path (a str or os.PathLike, not its characters) or a list of them."""
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+
+
 def collect_files(paths, glob="**/*.txt"):
-    """Files named by ``paths`` (files, or directories searched with ``glob``), in a fixed order."""
+    """Files named by ``paths`` (one path or a list of them: files, or directories searched with
+    ``glob``), in a fixed order."""
     files = []
-    for p in map(Path, paths):
+    for p in map(Path, _path_list(paths)):
         if p.is_dir():
             found = sorted(f for f in p.glob(glob) if f.is_file())
             if not found:
@@ -23,11 +30,11 @@ def collect_files(paths, glob="**/*.txt"):
 
 
 def read_corpus(paths, glob="**/*.txt", errors="strict"):
-    """The text of every file named by ``paths``, concatenated in order."""
-    texts = [read_text_file(f, errors) for f in collect_files(paths, glob)]
-    text = "".join(texts)
+    """The text of every file named by ``paths`` (one path or a list, as ``collect_files``), concatenated in order."""
+    text = "".join(read_text_file(f, errors) for f in collect_files(paths, glob))
     if not text:
-        raise SeqkitError(f"the corpus ({', '.join(map(str, paths))}) is empty; pass a non-empty UTF-8 text file")
+        raise SeqkitError(
+            f"the corpus ({', '.join(map(str, _path_list(paths)))}) is empty; pass a non-empty UTF-8 text file")
     return text
 
 
