@@ -220,14 +220,17 @@ def test_registry_names_equal_the_config_choices():
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("training", [False, True])
-def test_fused_fast_path_equals_the_readable_step(variant, go_backwards, training, rng):
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_fused_fast_path_equals_the_readable_step(variant, go_backwards, training, return_sequences, rng):
     """Oracle: the readable cell under autodiff (fused=False). The fused path's
     hand-written BPTT must give the same outputs, final states and gradients
     w.r.t. inputs, initial states and weights. (In float64 it also equals the
     NumPy reference to 1e-8: test_reference.py.) With training=True the loops
-    run as the compiled kernels where they can be built (test_kernels.py)."""
+    run as the compiled kernels where they can be built (test_kernels.py).
+    Each output has its own loss weights, so the last output's gradient (it
+    enters the loop as δh_T, beside the final state's) is checked on its own."""
     name, cell_args = CELL_VARIANTS[variant]
-    options = dict(return_sequences=True, return_state=True, go_backwards=go_backwards)
+    options = dict(return_sequences=return_sequences, return_state=True, go_backwards=go_backwards)
     fast = getattr(seqkit.layers, name)(H, **cell_args, **options)
     readable = getattr(seqkit.layers, name)(H, **cell_args, fused=False, **options)
     x = tf.constant(inputs(rng))
@@ -243,7 +246,7 @@ def test_fused_fast_path_equals_the_readable_step(variant, go_backwards, trainin
         with tf.GradientTape() as tape:
             tape.watch([x, *states])
             outs = layer(x, initial_state=states, training=training)
-            loss = sum(tf.reduce_sum(o * np.cos(np.arange(o.shape[-1]))) for o in outs)
+            loss = sum(tf.reduce_sum(o * np.cos(np.arange(o.shape[-1]) + i)) for i, o in enumerate(outs))
         results.append((outs, tape.gradient(loss, [x, *states, *layer.trainable_weights])))
     (out_a, grad_a), (out_b, grad_b) = results
     for a, b in zip(out_a, out_b):
@@ -265,6 +268,21 @@ def test_fused_path_is_the_one_taken(monkeypatch, rng):
     LSTM(H, recurrent_activation="hard_sigmoid")(inputs(rng))  # no fused form
     LSTM(H, fused=False)(inputs(rng), mask=np.ones((B, T), bool))
     assert masks == [False, True]
+
+
+@pytest.mark.parametrize("activation", ["hard_sigmoid", "sigmoid"])
+def test_inputs_are_projected_once_with_or_without_a_fused_form(activation, monkeypatch, rng):
+    """An eager call projects x W + b once: the layer asks has_fused_form()
+    before the fused path projects (a cell without one, e.g. hard_sigmoid
+    gates, goes straight to the readable loop)."""
+    layer = LSTM(H, recurrent_activation=activation, go_backwards=True)
+    layer(inputs(rng))
+    calls = []
+    original = type(layer.cell).project_inputs
+    monkeypatch.setattr(type(layer.cell), "project_inputs", lambda cell, x: calls.append(x.shape) or original(cell, x))
+    layer(inputs(rng))
+    assert layer.cell.has_fused_form() == (activation == "sigmoid")
+    assert calls == [(T, B, D)]
 
 
 # -- masks on the fused path ------------------------------------------------

@@ -193,11 +193,16 @@ class RecurrentCell(keras.layers.Layer, compat.DropoutRNNCell):
         """
         xw = ops.matmul(x, self.kernel)
         b = self.input_bias()
-        return xw if b is None else ops.add(xw, b)  # a BiasAdd, which TensorFlow can fuse with the matmul
+        return xw if b is None else xw + b
 
     def step(self, xw_t, states, recurrent_mask=None):
         """The recurrent part of one step; ``xw_t = x_t W + b``, ``(B, gates * units)``."""
         raise NotImplementedError
+
+    def has_fused_form(self):
+        """Whether ``fused_recurrence`` has a form for this cell's configuration
+        (its activations); the layers check it before they project the inputs."""
+        return False
 
     def fused_recurrence(self, xw, states, use_kernels=False, mask=None):
         """The whole recurrence over time-major ``xw`` ``(T, B, gates * units)``
@@ -398,7 +403,7 @@ class RecurrentLayer(keras.layers.RNN):
         x = ops.transpose(sequences, (1, 0, 2))  # (T, B, D)
         if mask is not None:
             mask = ops.transpose(mask, (1, 0))  # (T, B)
-        if self.fused and recurrent_mask is None and not self.unroll:
+        if self.fused and recurrent_mask is None and not self.unroll and cell.has_fused_form():
             result = self.fused_loop(x, list(initial_state), mask, training)
             if result is not None:
                 return result
@@ -467,7 +472,6 @@ class RecurrentLayer(keras.layers.RNN):
             # gradient take about 10x as long.
             x = ops.flip(x, axis=0)
             mask = None if mask is None else ops.flip(mask, axis=0)
-        # (A cell without a fused form returns None; the projection is then unused, pruned from a graph.)
         result = cell.fused_recurrence(cell.project_inputs(x), initial_state, use_kernels=training is True, mask=mask)
         if result is None:
             return None

@@ -83,8 +83,11 @@ class GRUCell(RecurrentCell):
         h = z * h_tm1 + (1 - z) * hh  # h_t = z_t ⊙ h_{t-1} + (1 - z_t) ⊙ ĥ_t
         return h, [h]
 
+    def has_fused_form(self):
+        return standard_gates(self)
+
     def fused_recurrence(self, xw, states, use_kernels=False, mask=None):
-        if not standard_gates(self):
+        if not self.has_fused_form():
             return None
         U = self.recurrent_kernel.value
         if not self.reset_after:

@@ -78,8 +78,11 @@ class LSTMCell(RecurrentCell):
         h = o * self.activation(c)  # h_t = o_t ⊙ tanh(c_t)
         return h, [h, c]
 
+    def has_fused_form(self):
+        return standard_gates(self)
+
     def fused_recurrence(self, xw, states, use_kernels=False, mask=None):
-        if not standard_gates(self):
+        if not self.has_fused_form():
             return None
         hs, h_T, c_T = fused.lstm(xw, self.recurrent_kernel.value, states[0], states[1], use_kernels, mask)
         return hs, [h_T, c_T]

@@ -47,10 +47,13 @@ class SimpleRNNCell(RecurrentCell):
         h = self.activation(xw_t + ops.matmul(h_tm1, self.recurrent_kernel))  # h_t = φ(x_t W + h_{t-1} U + b)
         return h, [h]
 
+    def has_fused_form(self):
+        return keras.activations.serialize(self.activation) in fused.ACTIVATION_DERIVATIVES
+
     def fused_recurrence(self, xw, states, use_kernels=False, mask=None):
-        name = keras.activations.serialize(self.activation)
-        if name not in fused.ACTIVATION_DERIVATIVES:
+        if not self.has_fused_form():
             return None
+        name = keras.activations.serialize(self.activation)
         hs, h_T = fused.simple_rnn(xw, self.recurrent_kernel.value, states[0], name, use_kernels, mask)
         return hs, [h_T]
 
