@@ -30,9 +30,12 @@ Variants (the same model, weights and batches; only the LSTM class changes):
 
 The profile below the table bounds what any recurrent layer could reach: the step
 without recurrence, plus the recurrent layers' matmul FLOPs (forward x W and h U,
-twice that backward) at the machine's float32 matmul peak (tf.matmul, 2048 x 2048),
-is the fastest a step can be; the readable path's and Keras' steps over that bound
-are the largest speed-ups possible against them.
+twice that backward) at the machine's float32 matmul peak (the better of tf.matmul
+and NumPy, 2048 x 2048), is the fastest a step can be; the readable path's and
+Keras' steps over that bound are the largest speed-ups possible against them. The
+stand-in errs both ways, a little: its Dense adds 3-5 % of the recurrent FLOPs to
+the step without recurrence (the bound comes out slower), and the LSTMs' Adam
+updates are counted with the recurrent layers, not in that step (faster).
 
 All variants are built and warmed up first (every batch shape traced), then timed
 in interleaved rounds (the order alternates each round) so that machine noise
