@@ -137,8 +137,12 @@ def test_bpc_equals_hand_computation(pattern_run, tmp_path):
     assert scores["loss"] == pytest.approx(nats, rel=1e-5)
     assert scores["bpc"] == pytest.approx(nats / math.log(2), rel=1e-5)
     assert scores["perplexity"] == pytest.approx(math.exp(nats), rel=1e-5)
-    # One path, a str or a Path, is that file, not a list of its name's characters.
-    for one in (str(held_out), held_out):
+    # One path, a str or a Path, a file or a folder of .txt files, is that one path, not a list of its
+    # name's characters.
+    folder = tmp_path / "held"
+    folder.mkdir()
+    (folder / "held.txt").write_text(text, encoding="utf-8")
+    for one in (str(held_out), held_out, str(folder)):
         assert char_lm.evaluate(run_dir, one)["loss"] == pytest.approx(scores["loss"], rel=1e-6)
 
 
