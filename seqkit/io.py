@@ -124,12 +124,20 @@ def check_regular_file(path, what, fix="check the path"):
     raise SeqkitError(f"{what} {path} is not a regular file ({file_kind(path)}); pass a file saved on disk")
 
 
+def path_list(paths):
+    """``paths`` as a list: one path (a str or os.PathLike, not its characters), a list of them, or
+    none ("", None or [])."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths] if os.fspath(paths) else []
+    return list(paths or [])
+
+
 def check_data_exists(data, argument="data"):
     """Each path of ``data`` (one path, or a list of them; "", None or [] for none) must exist: else
     the one-line SeqkitError every task's ``train`` and ``evaluate`` raise for it, before reading or
     writing anything: "`data` PATH does not exist; check the path" (the CLI: ``--data PATH ...``).
     What kind of file it must be is the reader's to check."""
-    for path in [data] if isinstance(data, (str, os.PathLike)) else data or []:
+    for path in path_list(data):
         if path and not os.path.exists(path):
             raise SeqkitError(f"`{argument}` {path} does not exist; check the path")
 

@@ -1,23 +1,17 @@
 """Text corpora: the files a char-LM trains on, and the default corpus (Python's own sources)."""
 
-import os
 import sysconfig
 from pathlib import Path
 
 from seqkit.errors import SeqkitError
-from seqkit.io import check_regular_file, read_text_file
-
-
-def _path_list(paths):
-    """``paths`` as a list: one path (a str or os.PathLike, not its characters) or a list of them."""
-    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+from seqkit.io import check_regular_file, path_list, read_text_file
 
 
 def collect_files(paths, glob="**/*.txt"):
     """Files named by ``paths`` (one path or a list of them: files, or directories searched with
     ``glob``), in a fixed order."""
     files = []
-    for p in map(Path, _path_list(paths)):
+    for p in map(Path, path_list(paths)):
         if p.is_dir():
             found = sorted(f for f in p.glob(glob) if f.is_file())
             if not found:
@@ -34,7 +28,7 @@ def read_corpus(paths, glob="**/*.txt", errors="strict"):
     text = "".join(read_text_file(f, errors) for f in collect_files(paths, glob))
     if not text:
         raise SeqkitError(
-            f"the corpus ({', '.join(map(str, _path_list(paths)))}) is empty; pass a non-empty UTF-8 text file")
+            f"the corpus ({', '.join(map(str, path_list(paths)))}) is empty; pass a non-empty UTF-8 text file")
     return text
 
 
