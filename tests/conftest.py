@@ -1,6 +1,7 @@
 """Shared fixtures: quiet, deterministic TensorFlow on the CPU."""
 
 import os
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -71,3 +72,14 @@ class SignalAt(keras.callbacks.Callback):
         self.seen += 1
         if self.seen == self.n:
             os.kill(os.getpid(), self.signum)
+
+
+def wait_for(condition, what, timeout=60, poll=0.1):
+    """Poll ``condition()`` every ``poll`` seconds until it is true; fail the test, naming ``what``, after
+    ``timeout`` seconds (the way to wait for a server or a thread: a fixed sleep is too short on a loaded
+    machine, and an unbounded loop hangs)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        time.sleep(poll)

@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from conftest import assert_one_line_errors
+from conftest import assert_one_line_errors, wait_for
 from seqkit import scheduling
 from seqkit.scheduling import BadRequest, BatchingParameters, Batcher, Call, DeadlineExceeded, Direct, Unavailable
 from test_serve_versions import exported, free_port, metric_samples, publish, request, start  # noqa: F401
@@ -121,8 +121,8 @@ def test_oversized_requests_and_a_full_queue_are_refused_as_tf_serving_does():
         queued = threading.Thread(target=batcher.run, args=(model, "serving_default", {"x": tf.ones([2, 1])},
                                                             Call()))
         queued.start()  # fills the one queue slot
-        while not any(queue.batches for queue in batcher._queues.values()):  # (not a sleep: a loaded machine)
-            time.sleep(0.01)
+        wait_for(lambda: any(queue.batches for queue in batcher._queues.values()), "the second batch queued",
+                 timeout=30, poll=0.01)
         with pytest.raises(Unavailable, match="batch scheduling queue .* is full"):
             batcher.run(model, "serving_default", {"x": tf.ones([2, 1])}, Call())
     finally:
@@ -270,10 +270,8 @@ def assert_idle(pid, what):
 def wait_busy(pid, what, timeout=10.0):
     """Wait until the server has computed for 0.2 CPU-seconds: it is running ``what`` (not a sleep, which
     under a loaded machine may end before the request has reached the model)."""
-    start, deadline = cpu_seconds(pid), time.monotonic() + timeout
-    while cpu_seconds(pid) - start < 0.2:
-        assert time.monotonic() < deadline, f"the server did not start {what}"
-        time.sleep(0.02)
+    start = cpu_seconds(pid)
+    wait_for(lambda: cpu_seconds(pid) - start >= 0.2, f"the server starting {what}", timeout=timeout, poll=0.02)
 
 
 def generate_body(length):

@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from conftest import assert_one_line_errors
+from conftest import assert_one_line_errors, wait_for
 from seqkit import export
 from seqkit.config import CharLMConfig
 from seqkit.serve import VersionPolicy
@@ -64,15 +64,6 @@ def states(url, name):
     if status != 200:
         return {}
     return {int(v["version"]): (v["state"], v["status"]["error_message"]) for v in body["model_version_status"]}
-
-
-def wait_for(condition, what, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(POLL / 2)
-    pytest.fail(f"not within {timeout} s: {what}")
 
 
 @pytest.fixture(scope="module")
