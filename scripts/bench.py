@@ -239,9 +239,15 @@ def iqr_pct(xs):
     return 100.0 * (q[2] - q[0]) / statistics.median(xs)
 
 
+def recurrent_flops(gates, batch, steps, inputs, units):
+    """FLOPs of a recurrent layer's matmuls per training step: forward x W and h U (2 B T gates H (D + H)),
+    twice that backward: the count every benchmark's GFLOP/s and % of peak use."""
+    return 3 * 2 * batch * steps * gates * units * (inputs + units)
+
+
 def layer_flops(cell, H, args):
-    """FLOPs of the recurrent layer's matmuls per training step: forward x W and h U, twice that backward."""
-    return 3 * 2 * args.batch * args.seq_len * GATES[cell] * H * (args.embed + H)
+    """``recurrent_flops`` of this benchmark's layer of ``cell`` at ``H`` units."""
+    return recurrent_flops(GATES[cell], args.batch, args.seq_len, args.embed, H)
 
 
 def sign_test(wins, n):

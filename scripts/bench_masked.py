@@ -55,7 +55,7 @@ import statistics
 import sys
 import time
 
-from bench import cpu_model, iqr_pct, loops_in_use, measure_peak, paired, sign_test
+from bench import cpu_model, iqr_pct, loops_in_use, measure_peak, paired, recurrent_flops, sign_test
 from benchdoc import choices_list, log, machine_heading, write_report
 
 HEADING = "## Masked training: one run of scripts/bench_masked.py"  # + " ({ISA path} path, {CPU})": one section per path and machine
@@ -177,11 +177,11 @@ def no_recurrence_layer(keras):
     return NoRecurrence
 
 
-def recurrent_flops(model_name, data, args):
+def model_flops(model_name, data, args):
     """Mean FLOPs per training step of the model's LSTM layers' matmuls over ``data``'s batches, each
-    padded to its longest row: 3 x 2 B T 4 H (D + H) a layer (forward x W and h U, twice that backward)."""
+    padded to its longest row (bench.recurrent_flops a layer)."""
     def lstm(T, D, H):
-        return 3 * 2 * args.batch * T * 4 * H * (D + H)
+        return recurrent_flops(4, args.batch, T, D, H)
 
     per_batch = []
     for x, _ in data:
@@ -227,7 +227,7 @@ def build(args, keras, np):
     steps, flops = {}, {}
     for model_name in args.models:
         data = (charclf_data if model_name == "charclf" else seq2seq_data)(args, rng)
-        flops[model_name] = recurrent_flops(model_name, data, args)
+        flops[model_name] = model_flops(model_name, data, args)
         for variant in VARIANTS:
             t0 = time.perf_counter()
             step = make_step(model_name, variant, data, args, keras, seqkit.layers)

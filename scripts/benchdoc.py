@@ -34,9 +34,14 @@ def cpu_model():
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "OPENBLAS_CORETYPE")
 
 
+def settings(names):
+    """``NAME=value`` for each of ``names`` set (non-empty) in the environment."""
+    return [f"{name}={os.environ[name]}" for name in names if os.environ.get(name)]
+
+
 def isa_limits():
     """The ISA_LIMITS set in the environment, "NAME=value, ..." ("" when none is)."""
-    return ", ".join(f"{name}={os.environ[name]}" for name in ISA_LIMITS if os.environ.get(name))
+    return ", ".join(settings(ISA_LIMITS))
 
 
 def machine_heading(heading, isa):
@@ -65,9 +70,8 @@ def write_report(path, heading, script, argv, details, text):
     """The section ``heading``: the command that produced it (``[SETTINGS] python scripts/SCRIPT ARGV``, the
     settings being seqkit's kernel variables and ISA_LIMITS where set), ``details`` after it on the same
     line, then ``text``."""
-    settings = [f"{name}={os.environ[name]}" for name in ("SEQKIT_KERNELS", "SEQKIT_KERNEL_ISA", *ISA_LIMITS)
-                if os.environ.get(name)]  # the environment the run depended on, so the command reproduces it
-    command = " ".join([*settings, f"python scripts/{script}", *argv])
+    environment = settings(("SEQKIT_KERNELS", "SEQKIT_KERNEL_ISA", *ISA_LIMITS))  # so the command reproduces it
+    command = " ".join([*environment, f"python scripts/{script}", *argv])
     write_section(path, heading, f"{heading}\n\n`{command}`{details}\n\n{text}")
 
 
