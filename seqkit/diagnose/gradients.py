@@ -367,7 +367,7 @@ def diagnose(run_dir=None, cells=None, out=None, units=None, length=200, batch_s
     check_counts(units=units, length=length, batch_size=batch_size, input_dim=input_dim)
     check_data_exists(data)
     check_seed(seed, unset=None)
-    text = read_corpus([data]) if data else None
+    text = read_corpus(data) if data else None
     if run_dir is not None:
         profiles = [profile_char_lm(run_dir, length, batch_size, seed, text)]
         title = f"gradient flow in {run_dir}"
